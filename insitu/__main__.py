@@ -1,0 +1,5 @@
+import sys
+
+from insitu.cli import main
+
+sys.exit(main())

@@ -1,0 +1,150 @@
+"""Instruments configuration (TOML), validated on load.
+
+Format (see DESIGN.md)::
+
+    [source_meter]
+    driver = "keithley2450"                        # keithley2400 | keithley2450 | mock
+    resource = "TCPIP0::192.0.2.10::5025::SOCKET"  # any VISA resource string
+    visa_library = "@py"                           # or a path to NI-VISA
+    timeout_s = 2.0
+    [beam_blanker]
+    driver = "mock"
+    [frames]
+    driver = "folder"                              # folder | mock | replay
+    path = "D:/Velox/export"
+    [beam]                                         # optional: dose bookkeeping
+    probe_current_A = 5.0e-11
+
+Errors name the offending key: ``instruments.toml: source_meter.resource: required for driver 'keithley2450'``.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from insitu.errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceMeterConfig(_Strict):
+    driver: Literal["keithley2400", "keithley2450", "mock"]
+    resource: Optional[str] = None
+    visa_library: str = "@py"
+    timeout_s: float = Field(2.0, gt=0, le=60)
+    read_termination: Optional[str] = None
+    write_termination: Optional[str] = None
+    # mock-only knobs
+    resistance_ohm: float = Field(50e6, gt=0)
+
+    @model_validator(mode="after")
+    def _resource_needed(self):
+        if self.driver != "mock" and not self.resource:
+            raise ValueError(f"resource: required for driver '{self.driver}'")
+        return self
+
+
+class BeamBlankerConfig(_Strict):
+    driver: Literal["mock", "keithley_digio", "scpi"] = "mock"
+    resource: Optional[str] = None
+    visa_library: str = "@py"
+    timeout_s: float = Field(2.0, gt=0, le=60)
+    line: int = Field(1, ge=1, le=6)          # digital I/O line for keithley_digio
+    blank_command: Optional[str] = None       # for driver "scpi"
+    unblank_command: Optional[str] = None
+    query_command: Optional[str] = None
+    active_high: bool = True
+
+    @model_validator(mode="after")
+    def _resource_needed(self):
+        if self.driver != "mock" and not self.resource:
+            raise ValueError(f"resource: required for driver '{self.driver}'")
+        if self.driver == "scpi" and not (self.blank_command and self.unblank_command):
+            raise ValueError("blank_command/unblank_command: required for driver 'scpi'")
+        return self
+
+
+class FramesConfig(_Strict):
+    driver: Literal["folder", "mock", "replay"] = "mock"
+    path: Optional[str] = None
+    pattern: Optional[str] = None
+    speed: float = Field(1.0, gt=0)
+    settle_s: float = Field(0.5, ge=0)
+    rate_hz: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _path_needed(self):
+        if self.driver in ("folder", "replay") and not self.path:
+            raise ValueError(f"path: required for driver '{self.driver}'")
+        return self
+
+
+class BeamConfig(_Strict):
+    probe_current_A: float = Field(5e-11, ge=0, le=1e-6)
+
+
+class InstrumentsConfig(_Strict):
+    source_meter: SourceMeterConfig
+    beam_blanker: BeamBlankerConfig = BeamBlankerConfig()
+    frames: FramesConfig = FramesConfig()
+    beam: BeamConfig = BeamConfig()
+
+    @property
+    def is_mock(self) -> bool:
+        return self.source_meter.driver == "mock" and self.beam_blanker.driver == "mock" and self.frames.driver == "mock"
+
+
+MOCK_TOML = """\
+# all instruments simulated by the virtual specimen
+[source_meter]
+driver = "mock"
+[beam_blanker]
+driver = "mock"
+[frames]
+driver = "mock"
+"""
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    if err["type"] == "literal_error":
+        msg = f"{msg} (got {err.get('input')!r})"
+    return f"{loc}: {msg}" if loc else msg
+
+
+def parse_instruments(text: str, source: str = "instruments config") -> InstrumentsConfig:
+    """Parse and validate TOML text; raise :class:`UserError` naming the key on failure."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        return InstrumentsConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(f"{source}: {_first_error(exc)}") from None
+
+
+def load_instruments(path: str | Path) -> tuple[InstrumentsConfig, str]:
+    """Read an instruments TOML file; returns (config, original text)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"{p}: cannot read instruments config: {exc.strerror or exc}") from None
+    return parse_instruments(text, str(p)), text

@@ -1,0 +1,97 @@
+"""Open the instruments an :class:`~insitu.config.InstrumentsConfig` names.
+
+The engine receives an :class:`Instruments` bundle and never cares whether the
+parts are real or mock. Opening never changes a source-meter's output.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from insitu.clock import Clock
+from insitu.config import InstrumentsConfig
+from insitu.drivers.interfaces import BeamBlanker, FrameSource, SourceMeter
+
+
+@dataclass
+class Instruments:
+    """What the engine drives, plus the clock they share."""
+
+    source_meter: SourceMeter
+    blanker: BeamBlanker
+    frames: FrameSource | None
+    clock: Clock
+    probe_current_A: float = 5e-11
+    #: reopen the source-meter after a lost connection (None: cannot)
+    reconnect: Any = None
+    #: the virtual specimen behind mock instruments (ground truth), if any
+    specimen: Any = None
+    extra: dict = field(default_factory=dict)
+
+    def close(self) -> None:
+        """Close every connection; never changes the source output."""
+        for part in (self.frames, self.blanker, self.source_meter):
+            if part is None:
+                continue
+            try:
+                if part is self.frames:
+                    part.stop()
+                else:
+                    part.close()
+            except Exception:  # closing must not mask the real outcome
+                pass
+
+
+def open_source_meter(cfg, clock: Clock):
+    """Open the configured source-meter (real drivers connect without touching the output)."""
+    if cfg.driver == "mock":
+        from insitu.drivers.mock import MockSourceMeter
+
+        return MockSourceMeter(cfg.resistance_ohm, clock)
+    from insitu.drivers import keithley
+
+    cls = {"keithley2450": keithley.Keithley2450, "keithley2400": keithley.Keithley2400}[cfg.driver]
+    return cls.connect(cfg.resource, visa_library=cfg.visa_library, timeout_s=cfg.timeout_s, clock=clock,
+                       read_termination=cfg.read_termination, write_termination=cfg.write_termination)
+
+
+def open_instruments(config: InstrumentsConfig, clock: Clock | None = None, *, seed: int = 0) -> Instruments:
+    """Open everything in ``config`` on one clock.
+
+    When all three drivers are ``mock`` and the virtual specimen is available,
+    the mocks share one :mod:`insitu.virtual` specimen; otherwise each part is
+    opened on its own.
+    """
+    clock = clock or Clock()
+    if config.is_mock:
+        try:
+            from insitu.virtual.instruments import open_virtual_instruments
+        except ImportError:
+            open_virtual_instruments = None
+        if open_virtual_instruments is not None:
+            return open_virtual_instruments(config, clock, seed=seed)
+    sm = open_source_meter(config.source_meter, clock)
+    reconnect = (lambda: open_source_meter(config.source_meter, clock)) if config.source_meter.driver != "mock" else None
+    bb_cfg = config.beam_blanker
+    if bb_cfg.driver == "mock":
+        from insitu.drivers.mock import MockBeamBlanker
+
+        blanker = MockBeamBlanker()
+    else:
+        from insitu.drivers import blanker as blanker_mod
+
+        blanker = blanker_mod.open_blanker(bb_cfg, source_meter=sm)
+    fr = config.frames
+    if fr.driver == "mock":
+        from insitu.drivers.mock import NoiseFrameSource
+
+        frames = NoiseFrameSource(rate_hz=fr.rate_hz, clock=clock, blanker=blanker)
+    elif fr.driver == "folder":
+        from insitu.drivers.folder import FolderWatchSource
+
+        frames = FolderWatchSource(fr.path, clock=clock, pattern=fr.pattern, settle_s=fr.settle_s)
+    else:
+        from insitu.drivers.replay import ReplayFrameSource
+
+        frames = ReplayFrameSource(fr.path, clock=clock, speed=fr.speed)
+    return Instruments(sm, blanker, frames, clock, config.beam.probe_current_A, reconnect=reconnect)
