@@ -34,8 +34,16 @@ VERBS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with exit code 1 (user error) for bad arguments, as every other user error."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USER, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="insitu",
         description="In-situ biasing experiments in the STEM: control, record, see, analyse, replay.",
     )

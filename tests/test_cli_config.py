@@ -60,3 +60,9 @@ def test_valid_real_config():
     cfg = parse_instruments('[source_meter]\ndriver = "keithley2450"\nresource = "TCPIP0::127.0.0.1::5025::SOCKET"\n')
     assert cfg.source_meter.visa_library == "@py"
     assert not cfg.is_mock
+
+
+def test_bad_arguments_exit_1(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["validate", "--no-such-flag"])
+    assert exc.value.code == 1
