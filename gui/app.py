@@ -1,0 +1,496 @@
+"""The operator's main window and the Qt application around it.
+
+Layout: live image (top left), bias/current plots (bottom left), protocol
+panel with readouts, Start / Pause / Abort and the event log (right), status
+bar (bottom). The record producer (engine, replay player or synthetic feed)
+runs in a :class:`~insitu.gui.worker.SourceThread`; a 20 Hz ``QTimer`` drains
+its :class:`~insitu.gui.worker.RecordQueue`.
+"""
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt5 import QtCore, QtGui, QtWidgets
+
+from insitu.records import BeamSample, BiasSample, EventRecord, ProgressRecord
+
+from .image_view import LiveImageView
+from .plots import TracePlots
+from .protocol_panel import ProtocolPanel
+from .status import RateMeter, StatusBar, SyncTracker
+from .units import format_duration
+from .worker import FrameInfo, LatestSlot, RecordQueue, SourceThread
+
+BACKGROUND = "#14161b"
+PLOT_BACKGROUND = "#0d0f13"
+FOREGROUND = "#d5d8e0"
+
+STYLE = f"""
+QWidget {{ background: {BACKGROUND}; color: {FOREGROUND}; font-size: 11pt; }}
+QToolTip {{ background: #262a33; color: {FOREGROUND}; border: 1px solid #3a3f4b; }}
+QLabel#header {{ font-size: 15pt; font-weight: 600; padding: 4px 8px; border-radius: 4px; background: #1d2027; }}
+QLabel#protocolName {{ font-size: 11pt; }}
+QLabel#limits {{ color: #ffcf7a; font-size: 10pt; }}
+QLabel#stepLabel {{ font-size: 12pt; font-weight: 600; color: #ffffff; }}
+QLabel#imageInfo {{ font-family: "DejaVu Sans Mono", monospace; font-size: 11pt; color: #e8eaf0; }}
+QFrame#readout {{ background: #1b1e25; border: 1px solid #2a2e38; border-radius: 5px; }}
+QLabel#readoutCaption {{ color: #8a8fa0; font-size: 9pt; background: transparent; }}
+QLabel#readoutValue {{ font-family: "DejaVu Sans Mono", monospace; font-size: 20pt; font-weight: 700;
+                      color: #ffffff; background: transparent; }}
+QPushButton {{ background: #262a33; border: 1px solid #3a3f4b; border-radius: 5px; padding: 6px 12px; }}
+QPushButton:hover {{ background: #2f3440; }}
+QPushButton:disabled {{ color: #5c606b; background: #1b1e25; }}
+QPushButton#startButton {{ background: #1f5f2a; font-size: 14pt; font-weight: 700; }}
+QPushButton#startButton:disabled {{ background: #1b1e25; }}
+QPushButton#pauseButton {{ font-size: 14pt; font-weight: 700; }}
+QPushButton#abortButton {{ background: #c62828; color: #ffffff; font-size: 17pt; font-weight: 800;
+                          border: 2px solid #ff6b6b; border-radius: 8px; }}
+QPushButton#abortButton:hover {{ background: #e53935; }}
+QPushButton#abortButton:disabled {{ background: #3a2326; color: #8d6f72; border: 1px solid #4d2f33; }}
+QPlainTextEdit#eventLog {{ background: #0f1115; font-family: "DejaVu Sans Mono", monospace; font-size: 9pt; }}
+QComboBox, QDoubleSpinBox {{ background: #1f2229; border: 1px solid #3a3f4b; padding: 2px 6px; }}
+QProgressBar {{ background: #1f2229; border: none; border-radius: 3px; }}
+QProgressBar::chunk {{ background: #ffb347; border-radius: 3px; }}
+QStatusBar {{ background: #0f1115; }}
+QLabel#statusField {{ color: #aab0bf; font-size: 9pt; padding: 0 8px; background: #0f1115; }}
+QSplitter::handle {{ background: #22252d; }}
+"""
+
+
+def apply_dark_theme(app: QtWidgets.QApplication) -> None:
+    """Fusion style, a dark palette and the stylesheet above (dark-room friendly)."""
+    app.setStyle("Fusion")
+    pal = QtGui.QPalette()
+    c = QtGui.QColor
+    for role, col in ((QtGui.QPalette.Window, BACKGROUND), (QtGui.QPalette.WindowText, FOREGROUND),
+                      (QtGui.QPalette.Base, "#0f1115"), (QtGui.QPalette.AlternateBase, "#1b1e25"),
+                      (QtGui.QPalette.Text, FOREGROUND), (QtGui.QPalette.Button, "#262a33"),
+                      (QtGui.QPalette.ButtonText, FOREGROUND), (QtGui.QPalette.Highlight, "#ffb347"),
+                      (QtGui.QPalette.HighlightedText, "#000000"), (QtGui.QPalette.ToolTipBase, "#262a33"),
+                      (QtGui.QPalette.ToolTipText, FOREGROUND)):
+        pal.setColor(role, c(col))
+    app.setPalette(pal)
+    app.setStyleSheet(STYLE)
+
+
+pg.setConfigOptions(background=PLOT_BACKGROUND, foreground=FOREGROUND, antialias=False)
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    """The operator window around one backend (engine, replay or synthetic feed).
+
+    Parameters
+    ----------
+    backend : insitu.gui.backends backend
+    protocol, timeline : shown in the protocol panel (optional)
+    protocol_path : str
+    analysis : bool
+        Run the live analysis (differential/registered views, seeds).
+    tick_ms : int
+        Period of the queue-draining timer.
+    """
+
+    state_changed = QtCore.pyqtSignal(str)
+
+    def __init__(self, backend, *, protocol=None, timeline=None, protocol_path: str = "",
+                 analysis: bool = True, tick_ms: int = 50, protocol_loader=None):
+        super().__init__()
+        self.backend = backend
+        self.protocol = protocol
+        self.timeline = timeline
+        self.protocol_loader = protocol_loader
+        self.queue = RecordQueue()
+        self.thread: SourceThread | None = None
+        self.state = "idle"
+        self._closing = False
+        self._outcome_shown = False
+        self.analysis = None
+        self.analysis_enabled = analysis
+        #: replaces the "abort and close?" dialog (tests): callable returning True to go ahead
+        self.confirm_close = None
+        self.in_rate = RateMeter()
+        self.shown_rate = RateMeter()
+        self.sync = SyncTracker()
+        self.last_record_time = 0.0
+        self.dose = 0.0
+        self._got_progress = False
+        self._tick_count = 0
+
+        self.setWindowTitle(f"insitu — {self._mode_name()}")
+        self.image = LiveImageView()
+        self.plots = TracePlots()
+        self.panel = ProtocolPanel()
+        self.status = StatusBar()
+        self.setStatusBar(self.status)
+
+        self.header = QtWidgets.QLabel()
+        self.header.setObjectName("header")
+        right = QtWidgets.QWidget()
+        rl = QtWidgets.QVBoxLayout(right)
+        rl.setContentsMargins(4, 4, 4, 0)
+        rl.addWidget(self.header)
+        if backend.kind == "replay":
+            row = QtWidgets.QHBoxLayout()
+            row.addWidget(QtWidgets.QLabel("Replay speed"))
+            self.speed_box = QtWidgets.QComboBox()
+            for s in (0.5, 1, 2, 5, 10, 30, 100):
+                self.speed_box.addItem(f"{s:g}×", s)
+            idx = self.speed_box.findData(float(getattr(backend, "speed", 1.0)))
+            if idx < 0:
+                self.speed_box.addItem(f"{backend.speed:g}×", float(backend.speed))
+                idx = self.speed_box.count() - 1
+            self.speed_box.setCurrentIndex(idx)
+            self.speed_box.currentIndexChanged.connect(
+                lambda i: self.backend.set_speed(float(self.speed_box.itemData(i))))
+            row.addWidget(self.speed_box)
+            row.addStretch(1)
+            rl.addLayout(row)
+        rl.addWidget(self.panel, 1)
+        right.setMinimumWidth(430)
+        right.setMaximumWidth(560)
+
+        left = QtWidgets.QSplitter(QtCore.Qt.Vertical)
+        left.addWidget(self.image)
+        left.addWidget(self.plots)
+        left.setStretchFactor(0, 3)
+        left.setStretchFactor(1, 2)
+        left.setSizes([600, 330])
+        main = QtWidgets.QSplitter(QtCore.Qt.Horizontal)
+        main.addWidget(left)
+        main.addWidget(right)
+        main.setStretchFactor(0, 1)
+        main.setStretchFactor(1, 0)
+        self.setCentralWidget(main)
+        self.resize(1600, 1000)
+
+        self.panel.start_clicked.connect(self.start)
+        self.panel.pause_clicked.connect(self.toggle_pause)
+        self.panel.abort_clicked.connect(self.abort)
+        self.panel.load_requested.connect(self.load_protocol)
+        if protocol is not None and timeline is not None:
+            self.panel.set_protocol(protocol, timeline, protocol_path)
+        if backend.kind == "replay":
+            self.panel.start_button.setText("Play")
+            self.panel.abort_button.setText("STOP REPLAY  (no instrument)")
+        self.status.set_instruments(backend.identities)
+        self.status.set_session(backend.session_path, "replaying" if backend.kind == "replay" else "session")
+
+        self.timer = QtCore.QTimer(self)
+        self.timer.setInterval(tick_ms)
+        self.timer.timeout.connect(self._tick)
+        self.timer.start()
+        self._update_buttons()
+
+    # ------------------------------------------------------------------ helpers
+    def _mode_name(self) -> str:
+        return {"engine": "live" if getattr(self.backend, "config", None) is not None
+                and not self.backend.config.is_mock else "mock instruments",
+                "replay": "replay", "feed": "synthetic feed"}.get(self.backend.kind, self.backend.kind)
+
+    def _update_buttons(self) -> None:
+        b = self.backend
+        can_start = self.state == "idle" and (b.kind != "engine" or self.protocol is not None)
+        may_be_on = self.state in ("running", "paused", "stopping")
+        self.panel.set_run_state(self.state, can_start=can_start, source_may_be_on=may_be_on,
+                                 can_pause=b.can_pause)
+        colours = {"idle": "#8a8fa0", "running": "#7fd18b", "paused": "#ffcf7a", "stopping": "#ff6b6b",
+                   "done": "#8a8fa0"}
+        text = {"idle": "READY", "running": "RUNNING", "paused": "PAUSED", "stopping": "STOPPING — ramping to 0 V",
+                "done": "FINISHED"}[self.state]
+        if self.state == "done" and self.thread is not None and self.thread.outcome:
+            text = f"FINISHED: {self.thread.outcome.upper()}"
+        if b.kind == "replay" and self.state == "stopping":
+            text = "STOPPING"
+        self.header.setText(f"<span style='color:{colours[self.state]}'>● {text}</span>"
+                            f"<span style='color:#8a8fa0; font-size:10pt'>   {self._mode_name()}</span>")
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self._update_buttons()
+            self.state_changed.emit(state)
+
+    # ------------------------------------------------------------------ actions
+    def load_protocol(self, path: str) -> bool:
+        """Load and validate a protocol file into the panel (engine mode, before Start)."""
+        if self.state not in ("idle",):
+            return False
+        try:
+            from insitu.errors import InsituError
+            from insitu.protocol import expand, load_protocol
+
+            protocol = load_protocol(path)
+            timeline = expand(protocol, getattr(self.backend, "probe_current_A", 5e-11))
+        except InsituError as exc:
+            self.panel.set_protocol_error(str(exc))
+            self.panel.log_event(0.0, "info", f"protocol rejected: {exc}")
+            return False
+        self.protocol, self.timeline = protocol, timeline
+        if hasattr(self.backend, "protocol"):
+            self.backend.protocol = protocol
+        self.panel.set_protocol(protocol, timeline, path)
+        self._update_buttons()
+        return True
+
+    def start(self) -> None:
+        """Start the run (engine), the replay, or the feed, in the worker thread."""
+        if self.state != "idle":
+            return
+        if self.analysis_enabled and self.analysis is None:
+            try:
+                from .analysis_thread import AnalysisThread
+
+                slot = LatestSlot()
+                self.analysis = AnalysisThread(slot)
+                self.queue.frame_slots.append(slot)
+                self.analysis.start()
+            except Exception as exc:  # analysis is a convenience: never block the run
+                self.analysis = None
+                self.panel.log_event(0.0, "info", f"live analysis unavailable: {exc}")
+                self.image.mode_box.model().item(1).setEnabled(False)
+        sinks = (self.queue,)
+        b = self.backend
+        self.thread = SourceThread(lambda: b.run(sinks), b.stop, finish=b.finish, kind=b.kind)
+        self.thread.start()
+        self._set_state("running")
+
+    def toggle_pause(self) -> None:
+        if self.state == "running":
+            self.backend.pause()
+            self._set_state("paused")
+        elif self.state == "paused":
+            self.backend.resume()
+            self._set_state("running")
+
+    def abort(self, reason: str = "operator") -> None:
+        """Ramp to 0 V and switch the output off (engine), or stop the replay. Returns at once."""
+        if self.thread is None or not self.thread.is_alive():
+            return
+        self.thread.request_stop(reason)
+        if self.state in ("running", "paused"):
+            self.panel.log_event(self.last_record_time, "abort", f"abort requested ({reason})")
+            self._set_state("stopping")
+
+    # ------------------------------------------------------------------ draining
+    def _tick(self) -> None:
+        try:
+            self._drain()
+        except Exception:  # a display bug must not stop the timer
+            traceback.print_exc()
+
+    def _drain(self) -> None:
+        self._tick_count += 1
+        recs = self.queue.drain(limit=50_000)
+        bt, bs, bv, bi = [], [], [], []
+        last_bias = None
+        last_prog = None
+        n_frames = 0
+        for r in recs:
+            if isinstance(r, BiasSample):
+                bt.append(r.time_s)
+                bs.append(r.setpoint_V)
+                bv.append(r.voltage_V)
+                bi.append(r.current_A)
+                self.sync.add_bias(r.time_s, r.voltage_V)
+                last_bias = r
+            elif isinstance(r, FrameInfo):
+                n_frames += 1
+                self.sync.add_frame(r[0], r[1])
+                self.dose = r[4]
+                self.last_record_time = max(self.last_record_time, r[0])
+            elif isinstance(r, ProgressRecord):
+                last_prog = r
+            elif isinstance(r, BeamSample):
+                self.panel.set_beam(r.blanked, r.dose_rate)
+            elif isinstance(r, EventRecord):
+                self.panel.log_event(r.time_s, r.kind, r.message)
+                if r.kind not in ("info",):
+                    self.plots.add_marker(r.time_s, r.kind, r.message)
+        if bt:
+            self.plots.add_samples(bt, bs, bv, bi)
+            self.panel.set_bias(last_bias.setpoint_V, last_bias.voltage_V, last_bias.current_A, last_bias.compliance)
+            self.last_record_time = max(self.last_record_time, bt[-1])
+        if n_frames:
+            self.in_rate.tick(n_frames)
+            self.panel.set_dose(self.dose)
+        if last_prog is not None:
+            self._got_progress = True
+            self.panel.set_progress(last_prog)
+        elif not self._got_progress and self.state in ("running", "paused", "stopping") and recs:
+            self._synth_progress()
+
+        frame = self.queue.frames.take()
+        if frame is not None:
+            self.image.show_frame(frame)
+            self.shown_rate.tick()
+            self.dose = frame.dose
+            self.panel.set_dose(self.dose)
+        if self.analysis is not None:
+            res = self.analysis.results.take()
+            if res is not None:
+                self.image.show_analysis(res)
+            for t, seed in self.analysis.pop_new_seeds():
+                t0 = getattr(seed, "first_time_s", t)
+                self.plots.add_marker(float(t0), "seed", f"seed {getattr(seed, 'id', '')}")
+
+        if self._tick_count % 2 == 0:
+            self.plots.refresh()
+        if self._tick_count % 20 == 0:
+            self._update_status()
+
+        th = self.thread
+        if th is not None and th.outcome is not None and not th.is_alive() and not self._outcome_shown:
+            self._outcome_shown = True
+            if self.queue:  # pick up the very last records first
+                self._drain()
+            self.plots.refresh()
+            msg = f"{th.kind} ended: {th.outcome}" + (f" — {th.message}" if th.message else "")
+            self.panel.log_event(self.last_record_time, "end" if th.outcome == "complete" else "abort", msg)
+            self._set_state("done")
+            self._update_status()
+            if self.analysis is not None:
+                self.analysis.stop()
+            if self._closing:
+                self.close()
+
+    def _synth_progress(self) -> None:
+        """Elapsed/remaining from record times when the source sends no ProgressRecord (replay)."""
+        dur = float(getattr(self.backend, "duration_s", float("nan")))
+        t = self.last_record_time
+        rem = dur - t if np.isfinite(dur) else float("nan")
+        label = ""
+        k = -1
+        if self.timeline is not None:
+            from .protocol_panel import segment_at
+
+            k = segment_at(self.timeline, t)
+            if k >= 0:
+                label = self.timeline.segments[k].label
+        n = len(getattr(self.timeline, "segments", ())) if self.timeline is not None else 0
+        self.panel.set_progress(ProgressRecord(t, max(k, 0), max(n, 1), label or "replay", t,
+                                               rem if np.isfinite(rem) else 0.0))
+        if not np.isfinite(rem):
+            self.panel.r_time.set(f"{format_duration(t)} / —")
+
+    def _update_status(self) -> None:
+        self.status.set_instruments(self.backend.identities)
+        self.status.update_session_size()
+        dropped = self.queue.frames.n_dropped
+        self.status.set_rates(self.in_rate.rate(), self.shown_rate.rate(), dropped)
+        self.status.set_sync(*self.sync.worst())
+
+    # ------------------------------------------------------------------ closing
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:
+        th = self.thread
+        if th is None or not th.is_alive():
+            self.timer.stop()
+            if self.analysis is not None:
+                self.analysis.stop()
+            event.accept()
+            return
+        if self._closing:  # already stopping: keep waiting for the safe end
+            event.ignore()
+            return
+        if self.backend.drives_source:
+            ask = self.confirm_close or self._ask_close
+            if not ask():
+                event.ignore()
+                return
+            self.panel.log_event(self.last_record_time, "abort", "window closing: stopping safely first")
+        self._closing = True
+        self.abort("window closed")
+        event.ignore()  # closed from _drain once the worker has finished
+
+    def _ask_close(self) -> bool:
+        r = QtWidgets.QMessageBox.question(
+            self, "Run in progress",
+            "A run is in progress.\n\nAbort it (ramp to 0 V, output off) and close the window?",
+            QtWidgets.QMessageBox.Yes | QtWidgets.QMessageBox.No, QtWidgets.QMessageBox.No)
+        return r == QtWidgets.QMessageBox.Yes
+
+    def shutdown(self, timeout_s: float = 120.0) -> str | None:
+        """Stop the worker safely and wait for it (used when the application quits)."""
+        th = self.thread
+        if th is not None and th.is_alive():
+            th.request_stop("application exit")
+            th.join(timeout_s)
+        if self.analysis is not None:
+            self.analysis.stop()
+        return None if th is None else th.outcome
+
+
+def install_excepthook() -> None:
+    """Print unexpected GUI exceptions instead of letting PyQt abort the process.
+
+    PyQt5 calls ``qFatal`` (killing the process, engine thread included) on an
+    unhandled exception in a slot unless ``sys.excepthook`` is replaced; the
+    engine must always get to ramp down, so we replace it.
+    """
+    def hook(etype, value, tb):
+        sys.stderr.write("insitu gui: unexpected error (the run continues):\n")
+        traceback.print_exception(etype, value, tb)
+
+    sys.excepthook = hook
+
+
+def make_app(argv=None) -> QtWidgets.QApplication:
+    """The QApplication (created once), themed."""
+    app = QtWidgets.QApplication.instance()
+    if app is None:
+        app = QtWidgets.QApplication(list(argv or sys.argv[:1]))
+    apply_dark_theme(app)
+    install_excepthook()
+    return app
+
+
+def save_screenshot(window: QtWidgets.QWidget, path: str) -> tuple[int, int]:
+    """Render ``window`` to a PNG at ``path``; returns (width, height) in pixels."""
+    pix = window.grab()
+    if not pix.save(str(path), "PNG"):
+        from insitu.errors import UserError
+
+        raise UserError(f"{path}: cannot write the screenshot")
+    return pix.width(), pix.height()
+
+
+def run_window(window: MainWindow, *, autostart: bool = False, screenshot: str | None = None,
+               duration_s: float | None = None, stop_timeout_s: float = 120.0) -> int:
+    """Show ``window`` and run the event loop.
+
+    With ``duration_s``: after that many seconds take the screenshot (if
+    asked), stop the run safely, and quit. Returns the worker's exit code
+    convention: 0 (complete, or stopped by us for the screenshot), 2 fault, 3 aborted.
+    """
+    app = QtWidgets.QApplication.instance()
+    window.show()
+    stopped_by_us = {"v": False}
+    if autostart:
+        QtCore.QTimer.singleShot(0, window.start)
+
+    def finish_timed():
+        if screenshot:
+            window._drain()
+            window.plots.refresh()
+            save_screenshot(window, screenshot)
+        stopped_by_us["v"] = True
+        if window.thread is not None and window.thread.is_alive():
+            window._closing = True
+            window.abort("timed run ended")
+        else:
+            window.close()
+
+    if duration_s is not None:
+        QtCore.QTimer.singleShot(int(duration_s * 1000), finish_timed)
+    app.aboutToQuit.connect(lambda: window.shutdown(stop_timeout_s))
+    app.exec_()
+    window.shutdown(stop_timeout_s)
+    th = window.thread
+    if th is None or th.outcome in (None, "complete"):
+        return 0
+    if th.outcome == "aborted":
+        return 0 if stopped_by_us["v"] else 3
+    return 2

@@ -1,0 +1,209 @@
+"""What feeds the window: the engine on instruments, a replayed session, or a synthetic feed.
+
+A backend builds its record producer inside the worker thread (opening
+instruments or a file can take time, and must never freeze the GUI), and
+hands its records to the sinks it is given. Every backend offers:
+
+``run(sinks)`` (blocking, in the worker thread), ``stop(reason)`` (thread-safe,
+returns at once, also before ``run`` got going), ``finish(outcome)`` (cleanup in
+the worker thread), ``pause()``/``resume()``, and the flags the window needs:
+``drives_source`` (True when an instrument output may be on, so Abort must
+stay enabled), ``can_pause``.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+
+class _Backend:
+    kind = "base"
+    drives_source = False
+    can_pause = True
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._stop_reason: str | None = None
+        self.producer = None          # the Engine / Player / feed once built
+        self.identities = ""           # instrument identities for the status bar
+        self.session_path: str | None = None
+        self.duration_s = float("nan")
+
+    def _attach(self, producer) -> bool:
+        """Publish the producer; if a stop came first, pass it on. Returns False when stopped."""
+        with self._lock:
+            self.producer = producer
+            reason = self._stop_reason
+        if reason is not None:
+            self._stop_producer(producer, reason)
+            return False
+        return True
+
+    def _stop_producer(self, producer, reason: str) -> None:
+        producer.stop()
+
+    def stop(self, reason: str = "operator") -> None:
+        with self._lock:
+            if self._stop_reason is None:
+                self._stop_reason = reason
+            producer = self.producer
+        if producer is not None:
+            self._stop_producer(producer, reason)
+
+    def pause(self) -> None:
+        if self.producer is not None and hasattr(self.producer, "pause"):
+            self.producer.pause()
+
+    def resume(self) -> None:
+        if self.producer is not None and hasattr(self.producer, "resume"):
+            self.producer.resume()
+
+    def finish(self, outcome: str) -> None:
+        pass
+
+
+class FeedBackend(_Backend):
+    """A :class:`~insitu.gui.feed.SyntheticFeed` (tests, benchmarks, demos without files)."""
+
+    kind = "feed"
+
+    def __init__(self, **feed_kwargs):
+        super().__init__()
+        self.feed_kwargs = feed_kwargs
+        self.identities = "synthetic feed (no instruments)"
+        self.duration_s = feed_kwargs.get("duration_s", 60.0)
+
+    def run(self, sinks) -> str:
+        from .feed import SyntheticFeed
+
+        feed = SyntheticFeed(sinks, **self.feed_kwargs)
+        if not self._attach(feed):
+            return "aborted"
+        return feed.run()
+
+
+class ReplayBackend(_Backend):
+    """Plays a recorded session through :class:`insitu.replay.Player`; no instrument is touched."""
+
+    kind = "replay"
+
+    def __init__(self, session_path: str | Path, speed: float = 1.0):
+        super().__init__()
+        self.session_path = str(session_path)
+        self.speed = float(speed)
+        self.identities = f"replay of {Path(session_path).name} (no instruments)"
+
+    @property
+    def can_pause(self) -> bool:
+        p = self.producer
+        return p is None or hasattr(p, "pause")
+
+    def set_speed(self, speed: float) -> None:
+        """Change the replay speed (takes effect at once if the player allows it)."""
+        self.speed = float(speed)
+        p = self.producer
+        if p is not None and hasattr(p, "set_speed"):
+            p.set_speed(self.speed)
+        elif p is not None and hasattr(p, "speed"):
+            try:
+                p.speed = self.speed
+            except AttributeError:
+                pass
+
+    def run(self, sinks) -> str:
+        from insitu.replay import Player
+
+        player = Player(self.session_path, speed=self.speed, sinks=tuple(sinks))
+        self.duration_s = float(getattr(player, "duration_s", float("nan")))
+        if not self._attach(player):
+            return "aborted"
+        return player.run() or "complete"
+
+
+class EngineBackend(_Backend):
+    """Runs a protocol with :class:`insitu.engine.Engine` on real or mock instruments, recording a session.
+
+    Parameters
+    ----------
+    config : InstrumentsConfig
+    config_text : str
+        The instruments TOML, stored in the session.
+    protocol : Protocol
+    out_path : path of the session file to write
+    overwrite : bool
+    time_scale : float
+        Experiment seconds per wall second (mock instruments only).
+    """
+
+    kind = "engine"
+    drives_source = True
+
+    def __init__(self, config, config_text: str, protocol, out_path, *, overwrite: bool = False,
+                 time_scale: float = 1.0, seed: int = 0):
+        super().__init__()
+        if time_scale != 1.0 and not config.is_mock:
+            from insitu.errors import UserError
+
+            raise UserError("--time-scale is only allowed with mock instruments")
+        self.config = config
+        self.config_text = config_text
+        self.protocol = protocol
+        self.session_path = str(out_path)
+        self.overwrite = overwrite
+        self.time_scale = time_scale
+        self.seed = seed
+        self.instruments = None
+        self.writer = None
+        self.identities = "connecting on Start…"
+
+    def _stop_producer(self, producer, reason: str) -> None:
+        producer.request_abort(reason)
+
+    def run(self, sinks) -> str:
+        from insitu.clock import Clock
+        from insitu.engine import Engine
+        from insitu.instruments import open_instruments
+        from insitu.session import SessionWriter
+
+        if self._stop_reason is not None:
+            return "aborted"
+        clock = Clock(self.time_scale)
+        self.instruments = inst = open_instruments(self.config, clock, seed=self.seed)
+        ids = []
+        for name, part in (("source_meter", inst.source_meter), ("beam_blanker", inst.blanker),
+                           ("frames", inst.frames)):
+            idn = getattr(part, "idn", None) if part is not None else None
+            if idn:
+                ids.append(str(idn))
+        self.identities = " | ".join(ids) or "instruments open"
+        self.writer = SessionWriter(self.session_path, overwrite=self.overwrite, start_time_iso=clock.start_iso,
+                                    protocol_text=getattr(self.protocol, "text", "") or "",
+                                    instruments_text=self.config_text, program="insitu gui")
+        for name, part in (("source_meter", inst.source_meter), ("beam_blanker", inst.blanker),
+                           ("frames", inst.frames)):
+            idn = getattr(part, "idn", None) if part is not None else None
+            if idn:
+                try:
+                    self.writer.set_instrument(name, {"identity": str(idn)})
+                except Exception:
+                    pass
+        engine = Engine(self.protocol, inst, sinks=(self.writer, *sinks))
+        if not self._attach(engine):
+            return "aborted"
+        return engine.run()
+
+    def finish(self, outcome: str) -> None:
+        inst, writer = self.instruments, self.writer
+        try:
+            if writer is not None and inst is not None and getattr(inst, "specimen", None) is not None:
+                try:
+                    inst.specimen.write_truth(writer)
+                except Exception:
+                    pass
+        finally:
+            try:
+                if writer is not None:
+                    writer.close({"complete": "complete", "aborted": "aborted"}.get(outcome, "fault"))
+            finally:
+                if inst is not None:
+                    inst.close()

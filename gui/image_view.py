@@ -1,0 +1,407 @@
+"""The live image: raw / differential / registered, contrast, scale bar, overlays.
+
+Display cost is what matters here: a 1024² frame arrives up to 10 times a
+second, so levels are computed on a strided subsample (or fixed by the
+operator) and passed to ``ImageItem.setImage(autoLevels=False)``, and only
+the newest frame is ever drawn (the caller drops stale ones).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyqtgraph as pg
+from pyqtgraph.graphicsItems.GraphicsWidgetAnchor import GraphicsWidgetAnchor
+from PyQt5 import QtCore, QtGui, QtWidgets
+
+from insitu.records import FrameRecord
+
+from .units import format_current, format_length, nice_length
+
+pg.setConfigOptions(imageAxisOrder="row-major")
+
+MODES = ("Raw", "Differential", "Registered")
+
+def auto_levels(img: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5, max_samples: int = 65536):
+    """Contrast limits from percentiles of a strided subsample (fast on 1024² frames).
+
+    Examples
+    --------
+    >>> a = np.arange(10000.0).reshape(100, 100)
+    >>> lo, hi = auto_levels(a, 0, 100)
+    >>> (lo, hi) == (0.0, 9999.0)
+    True
+    """
+    a = np.asarray(img)
+    step = max(1, int(math.sqrt(a.size / max_samples)))
+    sub = a[::step, ::step]
+    sub = sub[np.isfinite(sub)] if sub.dtype.kind == "f" else sub.ravel()
+    if sub.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(sub, (lo_pct, hi_pct))
+    lo, hi = float(lo), float(hi)
+    if hi <= lo:
+        hi = lo + 1.0
+    return lo, hi
+
+
+def boundary_rgba(shape, y, x, values=None, cmap: str = "inferno", alpha: int = 230) -> np.ndarray:
+    """RGBA image (uint8) with the boundary pixels ``(y, x)`` coloured by ``values``.
+
+    ``values`` (e.g. the GB current jump per pixel) are mapped from their 2nd
+    to 98th percentile onto ``cmap``; without values the boundaries are cyan.
+    """
+    out = np.zeros(tuple(shape) + (4,), np.uint8)
+    y = np.asarray(y, int)
+    x = np.asarray(x, int)
+    if y.size == 0:
+        return out
+    if values is None:
+        out[y, x] = (0, 230, 255, alpha)
+        return out
+    v = np.asarray(values, float)
+    ok = np.isfinite(v)
+    lo, hi = (np.percentile(np.abs(v[ok]), (2, 98)) if ok.any() else (0.0, 1.0))
+    hi = hi if hi > lo else lo + 1.0
+    u = np.clip((np.abs(np.where(ok, v, lo)) - lo) / (hi - lo), 0, 1)
+    lut = pg.colormap.get(cmap).getLookupTable(0.15, 1.0, 256, alpha=False)
+    rgb = lut[(u * 255).astype(int)]
+    out[y, x, :3] = rgb
+    out[y, x, 3] = alpha
+    return out
+
+
+ELECTRODE_COLOURS = [(255, 200, 40), (80, 220, 120), (240, 90, 200), (90, 160, 255)]
+
+
+def electrodes_rgba(masks: dict, alpha: int = 110) -> np.ndarray | None:
+    """RGBA image (uint8) with each electrode mask filled in its own colour (None if no masks)."""
+    masks = {k: np.asarray(m, bool) for k, m in (masks or {}).items()}
+    if not masks:
+        return None
+    shape = next(iter(masks.values())).shape
+    out = np.zeros(shape + (4,), np.uint8)
+    for i, m in enumerate(masks.values()):
+        out[m, :3] = ELECTRODE_COLOURS[i % len(ELECTRODE_COLOURS)]
+        out[m, 3] = alpha
+    return out
+
+
+def seed_positions(seeds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(x_px, y_px, sign)`` from the live analysis' seeds, whatever container holds them.
+
+    Accepts a dict of arrays (the seeds.csv columns), a numpy structured
+    array, or a sequence of objects/dicts with ``x_px``, ``y_px`` (``sign``
+    optional).
+    """
+    empty = (np.zeros(0), np.zeros(0), np.zeros(0))
+    if seeds is None:
+        return empty
+    if isinstance(seeds, dict):
+        if "x_px" not in seeds:
+            return empty
+        x = np.asarray(seeds["x_px"], float)
+        y = np.asarray(seeds["y_px"], float)
+        s = np.asarray(seeds.get("sign", np.ones_like(x)), float)
+        return x, y, s
+    if isinstance(seeds, np.ndarray) and seeds.dtype.names:
+        s = seeds["sign"] if "sign" in seeds.dtype.names else np.ones(len(seeds))
+        return np.asarray(seeds["x_px"], float), np.asarray(seeds["y_px"], float), np.asarray(s, float)
+    xs, ys, ss = [], [], []
+    for item in seeds:
+        get = item.get if isinstance(item, dict) else (lambda k, d=None, _i=item: getattr(_i, k, d))
+        xs.append(float(get("x_px")))
+        ys.append(float(get("y_px")))
+        ss.append(float(get("sign", 1) or 1))
+    if not xs:
+        return empty
+    return np.array(xs), np.array(ys), np.array(ss)
+
+
+class ScaleBar(GraphicsWidgetAnchor, pg.GraphicsObject):
+    """A scale bar in physical units that re-picks a round length as the view zooms.
+
+    The view is in pixels; ``pixel_size_m`` converts. The bar is about a
+    fifth of the visible width.
+    """
+
+    def __init__(self, pixel_size_m: float = float("nan"), height_px: int = 6):
+        pg.GraphicsObject.__init__(self)
+        GraphicsWidgetAnchor.__init__(self)
+        self.setFlag(self.GraphicsItemFlag.ItemHasNoContents)
+        self.pixel_size_m = pixel_size_m
+        self._h = height_px
+        self.bar = QtWidgets.QGraphicsRectItem(self)
+        self.bar.setPen(pg.mkPen(None))
+        self.bar.setBrush(pg.mkBrush(255, 255, 255, 230))
+        self.text = pg.TextItem("", anchor=(0.5, 1), color=(255, 255, 255))
+        f = QtGui.QFont()
+        f.setPointSize(12)
+        f.setBold(True)
+        self.text.setFont(f)
+        self.text.setParentItem(self)
+
+    def boundingRect(self):
+        return QtCore.QRectF()
+
+    def set_pixel_size(self, pixel_size_m: float) -> None:
+        if pixel_size_m != self.pixel_size_m:
+            self.pixel_size_m = pixel_size_m
+            self.update_bar()
+
+    def changeParent(self):
+        view = self.parentItem()
+        if view is not None:
+            view.sigRangeChanged.connect(self.update_bar)
+            self.update_bar()
+
+    def setParentItem(self, p):
+        ret = pg.GraphicsObject.setParentItem(self, p)
+        self.anchor(itemPos=(1, 1), parentPos=(1, 1), offset=(-30, -24))
+        return ret
+
+    def update_bar(self, *args):
+        view = self.parentItem()
+        px = self.pixel_size_m
+        if view is None or not (px and px > 0 and math.isfinite(px)):
+            self.setVisible(False)
+            return
+        (x0, x1), _ = view.viewRange()
+        length_m = nice_length(0.2 * (x1 - x0) * px)
+        if not math.isfinite(length_m):
+            self.setVisible(False)
+            return
+        self.setVisible(True)
+        p1 = view.mapFromViewToItem(self, QtCore.QPointF(0, 0))
+        p2 = view.mapFromViewToItem(self, QtCore.QPointF(length_m / px, 0))
+        w = abs((p2 - p1).x())
+        self.bar.setRect(QtCore.QRectF(-w, 0, w, self._h))
+        self.text.setText(format_length(length_m))
+        self.text.setPos(-w / 2.0, -2)
+
+
+class LiveImageView(QtWidgets.QWidget):
+    """The live image panel with its controls.
+
+    Call :meth:`show_frame` with each (newest) :class:`FrameRecord` and
+    :meth:`show_analysis` with each live-analysis result.
+    """
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.mode = "Raw"
+        self._frame: FrameRecord | None = None
+        self._diff: np.ndarray | None = None
+        self._drift = (0.0, 0.0)
+        self._levels = None
+        self.n_drawn = 0
+        self.analysis_available = True
+
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(4)
+
+        # --- controls row -------------------------------------------------
+        row = QtWidgets.QHBoxLayout()
+        self.mode_box = QtWidgets.QComboBox()
+        self.mode_box.addItems(MODES)
+        self.mode_box.setToolTip("Raw frame, differential (frame − earlier frame, σ units) or drift-registered")
+        self.mode_box.currentTextChanged.connect(self.set_mode)
+        row.addWidget(QtWidgets.QLabel("View"))
+        row.addWidget(self.mode_box)
+        self.auto_box = QtWidgets.QCheckBox("Auto contrast")
+        self.auto_box.setChecked(True)
+        self.lo_spin = QtWidgets.QDoubleSpinBox()
+        self.hi_spin = QtWidgets.QDoubleSpinBox()
+        for sp in (self.lo_spin, self.hi_spin):
+            sp.setRange(-1e9, 1e9)
+            sp.setDecimals(1)
+            sp.setEnabled(False)
+            sp.setMinimumWidth(80)
+            sp.valueChanged.connect(self._manual_levels)
+        self.auto_box.toggled.connect(self._auto_toggled)
+        row.addSpacing(12)
+        row.addWidget(self.auto_box)
+        row.addWidget(QtWidgets.QLabel("min"))
+        row.addWidget(self.lo_spin)
+        row.addWidget(QtWidgets.QLabel("max"))
+        row.addWidget(self.hi_spin)
+        row.addSpacing(12)
+        self.seeds_box = QtWidgets.QCheckBox("Seeds")
+        self.gb_box = QtWidgets.QCheckBox("GB network")
+        self.el_box = QtWidgets.QCheckBox("Electrodes")
+        self.seeds_box.setChecked(True)
+        for b in (self.seeds_box, self.gb_box, self.el_box):
+            row.addWidget(b)
+        row.addStretch(1)
+        lay.addLayout(row)
+
+        self.info = QtWidgets.QLabel("no frame yet")
+        self.info.setObjectName("imageInfo")
+        lay.addWidget(self.info)
+
+        # --- image --------------------------------------------------------
+        self.glw = pg.GraphicsLayoutWidget()
+        self.view = self.glw.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
+        self.view.setBackgroundColor((8, 8, 10))
+        self.image = pg.ImageItem(axisOrder="row-major")
+        self.image.setAutoDownsample(True)
+        self.view.addItem(self.image)
+        self._grey = pg.colormap.get("CET-L1").getLookupTable(nPts=256)
+        self._diverging = pg.colormap.get("CET-D1").getLookupTable(nPts=256)
+        self.image.setLookupTable(self._grey)
+
+        self.gb_item = pg.ImageItem(axisOrder="row-major")
+        self.el_item = pg.ImageItem(axisOrder="row-major")
+        for it, z in ((self.el_item, 5), (self.gb_item, 6)):
+            it.setZValue(z)
+            it.setVisible(False)
+            self.view.addItem(it)
+        self.seed_item = pg.ScatterPlotItem(size=18, pxMode=True, symbol="o", brush=None)
+        self.seed_item.setZValue(10)
+        self.view.addItem(self.seed_item)
+        self.scale_bar = ScaleBar()
+        self.scale_bar.setParentItem(self.view)
+        self.scale_bar.setZValue(20)
+        lay.addWidget(self.glw, 1)
+
+        self.seeds_box.toggled.connect(self.seed_item.setVisible)
+        self.gb_box.toggled.connect(self._gb_toggled)
+        self.el_box.toggled.connect(self.el_item.setVisible)
+        #: called once when the GB overlay is first switched on without data (lazy computation)
+        self.gb_requested = None
+        self._shape = None
+
+    # ------------------------------------------------------------------ controls
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown view mode {mode!r}")
+        self.mode = mode
+        if self.mode_box.currentText() != mode:
+            self.mode_box.setCurrentText(mode)
+        self.image.setLookupTable(self._diverging if mode == "Differential" else self._grey)
+        self._levels = None
+        if mode != "Registered":
+            self.image.setPos(0, 0)
+        self._place_seeds()
+        self.redraw()
+
+    def _auto_toggled(self, on: bool) -> None:
+        self.lo_spin.setEnabled(not on)
+        self.hi_spin.setEnabled(not on)
+        if on:
+            self._levels = None
+            self.redraw()
+
+    def _manual_levels(self, *_):
+        if not self.auto_box.isChecked():
+            lo, hi = self.lo_spin.value(), self.hi_spin.value()
+            if hi > lo:
+                self._levels = (lo, hi)
+                self.image.setLevels(self._levels)
+
+    def _gb_toggled(self, on: bool) -> None:
+        self.gb_item.setVisible(on)
+        if on and self.gb_item.image is None and self.gb_requested is not None:
+            cb, self.gb_requested = self.gb_requested, None
+            cb()
+
+    # ------------------------------------------------------------------ data in
+    def show_frame(self, rec: FrameRecord) -> None:
+        """Display a new frame (call with the newest one only)."""
+        self._frame = rec
+        self.scale_bar.set_pixel_size(rec.pixel_size_m)
+        if rec.drift_x == rec.drift_x and rec.drift_y == rec.drift_y:  # not NaN
+            self._drift = (float(rec.drift_x), float(rec.drift_y))
+        if self.mode != "Differential":
+            self.redraw()
+        self.info.setText(
+            f"t = {rec.time_s:9.1f} s    {rec.bias_V:+7.3f} V    {format_current(rec.current_A)}    "
+            f"dose {rec.dose:.3g} e/Å²    {'BLANKED' if rec.blanked else 'beam on'}    "
+            f"{rec.data.shape[1]}×{rec.data.shape[0]} px @ {format_length(rec.pixel_size_m)}")
+
+    def show_analysis(self, result) -> None:
+        """Take a live-analysis result (:class:`insitu.analysis.pipeline.FrameResult`).
+
+        Its drift ``(dx_px, dy_px)`` says where a first-frame feature is in this
+        frame; the differential image and the seeds are in first-frame
+        coordinates.
+        """
+        dx = getattr(result, "dx_px", None)
+        dy = getattr(result, "dy_px", None)
+        if dx is not None and dy is not None and np.isfinite(dx) and np.isfinite(dy):
+            self._drift = (float(dx), float(dy))
+        diff = getattr(result, "differential", None)
+        if diff is not None:
+            self._diff = diff
+        seeds = getattr(result, "seeds", None)
+        if seeds is not None:
+            self.set_seeds(seeds)
+        self._place_seeds()
+        if self.mode != "Raw":
+            self.redraw()
+
+    def _place_seeds(self) -> None:
+        # seeds live in first-frame coordinates: on the raw frame they sit at p + drift
+        if self.mode == "Raw":
+            self.seed_item.setPos(*self._drift)
+        else:
+            self.seed_item.setPos(0, 0)
+
+    def set_seeds(self, seeds) -> None:
+        x, y, s = seed_positions(seeds)
+        pens = [pg.mkPen((255, 80, 60) if si >= 0 else (60, 200, 255), width=2.5) for si in s]
+        self.seed_item.setData(x=x, y=y, pen=pens if len(pens) else None, brush=None)
+
+    def set_gb_network(self, shape, y, x, values=None) -> None:
+        """GB pixels of a grain map of ``shape`` (coloured by ``values``, e.g. the simulated jump)."""
+        self.gb_item.setImage(boundary_rgba(shape, y, x, values), autoLevels=False)
+        self._fit_overlay(self.gb_item, shape)
+
+    def set_electrodes(self, masks: dict) -> None:
+        rgba = electrodes_rgba(masks)
+        if rgba is None:
+            return
+        self.el_item.setImage(rgba, autoLevels=False)
+        self._fit_overlay(self.el_item, rgba.shape[:2])
+
+    def _fit_overlay(self, item, shape) -> None:
+        """Stretch an overlay (grain-map grid) over the field of view of the frames."""
+        ref = self._shape or tuple(shape)
+        item.setRect(QtCore.QRectF(0, 0, ref[1], ref[0]))
+
+    # ------------------------------------------------------------------ drawing
+    def redraw(self) -> None:
+        rec = self._frame
+        if self.mode == "Differential":
+            img = self._diff
+            if img is None:
+                return
+            if self.auto_box.isChecked() or self._levels is None:
+                m = max(abs(a) for a in auto_levels(img, 1, 99))
+                levels = (-max(m, 1e-6), max(m, 1e-6))
+            else:
+                levels = self._levels
+        else:
+            if rec is None:
+                return
+            img = rec.data
+            levels = auto_levels(img) if (self.auto_box.isChecked() or self._levels is None) else self._levels
+        first = self.image.image is None or self._shape != img.shape[:2]
+        self.image.setImage(img, autoLevels=False, levels=levels)
+        if self.mode == "Registered":
+            self.image.setPos(-self._drift[0], -self._drift[1])
+        if self.auto_box.isChecked():
+            self._levels = levels
+            for sp, v in ((self.lo_spin, levels[0]), (self.hi_spin, levels[1])):
+                sp.blockSignals(True)
+                sp.setValue(v)
+                sp.blockSignals(False)
+        if first:
+            self._shape = img.shape[:2]
+            self.view.autoRange(padding=0.0)
+            for it in (self.gb_item, self.el_item):
+                if it.image is not None:
+                    self._fit_overlay(it, it.image.shape[:2])
+        self.n_drawn += 1
+

@@ -1,0 +1,182 @@
+"""Keep the engine (or a replay) off the GUI thread.
+
+The engine runs in a plain :class:`threading.Thread`; it hands its records to
+a :class:`RecordQueue` sink, whose ``__call__`` only appends to a deque or
+replaces a slot and so never waits for the GUI. The GUI drains the queue from a
+``QTimer``. Frames are not queued: only the newest one is kept (older ones
+are counted as dropped), so a slow display never builds a backlog. Abort goes
+straight from the GUI thread to ``engine.request_abort()``, which is
+thread-safe and returns at once, so even a frozen GUI cannot keep the engine
+from ramping down: the engine thread does that on its own.
+"""
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+from collections import deque
+from typing import Any, Callable
+
+from insitu.records import FrameRecord
+
+
+class LatestSlot:
+    """Holds only the newest item put in it; ``take()`` empties it.
+
+    Examples
+    --------
+    >>> s = LatestSlot()
+    >>> s.put(1); s.put(2)
+    >>> s.take(), s.take(), s.n_dropped
+    (2, None, 1)
+    """
+
+    def __init__(self):
+        self._item = None
+        self._lock = threading.Lock()
+        self.n_put = 0
+        self.n_dropped = 0
+
+    def put(self, item) -> None:
+        with self._lock:
+            if self._item is not None:
+                self.n_dropped += 1
+            self._item = item
+            self.n_put += 1
+
+    def take(self):
+        with self._lock:
+            item, self._item = self._item, None
+            return item
+
+
+class FrameInfo(tuple):
+    """``(time_s, bias_V, current_A, blanked, dose, pixel_size_m)`` of every frame, without pixels."""
+
+    __slots__ = ()
+
+    @property
+    def time_s(self) -> float:
+        return self[0]
+
+
+class RecordQueue:
+    """A sink for the engine or a replay :class:`~insitu.replay.Player`, drained by the GUI.
+
+    Non-frame records go into a bounded deque; each frame's metadata goes
+    there too (as :class:`FrameInfo`, for plots and sync checks), while its
+    pixels go to :attr:`frames` (newest only) and to any extra frame slots
+    (e.g. the live-analysis thread).
+
+    Parameters
+    ----------
+    max_records : int
+        Bound on the undrained backlog (oldest dropped beyond it), so a GUI
+        that stops draining cannot exhaust memory.
+    """
+
+    def __init__(self, max_records: int = 500_000):
+        self._records: deque = deque(maxlen=max_records)
+        self.frames = LatestSlot()
+        self.frame_slots: list[LatestSlot] = [self.frames]
+
+    def __call__(self, record) -> None:
+        if isinstance(record, FrameRecord):
+            self._records.append(FrameInfo((record.time_s, record.bias_V, record.current_A, record.blanked,
+                                            record.dose, record.pixel_size_m)))
+            for slot in self.frame_slots:
+                slot.put(record)
+        else:
+            self._records.append(record)
+
+    write = __call__
+
+    def drain(self, limit: int | None = None) -> list:
+        """Take every queued non-pixel record (up to ``limit``) in arrival order."""
+        out = []
+        pop = self._records.popleft
+        n = len(self._records) if limit is None else min(limit, len(self._records))
+        for _ in range(n):
+            try:
+                out.append(pop())
+            except IndexError:
+                break
+        return out
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+def _takes_argument(fn) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params)
+
+
+class SourceThread(threading.Thread):
+    """Runs ``run()`` of an engine or player in a background thread.
+
+    Parameters
+    ----------
+    run : callable
+        Blocking call (``Engine.run`` or ``Player.run``).
+    stop : callable
+        Thread-safe request to stop (``Engine.request_abort`` or ``Player.stop``);
+        called with a reason string when it accepts one.
+    finish : callable, optional
+        ``finish(outcome)`` runs in this thread after ``run`` returns or
+        raises (close the session file, close instruments), where outcome is
+        ``complete``, ``aborted`` or ``fault``.
+    kind : str
+        ``engine`` or ``replay`` (for messages).
+
+    The thread is not a daemon: if the interpreter is asked to exit while an
+    engine still runs, it waits for the engine to reach 0 V with output off.
+    """
+
+    def __init__(self, run: Callable[[], Any], stop: Callable[..., Any], *,
+                 finish: Callable[[str], Any] | None = None, kind: str = "engine"):
+        super().__init__(name=f"insitu-{kind}", daemon=False)
+        self._run_fn = run
+        self._stop_fn = stop
+        self._finish = finish
+        self.kind = kind
+        self.outcome: str | None = None     # complete | aborted | fault (None while running)
+        self.message: str = ""
+        self.started_at = None
+        self.finished_at = None
+
+    def run(self) -> None:
+        from insitu.errors import StoppedEarly
+
+        self.started_at = time.monotonic()
+        outcome, message = "fault", ""
+        try:
+            self._run_fn()
+            outcome = "complete"
+        except StoppedEarly as exc:
+            outcome, message = "aborted", str(exc)
+        except Exception as exc:  # InstrumentError or a bug: the engine has already made the output safe
+            outcome, message = "fault", f"{type(exc).__name__}: {exc}"
+        finally:
+            try:
+                if self._finish is not None:
+                    self._finish(outcome)
+            except Exception as exc:  # never hide the run's outcome
+                message = (message + "; " if message else "") + f"while closing: {exc}"
+            self.message = message
+            self.finished_at = time.monotonic()
+            self.outcome = outcome
+
+    def request_stop(self, reason: str = "operator") -> None:
+        """Ask the engine/player to stop; returns at once (safe from any thread)."""
+        if _takes_argument(self._stop_fn):
+            self._stop_fn(reason)
+        else:
+            self._stop_fn()
+
+    @property
+    def running(self) -> bool:
+        return self.is_alive() and self.outcome is None
