@@ -255,6 +255,9 @@ class Emulator2450:
         self.digio_state: dict[int, int] = {i: 0 for i in range(1, 7)}
         self.ttl_out = 0                      # 2400 :SOUR2:TTL output lines (bit pattern)
         self.format_elements = ["VOLT", "CURR", "RES", "TIME", "STAT"]
+        self.readback = True
+        self.volt_mode = "FIX"
+        self.trigger_count = 1
         self.errors: deque[tuple[int, str]] = deque()
         self.log: list[tuple[float, str]] = []
         self.changes: list[tuple[float, str, object]] = []
@@ -732,6 +735,27 @@ class Emulator2450:
         def abort(c, a):
             pass
 
+        def readback(c, a):
+            self.readback = _boolean(one(a))
+
+        def readback_q(c, a):
+            return "1" if self.readback else "0"
+
+        def volt_mode(c, a):
+            m = one(a).upper()
+            if m not in ("FIX", "FIXED", "SWE", "SWEEP", "LIST"):
+                raise SCPIError(*ILLEGAL_VALUE)
+            self.volt_mode = m[:3] if m != "LIST" else m
+
+        def volt_mode_q(c, a):
+            return self.volt_mode
+
+        def trig_count(c, a):
+            self.trigger_count = int(_number(one(a), minimum=1, maximum=2500))
+
+        def trig_count_q(c, a):
+            return str(self.trigger_count)
+
         # digital I/O (2450 rear-panel lines 1..6)
         def dig_mode(c, a):
             n = c[0]
@@ -801,6 +825,9 @@ class Emulator2450:
             cmd(":READ", None, read_2400, k2400),
             cmd(":FORMat:ELEMents[:SENSe[1]]", form_elem, form_elem_q, k2400),
             cmd(":ABORt", abort),
+            cmd(":SOURce[1]:VOLTage:READ:BACK", readback, readback_q, k2450),
+            cmd(":SOURce[1]:VOLTage:MODE", volt_mode, volt_mode_q, k2400),
+            cmd(":TRIGger[:SEQuence[1]]:COUNt", trig_count, trig_count_q, k2400),
             cmd(":DIGital:LINE<n>:MODE", dig_mode, dig_mode_q, k2450),
             cmd(":DIGital:LINE<n>:STATe", dig_state, dig_state_q, k2450),
             cmd(":SOURce<n>:TTL[:LEVel][:DEFault]", ttl, ttl_q, k2400),

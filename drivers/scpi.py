@@ -1,0 +1,361 @@
+"""SCPI over VISA: opening a resource, one locked write/query path, strict reply parsing.
+
+Everything an instrument can do wrong on the wire ends here as one of two
+exceptions, each naming the resource and the command:
+
+* :class:`~insitu.errors.ConnectionLost` — the transport failed: a pyvisa
+  ``VisaIOError`` (including a timeout), or an ``OSError`` such as
+  ``BrokenPipeError``/``ConnectionResetError`` straight from the socket
+  layer (pyvisa-py raises those on a write to a closed TCP SOCKET). After it
+  the transport refuses further traffic until :meth:`SCPITransport.reopen`,
+  because a late reply would desynchronise every following query.
+* :class:`~insitu.errors.InstrumentError` — the instrument answered, but
+  badly: garbage, too few values, ``NaN``, the ``9.91e37`` "no value"
+  sentinel, or an entry in its error queue.
+
+Numbers are sent with :func:`fmt` (``%.6e``), never ``%f``, so a 100 nA
+limit goes out as ``1.000000e-07`` and not ``0.000000``.
+"""
+from __future__ import annotations
+
+import math
+import re
+import threading
+
+from insitu.errors import ConnectionLost, InstrumentError
+
+#: SCPI "no value / overflow" sentinel (Keithley, Agilent, ...)
+NO_VALUE = 9.91e37
+
+#: how many ``SYST:ERR?`` entries are drained at most (a real queue holds ~10-100)
+MAX_ERRORS = 64
+
+
+def fmt(value: float) -> str:
+    """Format a number for a SCPI command: 7 significant digits in exponent form.
+
+    Parameters
+    ----------
+    value : float
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> fmt(1e-7)
+    '1.000000e-07'
+    >>> fmt(-3)
+    '-3.000000e+00'
+    """
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"cannot send a non-finite number ({value!r})")
+    return f"{v:.6e}"
+
+
+def parse_number(text: str, *, what: str) -> float:
+    """Parse one SCPI number; refuse garbage, NaN, infinities and the 9.91e37 sentinel.
+
+    Parameters
+    ----------
+    text : str
+        One field of a reply.
+    what : str
+        Names the reply in the error message, e.g. ``"'*:SOUR:VOLT?' from TCPIP0::..."``.
+
+    Examples
+    --------
+    >>> parse_number("+3.000000E+00", what="level")
+    3.0
+    """
+    t = text.strip()
+    try:
+        v = float(t)
+    except ValueError:
+        raise InstrumentError(f"{what}: not a number: {text!r}") from None
+    if not math.isfinite(v):
+        raise InstrumentError(f"{what}: instrument returned {t} (no valid value)")
+    if abs(v) >= 0.99 * NO_VALUE:
+        raise InstrumentError(f"{what}: instrument returned {t} (the 'no value / overflow' sentinel)")
+    return v
+
+
+def parse_numbers(text: str, n: int, *, what: str) -> list[float]:
+    """Parse exactly ``n`` comma-separated numbers (see :func:`parse_number`).
+
+    Examples
+    --------
+    >>> parse_numbers("1e-7,3.0,0.5", 3, what="reading")
+    [1e-07, 3.0, 0.5]
+    """
+    parts = text.strip().split(",")
+    if len(parts) != n:
+        raise InstrumentError(f"{what}: expected {n} comma-separated values, got {len(parts)}: {text.strip()!r}")
+    return [parse_number(p, what=what) for p in parts]
+
+
+def parse_bool(text: str, *, what: str) -> bool:
+    """``1``/``0``/``ON``/``OFF`` (also ``+1.000000E+00`` style) -> bool; anything else is an error.
+
+    Examples
+    --------
+    >>> parse_bool("1", what="output"), parse_bool("OFF", what="output")
+    (True, False)
+    """
+    t = text.strip().upper()
+    if t in ("1", "ON"):
+        return True
+    if t in ("0", "OFF"):
+        return False
+    try:
+        v = float(t)
+    except ValueError:
+        v = None
+    if v in (0.0, 1.0):
+        return bool(v)
+    raise InstrumentError(f"{what}: expected 0/1/ON/OFF, got {text.strip()!r}")
+
+
+_ERR_RE = re.compile(r'^\s*([+-]?\d+)\s*,\s*"?(.*?)"?\s*$')
+
+
+def parse_error(text: str, *, what: str) -> tuple[int, str]:
+    """Parse a ``SYST:ERR?`` reply ``<code>,"<message>"`` -> (code, message).
+
+    The 2450 appends ``;<severity>;<timestamp>`` inside the quotes; only the
+    text before the first ``;`` is kept.
+
+    Examples
+    --------
+    >>> parse_error('-113,"Undefined header"', what="e")
+    (-113, 'Undefined header')
+    >>> parse_error('0,"No error;0;1970/01/01 00:00:00.000"', what="e")
+    (0, 'No error')
+    """
+    m = _ERR_RE.match(text)
+    if not m:
+        raise InstrumentError(f"{what}: not an error-queue entry: {text.strip()!r}")
+    return int(m.group(1)), m.group(2).split(";")[0].strip()
+
+
+def default_terminations(resource: str) -> tuple[str, str]:
+    """(read_termination, write_termination) for a resource string.
+
+    Keithley 2400/2450 end messages with LF on every interface. A raw
+    ``TCPIP ... SOCKET`` has no message-end signal at all, so the LF is
+    required there; on GPIB/USBTMC/VXI-11 (``INSTR``) EOI/END also marks the
+    end and LF is harmless. For ``ASRL`` set the termination in the config to
+    match the instrument's RS-232 terminator setting.
+    """
+    return "\n", "\n"
+
+
+def _is_transport_error(exc: BaseException) -> bool:
+    try:
+        import pyvisa.errors as pe
+    except ImportError:  # pragma: no cover
+        pe = None
+    if isinstance(exc, OSError):   # BrokenPipeError, ConnectionResetError, socket.timeout ...
+        return True
+    if pe is not None and isinstance(exc, (pe.VisaIOError, pe.InvalidSession)):
+        return True
+    return False
+
+
+class SCPITransport:
+    """One VISA resource, thread-safe, with exceptions translated to insitu errors.
+
+    Parameters
+    ----------
+    resource : str
+        VISA resource string (``TCPIP0::host::5025::SOCKET``, ``GPIB0::24::INSTR``, ``USB0::...``, ``ASRL3::INSTR``).
+    visa_library : str
+        ``"@py"`` (pyvisa-py), ``"@sim"`` / ``"file.yaml@sim"`` (pyvisa-sim), ``"@ivi"`` or a path to a VISA library.
+    timeout_s : float
+        Reply timeout in s (pyvisa takes ms).
+    read_termination, write_termination : str, optional
+        Default: :func:`default_terminations`.
+
+    Example
+    -------
+    >>> t = SCPITransport.open("TCPIP0::127.0.0.1::5025::SOCKET")   # doctest: +SKIP
+    >>> t.query("*IDN?")                                             # doctest: +SKIP
+    """
+
+    def __init__(self, inst, resource: str, visa_library: str, timeout_s: float,
+                 read_termination: str | None, write_termination: str | None):
+        self._inst = inst
+        self.resource = resource
+        self.visa_library = visa_library
+        self.timeout_s = float(timeout_s)
+        self.read_termination = read_termination
+        self.write_termination = write_termination
+        self._lock = threading.RLock()
+        self._broken: str | None = None
+        #: every message written, for debugging (bounded)
+        self.sent: list[str] = []
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, resource: str, *, visa_library: str = "@py", timeout_s: float = 2.0,
+             read_termination: str | None = None, write_termination: str | None = None) -> "SCPITransport":
+        """Open ``resource``; any failure (unreachable, bad string, missing library) -> ConnectionLost naming it."""
+        rt, wt = default_terminations(resource)
+        rt = rt if read_termination is None else read_termination
+        wt = wt if write_termination is None else write_termination
+        inst = _open_visa(resource, visa_library, timeout_s, rt, wt)
+        return cls(inst, resource, visa_library, timeout_s, rt, wt)
+
+    def reopen(self) -> None:
+        """Close and open the same resource again (after a lost connection); sends nothing."""
+        with self._lock:
+            self._close_quietly()
+            self._inst = _open_visa(self.resource, self.visa_library, self.timeout_s,
+                                    self.read_termination, self.write_termination)
+            self._broken = None
+
+    def close(self) -> None:
+        """Release the VISA session (sends nothing)."""
+        with self._lock:
+            self._close_quietly()
+
+    def _close_quietly(self) -> None:
+        inst, self._inst = self._inst, None
+        if inst is None:
+            return
+        try:
+            inst.close()
+        except Exception:  # a dead session may refuse to close; nothing to save
+            pass
+
+    @property
+    def is_open(self) -> bool:
+        return self._inst is not None and self._broken is None
+
+    # ------------------------------------------------------------------ traffic
+    def _check_usable(self, command: str) -> None:
+        if self._inst is None:
+            raise ConnectionLost(f"{self.resource}: connection closed (cannot send '{command}')")
+        if self._broken is not None:
+            raise ConnectionLost(f"{self.resource}: connection lost earlier ({self._broken}); "
+                                 f"reconnect before sending '{command}'")
+
+    def _lost(self, command: str, exc: BaseException) -> ConnectionLost:
+        cause = _describe(exc, self.timeout_s)
+        self._broken = f"'{command}': {cause}"
+        return ConnectionLost(f"{self.resource}: '{command}': {cause}")
+
+    def write(self, command: str) -> None:
+        """Send one program message."""
+        with self._lock:
+            self._check_usable(command)
+            self._remember(command)
+            try:
+                self._inst.write(command)
+            except Exception as exc:
+                if _is_transport_error(exc):
+                    raise self._lost(command, exc) from exc
+                raise InstrumentError(f"{self.resource}: '{command}': {exc}") from exc
+
+    def query(self, command: str) -> str:
+        """Send a query and return the reply without its termination (empty reply -> InstrumentError)."""
+        with self._lock:
+            self._check_usable(command)
+            self._remember(command)
+            try:
+                reply = self._inst.query(command)
+            except UnicodeDecodeError as exc:
+                self._broken = f"'{command}': undecodable reply"
+                raise InstrumentError(f"{self.resource}: '{command}': reply is not text ({exc})") from exc
+            except Exception as exc:
+                if _is_transport_error(exc):
+                    raise self._lost(command, exc) from exc
+                raise InstrumentError(f"{self.resource}: '{command}': {exc}") from exc
+        reply = reply.strip()
+        if not reply:
+            raise InstrumentError(f"{self.resource}: '{command}': empty reply")
+        return reply
+
+    def _remember(self, command: str) -> None:
+        self.sent.append(command)
+        if len(self.sent) > 1000:
+            del self.sent[:500]
+
+    # ------------------------------------------------------------------ helpers
+    def query_number(self, command: str) -> float:
+        return parse_number(self.query(command), what=f"{self.resource}: '{command}'")
+
+    def query_bool(self, command: str) -> bool:
+        return parse_bool(self.query(command), what=f"{self.resource}: '{command}'")
+
+    def drain_errors(self, command: str = "SYST:ERR?") -> list[tuple[int, str]]:
+        """Read the error queue until it reports code 0; returns the entries (oldest first)."""
+        errors = []
+        with self._lock:
+            for _ in range(MAX_ERRORS):
+                code, msg = parse_error(self.query(command), what=f"{self.resource}: '{command}'")
+                if code == 0:
+                    return errors
+                errors.append((code, msg))
+        raise InstrumentError(f"{self.resource}: error queue did not empty after {MAX_ERRORS} reads "
+                              f"(last: {errors[-1][0]},\"{errors[-1][1]}\")")
+
+    def write_checked(self, command: str, error_query: str = "SYST:ERR?") -> None:
+        """Write ``command`` then drain the error queue; raise InstrumentError naming the command on any entry."""
+        with self._lock:
+            self.write(command)
+            try:
+                errors = self.drain_errors(error_query)
+            except ConnectionLost as exc:
+                raise ConnectionLost(f"{exc} (checking the reply to '{command}', whose effect is unknown)") from exc
+        if errors:
+            listed = "; ".join(f'{c},"{m}"' for c, m in errors)
+            raise InstrumentError(f"{self.resource}: '{command}' failed: {listed}")
+
+
+def _describe(exc: BaseException, timeout_s: float) -> str:
+    try:
+        import pyvisa.constants as pc
+        import pyvisa.errors as pe
+
+        if isinstance(exc, pe.VisaIOError):
+            if exc.error_code == pc.StatusCode.error_timeout:
+                return f"no reply within {timeout_s:g} s (timeout; instrument off, busy or disconnected?)"
+            if exc.error_code == pc.StatusCode.error_resource_not_found:
+                return "resource not found (wrong address, or nothing listening there)"
+            return f"VISA I/O error {exc.abbreviation}: {exc.description}"
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (nothing listening at that address/port)"
+    if isinstance(exc, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)):
+        return f"connection closed by the instrument ({type(exc).__name__})"
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _open_visa(resource: str, visa_library: str, timeout_s: float, rt: str | None, wt: str | None):
+    """Open a pyvisa resource; any failure -> ConnectionLost with one line naming the resource and the cause."""
+    try:
+        import pyvisa
+    except ImportError as exc:  # pragma: no cover
+        raise InstrumentError(f"{resource}: pyvisa is not installed ({exc})") from None
+    try:
+        rm = pyvisa.ResourceManager(visa_library)
+    except Exception as exc:
+        raise InstrumentError(f"{resource}: cannot load VISA library {visa_library!r}: "
+                              f"{type(exc).__name__}: {exc}") from None
+    try:
+        kw = {"timeout": max(1, int(round(timeout_s * 1000)))}
+        if rt is not None:
+            kw["read_termination"] = rt
+        if wt is not None:
+            kw["write_termination"] = wt
+        return rm.open_resource(resource, **kw)
+    except Exception as exc:
+        if isinstance(exc, (ValueError,)) or type(exc).__name__ in ("InvalidResourceName",):
+            raise InstrumentError(f"{resource}: not a valid VISA resource string ({exc})") from None
+        raise ConnectionLost(f"{resource}: cannot connect: {_describe(exc, timeout_s)}") from None
