@@ -86,6 +86,7 @@ class SyntheticFeed:
         self._emit(EventRecord(clk.now(), "start", "synthetic feed"))
         self._emit(BeamSample(clk.now(), False, dose_rate))
         t_pause_total = 0.0
+        t0 = clk.now()
         try:
             while not self._stop.is_set():
                 if self._paused.is_set():
@@ -97,14 +98,15 @@ class SyntheticFeed:
                     self.state = "running"
                     continue
                 now = clk.now()
-                tp = now - t_pause_total
+                tp = now - t0 - t_pause_total
                 if tp >= self.duration_s:
                     break
                 while t_next_sample <= tp:
                     v = self.voltage_at(t_next_sample)
                     i = v / 50e6 * (1 + 0.02 * np.sin(t_next_sample))
-                    self._emit(BiasSample(now, v, v, i, False))
-                    self._emit(ProgressRecord(now, int(tp // (self.duration_s / 5)), 5, "synthetic", tp,
+                    ts = t0 + t_pause_total + t_next_sample  # record time: when it was due
+                    self._emit(BiasSample(ts, v, v, i, False))
+                    self._emit(ProgressRecord(ts, int(tp // (self.duration_s / 5)), 5, "synthetic", tp,
                                               self.duration_s - tp))
                     self.n_samples += 1
                     t_next_sample += self.sample_interval_s
@@ -112,10 +114,11 @@ class SyntheticFeed:
                     data = self._frames[self.n_frames % len(self._frames)]
                     dose += dose_rate * period
                     v = self.voltage_at(t_next_frame)
-                    self._emit(FrameRecord(now, data, v, v / 50e6, False, dose, self.pixel_size_m))
+                    self._emit(FrameRecord(t0 + t_pause_total + t_next_frame, data, v, v / 50e6, False, dose,
+                                           self.pixel_size_m))
                     self.n_frames += 1
                     t_next_frame += period
-                nxt = min(t_next_sample, t_next_frame) + t_pause_total
+                nxt = min(t_next_sample, t_next_frame) + t0 + t_pause_total
                 self._stop.wait(max(0.0, (nxt - clk.now()) / clk.time_scale))
         finally:
             self._emit(EventRecord(clk.now(), "end", "aborted" if self._stop.is_set() else "complete"))

@@ -1,0 +1,156 @@
+"""The main window against the synthetic feed (pytest-qt, offscreen)."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PyQt5 import QtGui  # noqa: E402
+
+from insitu.gui.app import MainWindow  # noqa: E402
+from insitu.gui.backends import FeedBackend  # noqa: E402
+from insitu.records import BiasSample  # noqa: E402
+
+
+def grab_array(widget) -> np.ndarray:
+    """The widget as rendered, (h, w, 3) uint8."""
+    img = widget.grab().toImage().convertToFormat(QtGui.QImage.Format_RGB32)
+    ptr = img.constBits()
+    ptr.setsize(img.byteCount())
+    a = np.frombuffer(ptr, np.uint8).reshape(img.height(), img.bytesPerLine() // 4, 4)
+    return a[:, :img.width(), :3].copy()
+
+
+def _stop(window, qtbot):
+    if window.thread is not None and window.thread.is_alive():
+        window.abort("test end")
+        qtbot.waitUntil(lambda: not window.thread.is_alive(), timeout=10_000)
+    window.close()
+
+
+def test_window_renders_live_frames_and_readouts(qtbot):
+    b = FeedBackend(duration_s=60, time_scale=1.0, frame_rate_hz=10, frame_shape=(512, 512),
+                    sample_interval_s=0.1)
+    w = MainWindow(b, analysis=False)
+    qtbot.addWidget(w)
+    w.resize(1400, 900)
+    w.show()
+    qtbot.waitExposed(w)
+    blank = grab_array(w.image.glw).astype(float).std()
+    w.start()
+    qtbot.waitUntil(lambda: w.image.n_drawn >= 5, timeout=10_000)
+    live = grab_array(w.image.glw).astype(float)
+    # an empty view is a flat dark background; the noisy frame gives strong pixel variance
+    assert blank < 5
+    assert live.std() > 20
+    assert w.panel.r_bias.value.text().endswith(" V")
+    assert w.plots.traces["voltage"].n_samples > 0
+    whole = grab_array(w)
+    assert whole.shape[0] >= 650 and whole.shape[1] >= 1000
+    _stop(w, qtbot)
+    assert w.thread.outcome == "complete"   # the feed ends normally when asked to stop
+
+
+def test_plots_stay_bounded_over_an_hour(qtbot):
+    # one hour of 10 Hz samples (36 000 per trace) in about two wall seconds
+    b = FeedBackend(duration_s=3600, time_scale=2000.0, frame_rate_hz=0.05, frame_shape=(64, 64),
+                    sample_interval_s=0.1)
+    w = MainWindow(b, analysis=False)
+    qtbot.addWidget(w)
+    w.show()
+    w.start()
+    qtbot.waitUntil(lambda: w.state == "done", timeout=30_000)
+    w.plots.refresh()
+    n = w.plots.traces["voltage"].n_samples
+    assert n >= 35_000
+    cap = w.plots.capacity
+    assert w.plots.point_count() <= 3 * 2 * cap       # three curves, ≤ 2 points per bucket
+    assert w.plots.point_count() < n / 5
+    # the decimated curve still spans the whole hour and the full voltage range (10–17 V)
+    t, v = w.plots.traces["voltage"].curve()
+    assert t[-1] - t[0] > 3590
+    assert np.nanmax(v) == pytest.approx(17.0, abs=0.05)
+    w.close()
+
+
+def test_pause_stops_the_flow_and_resume_restarts_it(qtbot):
+    b = FeedBackend(duration_s=600, time_scale=1.0, frame_rate_hz=2, frame_shape=(64, 64), sample_interval_s=0.05)
+    w = MainWindow(b, analysis=False)
+    qtbot.addWidget(w)
+    w.show()
+    w.start()
+    qtbot.waitUntil(lambda: w.plots.traces["voltage"].n_samples > 5, timeout=5000)
+    assert w.panel.pause_button.isEnabled()
+    w.toggle_pause()
+    assert w.state == "paused" and w.panel.pause_button.text() == "Resume"
+    qtbot.wait(300)
+    n0 = w.plots.traces["voltage"].n_samples
+    qtbot.wait(600)
+    assert w.plots.traces["voltage"].n_samples == n0
+    w.toggle_pause()
+    qtbot.waitUntil(lambda: w.plots.traces["voltage"].n_samples > n0 + 5, timeout=5000)
+    _stop(w, qtbot)
+
+
+class _SourceFeed(FeedBackend):
+    """A feed that pretends to drive a source, to exercise the close-while-running path."""
+
+    drives_source = True
+
+
+def test_close_mid_run_asks_then_stops_before_closing(qtbot):
+    b = _SourceFeed(duration_s=600, time_scale=1.0, frame_rate_hz=1, frame_shape=(64, 64))
+    w = MainWindow(b, analysis=False)
+    qtbot.addWidget(w)
+    w.show()
+    w.start()
+    qtbot.waitUntil(lambda: b.producer is not None, timeout=5000)
+    assert w.panel.abort_button.isEnabled()           # Abort is live while the source may be on
+    asked = []
+    w.confirm_close = lambda: asked.append(1) or False
+    w.close()
+    assert asked and w.isVisible() and w.thread.is_alive()   # operator said no: keeps running
+    w.confirm_close = lambda: True
+    w.close()
+    qtbot.waitUntil(lambda: not w.isVisible(), timeout=10_000)
+    assert not w.thread.is_alive()
+    assert b.producer.state == "done"
+
+
+def test_abort_is_disabled_only_when_nothing_runs(qtbot):
+    b = _SourceFeed(duration_s=0.5, time_scale=1.0, frame_rate_hz=0)
+    w = MainWindow(b, analysis=False)
+    qtbot.addWidget(w)
+    assert not w.panel.abort_button.isEnabled() and w.panel.start_button.isEnabled()
+    w.start()
+    assert w.panel.abort_button.isEnabled() and not w.panel.start_button.isEnabled()
+    qtbot.waitUntil(lambda: w.state == "done", timeout=5000)
+    assert not w.panel.abort_button.isEnabled()
+
+
+def test_display_keeps_newest_frame_when_frames_arrive_faster_than_the_timer(qtbot):
+    b = FeedBackend(duration_s=2.0, time_scale=1.0, frame_rate_hz=100, frame_shape=(128, 128),
+                    sample_interval_s=0.1)
+    w = MainWindow(b, analysis=False, tick_ms=100)
+    qtbot.addWidget(w)
+
+    class Tap:  # sees every frame the producer emits
+        last = None
+
+        def put(self, rec):
+            Tap.last = rec
+
+    w.queue.frame_slots.append(Tap())
+    w.show()
+    w.start()
+    qtbot.waitUntil(lambda: w.state == "done", timeout=10_000)
+    drawn = w.image.n_drawn
+    arrived = w.queue.frames.n_put
+    assert arrived >= 150
+    assert drawn <= arrived / 3                       # stale frames dropped, not queued
+    assert w.queue.frames.n_dropped == arrived - drawn
+    # the last frame shown is the newest one produced
+    assert w.image._frame is Tap.last
