@@ -1,0 +1,225 @@
+"""Filament-seed detection in differential images, persistence check and tracking.
+
+A *candidate* is a connected region of a differential image (σ units) whose
+peak passes ``threshold`` σ; its extent, area and centroid are taken at the
+lower ``low`` σ level (hysteresis). A *track* collects the candidates of one
+sign that fall within ``gate_px`` (plus the seed's radius) of it. A track becomes
+a *seed* once it has been seen in ``persistence`` frames with at most
+``max_gap`` missed frames between hits, so a one-frame artefact never becomes a
+seed. Seeds are kept for good and keep collecting their growth.
+
+Coordinates are those of the first frame (x = column, y = row, pixel centres at
+integers); ``sign`` is +1 for brighter, −1 for darker.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage as ndi
+
+__all__ = ["Candidate", "find_candidates", "Seed", "SeedTracker", "SEED_COLUMNS"]
+
+#: Binding column order of seeds.csv.
+SEED_COLUMNS = ("id", "first_frame", "first_time_s", "x_px", "y_px", "sign", "area_px", "peak_snr",
+                "last_frame")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One blob in one differential image."""
+
+    x: float       # px, column
+    y: float       # px, row
+    sign: int      # +1 brighter, -1 darker
+    peak: float    # |z| at the peak (σ)
+    area: int      # px above the low threshold
+
+
+def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
+                    region: tuple[slice, slice] | None = None, max_candidates: int = 200) -> list[Candidate]:
+    """Blobs of either sign in a differential image.
+
+    Parameters
+    ----------
+    z : differential image in σ units.
+    threshold : a blob's peak must reach this |z|.
+    low : the blob's extent (area, centroid) is taken at this |z|.
+    region : (rows, cols) slices to search (default: whole image).
+    max_candidates : keep only the strongest (protects against a frame that is all change).
+
+    Returns
+    -------
+    list of Candidate, strongest first.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> z = np.zeros((40, 40)); z[10:13, 20:23] = 6; z[30, 5] = -7
+    >>> [(c.x, c.y, c.sign) for c in find_candidates(z)]
+    [(5.0, 30.0, -1), (21.0, 11.0, 1)]
+    """
+    z = np.asarray(z)
+    if region is None:
+        region = (slice(0, z.shape[0]), slice(0, z.shape[1]))
+    oy, ox = region[0].start or 0, region[1].start or 0
+    zr = z[region]
+    out: list[Candidate] = []
+    for sign in (1, -1):
+        zs = zr if sign > 0 else -zr
+        hi = zs > threshold
+        if not hi.any():
+            continue
+        lab, n = ndi.label(hi)
+        if n > 4 * max_candidates:
+            continue  # the whole frame changed (beam blank, jump): nothing local to report
+        objs = ndi.find_objects(lab)
+        done = np.zeros(n + 1, bool)
+        for i, sl in enumerate(objs, start=1):
+            if done[i]:
+                continue
+            pad = 12
+            y0 = max(0, sl[0].start - pad)
+            y1 = min(zs.shape[0], sl[0].stop + pad)
+            x0 = max(0, sl[1].start - pad)
+            x1 = min(zs.shape[1], sl[1].stop + pad)
+            win = zs[y0:y1, x0:x1]
+            part = lab[sl] == i
+            sub = zs[sl]
+            iy, ix = np.unravel_index(int(np.argmax(np.where(part, sub, -np.inf))), sub.shape)
+            py, px = sl[0].start + iy - y0, sl[1].start + ix - x0
+            llab, _ = ndi.label(win > low)
+            comp = llab == llab[py, px]
+            # high-threshold blobs inside the same low component are one candidate
+            for j in np.unique(lab[y0:y1, x0:x1][comp]):
+                done[j] = True
+            w = win[comp] - low
+            yy, xx = np.nonzero(comp)
+            cy = float(np.sum(yy * w) / np.sum(w)) + y0 + oy
+            cx = float(np.sum(xx * w) / np.sum(w)) + x0 + ox
+            out.append(Candidate(x=cx, y=cy, sign=sign, peak=float(win[py, px]), area=int(comp.sum())))
+    out.sort(key=lambda c: -c.peak)
+    return out[:max_candidates]
+
+
+@dataclass
+class Seed:
+    """A track of candidates; a seed once ``confirmed``."""
+
+    id: int
+    sign: int
+    first_frame: int
+    first_time_s: float
+    last_frame: int
+    hits: list = field(default_factory=list)   # (frame, x, y, peak, area)
+    confirmed_frame: int | None = None
+    _sx: float = 0.0
+    _sy: float = 0.0
+    _sw: float = 0.0
+
+    @property
+    def x_px(self) -> float:
+        return self._sx / self._sw
+
+    @property
+    def y_px(self) -> float:
+        return self._sy / self._sw
+
+    @property
+    def peak_snr(self) -> float:
+        return max(h[3] for h in self.hits)
+
+    @property
+    def area_px(self) -> int:
+        return max(h[4] for h in self.hits)
+
+    @property
+    def radius_px(self) -> float:
+        return float(np.sqrt(self.area_px / np.pi))
+
+    def add(self, frame: int, c: Candidate) -> None:
+        if not self.hits or self.hits[-1][0] != frame:
+            self.hits.append((frame, c.x, c.y, c.peak, c.area))
+        elif c.peak > self.hits[-1][3]:  # a second blob of the same seed in one frame: keep the stronger
+            self.hits[-1] = (frame, self.hits[-1][1], self.hits[-1][2], c.peak, max(c.area, self.hits[-1][4]))
+        self.last_frame = frame
+        w = c.peak
+        self._sx += w * c.x
+        self._sy += w * c.y
+        self._sw += w
+
+    def n_frames_seen(self) -> int:
+        return len(self.hits)
+
+    def row(self) -> dict:
+        return dict(id=self.id, first_frame=self.first_frame, first_time_s=self.first_time_s,
+                    x_px=self.x_px, y_px=self.y_px, sign=self.sign, area_px=self.area_px,
+                    peak_snr=self.peak_snr, last_frame=self.last_frame)
+
+
+class SeedTracker:
+    """Associate candidates over frames; confirm seeds by persistence.
+
+    Parameters
+    ----------
+    gate_px : a candidate joins a track within gate_px + the track's radius (px).
+    persistence : number of frames a track must be seen in to become a seed.
+    max_gap : missed frames allowed between hits of a track that is not yet a seed.
+
+    Example
+    -------
+    >>> t = SeedTracker(persistence=2)
+    >>> _ = t.update(0, 0.0, [Candidate(10, 10, 1, 6.0, 9)])
+    >>> t.update(1, 1.0, [Candidate(10.5, 10, 1, 7.0, 12)])[0].id
+    1
+    >>> t.update(2, 2.0, [Candidate(30, 30, -1, 9.0, 5)])   # a one-frame artefact
+    []
+    """
+
+    def __init__(self, gate_px: float = 4.0, persistence: int = 2, max_gap: int = 1):
+        self.gate_px = float(gate_px)
+        self.persistence = int(persistence)
+        self.max_gap = int(max_gap)
+        self.tentative: list[Seed] = []
+        self.seeds: list[Seed] = []
+        self._next_id = 1
+        self._tentative_id = -1
+
+    def update(self, frame: int, time_s: float, candidates: list[Candidate]) -> list[Seed]:
+        """Add one frame's candidates; return the seeds confirmed in this frame."""
+        for c in candidates:
+            best, best_d = None, np.inf
+            for s in self.seeds + self.tentative:
+                if s.sign != c.sign:
+                    continue
+                d = float(np.hypot(s.x_px - c.x, s.y_px - c.y))
+                if d <= self.gate_px + s.radius_px and d < best_d:
+                    best, best_d = s, d
+            if best is None:
+                s = Seed(id=self._tentative_id, sign=c.sign, first_frame=frame, first_time_s=float(time_s),
+                         last_frame=frame)
+                self._tentative_id -= 1
+                s.add(frame, c)
+                self.tentative.append(s)
+            else:
+                best.add(frame, c)
+        confirmed = []
+        keep = []
+        for s in self.tentative:
+            if s.n_frames_seen() >= self.persistence:
+                s.id = self._next_id
+                self._next_id += 1
+                s.confirmed_frame = frame
+                self.seeds.append(s)
+                confirmed.append(s)
+            elif frame - s.last_frame <= self.max_gap:
+                keep.append(s)
+        self.tentative = keep
+        return confirmed
+
+    def table(self) -> dict[str, np.ndarray]:
+        """Confirmed seeds as columns (:data:`SEED_COLUMNS`)."""
+        rows = [s.row() for s in self.seeds]
+        dtypes = dict(id=int, first_frame=int, first_time_s=float, x_px=float, y_px=float, sign=int,
+                      area_px=int, peak_snr=float, last_frame=int)
+        return {k: np.array([r[k] for r in rows], dtype=dtypes[k]) for k in SEED_COLUMNS}
