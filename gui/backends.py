@@ -133,19 +133,24 @@ class EngineBackend(_Backend):
     overwrite : bool
     time_scale : float
         Experiment seconds per wall second (mock instruments only).
+    open_instruments : callable, optional
+        ``open_instruments(config, clock, seed=...) -> Instruments``; default
+        :func:`insitu.instruments.open_instruments` (tests inject plain mocks).
     """
 
     kind = "engine"
     drives_source = True
 
     def __init__(self, config, config_text: str, protocol, out_path, *, overwrite: bool = False,
-                 time_scale: float = 1.0, seed: int = 0):
+                 time_scale: float = 1.0, seed: int = 0, open_instruments=None):
         super().__init__()
+        self._open_instruments = open_instruments
         if time_scale != 1.0 and not config.is_mock:
             from insitu.errors import UserError
 
             raise UserError("--time-scale is only allowed with mock instruments")
         self.config = config
+        self.probe_current_A = config.beam.probe_current_A
         self.config_text = config_text
         self.protocol = protocol
         self.session_path = str(out_path)
@@ -162,8 +167,12 @@ class EngineBackend(_Backend):
     def run(self, sinks) -> str:
         from insitu.clock import Clock
         from insitu.engine import Engine
-        from insitu.instruments import open_instruments
         from insitu.session import SessionWriter
+
+        if self._open_instruments is not None:
+            open_instruments = self._open_instruments
+        else:
+            from insitu.instruments import open_instruments
 
         if self._stop_reason is not None:
             return "aborted"

@@ -94,11 +94,10 @@ def run(args) -> int:
 
         backend = EngineBackend(config, config_text, protocol, out, overwrite=args.overwrite, time_scale=scale,
                                 seed=args.seed)
-        backend.probe_current_A = config.beam.probe_current_A
 
     from insitu.gui.app import MainWindow, make_app, run_window
 
-    make_app()
+    app = make_app()  # keep a reference: the QApplication must outlive the window
     window = MainWindow(backend, protocol=protocol, timeline=timeline, protocol_path=protocol_path,
                         analysis=not args.no_analysis)
     # a timed run starts by itself (mock: the example protocol; replay: playback)
