@@ -48,7 +48,7 @@ class FilamentParams:
     spacing_px: float = 14.0          #: minimum distance between candidate sites (and so between seeds)
     edge_margin_px: float = 8.0       #: no sites this close to vacuum, ZrO2, backbone or the Na source
     right_margin_px: float = 24.0     #: no interface sites this close to the Na-source electrode
-    interface_depth_px: float = 3.0   #: interface sites sit this far below the Au(Pt) edge
+    interface_depth_px: float = 4.0   #: interface sites sit this far below the Au(Pt) edge
     charge_scale_C: float = 1.5e-4    #: the charge over which nucleation and growth happen
     k_interface: float = 0.9          #: interface hazard per charge_scale for drive = supply = 1
     k_gb: float = 6.0                 #: GB hazard per charge_scale for drive = supply = 1
@@ -56,7 +56,7 @@ class FilamentParams:
     gb_drive_power: float = 2.0
     gb_incubation: float = 0.5        #: forward charge (in charge_scale) before GB sites can nucleate
     supply_length_px: float = 25.0    #: decay length of electron supply along the GB network
-    r0_px: float = 1.6                #: radius of a new seed
+    r0_px: float = 2.0                #: radius of a new seed
     r_max_px: float = 4.5             #: radius a seed grows towards
     q_grow: float = 0.6               #: growth charge (in charge_scale) for 63 % of the radius gain
     growth_floor: float = 0.5         #: minimum drive used for growth (every seed grows)

@@ -42,8 +42,8 @@ class HaadfParams:
     electrode: float = 1.0               #: Au(Pt)
     backbone: float = 0.65
     source: float = 0.70                 #: Na-source frame (thick, right)
-    filament: float = 0.14               #: extra intensity of a fully grown Na seed (brighter)
-    filament_r_ref_px: float = 4.0       #: radius at which a seed reaches full contrast
+    filament: float = 0.25               #: extra intensity of a fully grown Na seed (brighter)
+    filament_r_ref_px: float = 3.0       #: radius at which a seed reaches full contrast
     blur_px: float = 0.8                 #: probe/resolution blur (Gaussian sigma)
     thickness_gradient: float = 0.05     #: relative intensity change across the window (wedge)
     scanline_noise: float = 0.01         #: relative std of a scan line's gain
