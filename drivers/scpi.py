@@ -354,8 +354,32 @@ def _open_visa(resource: str, visa_library: str, timeout_s: float, rt: str | Non
             kw["read_termination"] = rt
         if wt is not None:
             kw["write_termination"] = wt
-        return rm.open_resource(resource, **kw)
+        inst = rm.open_resource(resource, **kw)
     except Exception as exc:
         if isinstance(exc, (ValueError,)) or type(exc).__name__ in ("InvalidResourceName",):
             raise InstrumentError(f"{resource}: not a valid VISA resource string ({exc})") from None
         raise ConnectionLost(f"{resource}: cannot connect: {_describe(exc, timeout_s)}") from None
+    if resource.upper().endswith("::SOCKET"):
+        _socket_options(inst)
+    return inst
+
+
+def _socket_options(inst) -> None:
+    """Raw TCP socket: no Nagle delay (a write followed by a query would wait for the instrument's delayed ACK)
+    and keep-alive (a dead peer is noticed). Best effort: not every VISA library supports both."""
+    import socket
+
+    try:
+        from pyvisa import constants as pc
+
+        inst.set_visa_attribute(pc.ResourceAttribute.tcpip_nodelay, pc.VisaBoolean.true)
+        inst.set_visa_attribute(pc.ResourceAttribute.tcpip_keepalive, pc.VisaBoolean.true)
+        return
+    except Exception:
+        pass
+    try:  # pyvisa-py 0.8 does not route these attributes; set them on its socket directly
+        sock = inst.visalib.sessions[inst.session].interface
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    except Exception:
+        pass

@@ -256,6 +256,7 @@ class Emulator2450:
         self.ttl_out = 0                      # 2400 :SOUR2:TTL output lines (bit pattern)
         self.format_elements = ["VOLT", "CURR", "RES", "TIME", "STAT"]
         self.readback = True
+        self.lang = "SCPI"                    # 2450 command set as reported by *LANG? (SCPI | TSP | SCPI2400)
         self.volt_mode = "FIX"
         self.trigger_count = 1
         self.errors: deque[tuple[int, str]] = deque()
@@ -414,6 +415,11 @@ class Emulator2450:
                 conn, _ = self._server.accept()
             except (socket.timeout, OSError):
                 continue
+            try:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            _quickack(conn)
             with self._lock:
                 old, self._client = self._client, conn
                 self.connections += 1
@@ -439,6 +445,7 @@ class Emulator2450:
                 break
             if not data:
                 break
+            _quickack(conn)
             buf += data
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
@@ -576,7 +583,7 @@ class Emulator2450:
             self.errors.clear()
 
         def lang_q(c, a):
-            return "SCPI" if self.model == "2450" else "SCPI"
+            return self.lang
 
         # output
         def outp(c, a):
@@ -843,6 +850,17 @@ class Emulator2450:
         self.source_function = "VOLT"
         self.sense_function = "CURR"
         self._change("reset", True)
+
+
+def _quickack(conn: socket.socket) -> None:
+    """ACK at once (Linux): the controller's Nagle algorithm holds a second small write until the first is ACKed,
+    and a delayed ACK would add ~40 ms to every write-then-query pair."""
+    opt = getattr(socket, "TCP_QUICKACK", None)
+    if opt is not None:
+        try:
+            conn.setsockopt(socket.IPPROTO_TCP, opt, 1)
+        except OSError:
+            pass
 
 
 def _split_units(message: str) -> list[str]:
