@@ -1,14 +1,121 @@
 """``insitu replay``: replay a recorded session through the pipeline at its recorded timing."""
 from __future__ import annotations
 
-from insitu.errors import UserError
+import sys
 
 HELP = "Replay a recorded session through the pipeline at its recorded timing"
+DESCRIPTION = """\
+Feed a recorded session through the same pipeline as a live run (session
+recorder, live analysis, GUI) at X times its recorded timing. No instrument is
+touched.
+
+examples:
+  insitu replay run.h5 --speed 10 --out copy.h5      frames in copy.h5 equal the originals
+  insitu replay run.h5 --speed 20 --analyze seeds/   live analysis -> seeds/seeds.csv
+  insitu replay run.h5 --gui                         the operator window (insitu gui --replay)
+"""
 
 
 def add_arguments(parser):
-    pass
+    parser.add_argument("session", help="session file (.h5)")
+    parser.add_argument("--speed", type=float, default=1.0, metavar="X", help="replay speed (default 1)")
+    parser.add_argument("--out", metavar="NEW.h5", help="record the replayed stream into a new session file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.add_argument("--analyze", metavar="DIR", help="run the live analysis; write DIR/seeds.csv at the end")
+    parser.add_argument("--gui", action="store_true", help="show the replay in the operator window")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+class _Progress:
+    """One status line on a terminal (frames, time, V, I)."""
+
+    def __init__(self, player, stream):
+        self.player = player
+        self.stream = stream
+        self.v = self.i = float("nan")
+        self.frames = 0
+        self.tty = stream.isatty()
+
+    def __call__(self, rec):
+        from insitu.records import BiasSample, FrameRecord
+
+        if isinstance(rec, BiasSample):
+            self.v, self.i = rec.voltage_V, rec.current_A
+        elif isinstance(rec, FrameRecord):
+            self.frames += 1
+            if self.tty:
+                p = self.player
+                self.stream.write(f"\rreplay {rec.time_s - p.t_first:8.1f}/{p.duration_s:.1f} s  frame "
+                                  f"{self.frames}/{p.session.n_frames}  V {self.v:+8.3f} V  I {self.i:+.3e} A ")
+                self.stream.flush()
 
 
 def run(args) -> int:
-    raise UserError("'replay' is not implemented yet")
+    from insitu.errors import UserError
+
+    if not args.speed > 0:
+        raise UserError(f"--speed must be > 0, got {args.speed:g}")
+    if args.gui:
+        if args.out or args.analyze:
+            raise UserError("--gui shows the replay only; drop --out/--analyze or run them without --gui")
+        from insitu.cli import main
+
+        return main(["gui", "--replay", args.session, "--speed", str(args.speed)])
+
+    from pathlib import Path
+
+    from insitu.replay import Player
+
+    player = Player(args.session, speed=args.speed)
+    sinks = []
+    writer = None
+    try:
+        if args.out:
+            from insitu.session import SessionWriter
+
+            src = player.session
+            writer = SessionWriter(args.out, overwrite=args.overwrite, start_time_iso=src.start_time,
+                                   protocol_text=src.protocol_text, instruments_text=src.instruments_text,
+                                   program="insitu replay", frame_shape=src.frame_shape or None,
+                                   frame_dtype=src.frame_dtype)
+            writer.set_instrument("replay", {"source": str(Path(args.session).resolve()), "speed": args.speed})
+            sinks.append(writer)
+        analyzer = None
+        if args.analyze:
+            from insitu.analysis.pipeline import LiveAnalyzer
+            from insitu.records import FrameRecord
+
+            analyzer = LiveAnalyzer()
+            out_dir = Path(args.analyze)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            sinks.append(lambda r: analyzer.feed(r.data, r.time_s) if isinstance(r, FrameRecord) else None)
+        progress = _Progress(player, sys.stderr)
+        if not args.quiet:
+            sinks.append(progress)
+        player.sinks = sinks
+        try:
+            outcome = player.run()
+        except KeyboardInterrupt:
+            player.stop()
+            outcome = "stopped"
+        if progress.tty and not args.quiet:
+            sys.stderr.write("\n")
+        if writer is not None:
+            writer.close("complete" if outcome == "complete" else "aborted")
+        msg = f"replayed {player.n_emitted} records ({player.session.n_frames} frames, {player.duration_s:.1f} s " \
+              f"recorded) at {args.speed:g}×: {outcome}"
+        if writer is not None:
+            msg += f"; wrote {args.out}"
+        if analyzer is not None:
+            from insitu.analysis.pipeline import write_seeds_csv
+
+            path = write_seeds_csv(analyzer.seeds_table(), Path(args.analyze) / "seeds.csv")
+            msg += f"; {len(analyzer.seeds_table()['id'])} seeds -> {path}"
+        print(msg)
+        return 0 if outcome == "complete" else 3
+    except BaseException:
+        if writer is not None:
+            writer.close("fault")
+        raise
+    finally:
+        player.close()
