@@ -17,6 +17,7 @@ import numpy as np
 from insitu.analysis.differential import DifferentialImager
 from insitu.analysis.registration import PhaseCorrelator
 from insitu.analysis.seeds import SEED_COLUMNS, Candidate, Seed, SeedTracker, find_candidates
+from insitu.errors import UserError
 
 __all__ = ["FrameResult", "LiveAnalyzer", "analyze", "MIN_FRAMES"]
 
@@ -105,6 +106,8 @@ class LiveAnalyzer:
         y0, x0 = (ny - cy) // 2, (nx - cx) // 2
         self._crop = (slice(y0, y0 + cy), slice(x0, x0 + cx))
         self._pc = PhaseCorrelator((cy, cx), upsample=self.upsample, workers=self.workers)
+        #: frames too small for a drift-corrected differential (nothing left inside the margins)
+        self.too_small = min(ny, nx) < 2 * self._imager.margin + MIN_SIZE
 
     def _register(self, frame: np.ndarray) -> tuple[float, float]:
         spec = self._pc.spectrum(frame[self._crop])
@@ -125,6 +128,12 @@ class LiveAnalyzer:
             raise ValueError(f"frame {self.n_frames} has shape {frame.shape}, the series has {self.shape}")
         k = self.n_frames
         frame = frame.astype(np.float32, copy=False)
+        if self.too_small:
+            self.n_frames += 1
+            self.times.append(float(time_s))
+            self.drift.append((float("nan"), float("nan")))
+            return FrameResult(index=k, time_s=float(time_s), dx_px=float("nan"), dy_px=float("nan"),
+                               differential=None)
         dx, dy = self._register(frame)
         z = self._imager.update(frame, dx, dy)
         cands: list[Candidate] = []
@@ -157,29 +166,333 @@ class LiveAnalyzer:
 
     def why_nothing(self) -> str:
         """A one-line reason when no seed was found."""
-        need = MIN_FRAMES
+        need = 1 + self.tracker.persistence
+        if self.shape is not None and self.too_small:
+            return (f"frames of {self.shape[1]}×{self.shape[0]} px are too small: need at least "
+                    f"{2 * self._imager.margin + MIN_SIZE} px on each side for drift correction and "
+                    f"differential images")
         if self.n_frames < need:
             return (f"only {self.n_frames} frame{'s' if self.n_frames != 1 else ''}: need at least {need} "
                     f"(1 reference + {self.tracker.persistence} for persistence)")
-        if self.shape is not None and min(self.shape) < 4 * self._imager.margin:
-            return (f"frames of {self.shape[1]}×{self.shape[0]} px are too small: the drift-corrected "
-                    f"region is under {2 * self._imager.margin} px wide")
         return (f"no change passed {self.threshold:g} σ in {self.tracker.persistence} frames "
                 f"out of {self.n_frames}")
 
 
 #: frames needed before a seed can be confirmed (1 reference + persistence 2)
 MIN_FRAMES = 3
+#: smallest useful width (px) of the drift-corrected region
+MIN_SIZE = 16
 
 
-def analyze(input_path, out_dir, microstructure=None, simulation=None, progress: Callable | None = None,
+def _open_input(path):
+    """('session', Session) or ('frames', FrameFolder) for a path; UserError otherwise."""
+    from insitu.analysis.frames_io import SUFFIXES, open_frames
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p}: no such file or folder")
+    if p.is_dir() or p.suffix.lower() in SUFFIXES:
+        return "frames", open_frames(p)
+    from insitu.session import open_session
+
+    try:
+        return "session", open_session(p)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"{p}: not a session file or an image file ({exc.__class__.__name__}: {exc})") from None
+
+
+def _load_correlation_inputs(microstructure, simulation):
+    from insitu.analysis.microstructure import Microstructure, read_microstructure
+
+    micro = microstructure
+    if micro is not None and not isinstance(micro, Microstructure):
+        try:
+            micro = read_microstructure(microstructure)
+        except UserError:
+            raise
+        except Exception as exc:
+            raise UserError(f"{microstructure}: cannot read the microstructure: {exc}") from None
+    sim = simulation
+    if sim is not None and not hasattr(sim, "gb_table"):
+        from insitu.analysis.simulator import load_result
+
+        try:
+            sim = load_result(simulation)
+        except UserError:
+            raise
+        except Exception as exc:
+            raise UserError(f"{simulation}: cannot read the simulation result: {exc}") from None
+    return micro, sim
+
+
+class _DriftCsv:
+    def __init__(self, path: Path):
+        self.path = path
+        self.fh = open(path, "w", newline="")
+        self.w = csv.writer(self.fh)
+        self.w.writerow(["frame", "dx_px", "dy_px"])
+
+    def add(self, k: int, dx: float, dy: float) -> None:
+        self.w.writerow([k, f"{dx:.4f}", f"{dy:.4f}"])
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+class _DiffH5:
+    """differential.h5: /differential (n, ny, nx) float16 in σ, /frame, /time_s; one chunk a frame."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.f = None
+        self.n = 0
+
+    def add(self, k: int, t: float, z: np.ndarray) -> None:
+        import h5py
+
+        if self.f is None:
+            self.f = h5py.File(self.path, "w")
+            ny, nx = z.shape
+            self.f.create_dataset("differential", shape=(0, ny, nx), maxshape=(None, ny, nx),
+                                  chunks=(1, ny, nx), dtype="f2")
+            self.f.create_dataset("frame", shape=(0,), maxshape=(None,), dtype="i8", chunks=(1024,))
+            self.f.create_dataset("time_s", shape=(0,), maxshape=(None,), dtype="f8", chunks=(1024,))
+            self.f["differential"].attrs.update(units="sigma", coordinates="first frame (x = column, y = row)",
+                                                description="registered frame minus running reference, "
+                                                            "divided by the local noise")
+        n = self.n + 1
+        for name in ("differential", "frame", "time_s"):
+            self.f[name].resize(n, axis=0)
+        self.f["differential"][self.n] = np.clip(z, -6e4, 6e4).astype(np.float16)
+        self.f["frame"][self.n] = k
+        self.f["time_s"][self.n] = t
+        self.n = n
+        if n % 20 == 0:
+            self.f.flush()
+
+    def close(self) -> None:
+        if self.f is None:
+            import h5py
+
+            with h5py.File(self.path, "w") as f:   # an empty but valid file
+                f.create_dataset("differential", shape=(0, 0, 0), dtype="f2")
+                f.create_dataset("frame", shape=(0,), dtype="i8")
+                f.create_dataset("time_s", shape=(0,), dtype="f8")
+        else:
+            self.f.close()
+            self.f = None
+
+
+def write_seeds_csv(table: dict, path) -> Path:
+    """Write a seeds table with the binding columns (:data:`SEED_COLUMNS`)."""
+    path = Path(path)
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(SEED_COLUMNS)
+        for i in range(len(table["id"])):
+            w.writerow([int(table["id"][i]), int(table["first_frame"][i]), f"{table['first_time_s'][i]:.4f}",
+                        f"{table['x_px'][i]:.3f}", f"{table['y_px'][i]:.3f}", int(table["sign"][i]),
+                        int(table["area_px"][i]), f"{table['peak_snr'][i]:.3f}", int(table["last_frame"][i])])
+    return path
+
+
+def analyze(input_path, out_dir, microstructure=None, simulation=None, progress: Callable | None = None, *,
+            live: bool = False, map_transform=None, poll_s: float = 0.5, idle_timeout_s: float = 120.0,
             **options) -> dict[str, Path]:
     """Run the whole analysis on a session file or a folder of frames; write the outputs to ``out_dir``.
 
-    See :mod:`insitu.analysis.report` and ``docs/analysis.md``; the work is done by
-    :func:`insitu.analysis.run.run_analysis`.
-    """
-    from insitu.analysis.analysis_run import run_analysis
+    Parameters
+    ----------
+    input_path : session file (.h5), folder of frames (TIFF / Velox .emd / DM .dm3 .dm4, optional
+        frames.csv ``index,time_s``) or one image file.
+    out_dir : output folder (created).
+    microstructure, simulation : a microstructure file (or :class:`Microstructure`) and a simulation
+        folder (or :class:`SimulationResult`); both needed for the correlation.
+    progress : called as ``progress(frames_done, frames_total_or_None)``.
+    live : follow a session while it is being written until it is closed (or idle for idle_timeout_s).
+    map_transform : :class:`~insitu.analysis.correlate.MapTransform` (microstructure -> frame px).
+    options : passed to :class:`LiveAnalyzer`.
 
-    return run_analysis(input_path, out_dir, microstructure=microstructure, simulation=simulation,
-                        progress=progress, **options)
+    Returns
+    -------
+    dict of paths: ``drift`` (drift.csv), ``differential`` (differential.h5), ``seeds`` (seeds.csv),
+    ``report`` (report.html), ``summary`` (summary.json: counts, notes, statistics) and, with a
+    microstructure and a simulation, ``correlation`` (correlation.csv) and ``statistics`` (statistics.json).
+    What was computed before an error stays on disk (drift.csv row by row, seeds.csv on the way out).
+    """
+    import json
+    import time
+
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{out}: cannot create the output folder: {exc.strerror}") from None
+    kind, src = _open_input(input_path)
+    micro, sim = _load_correlation_inputs(microstructure, simulation)
+    if (micro is None) != (sim is None):
+        raise UserError("the correlation needs both --microstructure and --simulation")
+    if kind == "session" and src.n_frames == 0 and not live:
+        src.close()
+        raise UserError(f"{input_path}: the session has no frames to analyse")
+
+    paths = dict(drift=out / "drift.csv", differential=out / "differential.h5", seeds=out / "seeds.csv",
+                 report=out / "report.html", summary=out / "summary.json")
+    la = LiveAnalyzer(**options)
+    drift_csv = _DriftCsv(paths["drift"])
+    diff_h5 = _DiffH5(paths["differential"])
+    first = last = best_z = None
+    best_idx, best_new = None, -1
+    notes: list[str] = []
+
+    def check_map(shape):
+        if micro is not None and (map_transform is None or map_transform.is_identity) \
+                and tuple(micro.grains.shape) != tuple(shape):
+            raise UserError(f"{microstructure}: the map is {micro.grains.shape[1]}×{micro.grains.shape[0]} px but "
+                            f"the frames are {shape[1]}×{shape[0]} px: give --map-transform "
+                            "scale,rotation_deg,offset_x,offset_y")
+
+    def handle(k, t, frame):
+        nonlocal first, last, best_z, best_idx, best_new
+        frame = np.asarray(frame)
+        if frame.ndim != 2:
+            raise UserError(f"{input_path}: frame {k} is not a 2-D image (shape {frame.shape})")
+        if k == 0:
+            check_map(frame.shape)
+            first = frame.astype(np.float32)
+        try:
+            r = la.feed(frame, t)
+        except ValueError as exc:
+            raise UserError(f"{input_path}: {exc}") from None
+        last = frame
+        drift_csv.add(k, r.dx_px, r.dy_px)
+        if r.differential is not None:
+            diff_h5.add(k, t, r.differential)
+            if len(r.new_seeds) >= best_new:   # show the latest frame that confirmed the most seeds
+                best_new = len(r.new_seeds)
+                best_z, best_idx = r.differential.copy(), k
+        if progress is not None:
+            progress(k + 1, None if live else total)
+
+    total = src.n_frames if kind == "session" else None
+    try:
+        if kind == "frames":
+            for k, t, frame in src.iter_frames():
+                handle(k, t, frame)
+            if src.n_read == 0:
+                raise UserError(f"{input_path}: no frames")
+        else:
+            if src.n_frames:
+                check_map(src.frame_shape)
+            done = 0
+            idle_since = time.monotonic()
+            while True:
+                for k, t, frame in src.iter_frames(done):
+                    handle(k, t, frame)
+                    done = k + 1
+                    idle_since = time.monotonic()
+                if not live or src.closed_cleanly:
+                    if live:
+                        src.refresh()
+                        for k, t, frame in src.iter_frames(done):
+                            handle(k, t, frame)
+                            done = k + 1
+                    break
+                if time.monotonic() - idle_since > idle_timeout_s:
+                    notes.append(f"stopped following the session: no new frame for {idle_timeout_s:g} s "
+                                 f"and it is not closed (status {src.status!r})")
+                    break
+                time.sleep(poll_s)
+                src.refresh()
+            if done == 0:
+                raise UserError(f"{input_path}: the session has no frames to analyse")
+    finally:
+        drift_csv.close()
+        diff_h5.close()
+        write_seeds_csv(la.seeds_table(), paths["seeds"])
+
+    seeds = la.seeds_table()
+    if not len(seeds["id"]):
+        notes.append("No seeds found: " + la.why_nothing() + ".")
+    summary = dict(input=str(input_path), n_frames=la.n_frames, frame_shape=list(la.shape or ()),
+                   n_seeds=int(len(seeds["id"])), notes=notes, params=la.params)
+
+    # -- ground truth (virtual specimen sessions) ----------------------------------------------------
+    bias = None
+    if kind == "session":
+        bias = dict(time=src.bias["time"], voltage=src.bias["voltage"], current=src.bias["current"])
+        if src.has("/entry/sample/truth/seeds"):
+            from insitu.analysis.seeds import match_seeds
+
+            truth = src.group("/entry/sample/truth/seeds")
+            if "x_px" in truth and "y_px" in truth and "first_frame" in truth:
+                sc = match_seeds(seeds, truth, radius_px=4.0)
+                summary["truth"] = {k: sc[k] for k in ("tp", "fp", "fn", "f1", "mean_error_px", "median_latency")}
+                notes.append(f"Against the recorded ground truth ({len(truth['x_px'])} seeds): F1 {sc['f1']:.2f}, "
+                             f"mean position error {sc['mean_error_px']:.2f} px, median latency "
+                             f"{sc['median_latency']} frames.")
+        src.close()
+
+    # -- correlation -----------------------------------------------------------------------------
+    stats = None
+    gb_map = None
+    if micro is not None:
+        from insitu.analysis import correlate as cor
+        from insitu.analysis.microstructure import boundary_pixels
+
+        tr = map_transform or cor.MapTransform()
+        bpix = boundary_pixels(micro.grains)
+        table = cor.correlate_seeds(seeds, micro.grains, sim.gb_table, micro.electrodes, transform=tr, bpix=bpix)
+        paths["correlation"] = out / "correlation.csv"
+        _write_columns(table, paths["correlation"])
+        neg = cor.negative_electrode(getattr(sim, "potentials", {}) or {})
+        pts = cor.gb_point_table(bpix, sim.gb_table)
+        if neg is None or neg not in micro.electrodes:
+            notes.append("No statistics: the simulation has no negative electrode (two electrodes at "
+                         "different potentials are needed).")
+        else:
+            dmap = cor.electrode_distances({neg: micro.electrodes[neg]})[neg]
+            on = table["on_gb"]
+            stats = cor.jump_statistics(table["jump"][on], table[f"dist_{neg}_px"][on], pts["jump"],
+                                        cor._sample(dmap, pts["x"], pts["y"]))
+            stats = dict(negative_electrode=neg, seeds_on_gb=int(on.sum()), seeds_total=int(len(on)), **stats)
+            paths["statistics"] = out / "statistics.json"
+            paths["statistics"].write_text(json.dumps(stats, indent=2))
+            summary["statistics"] = stats
+        jm = np.full(micro.grains.shape, np.nan)
+        iy = np.clip(np.rint(pts["y"]).astype(int), 0, jm.shape[0] - 1)
+        ix = np.clip(np.rint(pts["x"]).astype(int), 0, jm.shape[1] - 1)
+        jm[iy, ix] = pts["jump"]
+        gb_map = dict(grains=micro.grains, jump_map=jm, seeds_x=table["x_map"], seeds_y=table["y_map"],
+                      electrodes=micro.electrodes)
+
+    from insitu.analysis.report import write_report
+
+    write_report(paths["report"], title="insitu analysis", source=input_path, n_frames=la.n_frames, seeds=seeds,
+                 drift=la.drift_table(), first_frame=first, last_frame=last,
+                 last_drift=la.drift[-1] if la.drift else (0.0, 0.0), differential=best_z,
+                 differential_index=best_idx, bias=bias, gb_map=gb_map, stats=stats, notes=notes, params=la.params)
+    paths["summary"].write_text(json.dumps(summary, indent=2, default=float))
+    return paths
+
+
+def _write_columns(table: dict, path: Path) -> None:
+    cols = list(table)
+    n = len(table[cols[0]]) if cols else 0
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(cols)
+        for i in range(n):
+            row = []
+            for c in cols:
+                v = table[c][i]
+                if isinstance(v, (bool, np.bool_)):
+                    row.append("true" if v else "false")
+                elif isinstance(v, (float, np.floating)):
+                    row.append(f"{float(v):.6g}")
+                else:
+                    row.append(v)
+            w.writerow(row)

@@ -170,29 +170,7 @@ def make_series(n_frames: int = 40, shape=(160, 160), seed: int = 0, n_seeds: in
 
 
 def score(table: dict, truth: dict, radius_px: float = 4.0) -> dict:
-    """Match detected seeds to true seeds (greedy by distance, same sign not required).
+    """Match detected seeds to the truth (see :func:`insitu.analysis.seeds.match_seeds`)."""
+    from insitu.analysis.seeds import match_seeds
 
-    Returns dict with tp, fp, fn, f1, mean_error_px, latencies (detected first_frame − true first frame
-    for matched seeds) and the matched pairs.
-    """
-    from scipy.optimize import linear_sum_assignment
-
-    dx = np.asarray(table["x_px"], float)
-    dy = np.asarray(table["y_px"], float)
-    tx = np.asarray(truth["x_px"], float)
-    ty = np.asarray(truth["y_px"], float)
-    pairs = []
-    if len(dx) and len(tx):
-        d = np.hypot(dx[:, None] - tx[None, :], dy[:, None] - ty[None, :])
-        cost = np.where(d <= radius_px, d, 1e6)
-        r, c = linear_sum_assignment(cost)
-        pairs = [(i, j, d[i, j]) for i, j in zip(r, c) if d[i, j] <= radius_px]
-    tp = len(pairs)
-    fp = len(dx) - tp
-    fn = len(tx) - tp
-    f1 = 2 * tp / max(1, 2 * tp + fp + fn)
-    err = float(np.mean([p[2] for p in pairs])) if pairs else float("nan")
-    lat = [int(table["first_frame"][i]) - int(truth["first_frame"][j]) for i, j, _ in pairs]
-    sign_ok = [int(table["sign"][i]) == int(truth["sign"][j]) for i, j, _ in pairs]
-    return dict(tp=tp, fp=fp, fn=fn, f1=f1, mean_error_px=err, latencies=lat, pairs=pairs,
-                sign_ok=sign_ok)
+    return match_seeds(table, truth, radius_px)
