@@ -51,7 +51,23 @@ class SourceMeterConfig(_Strict):
     def _resource_needed(self):
         if self.driver != "mock" and not self.resource:
             raise ValueError(f"resource: required for driver '{self.driver}'")
+        _check_resource_syntax(self.resource)
         return self
+
+
+def _check_resource_syntax(resource: Optional[str]) -> None:
+    """A VISA resource string must parse (pyvisa's grammar); raises ValueError naming the key."""
+    if not resource:
+        return
+    try:
+        from pyvisa import rname
+    except ImportError:  # pragma: no cover
+        return
+    try:
+        rname.parse_resource_name(resource)
+    except Exception:
+        raise ValueError(f"resource: {resource!r} is not a VISA resource string "
+                         f"(e.g. TCPIP0::192.0.2.10::5025::SOCKET, GPIB0::24::INSTR)") from None
 
 
 class BeamBlankerConfig(_Strict):
@@ -71,6 +87,7 @@ class BeamBlankerConfig(_Strict):
             raise ValueError(f"resource: required for driver '{self.driver}'")
         if self.driver == "scpi" and not (self.blank_command and self.unblank_command):
             raise ValueError("blank_command/unblank_command: required for driver 'scpi'")
+        _check_resource_syntax(self.resource)
         return self
 
 
