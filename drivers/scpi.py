@@ -257,7 +257,7 @@ class SCPITransport:
             except Exception as exc:
                 if _is_transport_error(exc):
                     raise self._lost(command, exc) from exc
-                raise InstrumentError(f"{self.resource}: '{command}': {exc}") from exc
+                raise InstrumentError(f"{self.resource}: '{command}': {one_line(exc)}") from exc
 
     def query(self, command: str) -> str:
         """Send a query and return the reply without its termination (empty reply -> InstrumentError)."""
@@ -272,7 +272,7 @@ class SCPITransport:
             except Exception as exc:
                 if _is_transport_error(exc):
                     raise self._lost(command, exc) from exc
-                raise InstrumentError(f"{self.resource}: '{command}': {exc}") from exc
+                raise InstrumentError(f"{self.resource}: '{command}': {one_line(exc)}") from exc
         reply = reply.strip()
         if not reply:
             raise InstrumentError(f"{self.resource}: '{command}': empty reply")
@@ -333,8 +333,13 @@ def _describe(exc: BaseException, timeout_s: float) -> str:
     if isinstance(exc, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)):
         return f"connection closed by the instrument ({type(exc).__name__})"
     if isinstance(exc, OSError):
-        return f"{type(exc).__name__}: {exc.strerror or exc}"
-    return f"{type(exc).__name__}: {exc}"
+        return one_line(f"{type(exc).__name__}: {exc.strerror or exc}")
+    return one_line(f"{type(exc).__name__}: {exc}")
+
+
+def one_line(text: str) -> str:
+    """Collapse whitespace (including newlines) so an error stays one line."""
+    return " ".join(str(text).split())
 
 
 def _open_visa(resource: str, visa_library: str, timeout_s: float, rt: str | None, wt: str | None):
@@ -344,10 +349,17 @@ def _open_visa(resource: str, visa_library: str, timeout_s: float, rt: str | Non
     except ImportError as exc:  # pragma: no cover
         raise InstrumentError(f"{resource}: pyvisa is not installed ({exc})") from None
     try:
+        from pyvisa import rname
+
+        rname.parse_resource_name(resource)
+    except Exception as exc:
+        raise InstrumentError(f"{resource!r}: not a valid VISA resource string "
+                              f"(e.g. TCPIP0::192.0.2.10::5025::SOCKET, GPIB0::24::INSTR): {one_line(exc)}") from None
+    try:
         rm = pyvisa.ResourceManager(visa_library)
     except Exception as exc:
         raise InstrumentError(f"{resource}: cannot load VISA library {visa_library!r}: "
-                              f"{type(exc).__name__}: {exc}") from None
+                              f"{one_line(f'{type(exc).__name__}: {exc}')}") from None
     try:
         kw = {"timeout": max(1, int(round(timeout_s * 1000)))}
         if rt is not None:
@@ -356,8 +368,6 @@ def _open_visa(resource: str, visa_library: str, timeout_s: float, rt: str | Non
             kw["write_termination"] = wt
         inst = rm.open_resource(resource, **kw)
     except Exception as exc:
-        if isinstance(exc, (ValueError,)) or type(exc).__name__ in ("InvalidResourceName",):
-            raise InstrumentError(f"{resource}: not a valid VISA resource string ({exc})") from None
         raise ConnectionLost(f"{resource}: cannot connect: {_describe(exc, timeout_s)}") from None
     if resource.upper().endswith("::SOCKET"):
         _socket_options(inst)

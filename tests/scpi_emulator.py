@@ -432,7 +432,10 @@ class Emulator2450:
 
     def _handle(self, conn: socket.socket) -> None:
         buf = b""
-        conn.settimeout(0.2)
+        try:
+            conn.settimeout(0.2)
+        except OSError:      # dropped before this thread started
+            return
         while self._running.is_set():
             with self._lock:
                 if self._client is not conn:
