@@ -97,7 +97,7 @@ class MainWindow(QtWidgets.QMainWindow):
     state_changed = QtCore.pyqtSignal(str)
 
     def __init__(self, backend, *, protocol=None, timeline=None, protocol_path: str = "",
-                 analysis: bool = True, tick_ms: int = 50, protocol_loader=None):
+                 analysis: bool = True, tick_ms: int = 25, protocol_loader=None):
         super().__init__()
         self.backend = backend
         self.protocol = protocol
@@ -119,6 +119,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.dose = 0.0
         self._got_progress = False
         self._tick_count = 0
+        self._plot_every = max(1, round(100 / tick_ms))      # plots redrawn at ~10 Hz
+        self._status_every = max(1, round(1000 / tick_ms))   # status bar at ~1 Hz
 
         self.setWindowTitle(f"insitu — {self._mode_name()}")
         self.image = LiveImageView()
@@ -337,9 +339,9 @@ class MainWindow(QtWidgets.QMainWindow):
                 t0 = getattr(seed, "first_time_s", t)
                 self.plots.add_marker(float(t0), "seed", f"seed {getattr(seed, 'id', '')}")
 
-        if self._tick_count % 2 == 0:
+        if self._tick_count % self._plot_every == 0:
             self.plots.refresh()
-        if self._tick_count % 20 == 0:
+        if self._tick_count % self._status_every == 0:
             self._update_status()
 
         th = self.thread

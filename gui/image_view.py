@@ -22,7 +22,7 @@ pg.setConfigOptions(imageAxisOrder="row-major")
 
 MODES = ("Raw", "Differential", "Registered")
 
-def auto_levels(img: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5, max_samples: int = 65536):
+def auto_levels(img: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5, max_samples: int = 16384):
     """Contrast limits from percentiles of a strided subsample (fast on 1024² frames).
 
     Examples
@@ -43,6 +43,62 @@ def auto_levels(img: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5, max_
     if hi <= lo:
         hi = lo + 1.0
     return lo, hi
+
+
+def to_display_uint8(img: np.ndarray, levels) -> np.ndarray:
+    """Map ``img`` onto 0–255 between ``levels`` (lo, hi), clipped (float32 arithmetic:
+    as fast as a per-value lookup table for uint16 frames, and it works for float images too).
+
+    Examples
+    --------
+    >>> to_display_uint8(np.array([[0, 50, 100, 200]], np.uint16), (50, 150)).tolist()
+    [[0, 0, 127, 255]]
+    """
+    lo, hi = float(levels[0]), float(levels[1])
+    scale = np.float32(255.0 / (hi - lo) if hi > lo else 1.0)
+    out = np.subtract(img, np.float32(lo), dtype=np.float32)
+    out *= scale
+    np.clip(out, 0, 255, out=out)
+    return out.astype(np.uint8)
+
+
+def bin2(a: np.ndarray) -> np.ndarray:
+    """2×2 mean (odd edges dropped), keeping integer images integer.
+
+    Examples
+    --------
+    >>> bin2(np.array([[1, 3], [5, 7]], np.uint16)).tolist()
+    [[4]]
+    """
+    ny, nx = (a.shape[0] // 2) * 2, (a.shape[1] // 2) * 2
+    a = a[:ny, :nx]
+    if a.dtype.kind in "ui":
+        acc = a[0::2, 0::2].astype(np.uint32)
+        acc += a[1::2, 0::2]
+        acc += a[0::2, 1::2]
+        acc += a[1::2, 1::2]
+        acc >>= 2
+        return acc.astype(a.dtype)
+    return (a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2]) * np.float32(0.25)
+
+
+def settle_levels(old, new, tolerance: float = 0.03):
+    """Keep ``old`` contrast limits unless ``new`` differ by more than ``tolerance`` of the range
+    (steady contrast, no flicker, and the display lookup table is not rebuilt every frame).
+
+    Examples
+    --------
+    >>> settle_levels((100, 200), (101, 199))
+    (100, 200)
+    >>> settle_levels((100, 200), (130, 200))
+    (130, 200)
+    """
+    if old is None:
+        return new
+    span = max(old[1] - old[0], 1e-12)
+    if abs(new[0] - old[0]) > tolerance * span or abs(new[1] - old[1]) > tolerance * span:
+        return new
+    return old
 
 
 def boundary_rgba(shape, y, x, values=None, cmap: str = "inferno", alpha: int = 230) -> np.ndarray:
@@ -245,7 +301,6 @@ class LiveImageView(QtWidgets.QWidget):
         self.view = self.glw.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
         self.view.setBackgroundColor((8, 8, 10))
         self.image = pg.ImageItem(axisOrder="row-major")
-        self.image.setAutoDownsample(True)
         self.view.addItem(self.image)
         self._grey = pg.colormap.get("CET-L1").getLookupTable(nPts=256)
         self._diverging = pg.colormap.get("CET-D1").getLookupTable(nPts=256)
@@ -298,7 +353,7 @@ class LiveImageView(QtWidgets.QWidget):
             lo, hi = self.lo_spin.value(), self.hi_spin.value()
             if hi > lo:
                 self._levels = (lo, hi)
-                self.image.setLevels(self._levels)
+                self.redraw()
 
     def _gb_toggled(self, on: bool) -> None:
         self.gb_item.setVisible(on)
@@ -388,7 +443,18 @@ class LiveImageView(QtWidgets.QWidget):
             img = rec.data
             levels = auto_levels(img) if (self.auto_box.isChecked() or self._levels is None) else self._levels
         first = self.image.image is None or self._shape != img.shape[:2]
-        self.image.setImage(img, autoLevels=False, levels=levels)
+        if self.auto_box.isChecked():
+            levels = settle_levels(self._levels, levels)
+        # bin to screen resolution (2×2 means while a screen pixel covers ≥ 2 frame pixels), map to
+        # uint8 with our own lookup table; pyqtgraph then only applies the 256-colour table
+        small = img
+        ps = self.view.viewPixelSize() if not first else (1.0, 1.0)
+        f = min(ps)
+        while f >= 2.0 and min(small.shape[:2]) >= 256:
+            small = bin2(small)
+            f /= 2.0
+        self.image.setImage(to_display_uint8(small, levels), autoLevels=False, levels=(0, 255))
+        self.image.setRect(QtCore.QRectF(0, 0, img.shape[1], img.shape[0]))
         if self.mode == "Registered":
             self.image.setPos(-self._drift[0], -self._drift[1])
         if self.auto_box.isChecked():

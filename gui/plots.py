@@ -34,7 +34,7 @@ class TracePlots(QtWidgets.QWidget):
         Most event/seed markers kept (oldest removed first).
     """
 
-    def __init__(self, parent=None, *, capacity: int = 2048, max_markers: int = 200):
+    def __init__(self, parent=None, *, capacity: int = 1024, max_markers: int = 200):
         super().__init__(parent)
         self.capacity = capacity
         self.traces = {k: DecimatedTrace(capacity) for k in ("setpoint", "voltage", "current", "abs_current")}

@@ -1,0 +1,221 @@
+"""GUI performance: live display of 1024² frames, plot cost over an hour, memory over a long replay.
+
+Run: ``QT_QPA_PLATFORM=offscreen .venv/bin/python -m bench bench_gui``.
+
+1. Display: the synthetic feed sends 1024² uint16 frames at 10 frames/s to the
+   window for a few seconds; we count frames shown per second and the
+   backlog (frames waiting to be drawn). Per-frame draw cost (setImage with
+   precomputed levels, then a repaint of the view) is compared with the
+   naive baseline (``setImage`` with autoLevels on the full frame).
+2. Plots: cost of one refresh after a minute and after an hour of 10 Hz
+   samples (the goal: the same), against the baseline of drawing the full
+   history with plain ``setData``.
+3. Memory: RSS before and after a one-hour session played at 100× (a recorded
+   session through :class:`insitu.replay.Player` when it is available,
+   otherwise the synthetic feed at 100×).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _pump(app, seconds: float, until=None) -> None:
+    t_end = time.monotonic() + seconds
+    while time.monotonic() < t_end:
+        app.processEvents()
+        if until is not None and until():
+            return
+        time.sleep(0.002)
+
+
+def bench_display(app, seconds: float = 8.0) -> dict:
+    from insitu.gui.app import MainWindow
+    from insitu.gui.backends import FeedBackend
+
+    b = FeedBackend(duration_s=seconds + 5, time_scale=1.0, frame_rate_hz=10.0, frame_shape=(1024, 1024),
+                    sample_interval_s=0.1)
+    w = MainWindow(b, analysis=False)
+    w.resize(1600, 1000)
+    w.show()
+    _pump(app, 0.3)
+    w.start()
+    _pump(app, 1.0)                      # warm-up
+    n_in0, n_drawn0 = w.queue.frames.n_put, w.image.n_drawn
+    backlog_max = 0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        app.processEvents()
+        backlog_max = max(backlog_max, w.queue.frames.n_put - w.queue.frames.n_dropped - w.image.n_drawn)
+        time.sleep(0.002)
+    dt = time.monotonic() - t0
+    n_in, n_drawn = w.queue.frames.n_put - n_in0, w.image.n_drawn - n_drawn0
+    w.abort("bench")
+    _pump(app, 3.0, until=lambda: w.state == "done")
+    w.close()
+    _pump(app, 0.2)
+
+    # per-frame draw cost: ours (precomputed levels, no histogram) vs naive autoLevels
+    import pyqtgraph as pg
+
+    from insitu.gui.feed import make_frames
+    from insitu.gui.image_view import LiveImageView
+    from insitu.records import FrameRecord
+
+    frames = make_frames((1024, 1024), n=4, seed=1)
+    v = LiveImageView()
+    v.resize(900, 700)
+    v.show()
+    _pump(app, 0.2)
+
+    def draw_ours(k):
+        v.show_frame(FrameRecord(k, frames[k % 4], 1.0, 1e-9, False, 0.0, 5e-9))
+        v.glw.viewport().repaint()
+
+    def draw_naive(k):
+        v.image.setImage(frames[k % 4], autoLevels=True)
+        v.glw.viewport().repaint()
+
+    out = {}
+    for name, fn in (("naive", draw_naive), ("ours", draw_ours)):
+        for k in range(3):
+            fn(k)
+        t = time.perf_counter()
+        n = 30
+        for k in range(n):
+            fn(k)
+        out[name] = (time.perf_counter() - t) / n
+    v.close()
+    del pg
+    return dict(incoming_fps=n_in / dt, shown_fps=n_drawn / dt, backlog_max=backlog_max,
+                draw_ms=out["ours"] * 1e3, naive_draw_ms=out["naive"] * 1e3)
+
+
+def bench_plots(app) -> dict:
+    from insitu.gui.plots import TracePlots
+
+    res = {}
+    for label, n in (("1 min", 600), ("1 h", 36_000)):
+        p = TracePlots()
+        p.resize(900, 350)
+        p.show()
+        t = np.arange(n) * 0.1
+        v = 10 + 7 * np.sin(t / 300.0)
+        i = v / 50e6 * (1 + 0.05 * np.random.default_rng(0).normal(size=n))
+        p.add_samples(t, v, v, i)
+        _pump(app, 0.1)
+        reps = 20
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            p.add_samples(t[-1:] + 0.1, v[-1:], v[-1:], i[-1:])
+            p.refresh()
+            p.glw.viewport().repaint()
+        res[label] = (time.perf_counter() - t0) / reps
+        res[label + " points"] = p.point_count()
+        if label == "1 h":
+            # baseline: the same widget drawing the whole hour as raw points (no decimation)
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                p.set_curve.setData(t, v)
+                p.v_curve.setData(t, v)
+                p.i_curve.setData(t, i)
+                p.glw.viewport().repaint()
+            res["naive 1 h"] = (time.perf_counter() - t0) / reps
+        p.close()
+    return res
+
+
+def _make_session(path: Path, duration_s: float, frame_rate_hz: float, shape) -> bool:
+    """Record a synthetic session (bias 10 Hz, frames) with SessionWriter; False if unavailable."""
+    try:
+        from insitu.clock import Clock
+        from insitu.gui.feed import SyntheticFeed
+        from insitu.session import SessionWriter
+    except ImportError:
+        return False
+    clock = Clock(1e6)
+    with SessionWriter(path, overwrite=True, start_time_iso=clock.start_iso, program="bench_gui") as wr:
+        feed = SyntheticFeed([wr], duration_s=duration_s, sample_interval_s=0.1, frame_rate_hz=frame_rate_hz,
+                             frame_shape=shape, clock=clock)
+        feed.run()
+        wr.close("complete")
+    return True
+
+
+def bench_memory(app, speed: float = 100.0, duration_s: float = 3600.0) -> dict:
+    from insitu.gui.app import MainWindow
+    from insitu.gui.backends import FeedBackend, ReplayBackend
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_gui_"))
+    source = "synthetic feed"
+    try:
+        import insitu.replay  # noqa: F401
+
+        if _make_session(tmp / "hour.h5", duration_s, 0.2, (512, 512)):
+            b = ReplayBackend(tmp / "hour.h5", speed=speed)
+            source = "replay of a recorded 1 h session (10 Hz bias, 512² frames every 5 s)"
+        else:
+            raise ImportError
+    except ImportError:
+        b = FeedBackend(duration_s=duration_s, time_scale=speed, frame_rate_hz=0.2, frame_shape=(512, 512),
+                        sample_interval_s=0.1)
+    w = MainWindow(b, analysis=False)
+    w.resize(1600, 1000)
+    w.show()
+    _pump(app, 0.3)
+    w.start()
+    _pump(app, 2.0)
+    rss = [(0.0, _rss_mb())]
+    t0 = time.monotonic()
+    while w.state != "done" and time.monotonic() - t0 < duration_s / speed * 3 + 30:
+        _pump(app, 2.0)
+        rss.append((time.monotonic() - t0, _rss_mb()))
+    wall = time.monotonic() - t0 + 2.0
+    pts = w.plots.point_count()
+    n = w.plots.traces["voltage"].n_samples
+    w.close()
+    _pump(app, 0.2)
+    for f in tmp.iterdir():
+        f.unlink()
+    tmp.rmdir()
+    mid = rss[len(rss) // 4][1]
+    return dict(source=source, wall_s=wall, samples=n, plot_points=pts, rss_start_mb=rss[0][1], rss_quarter_mb=mid,
+                rss_end_mb=rss[-1][1])
+
+
+def main() -> dict:
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from insitu.gui.app import make_app
+
+    app = make_app()
+    d = bench_display(app)
+    print(f"display 1024² @ 10 frames/s: incoming {d['incoming_fps']:.1f}/s, shown {d['shown_fps']:.1f}/s "
+          f"(goal ≥ 10), max backlog {d['backlog_max']} frame (goal ≤ 1)")
+    print(f"  draw + repaint per frame: {d['draw_ms']:.1f} ms vs naive autoLevels {d['naive_draw_ms']:.1f} ms "
+          f"(ratio {d['draw_ms'] / d['naive_draw_ms']:.2f})")
+    p = bench_plots(app)
+    print(f"plots refresh: 1 min {p['1 min'] * 1e3:.1f} ms ({p['1 min points']} pts), 1 h {p['1 h'] * 1e3:.1f} ms "
+          f"({p['1 h points']} pts): ratio 1 h / 1 min {p['1 h'] / p['1 min']:.2f} (goal ≈ 1); "
+          f"naive full history 1 h {p['naive 1 h'] * 1e3:.1f} ms (ratio ours/naive {p['1 h'] / p['naive 1 h']:.2f})")
+    m = bench_memory(app)
+    print(f"memory over 1 h at 100× ({m['source']}): RSS {m['rss_start_mb']:.0f} MB at start, "
+          f"{m['rss_quarter_mb']:.0f} MB at 1/4, {m['rss_end_mb']:.0f} MB at end "
+          f"(ratio end/quarter {m['rss_end_mb'] / m['rss_quarter_mb']:.2f}, goal ≈ 1); {m['wall_s']:.0f} s wall, "
+          f"{m['samples']} samples drawn with {m['plot_points']} points")
+    return dict(display=d, plots=p, memory=m)
+
+
+if __name__ == "__main__":
+    main()
