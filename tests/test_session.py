@@ -267,11 +267,17 @@ def test_kill_minus_9_mid_run_loses_at_most_a_second(tmp_path):
         assert np.all(fr == s.frame_table["current"][i])
 
 
-def test_kill_minus_9_when_quiet_keeps_everything(tmp_path):
+def test_kill_minus_9_when_quiet_keeps_everything(tmp_path, capsys):
     p = tmp_path / "quiet.h5"
     _run_and_kill(p, "quiet", 1.6)  # 1.6 s after the last write: the background flusher has run
     s = open_session(p)
     assert len(s.bias["time"]) == 30 and s.n_frames == 6
+    s.close()
+    from insitu.cli import main
+
+    assert main(["info", str(p)]) == 0  # no repair step
+    out = capsys.readouterr().out
+    assert "running (not closed" in out and "30 samples" in out and "frames:     6 × 64×64" in out
 
 
 def test_live_reader_sees_new_records_after_refresh(tmp_path):
@@ -296,3 +302,21 @@ def test_live_reader_sees_new_records_after_refresh(tmp_path):
     w.close()
     s = open_session(p)
     assert s.status == "complete" and len(s.bias["time"]) == 3 and s.n_frames == 2
+
+
+def test_info_summarises_a_session(tmp_path, capsys):
+    from insitu.cli import main
+
+    p = tmp_path / "s.h5"
+    with SessionWriter(p, start_time_iso=T0, protocol_text="name: ding2023-first-extraction\n") as w:
+        for i in range(11):
+            w.write(BiasSample(0.2 * i, 0.1 * i, 0.1 * i, 1e-8 * i, False))
+        w.write(EventRecord(1.0, "compliance", "limit hit"))
+        w.write(FrameRecord(1.5, _frame(0), 0.7, 7e-8, False, 12.0, 5.3e-9))
+    assert main(["info", str(p)]) == 0
+    out = capsys.readouterr().out
+    for text in ("status:     complete", "protocol:   ding2023-first-extraction", "duration:   2.0 s",
+                 "11 samples", "V 0 .. 1 V", "|I| max 100 nA", "frames:     1 × 8×12 uint16", "pixel 5.3 nm",
+                 "events:     1 (compliance 1)", "limit hit"):
+        assert text in out, text
+    assert main(["info", str(tmp_path / "none.h5")]) == 1
