@@ -55,6 +55,18 @@ def open_source_meter(cfg, clock: Clock):
                        read_termination=cfg.read_termination, write_termination=cfg.write_termination)
 
 
+def _reconnector(sm, cfg, clock: Clock):
+    """``reconnect()`` for a real source-meter: reopen the same driver object in place when it can
+    (a blanker sharing its connection keeps working), else open a new one. Returns the source-meter."""
+    def reconnect():
+        if hasattr(sm, "reopen"):
+            sm.reopen()
+            return sm
+        return open_source_meter(cfg, clock)
+
+    return reconnect
+
+
 def open_instruments(config: InstrumentsConfig, clock: Clock | None = None, *, seed: int = 0) -> Instruments:
     """Open everything in ``config`` on one clock.
 
@@ -71,7 +83,7 @@ def open_instruments(config: InstrumentsConfig, clock: Clock | None = None, *, s
         if open_virtual_instruments is not None:
             return open_virtual_instruments(config, clock, seed=seed)
     sm = open_source_meter(config.source_meter, clock)
-    reconnect = (lambda: open_source_meter(config.source_meter, clock)) if config.source_meter.driver != "mock" else None
+    reconnect = _reconnector(sm, config.source_meter, clock) if config.source_meter.driver != "mock" else None
     bb_cfg = config.beam_blanker
     if bb_cfg.driver == "mock":
         from insitu.drivers.mock import MockBeamBlanker
