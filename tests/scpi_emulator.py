@@ -40,6 +40,7 @@ Example
 from __future__ import annotations
 
 import math
+import random
 import re
 import socket
 import threading
@@ -237,8 +238,6 @@ class Emulator2450:
         self.idn = idn or (IDN_2450 if model == "2450" else IDN_2400)
         self.resistance_ohm = float(resistance_ohm)
         self.noise_A = float(noise_A)
-        import random
-
         self._rng = random.Random(seed)
         self.output = bool(initial_output)
         self.level_V = float(initial_level)

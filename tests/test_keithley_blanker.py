@@ -75,3 +75,26 @@ def test_scpi_blanker_without_query_remembers_and_refuses_unknown_state():
         bb.blank()
         assert bb.is_blanked() is True
         bb.close()
+
+
+def test_reconnect_reopens_in_place_so_a_shared_blanker_keeps_working():
+    from insitu.config import parse_instruments
+    from insitu.errors import ConnectionLost
+    from insitu.instruments import open_instruments
+
+    with Emulator2450(initial_output=True, initial_level=3.0) as emu:
+        cfg = parse_instruments(f'[source_meter]\ndriver = "keithley2450"\nresource = "{emu.resource}"\n'
+                                f'timeout_s = 0.5\n[beam_blanker]\ndriver = "keithley_digio"\n'
+                                f'resource = "{emu.resource}"\n')
+        ins = open_instruments(cfg)
+        try:
+            emu.drop_connection()
+            with pytest.raises(ConnectionLost):
+                ins.source_meter.set_voltage(2.0)
+            sm = ins.reconnect()
+            assert sm is ins.source_meter and emu.connections == 2
+            assert sm.read_state().output_on is True
+            ins.blanker.blank()                         # same (reopened) connection
+            assert emu.digio_state[1] == 1
+        finally:
+            ins.close()

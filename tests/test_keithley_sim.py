@@ -70,6 +70,7 @@ def test_wrong_model_via_sim():
         Keithley2400.connect("GPIB0::18::INSTR", visa_library=SIM_2450)
 
 
+@pytest.mark.filterwarnings("ignore:read string doesn't end with termination")
 def test_unknown_sim_resource_is_one_line_naming_it():
     with pytest.raises(InstrumentError) as exc:
         Keithley2450.connect("GPIB0::7::INSTR", visa_library=SIM_2450)
