@@ -58,7 +58,7 @@ class DigitalLineBlanker:
     def _drive(self, blanked: bool) -> None:
         level = int(blanked == self.active_high)
         n = self.line
-        with self._t._lock:
+        with self._t.lock:
             if not self._mode_set:
                 mode = self._t.query(self.Q_MODE.format(n=n)).strip().strip('"').upper().replace(" ", "")
                 if mode != "DIG,OUT":

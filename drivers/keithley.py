@@ -157,7 +157,7 @@ class KeithleySourceMeter:
 
     # ------------------------------------------------------------------ state
     def _read_state_unchecked(self) -> SourceState:
-        with self._t._lock:
+        with self._t.lock:
             on = self._t.query_bool(self.Q_OUTPUT)
             level = self._t.query_number(self.Q_LEVEL)
             limit = self._t.query_number(self.Q_LIMIT)
@@ -169,7 +169,7 @@ class KeithleySourceMeter:
         Raises InstrumentError when the output is on while the instrument
         sources current (its "level" would not be a voltage to ramp from).
         """
-        with self._t._lock:
+        with self._t.lock:
             func = self._t.query(self.Q_SOURCE_FUNC).strip().upper()
             state = self._read_state_unchecked()
         self._output = state.output_on
@@ -180,7 +180,7 @@ class KeithleySourceMeter:
 
     def describe(self) -> dict:
         """Everything ``insitu check`` prints: identity and state as found, plus the error queue (drained)."""
-        with self._t._lock:
+        with self._t.lock:
             func = self._t.query(self.Q_SOURCE_FUNC).strip().upper()
             rng = self._t.query_number(self.Q_RANGE)
             state = self._read_state_unchecked()
@@ -239,7 +239,7 @@ class KeithleySourceMeter:
             raise InstrumentError(f"{self.resource}: voltage range {voltage_range!r} V outside 0..{self.MAX_LEVEL_V:g} V")
         if not (math.isfinite(n) and self.NPLC_SPAN[0] <= n <= self.NPLC_SPAN[1]):
             raise InstrumentError(f"{self.resource}: NPLC {nplc!r} outside {self.NPLC_SPAN[0]:g}..{self.NPLC_SPAN[1]:g}")
-        with self._t._lock:
+        with self._t.lock:
             self.stale_errors = self._t.drain_errors(self.Q_ERROR)   # older entries are not ours
             for command in self._configure_commands(c, r, n):
                 self._t.write_checked(command, self.Q_ERROR)
@@ -337,7 +337,7 @@ class Keithley2450(KeithleySourceMeter):
         return cmds + [self.CMD_READBACK]
 
     def _measure(self) -> Measurement:
-        with self._t._lock:
+        with self._t.lock:
             t, reply = self._timed_query(self.Q_READ)
             i, v, _rel = parse_numbers(reply, 3, what=f"{self.resource}: '{self.Q_READ}'")
             tripped = self._t.query_bool(self.Q_TRIPPED)

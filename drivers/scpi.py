@@ -193,6 +193,8 @@ class SCPITransport:
         self.read_termination = read_termination
         self.write_termination = write_termination
         self._lock = threading.RLock()
+        #: hold it to keep several queries together (e.g. a reading and its compliance state)
+        self.lock = self._lock
         self._broken: str | None = None
         #: every message written, for debugging (bounded)
         self.sent: list[str] = []

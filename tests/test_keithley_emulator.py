@@ -288,3 +288,17 @@ def test_info_holds_found_and_set_values(make_emulator):
     finally:
         sm.close()
     assert not math.isnan(emu.level_V)
+
+
+def test_read_state_refuses_a_current_source_with_output_on(make_emulator):
+    emu = make_emulator(initial_output=True, initial_level=3.0)
+    emu.source_function = "CURR"
+    sm = Keithley2450.connect(emu.resource, timeout_s=1.0)     # connecting still works and reports it
+    try:
+        assert sm.found_function == "CURR"
+        with pytest.raises(InstrumentError, match="sourcing CURR"):
+            sm.read_state()
+        assert sm.describe()["source_function"] == "CURR"
+    finally:
+        sm.close()
+    assert emu.state_changing_commands() == []
