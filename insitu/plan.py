@@ -1,66 +1,26 @@
-"""The plan: what to do, as a stream of messages; the engine decides how and when.
+"""The plan: what the protocol asks for at each moment; the engine decides how and when.
 
-Bluesky style: :func:`plan` turns a protocol into a generator of small
-messages. Each :class:`Setpoint` is one sample tick (one ``sample_interval``
-of protocol time) at a level; :class:`StepStart` marks a new (flat) step;
-:class:`Beam` and :class:`Acquire` are instantaneous / frame-counted actions.
-The engine pulls the next message only when it may advance (not while paused,
-holding on compliance or waiting for frames), so pausing is simply not
-pulling.
+The plan is the list of flat steps (:func:`insitu.protocol.flatten`, ``repeat``
+unrolled, ending with the ramp back to 0 V) plus two pure functions of the
+step's own protocol time ``tau`` (s since the step began, stopped while the
+engine holds): :func:`level_at`, the staircase setpoint, and :func:`is_done`.
+The engine owns timing, safety and instruments; it never computes a level
+itself (Bluesky style: plan separate from engine).
 
+A ramp of ``n`` steps makes one step every ``sample_interval``: at
+``tau = k·dt`` the level is ``v_start + (v_end - v_start)·k/n``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterator, Union
+import math
 
 from insitu.protocol import FlatStep, Protocol, flatten
-from insitu.safety import ramp_levels
+
+_TICK_EPS = 1e-6  # fraction of a tick: absorbs float rounding of tau
 
 
-@dataclass(frozen=True)
-class StepStart:
-    step: FlatStep
-
-
-@dataclass(frozen=True)
-class Setpoint:
-    """One sample tick at ``level_V`` (V)."""
-
-    level_V: float
-
-
-@dataclass(frozen=True)
-class Beam:
-    blank: bool
-
-
-@dataclass(frozen=True)
-class Acquire:
-    frames: int
-
-
-Msg = Union[StepStart, Setpoint, Beam, Acquire]
-
-
-def plan_steps(steps: list[FlatStep], sample_interval_s: float) -> Iterator[Msg]:
-    """Messages for a list of flat steps (see :func:`insitu.protocol.flatten`)."""
-    for st in steps:
-        yield StepStart(st)
-        if st.kind == "ramp":
-            for v in ramp_levels(st.v_start_V, st.v_end_V, st.rate_V_s * sample_interval_s):
-                yield Setpoint(v)
-        elif st.kind == "hold":
-            for _ in range(st.n_ticks):
-                yield Setpoint(st.v_end_V)
-        elif st.kind == "beam":
-            yield Beam(bool(st.blank))
-        elif st.kind == "acquire":
-            yield Acquire(st.frames)
-
-
-def plan(protocol: Protocol) -> Iterator[Msg]:
-    """The whole protocol as messages, ending with the ramp back to 0 V.
+def plan(protocol: Protocol) -> list[FlatStep]:
+    """The flat steps the engine executes, ending at 0 V.
 
     Examples
     --------
@@ -69,7 +29,38 @@ def plan(protocol: Protocol) -> Iterator[Msg]:
     ... limits: {max_voltage: 5, compliance_current: 1.0e-6, max_slew_rate: 1}
     ... sample_interval: 0.5
     ... steps: [{ramp: {to: 1, rate: 0.5}}, {hold: {duration: 1}}]''')
-    >>> [round(m.level_V, 3) for m in plan(p) if isinstance(m, Setpoint)]
-    [0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 0.667, 0.333, 0.0]
+    >>> [(s.kind, s.v_end_V, s.n_ticks) for s in plan(p)]
+    [('ramp', 1.0, 4), ('hold', 1.0, 2), ('ramp', 0.0, 3)]
     """
-    return plan_steps(flatten(protocol), protocol.sample_interval)
+    return flatten(protocol)
+
+
+def level_at(step: FlatStep, tau_s: float, dt_s: float) -> float:
+    """Setpoint (V) of a ramp or hold step at its protocol time ``tau_s``.
+
+    Examples
+    --------
+    >>> from insitu.protocol import FlatStep
+    >>> st = FlatStep(0, "ramp", "ramp", "steps[0]", v_start_V=0.0, v_end_V=1.0, rate_V_s=0.5, n_ticks=4)
+    >>> [level_at(st, t, 0.5) for t in (0.0, 0.5, 1.0, 1.9, 5.0)]
+    [0.0, 0.25, 0.5, 0.75, 1.0]
+    """
+    if step.kind != "ramp" or step.n_ticks == 0:
+        return step.v_end_V
+    k = min(step.n_ticks, int(math.floor(tau_s / dt_s + _TICK_EPS)))
+    if k >= step.n_ticks:
+        return step.v_end_V
+    return step.v_start_V + (step.v_end_V - step.v_start_V) * k / step.n_ticks
+
+
+def is_done(step: FlatStep, tau_s: float, dt_s: float) -> bool:
+    """True once a ramp/hold step has run its ``n_ticks`` sample intervals.
+
+    Examples
+    --------
+    >>> from insitu.protocol import FlatStep
+    >>> st = FlatStep(0, "hold", "hold", "steps[0]", n_ticks=3)
+    >>> is_done(st, 0.4, 0.2), is_done(st, 0.6, 0.2)
+    (False, True)
+    """
+    return tau_s >= (step.n_ticks - _TICK_EPS) * dt_s

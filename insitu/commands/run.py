@@ -1,14 +1,149 @@
 """``insitu run``: run a bias protocol on instruments (or --mock) and record a session file."""
 from __future__ import annotations
 
+import sys
+
 from insitu.errors import UserError
 
 HELP = "Run a bias protocol on instruments (or --mock) and record a session file"
+DESCRIPTION = """\
+Run a bias protocol (YAML) on the source-meter, beam blanker and frame source
+named in an instruments TOML (or on simulated instruments with --mock) and
+record everything in a crash-safe session file (HDF5).
+
+Safety: the whole protocol is checked against its limits before anything is
+switched on; a source found on is ramped down first; the current limit is set
+and read back before the output goes on at 0 V; every exit (end, error,
+Ctrl-C, SIGTERM, suspender) ends at 0 V with the output off.
+
+Exit codes: 0 complete, 1 bad input (nothing switched on), 2 instrument fault
+(output off, or the message says loudly why not), 3 stopped early by a
+suspender or the operator.
+
+examples:
+  insitu run examples/ding2023.yaml --mock --time-scale 200 --out demo.h5
+  insitu run protocol.yaml --config examples/keithley2450.toml --out run1.h5
+"""
 
 
 def add_arguments(parser):
-    pass
+    parser.add_argument("protocol", metavar="PROTOCOL", help="protocol YAML file")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--mock", action="store_true", help="simulated instruments (virtual specimen)")
+    src.add_argument("--config", metavar="FILE", help="instruments TOML file")
+    parser.add_argument("--out", required=True, metavar="SESSION.h5", help="session file to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing session file")
+    parser.add_argument("--time-scale", type=float, default=None, metavar="X",
+                        help="run the clock X times faster than real time (only with --mock)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the simulated instruments (--mock)")
+
+
+def _install_signal_handlers(engine):
+    """SIGINT/SIGTERM ask the engine to stop (it ramps down); returns a function restoring the old handlers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    count = {"n": 0}
+
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        count["n"] += 1
+        engine.request_abort(name)
+        if count["n"] == 1:
+            print(f"\ninsitu run: {name}: stopping - ramping to 0 V and switching the output off, please wait",
+                  file=sys.stderr, flush=True)
+        else:
+            print(f"\ninsitu run: {name} again: still ramping down to 0 V; the output must not be left on",
+                  file=sys.stderr, flush=True)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore():
+        for s, h in old.items():
+            signal.signal(s, h)
+
+    return restore
+
+
+def _instrument_info(part, fallback: dict | None = None) -> dict:
+    info = {}
+    fn = getattr(part, "info", None)
+    if callable(fn):
+        try:
+            info = dict(fn())
+        except Exception:
+            info = {}
+    if not info:
+        info = {"idn": str(getattr(part, "idn", type(part).__name__))}
+    info.update(fallback or {})
+    return info
 
 
 def run(args) -> int:
-    raise UserError("'run' is not implemented yet")
+    from pathlib import Path
+
+    from insitu.clock import Clock
+    from insitu.config import MOCK_TOML, load_instruments, parse_instruments
+    from insitu.engine import Engine
+    from insitu.errors import StoppedEarly
+    from insitu.instruments import open_instruments
+    from insitu.protocol import load_protocol
+    from insitu.session import SessionWriter
+
+    protocol = load_protocol(args.protocol)          # validated in full: exit 1 before anything is touched
+    if args.time_scale is not None and not args.mock:
+        raise UserError("--time-scale: only with --mock (real instruments run in real time)")
+    time_scale = 1.0 if args.time_scale is None else float(args.time_scale)
+    if not (time_scale > 0 and time_scale < 1e6):
+        raise UserError(f"--time-scale: must be > 0 (got {args.time_scale!r})")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise UserError(f"{out}: file exists; refusing to overwrite it (use --overwrite)")
+    if not out.parent.is_dir():
+        raise UserError(f"{out.parent}: output folder does not exist")
+    if args.mock:
+        instruments_text = MOCK_TOML
+        config = parse_instruments(MOCK_TOML, "mock instruments")
+    else:
+        config, instruments_text = load_instruments(args.config)
+
+    clock = Clock(time_scale)
+    instruments = open_instruments(config, clock, seed=args.seed)   # connecting changes no output
+    status = "fault"
+    try:
+        writer = SessionWriter(out, overwrite=args.overwrite, start_time_iso=clock.start_iso,
+                               protocol_text=protocol.text, instruments_text=instruments_text)
+        tty = sys.stderr if sys.stderr.isatty() else None
+        engine = Engine(protocol, instruments, [writer], status_stream=tty)
+        restore = _install_signal_handlers(engine)
+        try:
+            engine.run()
+            status = "complete"
+        except (StoppedEarly, UserError):
+            status = "aborted"
+            raise
+        finally:
+            restore()
+            try:
+                fs = engine.found_state
+                found = {} if fs is None else {"found_output_on": bool(fs.output_on), "found_level_V": fs.level_V,
+                                               "found_current_limit_A": fs.current_limit_A}
+                writer.set_instrument("source_meter", _instrument_info(instruments.source_meter, {
+                    **found, "set_current_limit_A": protocol.limits.compliance_current,
+                    "set_voltage_range_V": protocol.limits.max_voltage}))
+                if instruments.blanker is not None:
+                    writer.set_instrument("beam_blanker", _instrument_info(instruments.blanker))
+                if instruments.frames is not None:
+                    writer.set_instrument("frames", _instrument_info(instruments.frames))
+                if instruments.specimen is not None:
+                    instruments.specimen.write_truth(writer)
+            except Exception as exc:  # metadata must not hide the run's outcome
+                print(f"insitu run: warning: could not write instrument metadata: {exc}", file=sys.stderr)
+            writer.close(status)
+    finally:
+        instruments.close()
+    print(f"{out}: {status}; {engine.n_frames} frames, {engine.protocol_time:.0f} s of protocol, "
+          f"dose {engine.dose:.4g} e/Å²")
+    return 0

@@ -1,14 +1,88 @@
 """``insitu validate``: validate a protocol and print its expanded timeline (touches no hardware)."""
 from __future__ import annotations
 
-from insitu.errors import UserError
-
 HELP = "Validate a protocol and print its expanded timeline (touches no hardware)"
+DESCRIPTION = """\
+Check a protocol YAML against its own limits (every step, repeats unrolled)
+and print the expanded timeline: each step with its start/end time and
+levels, then the duration, peak |V|, expected frames, beam-on time and
+electron dose. Exit 1 with one line naming the field when it is invalid.
+
+example:
+  insitu validate examples/ding2023.yaml
+"""
+
+#: at most this many timeline rows are printed in full (then head and tail)
+MAX_ROWS = 60
 
 
 def add_arguments(parser):
-    pass
+    parser.add_argument("protocol", metavar="PROTOCOL", help="protocol YAML file")
+    parser.add_argument("--probe-current", type=float, default=None, metavar="A",
+                        help="beam current for the dose (A; default: the instruments config's, else 5e-11)")
+    parser.add_argument("--frame-rate", type=float, default=1.0, metavar="HZ",
+                        help="expected frame rate for frame counts and acquire times (default 1)")
+    parser.add_argument("--config", metavar="FILE", help="instruments TOML (for the probe current)")
+
+
+def _hms(s: float) -> str:
+    s = max(0, int(round(s)))
+    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def format_timeline(protocol, tl) -> str:
+    """The text ``insitu validate`` prints."""
+    lim = protocol.limits
+    from insitu.protocol import effective_rate
+
+    extra = []
+    if lim.short_current is not None:
+        extra.append(f"short at {lim.short_current:.3g} A")
+    if lim.frame_stall_s is not None:
+        extra.append(f"frame stall after {lim.frame_stall_s:g} s")
+    lines = [
+        f"protocol '{protocol.name}'" + (f": {protocol.description}" if protocol.description else ""),
+        f"limits: |V| <= {lim.max_voltage:g} V, current limit {lim.compliance_current:.3g} A, "
+        f"slew <= {lim.max_slew_rate:g} V/s (ramps at most {effective_rate(None, lim, protocol.sample_interval):.4g} V/s)"
+        + ("; " + ", ".join(extra) if extra else ""),
+        f"sample interval {protocol.sample_interval:g} s; on compliance: {protocol.on_compliance}",
+        "",
+        f"{'#':>5}  {'start':>8}  {'end':>8}  {'V from':>8}  {'V to':>8}  {'beam':7}  step",
+    ]
+    rows = []
+    for s in tl.segments:
+        rows.append(f"{s.step_index + 1:>5}  {_hms(s.t_start_s):>8}  {_hms(s.t_end_s):>8}  {s.v_start_V:>8.3g}  "
+                    f"{s.v_end_V:>8.3g}  {'blanked' if s.blanked else 'ON':7}  {s.label}")
+    if len(rows) > MAX_ROWS:
+        half = MAX_ROWS // 2
+        rows = rows[:half] + [f"{'...':>5}  ({len(rows) - 2 * half} more steps)"] + rows[-half:]
+    lines += rows
+    lines += [
+        "",
+        f"duration   {_hms(tl.duration_s)} ({tl.duration_s:.0f} s)",
+        f"peak |V|   {tl.peak_abs_V:g} V",
+        f"frames     ~{tl.n_frames}",
+        f"beam on    {_hms(tl.beam_on_s)} ({tl.beam_on_s:.0f} s)",
+        f"dose       {tl.dose:.4g} e/Å² ({tl.dose_rate:.4g} e/Å²/s on a {protocol.field_of_view_m * 1e6:g} µm field)",
+    ]
+    return "\n".join(lines)
 
 
 def run(args) -> int:
-    raise UserError("'validate' is not implemented yet")
+    from insitu.errors import UserError
+    from insitu.protocol import expand, load_protocol
+
+    protocol = load_protocol(args.protocol)
+    probe = args.probe_current
+    if probe is None and args.config:
+        from insitu.config import load_instruments
+
+        probe = load_instruments(args.config)[0].beam.probe_current_A
+    probe = 5e-11 if probe is None else probe
+    if not (0 <= probe <= 1e-6):
+        raise UserError(f"--probe-current: {probe!r} A outside 0..1e-6 A")
+    if not (args.frame_rate > 0):
+        raise UserError(f"--frame-rate: must be > 0 (got {args.frame_rate!r})")
+    tl = expand(protocol, probe, frame_rate_hz=args.frame_rate)
+    print(format_timeline(protocol, tl))
+    return 0

@@ -1,0 +1,697 @@
+"""The engine: runs a protocol on instruments, safely, on one clock.
+
+What it guarantees (see ``docs/protocols.md``):
+
+* Nothing is switched on before the whole protocol has been validated
+  against its limits (that happens when it is parsed) and the instruments can
+  do it (frame source for ``acquire``, blanker for ``beam``).
+* Found state: a source found ON is ramped down from its level at the allowed
+  slew (never a jump) and switched off before anything else.
+* Then the current limit and range go to the instrument and are read back,
+  the level is set to 0 V, and only then is the output switched on.
+* Every sample tick (``sample_interval``, on the clock's schedule): one
+  setpoint, each checked against ``max_voltage`` and clamped by the
+  :class:`~insitu.safety.SlewGuard`, then a read-back of voltage and current.
+* Suspenders: short (output off at once, exit 3), compliance (hold the level
+  or abort), frame stall (hold and pause the protocol clock; abort after 3×),
+  beam state wrong (abort), read-back beyond the limit (fault). Each is an
+  event.
+* Every exit ends at 0 V with the output off, or says LOUDLY that it could
+  not: end of protocol, error, operator abort / Ctrl-C / SIGTERM (via
+  :meth:`Engine.request_abort`), suspender. A lost connection: reconnect for
+  up to ``reconnect_timeout_s``, ramp down from the level found, output off,
+  :class:`~insitu.errors.ConnectionLost` (exit 2).
+
+Records go to every sink (callables): BiasSample each tick, BeamSample on
+each beam change, EventRecord, FrameRecord, ProgressRecord each tick.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import deque
+from typing import Callable, Iterable
+
+from insitu.dose import dose_rate
+from insitu.drivers.interfaces import Measurement
+from insitu.errors import ConnectionLost, InsituError, InstrumentError, StoppedEarly, UserError
+from insitu.plan import is_done, level_at, plan
+from insitu.protocol import Protocol, effective_rate, expand
+from insitu.records import BeamSample, BiasSample, EventRecord, FrameRecord, ProgressRecord
+from insitu.safety import LimitBreach, SlewGuard, check_measurement, check_setpoint, ramp_levels
+
+#: frame-stall time used while an ``acquire`` step waits and the protocol sets none (s)
+ACQUIRE_STALL_S = 60.0
+#: how often the blanker state is verified while running (s, experiment clock)
+BEAM_CHECK_PERIOD_S = 1.0
+#: status line refresh period (s, real time)
+STATUS_PERIOD_S = 0.2
+
+
+class _Stop(Exception):
+    """Internal: a suspender or the operator ends the run (exit 3)."""
+
+    def __init__(self, kind: str, message: str, off_now: bool = False):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.off_now = off_now
+
+
+def _is_transport_failure(exc: BaseException) -> bool:
+    return isinstance(exc, (ConnectionLost, OSError))
+
+
+class Engine:
+    """Run a :class:`~insitu.protocol.Protocol` on an :class:`~insitu.instruments.Instruments` bundle.
+
+    Parameters
+    ----------
+    protocol : Protocol
+    instruments : Instruments
+        Source-meter, blanker, frame source and the shared clock.
+    sinks : iterable of callables
+        Each receives every record (e.g. a :class:`~insitu.session.SessionWriter`).
+    status_stream : text stream, optional
+        Where to draw the live one-line status (``\\r``-refreshed), e.g. a TTY.
+    reconnect_timeout_s : float
+        How long (real s) to try to regain a lost source-meter connection.
+
+    Example
+    -------
+    >>> from insitu.clock import Clock
+    >>> from insitu.drivers.mock import MockSourceMeter, MockBeamBlanker
+    >>> from insitu.instruments import Instruments
+    >>> from insitu.protocol import parse_protocol
+    >>> clk = Clock(time_scale=200)
+    >>> inst = Instruments(MockSourceMeter(clock=clk), MockBeamBlanker(), None, clk)
+    >>> p = parse_protocol('''
+    ... limits: {max_voltage: 5, compliance_current: 1.0e-6, max_slew_rate: 1}
+    ... steps: [{ramp: {to: 2}}, {hold: {duration: 2}}]''')
+    >>> records = []
+    >>> Engine(p, inst, [records.append]).run()
+    'complete'
+    >>> inst.source_meter.output, inst.source_meter.read_state().level_V
+    (False, 0.0)
+    """
+
+    def __init__(self, protocol: Protocol, instruments, sinks: Iterable[Callable] = (), *, status_stream=None,
+                 reconnect_timeout_s: float = 10.0):
+        self.protocol = protocol
+        self.instruments = instruments
+        self.clock = instruments.clock
+        self.sinks = list(sinks)
+        self.status_stream = status_stream
+        self.reconnect_timeout_s = float(reconnect_timeout_s)
+        lim = protocol.limits
+        self.limits = lim
+        self.dt = protocol.sample_interval
+        frames = instruments.frames
+        period = getattr(frames, "period_s", None)
+        self.timeline = expand(protocol, instruments.probe_current_A,
+                               frame_rate_hz=(1.0 / period) if period else 1.0)
+        self.flat = plan(protocol)
+        self.dose_rate_on = dose_rate(instruments.probe_current_A, protocol.field_of_view_m ** 2)
+        self.ramp_rate = effective_rate(None, lim, self.dt)  # V/s for ramp-downs
+        self.guard = SlewGuard(lim.max_slew_rate)
+        # state
+        self.state = "idle"
+        self._state_lock = threading.Lock()
+        self._abort = threading.Event()
+        self._abort_reason = ""
+        self._paused = threading.Event()
+        self._stopping = False
+        self.setpoint = 0.0
+        self.last = Measurement(0.0, 0.0, 0.0, False)
+        self.found_state = None
+        self.output_maybe_on = False
+        self.blanked: bool | None = None
+        self.dose = 0.0
+        self._dose_t = 0.0
+        self._unblank_t = 0.0
+        self._last_frame_t = 0.0
+        self._stalled = False
+        self._compliance = False
+        self._acquiring = 0
+        self._acquired = 0
+        self.n_frames = 0
+        self._next_beam_check = 0.0
+        self._next_t = 0.0
+        self._prev_t: float | None = None
+        self.protocol_time = 0.0
+        self._step_index = -1
+        self._step_label = "start"
+        self._step_t0 = 0.0
+        self._sink_error: BaseException | None = None
+        self._status_t = 0.0
+        self._status_len = 0
+        #: (scheduled, actual) clock time of every sample tick, for timing checks
+        self.timing: deque = deque(maxlen=1_000_000)
+        d = [st.n_ticks * self.dt if st.kind in ("ramp", "hold") else
+             (st.frames * (period or 1.0) if st.kind == "acquire" else 0.0) for st in self.flat]
+        self._expected = d
+        self._remaining_after = [sum(d[i + 1:]) for i in range(len(d))]
+
+    # ------------------------------------------------------------------ control (thread-safe)
+    def request_abort(self, reason: str = "operator") -> None:
+        """Ask the engine to stop: it ramps to 0 V, switches the output off and raises StoppedEarly."""
+        if not self._abort.is_set():
+            self._abort_reason = str(reason)
+            self._abort.set()
+
+    def pause(self) -> None:
+        """Hold the present level and stop the protocol clock (suspenders keep watching)."""
+        self._paused.set()
+
+    def resume(self) -> None:
+        """Continue after :meth:`pause`."""
+        self._paused.clear()
+
+    @property
+    def sm(self):
+        return self.instruments.source_meter
+
+    # ------------------------------------------------------------------ records
+    def _emit(self, record) -> None:
+        for sink in self.sinks:
+            try:
+                sink(record)
+            except Exception as exc:  # a failing sink must not stop the ramp-down
+                if self._sink_error is None:
+                    self._sink_error = exc
+
+    def _event(self, kind: str, message: str) -> None:
+        self._emit(EventRecord(self.clock.now(), kind, message))
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> str:
+        """Run the protocol to the end; block until done.
+
+        Returns
+        -------
+        str
+            ``"complete"``.
+
+        Raises
+        ------
+        StoppedEarly
+            A suspender or the operator stopped the run (exit 3).
+        ConnectionLost, InstrumentError
+            A fault (exit 2). The message says whether the output is off.
+        UserError
+            The instruments cannot do this protocol (nothing was switched on).
+
+        Whatever happens, the source has been ramped to 0 V and switched off
+        before this returns or raises, or the message says loudly that it could not.
+        """
+        with self._state_lock:
+            if self.state != "idle":
+                raise RuntimeError("an Engine runs once")
+            self.state = "running"
+        outcome: BaseException | None = None
+        off_now = False
+        lost: BaseException | None = None
+        try:
+            self._check_instruments()
+            self._prepare()
+            self._execute()
+            if self._sink_error is not None:
+                raise InstrumentError(f"recording failed: {self._sink_error}")
+        except _Stop as stop:
+            self._event(stop.kind if stop.kind in ("short", "stall", "beam", "abort") else "suspender", stop.message)
+            outcome = StoppedEarly(stop.message)
+            off_now = stop.off_now
+        except KeyboardInterrupt:
+            self._event("abort", "interrupted (Ctrl-C)")
+            outcome = StoppedEarly("interrupted (Ctrl-C)")
+        except UserError as exc:
+            outcome = exc
+        except BaseException as exc:  # noqa: BLE001 - every failure must end at 0 V
+            if _is_transport_failure(exc):
+                lost = exc
+            else:
+                self._event("fault", f"{type(exc).__name__}: {exc}")
+                outcome = exc if isinstance(exc, InsituError) else InstrumentError(
+                    f"internal error: {type(exc).__name__}: {exc}")
+                if not isinstance(exc, InsituError):
+                    outcome.__cause__ = exc
+        self.state = "stopping"
+        self._stopping = True
+        try:
+            if lost is None:
+                try:
+                    self._shutdown(off_now)
+                except BaseException as exc:  # noqa: BLE001
+                    if _is_transport_failure(exc):
+                        lost = exc
+                    else:
+                        raise
+            if lost is not None:
+                outcome = self._recover(lost)
+        except InsituError as exc:
+            outcome = exc
+        finally:
+            self._status_done()
+            self.state = "done"
+            if self.instruments.frames is not None:
+                try:
+                    self.instruments.frames.stop()
+                except Exception:
+                    pass
+        if outcome is None:
+            self._event("end", f"protocol complete: {self.n_frames} frames, dose {self.dose:.4g} e/Å²; "
+                               "output off at 0 V")
+            return "complete"
+        if isinstance(outcome, StoppedEarly):
+            self._event("end", f"stopped early: {outcome}; output off at 0 V")
+        raise outcome
+
+    # ------------------------------------------------------------------ before output on
+    def _check_instruments(self) -> None:
+        kinds = {st.kind for st in self.flat}
+        if "acquire" in kinds and self.instruments.frames is None:
+            raise UserError("the protocol has acquire steps but no frame source is configured")
+        if kinds & {"acquire", "beam"} and self.instruments.blanker is None:
+            raise UserError("the protocol has beam/acquire steps but no beam blanker is configured")
+
+    def _prepare(self) -> None:
+        lim, sm, clock = self.limits, self.sm, self.clock
+        self._next_t = clock.now()
+        self._prev_t = None
+        state = sm.read_state()
+        self.found_state = state
+        self.setpoint = float(state.level_V)
+        self.guard.reset(self.setpoint)
+        self._event("start", f"protocol '{self.protocol.name}': {len(self.flat)} steps, "
+                             f"{self.timeline.duration_s:.0f} s expected, peak {self.timeline.peak_abs_V:g} V; "
+                             f"source found output {'ON' if state.output_on else 'off'} at {state.level_V:g} V, "
+                             f"limit {state.current_limit_A:.3g} A")
+        if state.output_on:
+            self.output_maybe_on = True
+            if state.level_V != 0.0:
+                self._event("info", f"source found ON at {state.level_V:g} V: ramping down at "
+                                    f"{self.ramp_rate:.3g} V/s before the protocol starts")
+            self.last = sm.measure()
+            self._ramp_to_zero(checks=False)
+            sm.output = False
+            self.output_maybe_on = False
+            self._event("info", "found output ramped down to 0 V and switched off")
+        # limits go to the instrument, are read back, level 0, then output on
+        sm.configure(lim.compliance_current, lim.max_voltage)
+        sm.set_voltage(0.0)
+        self.setpoint = 0.0
+        got = sm.read_state()
+        if got.output_on:
+            raise InstrumentError("output reads back ON before it was switched on: refusing to start")
+        if abs(got.level_V) > 1e-9:
+            raise InstrumentError(f"level reads back {got.level_V:g} V after setting 0 V: refusing to start")
+        if not abs(got.current_limit_A - lim.compliance_current) <= 0.02 * lim.compliance_current:
+            raise InstrumentError(f"current limit reads back {got.current_limit_A:g} A, "
+                                  f"{lim.compliance_current:g} A was set: refusing to start")
+        self.guard.reset(0.0)
+        bl = self.instruments.blanker
+        self.blanked = bl.is_blanked() if bl is not None else True
+        self._dose_t = clock.now()
+        self._unblank_t = self._last_frame_t = clock.now()
+        self._emit(BeamSample(clock.now(), self.blanked, 0.0 if self.blanked else self.dose_rate_on))
+        if self.instruments.frames is not None:
+            self.instruments.frames.start()
+        self.output_maybe_on = True
+        sm.output = True
+        self._event("start", f"output on at 0 V; current limit {got.current_limit_A:.3g} A, "
+                             f"range {lim.max_voltage:g} V, sample interval {self.dt:g} s")
+        self._next_t = clock.now()
+        self._prev_t = None
+        self._next_beam_check = clock.now() + BEAM_CHECK_PERIOD_S
+
+    # ------------------------------------------------------------------ protocol
+    def _must_hold(self, target_V: float) -> bool:
+        if self._paused.is_set() or self._stalled:
+            return True
+        return self._compliance and abs(target_V) > abs(self.setpoint)
+
+    def _execute(self) -> None:
+        for st in self.flat:
+            self._step_index, self._step_label, self._step_t0 = st.index, st.label, self.protocol_time
+            self._event("step", f"[{st.index + 1}/{len(self.flat)}] {st.label}")
+            if st.kind == "beam":
+                self._set_beam(bool(st.blank))
+            elif st.kind == "acquire":
+                self._acquire(st.frames)
+            else:
+                self._run_levels(st)
+
+    def _run_levels(self, st) -> None:
+        """A ramp or hold: one tick per sample interval; the step's clock stops while holding."""
+        tau = 0.0
+        while not is_done(st, tau, self.dt):
+            inc = self._next_tick()
+            target = level_at(st, tau + inc, self.dt)
+            if self._must_hold(target):
+                self._sample(None)
+                continue
+            tau += inc
+            self.protocol_time += inc
+            self._sample(target)
+
+    def _acquire(self, n: int) -> None:
+        was_blanked = bool(self.blanked)
+        if was_blanked:
+            self._set_beam(False, why=f"to acquire {n} frames")
+        self._acquiring, self._acquired = n, 0
+        try:
+            while self._acquired < n:
+                inc = self._next_tick()
+                if not (self._paused.is_set() or self._stalled):
+                    self.protocol_time += inc
+                self._sample(None)
+        finally:
+            self._acquiring = 0
+        if was_blanked:
+            self._set_beam(True, why=f"after {n} frames")
+
+    def _set_beam(self, blank: bool, why: str = "") -> None:
+        bl, now = self.instruments.blanker, self.clock.now()
+        self._update_dose(now)
+        if blank:
+            bl.blank()
+        else:
+            bl.unblank()
+        self.blanked = blank
+        now = self.clock.now()
+        if not blank:
+            self._unblank_t = self._last_frame_t = now
+            self._stalled = False
+        self._dose_t = now
+        self._emit(BeamSample(now, blank, 0.0 if blank else self.dose_rate_on))
+        self._event("beam", f"beam {'blanked' if blank else 'unblanked'}" + (f" {why}" if why else ""))
+        if bl.is_blanked() != blank:
+            raise _Stop("beam", f"the blanker reports {'un' if blank else ''}blanked right after "
+                                f"{'blank' if blank else 'unblank'} was sent")
+        self._next_beam_check = now + BEAM_CHECK_PERIOD_S
+
+    # ------------------------------------------------------------------ one sample tick
+    def _next_tick(self) -> float:
+        """Wait for the next scheduled tick; return the scheduled time since the previous one (s).
+
+        Ticks follow a fixed schedule ``t0 + k·dt``; when the engine falls
+        behind by more than one interval the schedule is re-anchored (never a
+        burst of catch-up ticks), and the returned increment includes the lag,
+        so protocol time keeps pace with the clock.
+        """
+        clock = self.clock
+        wait = self._next_t - clock.now()
+        if wait > 0:
+            clock.sleep(wait)
+        t_sched = self._next_t
+        now = clock.now()
+        self.timing.append((t_sched, now))
+        inc = t_sched - self._prev_t if self._prev_t is not None else self.dt
+        self._prev_t = t_sched
+        self._next_t = t_sched + self.dt
+        if now > self._next_t:  # fell behind by more than one interval: re-anchor
+            self._next_t = now + self.dt
+        return inc
+
+    def _tick(self, target_V: float | None, *, checks: bool = True) -> None:
+        """Wait for the next tick, then :meth:`_sample`."""
+        self._next_tick()
+        self._sample(target_V, checks=checks)
+
+    def _sample(self, target_V: float | None, *, checks: bool = True) -> None:
+        """One sample: set the (guarded) level, read back, judge, record."""
+        clock, sm = self.clock, self.sm
+        if target_V is not None:
+            t_before = clock.now()
+            level = self.guard.allowed(target_V, t_before)
+            check_setpoint(level, self.limits.max_voltage)
+            if level != self.setpoint:
+                try:
+                    sm.set_voltage(level)
+                finally:
+                    self.setpoint = level
+        try:
+            m = sm.measure()
+        finally:
+            self.guard.commit(self.setpoint, clock.now())
+        self.last = m
+        self._emit(BiasSample(m.time_s, self.setpoint, m.voltage_V, m.current_A, bool(m.compliance_hit)))
+        verdict = check_measurement(m.voltage_V, m.current_A, m.compliance_hit, self.limits,
+                                    self.protocol.on_compliance)
+        if verdict is not None and verdict.kind == "short":
+            raise _Stop("short", verdict.message, off_now=True)
+        if verdict is not None and verdict.kind == "readback":
+            raise LimitBreach(verdict.message)
+        hit = verdict is not None and verdict.kind == "compliance"
+        if hit != self._compliance:
+            self._compliance = hit
+            self._event("compliance", verdict.message if hit else "current back below the limit: resuming")
+        now = clock.now()
+        self._update_dose(now)
+        self._poll_frames()
+        if checks and not self._stopping:
+            self._check_beam(now)
+            self._check_stall(now)
+            if self._abort.is_set():
+                raise _Stop("abort", f"aborted: {self._abort_reason}")
+            if self._sink_error is not None:
+                raise InstrumentError(f"recording failed: {self._sink_error}")
+        self._progress(now)
+        self._status(m)
+
+    def _update_dose(self, now: float) -> None:
+        if self.blanked is False and now > self._dose_t:
+            self.dose += self.dose_rate_on * (now - self._dose_t)
+        self._dose_t = max(self._dose_t, now)
+
+    def _dose_at(self, t: float) -> float:
+        if self.blanked is False:
+            return max(0.0, self.dose - self.dose_rate_on * max(0.0, self._dose_t - t))
+        return self.dose
+
+    def _poll_frames(self) -> None:
+        src = self.instruments.frames
+        if src is None:
+            return
+        for fr in src.poll():
+            if self.blanked is not False:
+                continue  # only frames taken with the beam on are recorded
+            if self._acquiring and fr.time_s < self._unblank_t:
+                continue  # scanned before the beam was unblanked for this acquire
+            px = fr.meta.get("pixel_size_m", float("nan")) if isinstance(fr.meta, dict) else float("nan")
+            self._emit(FrameRecord(fr.time_s, fr.data, self.last.voltage_V, self.last.current_A, False,
+                                   self._dose_at(fr.time_s), float(px), meta=dict(fr.meta or {})))
+            self.n_frames += 1
+            self._acquired += 1
+            self._last_frame_t = self.clock.now()
+
+    def _check_beam(self, now: float) -> None:
+        bl = self.instruments.blanker
+        if bl is None or now < self._next_beam_check:
+            return
+        self._next_beam_check = now + BEAM_CHECK_PERIOD_S
+        actual = bl.is_blanked()
+        if actual != self.blanked:
+            raise _Stop("beam", f"beam is {'blanked' if actual else 'UNBLANKED'} but the protocol expects it "
+                                f"{'blanked' if self.blanked else 'unblanked'} (step {self._step_label})")
+
+    def _check_stall(self, now: float) -> None:
+        stall_s = self.limits.frame_stall_s
+        if self._acquiring and stall_s is None:
+            stall_s = ACQUIRE_STALL_S
+        imaging = self.instruments.frames is not None and self.blanked is False and stall_s is not None
+        if not imaging:
+            if self._stalled:
+                self._stalled = False
+            return
+        gap = now - self._last_frame_t
+        if gap > 3 * stall_s:
+            raise _Stop("stall", f"no frame for {gap:.0f} s (3 × frame stall {stall_s:g} s): aborting")
+        if gap > stall_s and not self._stalled:
+            self._stalled = True
+            self._event("stall", f"no frame for {gap:.0f} s: holding {self.setpoint:g} V, protocol clock paused")
+        elif gap <= stall_s and self._stalled:
+            self._stalled = False
+            self._event("stall", "frames resumed: protocol continues")
+
+    # ------------------------------------------------------------------ progress / status
+    def _remaining(self) -> float:
+        i = self._step_index
+        if i < 0:
+            return self.timeline.duration_s
+        spent = self.protocol_time - self._step_t0
+        return self._remaining_after[i] + max(0.0, self._expected[i] - spent)
+
+    def _progress(self, now: float) -> None:
+        paused = self._paused.is_set() or self._stalled
+        with self._state_lock:
+            if self.state in ("running", "paused"):
+                self.state = "paused" if self._paused.is_set() else "running"
+        self._emit(ProgressRecord(now, max(self._step_index, 0), len(self.flat), self._step_label,
+                                  self.protocol_time, self._remaining(), paused))
+
+    def status_line(self) -> str:
+        """The one-line status: step, elapsed/remaining, V, I."""
+        m = self.last
+        flag = " PAUSED" if self._paused.is_set() else (" STALL" if self._stalled else "")
+        flag += " COMPLIANCE" if self._compliance else ""
+        step = f"[{self._step_index + 1}/{len(self.flat)}] {self._step_label}" if self._step_index >= 0 else "start"
+        if self._stopping:
+            step = "stopping: ramping to 0 V"
+        return (f"{step} | {_hms(self.protocol_time)} elapsed, {_hms(self._remaining())} left | "
+                f"set {self.setpoint:+.3f} V  V {m.voltage_V:+.3f} V  I {m.current_A:+.3e} A{flag}")
+
+    def _status(self, m) -> None:
+        if self.status_stream is None:
+            return
+        t = time.monotonic()
+        if t - self._status_t < STATUS_PERIOD_S:
+            return
+        self._status_t = t
+        line = self.status_line()
+        try:
+            pad = max(0, self._status_len - len(line))
+            self.status_stream.write("\r" + line + " " * pad)
+            self.status_stream.flush()
+            self._status_len = len(line)
+        except Exception:
+            pass
+
+    def _status_done(self) -> None:
+        if self.status_stream is not None and self._status_len:
+            try:
+                self._status_t = 0.0
+                self._status(self.last)
+                self.status_stream.write("\n")
+                self.status_stream.flush()
+            except Exception:
+                pass
+
+    # ------------------------------------------------------------------ stopping
+    def _ramp_to_zero(self, *, checks: bool = False) -> None:
+        """Ramp from the present setpoint to 0 V at the allowed slew, reading back every tick."""
+        failures = 0
+        targets = ramp_levels(self.setpoint, 0.0, self.ramp_rate * self.dt)
+        i = 0
+        while self.setpoint != 0.0:
+            target = targets[i] if i < len(targets) else 0.0
+            try:
+                self._tick(target, checks=checks)
+                failures = 0
+            except KeyboardInterrupt:
+                self._say("still ramping down to 0 V, please wait")
+                continue
+            except (_Stop, LimitBreach):
+                raise
+            except InstrumentError as exc:
+                if _is_transport_failure(exc):
+                    raise
+                failures += 1
+                self._event("fault", f"during ramp-down: {exc}")
+                if failures >= 5:
+                    raise
+            if self.setpoint == target:
+                i += 1
+
+    def _shutdown(self, off_now: bool) -> None:
+        sm = self.sm
+        if not self.output_maybe_on:
+            return
+        if off_now:
+            sm.output = False
+            sm.set_voltage(0.0)
+            self.setpoint = 0.0
+            self.output_maybe_on = False
+            self._event("info", "output switched off at once, level set to 0 V")
+            return
+        try:
+            self._ramp_to_zero(checks=False)
+        except _Stop as stop:  # a short while ramping down: off at once
+            self._event("short", stop.message)
+            sm.output = False
+            sm.set_voltage(0.0)
+            self.setpoint = 0.0
+            self.output_maybe_on = False
+            return
+        except InstrumentError as exc:
+            if _is_transport_failure(exc):
+                raise
+            sm.output = False  # cannot ramp: switching off is the safe choice
+            self.output_maybe_on = False
+            self._event("fault", f"could not ramp down ({exc}); output switched off at {self.setpoint:g} V")
+            raise
+        sm.output = False
+        self.output_maybe_on = False
+        self._event("info", "ramped to 0 V, output off")
+
+    def _reopen(self):
+        inst = self.instruments
+        if inst.reconnect is not None:
+            try:
+                inst.source_meter.close()
+            except Exception:
+                pass
+            inst.source_meter = inst.reconnect()
+            return inst.source_meter
+        sm = inst.source_meter
+        for name in ("reconnect", "reopen"):
+            fn = getattr(sm, name, None)
+            if callable(fn):
+                fn()
+                return sm
+        raise InstrumentError("this source-meter cannot be reopened")
+
+    def _recover(self, exc: BaseException) -> BaseException:
+        """After a lost connection: reconnect, ramp down from the level found, output off."""
+        last_setpoint = self.setpoint
+        self._event("fault", f"connection to the source-meter lost: {exc}; reconnecting "
+                             f"(up to {self.reconnect_timeout_s:g} s)")
+        self._say(f"connection lost ({exc}); reconnecting...")
+        deadline = time.monotonic() + self.reconnect_timeout_s
+        err: BaseException = exc
+        while True:
+            try:
+                sm = self._reopen()
+                state = sm.read_state()
+                self._event("reconnect", f"reconnected: output {'ON' if state.output_on else 'off'} at "
+                                         f"{state.level_V:g} V")
+                self.setpoint = float(state.level_V)
+                self.guard.reset(self.setpoint)
+                self._next_t = self.clock.now()
+                self._prev_t = None
+                if state.output_on:
+                    self.output_maybe_on = True
+                    self._shutdown(False)
+                else:
+                    sm.set_voltage(0.0)
+                    self.setpoint = 0.0
+                    self.output_maybe_on = False
+                msg = (f"connection to the source-meter lost ({exc}); reconnected, ramped down from "
+                       f"{state.level_V:g} V, output off")
+                return ConnectionLost(msg)
+            except BaseException as e:  # noqa: BLE001
+                err = e
+                if time.monotonic() >= deadline or not (_is_transport_failure(e) or isinstance(e, InstrumentError)):
+                    break
+                time.sleep(0.5)
+        msg = (f"CONNECTION LOST and not regained within {self.reconnect_timeout_s:g} s ({err}): "
+               f"THE OUTPUT MAY STILL BE ON at {last_setpoint:g} V (last setpoint) - "
+               "switch it off at the instrument NOW")
+        self._event("fault", msg)
+        self._say("!" * 20 + " " + msg)
+        return InstrumentError(msg)
+
+    def _say(self, text: str) -> None:
+        stream = self.status_stream or sys.stderr
+        try:
+            stream.write(("\n" if self._status_len else "") + text + "\n")
+            stream.flush()
+            self._status_len = 0
+        except Exception:
+            pass
+
+
+def _hms(s: float) -> str:
+    s = max(0, int(round(s)))
+    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"
