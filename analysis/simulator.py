@@ -1,0 +1,371 @@
+"""The transport simulator: DC ion current through the voxelised lamella (DOMAIN.md, "The transport model").
+
+>>> from insitu.analysis.lamella import voronoi_lamella
+>>> r = simulate(voronoi_lamella((64, 64)), {"top": 0.0, "right": 1.0})   # doctest: +SKIP
+>>> r.electrode_current["right"] > 0                                        # doctest: +SKIP
+True
+
+The problem is linear: :meth:`SimulationResult.scaled` gives the answer for other electrode
+potentials (phi -> factor * phi + offset) without solving again.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from insitu.analysis import gb as gbmod
+from insitu.analysis import network
+from insitu.analysis.microstructure import Microstructure, boundary_pixels
+from insitu.analysis.solver import build_system, solve
+from insitu.errors import UserError
+
+#: gb.csv columns (binding), then the extra ``blocking`` column
+GB_COLUMNS = ("grain_a", "grain_b", "length_m", "j_a", "j_b", "jump", "delta_phi", "gb_type",
+              "misorientation_deg", "plane_angle_deg", "blocking")
+
+
+@dataclass
+class SimulationResult:
+    """Output of :func:`simulate` (SI units).
+
+    Attributes
+    ----------
+    potential : ndarray (ny, nx)
+        V; NaN where nothing conducts (vacuum, ZrO2, floating clusters).
+    field : ndarray (ny, nx, 2)
+        E = -grad phi (V/m), (Ex, Ey); 0 in electrodes, NaN where nothing conducts.
+    current_density : ndarray (ny, nx, 2)
+        (jx, jy), A/m^2; 0 where nothing conducts.
+    electrode_current : dict name -> float
+        Current (A) leaving each electrode into the specimen (high-potential electrode positive; sum 0).
+    gb_table : dict of ndarray
+        One row per pair of touching grains; columns :data:`GB_COLUMNS`.
+    conductance_S : float or None
+        |I| / |dV| when there are exactly two electrodes at different potentials.
+    potentials : dict name -> float
+    model : str
+    voxel_size_m : float
+    floating : list of dict
+        Conducting clusters touching no electrode (excluded): ``size`` (voxels), ``grains`` (ids), ``y``, ``x``.
+    info : dict
+        Timings (s) and solver statistics.
+    """
+
+    potential: np.ndarray
+    field: np.ndarray
+    current_density: np.ndarray
+    electrode_current: dict
+    gb_table: dict
+    conductance_S: float | None
+    potentials: dict
+    model: str
+    voxel_size_m: float
+    floating: list = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+    @property
+    def j_abs(self) -> np.ndarray:
+        """|j| (A/m^2) per voxel."""
+        return np.hypot(self.current_density[..., 0], self.current_density[..., 1])
+
+    def scaled(self, factor: float, offset: float = 0.0) -> "SimulationResult":
+        """The result for electrode potentials ``factor * phi + offset`` (no new solve).
+
+        Example
+        -------
+        >>> r10 = r.scaled(10.0)   # same geometry, 10x the bias   # doctest: +SKIP
+        """
+        f = float(factor)
+        gt = dict(self.gb_table)
+        for k in ("j_a", "j_b", "jump", "delta_phi"):
+            gt[k] = self.gb_table[k] * f
+        if f < 0 and "field_deg" in gt:  # the field reverses: sub-types that depend on its sense change
+            gt["field_deg"] = (gt["field_deg"] + 180.0) % 360.0
+            gt["gb_type"], gt["blocking"] = gbmod.classify(gt["theta_a_deg"], gt["theta_b_deg"], gt["normal_deg"],
+                                                           gt["field_deg"], self.info.get("gb_tol_deg", 15.0))
+        return replace(self, potential=self.potential * f + offset, field=self.field * f,
+                       current_density=self.current_density * f,
+                       electrode_current={k: v * f for k, v in self.electrode_current.items()},
+                       gb_table=gt, potentials={k: v * f + offset for k, v in self.potentials.items()})
+
+
+def _floating_clusters(alive, electrode):
+    from scipy import ndimage
+
+    lab, n = ndimage.label(alive)
+    has_el = np.zeros(n + 1, bool)
+    has_el[np.unique(lab[electrode >= 0])] = True
+    has_el[0] = True
+    return lab, has_el
+
+
+def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rtol: float = 1e-8,
+             gb_tol_deg: float = 15.0, with_gb_table: bool = True,
+             solver: str = "auto") -> SimulationResult:
+    """Solve for potential, field and current density in ``micro`` with electrodes at ``potentials``.
+
+    Parameters
+    ----------
+    micro : Microstructure
+    potentials : dict name -> float
+        Potential (V) of every electrode in ``micro.electrodes``.
+    model : {"full", "diagonal"}
+        "full": whole in-plane 2x2 conductivity tensor (9-point MFMFE scheme, see
+        :mod:`insitu.analysis.network`); "diagonal": the paper's sigma_xx, sigma_yy 5-point network.
+    rtol : float
+        Relative residual of the linear solve.
+    gb_tol_deg : float
+        Tolerance of the GB classification (types I and II).
+    with_gb_table : bool
+        Compute the GB table (skip for speed when not needed).
+    solver : {"auto", "direct", "amg"}
+        See :func:`insitu.analysis.solver.solve`.
+
+    Returns
+    -------
+    SimulationResult
+
+    Example
+    -------
+    >>> r = simulate(voronoi_lamella((64, 64)), {"top": 0, "right": 1}, model="diagonal")  # doctest: +SKIP
+    """
+    t0 = time.perf_counter()
+    micro.validate("microstructure")
+    if model not in ("full", "diagonal"):
+        raise UserError(f"unknown model '{model}' (use full or diagonal)")
+    unknown_names = sorted(set(potentials) - set(micro.electrodes))
+    if unknown_names:
+        raise UserError(f"unknown electrode '{unknown_names[0]}' in potentials "
+                        f"(the microstructure has {', '.join(sorted(micro.electrodes))})")
+    missing = sorted(set(micro.electrodes) - set(potentials))
+    if missing:
+        raise UserError(f"no potential given for electrode '{missing[0]}'")
+    pots = {k: float(potentials[k]) for k in micro.electrodes}
+    for k, v in pots.items():
+        if not np.isfinite(v):
+            raise UserError(f"potential of electrode '{k}' is not a finite number")
+
+    v = network.voxel_properties(micro, model)
+    alive = v.conducting | (v.electrode >= 0)
+    lab, has_el = _floating_clusters(alive, v.electrode)
+    floating_mask = alive & ~has_el[lab]
+    floating = []
+    if floating_mask.any():
+        for k in np.unique(lab[floating_mask]):
+            sel = lab == k
+            ys, xs = np.nonzero(sel)
+            floating.append(dict(size=int(sel.sum()), grains=sorted(int(g) for g in np.unique(micro.grains[sel])),
+                                 y=int(ys[0]), x=int(xs[0])))
+        v.conducting &= ~floating_mask
+        v.label[floating_mask] = 0
+        for a in (v.rxx, v.ryy, v.rxy, v.sxx, v.syy, v.sxy):
+            a[floating_mask] = 0.0
+    t1 = time.perf_counter()
+
+    stencil = network.assemble(v, micro)
+    fixed = np.full(micro.shape, np.nan)
+    for i, name in enumerate(v.names):
+        fixed[v.electrode == i] = pots[name]
+    A, b, index = build_system(stencil, v.conducting, fixed)
+    t2 = time.perf_counter()
+    info = {}
+    x = solve(A, b, rtol=rtol, info=info, method=solver, anisotropic=model == "full")
+    t3 = time.perf_counter()
+
+    phi = np.full(micro.shape, np.nan)
+    phi[v.conducting] = x
+    el = v.electrode >= 0
+    phi[el] = fixed[el]
+    phi0 = np.nan_to_num(phi)
+    net_out = network.apply(stencil, phi0)
+    currents = {name: float(net_out[v.electrode == i].sum()) for i, name in enumerate(v.names)}
+    fl = network.fluxes(v, micro, phi0)
+    j = np.stack([fl["jx"], fl["jy"]], axis=-1)
+    j[~alive | floating_mask] = 0.0
+    E = np.full(micro.shape + (2,), np.nan)
+    c = v.conducting
+    E[c, 0] = v.rxx[c] * j[c, 0] + v.rxy[c] * j[c, 1]   # E = rho j
+    E[c, 1] = v.rxy[c] * j[c, 0] + v.ryy[c] * j[c, 1]
+    E[el] = 0.0
+    conductance = None
+    if len(pots) == 2:
+        (na, va), (nb, vb) = pots.items()
+        if va != vb:
+            conductance = abs(currents[na]) / abs(va - vb)
+    t4 = time.perf_counter()
+    table = gb_table(micro, v, phi, j, E, fl, gb_tol_deg) if with_gb_table else _empty_table()
+    t5 = time.perf_counter()
+    info.update(gb_tol_deg=float(gb_tol_deg), t_setup_s=t1 - t0, t_assemble_s=t2 - t1, t_solve_s=t3 - t2, t_post_s=t4 - t3, t_gb_s=t5 - t4,
+                unknowns=int(A.shape[0]), nnz=int(A.nnz))
+    return SimulationResult(potential=phi, field=E, current_density=j, electrode_current=currents, gb_table=table,
+                            conductance_S=conductance, potentials=pots, model=model,
+                            voxel_size_m=float(micro.voxel_size_m), floating=floating, info=info)
+
+
+def _empty_table():
+    t = {k: np.zeros(0) for k in GB_COLUMNS}
+    t["grain_a"] = np.zeros(0, np.int32)
+    t["grain_b"] = np.zeros(0, np.int32)
+    t["gb_type"] = np.zeros(0, dtype="<U8")
+    t["blocking"] = np.zeros(0, bool)
+    return t
+
+
+def gb_table(micro, v, phi, j, E, fl, tol_deg=15.0) -> dict:
+    """Per pair of touching grains: length, mean |j| on each side, jump, GB potential drop, type."""
+    bp = boundary_pixels(v.label)
+    if bp["grain_a"].size == 0:
+        return _empty_table()
+    ny, nx = micro.shape
+    pair_key = bp["grain_a"].astype(np.int64) * (int(v.label.max()) + 1) + bp["grain_b"]
+    keys, inv = np.unique(pair_key, return_inverse=True)
+    npair = keys.size
+    ga = (keys // (int(v.label.max()) + 1)).astype(np.int32)
+    gbb = (keys % (int(v.label.max()) + 1)).astype(np.int32)
+    nfaces = np.bincount(inv, minlength=npair)
+    # normal current density through each face, from grain a to grain b
+    horiz = bp["axis"] == 1
+    f = np.empty(inv.size)
+    yh, xh = bp["ya"][horiz], np.minimum(bp["xa"][horiz], bp["xb"][horiz])
+    f[horiz] = fl["fx"][yh, xh] * np.sign(bp["xb"][horiz] - bp["xa"][horiz])
+    vert = ~horiz
+    yv, xv = np.minimum(bp["ya"][vert], bp["yb"][vert]), bp["xa"][vert]
+    f[vert] = fl["fy"][yv, xv] * np.sign(bp["yb"][vert] - bp["ya"][vert])
+    r_gb = micro.gb_thickness_m / (micro.sigma_ip / micro.gb_ratio)
+    delta_phi = np.bincount(inv, r_gb * f, minlength=npair) / nfaces
+    jabs = np.hypot(j[..., 0], j[..., 1])
+
+    def side_mean(yy, xx, values):
+        k = np.unique(inv.astype(np.int64) * (ny * nx) + yy.astype(np.int64) * nx + xx)
+        p, lin = k // (ny * nx), k % (ny * nx)
+        return np.bincount(p, values.ravel()[lin], minlength=npair) / np.bincount(p, minlength=npair), p, lin
+
+    j_a, pa, la = side_mean(bp["ya"], bp["xa"], jabs)
+    j_b, pb, lb = side_mean(bp["yb"], bp["xb"], jabs)
+    # local field: mean E over the boundary voxels of both sides
+    pp, ll = np.concatenate([pa, pb]), np.concatenate([la, lb])
+    cnt = np.bincount(pp, minlength=npair)
+    ex = np.bincount(pp, np.nan_to_num(E[..., 0].ravel()[ll]), minlength=npair) / cnt
+    ey = np.bincount(pp, np.nan_to_num(E[..., 1].ravel()[ll]), minlength=npair) / cnt
+    # GB normal from a to b: sum of the face steps (a staircase sums to the mean normal)
+    nxs = np.bincount(inv, (bp["xb"] - bp["xa"]).astype(float), minlength=npair)
+    nys = np.bincount(inv, (bp["yb"] - bp["ya"]).astype(float), minlength=npair)
+    normal_deg = np.degrees(np.arctan2(nys, nxs))
+    field_deg = np.degrees(np.arctan2(ey, ex))
+    cmap = micro.c_axis_map()
+    ca = np.array([cmap[int(g)] for g in ga])
+    cb = np.array([cmap[int(g)] for g in gbb])
+    theta_a, theta_b = gbmod.trace_angle_deg(ca), gbmod.trace_angle_deg(cb)
+    gb_type, blocking = gbmod.classify(theta_a, theta_b, normal_deg, field_deg, tol_deg)
+    mis = np.full(npair, np.nan)
+    if micro.euler_bunge is not None:
+        from insitu.analysis.orientation import misorientation_deg
+
+        emap = {int(g): micro.euler_bunge[i] for i, g in enumerate(micro.grain_ids)}
+        mis = misorientation_deg(np.array([emap[int(g)] for g in ga]), np.array([emap[int(g)] for g in gbb]))
+    return {"grain_a": ga, "grain_b": gbb, "length_m": nfaces * float(micro.voxel_size_m), "j_a": j_a, "j_b": j_b,
+            "jump": j_a - j_b, "delta_phi": delta_phi, "gb_type": np.asarray(gb_type),
+            "misorientation_deg": mis, "plane_angle_deg": gbmod.plane_angle_deg(ca, cb), "blocking": blocking,
+            # extra (not in gb.csv): geometry used by the classification
+            "theta_a_deg": theta_a, "theta_b_deg": theta_b, "normal_deg": normal_deg, "field_deg": field_deg}
+
+
+def save_result(result: SimulationResult, out_dir) -> dict:
+    """Write ``out_dir/result.h5`` and ``out_dir/gb.csv``; returns their paths.
+
+    result.h5: ``potential`` (ny, nx), ``current_density`` (ny, nx, 2), ``field`` (ny, nx, 2),
+    ``electrode_current/<name>`` (scalar, A); attrs model, voxel_size_m, potentials (JSON),
+    conductance_S, floating (JSON).
+    """
+    import h5py
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    h5 = out / "result.h5"
+    with h5py.File(h5, "w") as f:
+        for key in ("potential", "current_density", "field"):
+            d = f.create_dataset(key, data=getattr(result, key), compression="gzip", compression_opts=1)
+        f["potential"].attrs["units"] = "V"
+        f["current_density"].attrs["units"] = "A/m^2"
+        f["field"].attrs["units"] = "V/m"
+        g = f.create_group("electrode_current")
+        for name, val in result.electrode_current.items():
+            d = g.create_dataset(name, data=float(val))
+            d.attrs["units"] = "A"
+        f.attrs["model"] = result.model
+        f.attrs["voxel_size_m"] = result.voxel_size_m
+        f.attrs["potentials"] = json.dumps(result.potentials)
+        f.attrs["conductance_S"] = np.nan if result.conductance_S is None else result.conductance_S
+        f.attrs["floating"] = json.dumps(result.floating)
+        f.attrs["info"] = json.dumps({k: (float(x) if isinstance(x, (int, float, np.floating, np.integer)) else str(x))
+                                      for k, x in result.info.items()})
+    csv_path = out / "gb.csv"
+    write_gb_csv(result.gb_table, csv_path)
+    return {"result": h5, "gb": csv_path}
+
+
+def write_gb_csv(table: dict, path) -> None:
+    """Write a GB table (dict of arrays) as CSV with the :data:`GB_COLUMNS` header."""
+    n = len(table["grain_a"])
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(GB_COLUMNS)
+        for i in range(n):
+            row = []
+            for k in GB_COLUMNS:
+                x = table[k][i]
+                if k in ("grain_a", "grain_b"):
+                    row.append(int(x))
+                elif k == "gb_type":
+                    row.append(str(x))
+                elif k == "blocking":
+                    row.append("true" if bool(x) else "false")
+                else:
+                    row.append(repr(float(x)))
+            w.writerow(row)
+
+
+def read_gb_csv(path) -> dict:
+    """Read a gb.csv back into a dict of arrays."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    t = _empty_table()
+    if not rows:
+        return t
+    for k in rows[0]:
+        col = [r[k] for r in rows]
+        if k in ("grain_a", "grain_b"):
+            t[k] = np.array(col, np.int32)
+        elif k == "gb_type":
+            t[k] = np.array(col, dtype=str)
+        elif k == "blocking":
+            t[k] = np.array([c.strip().lower() == "true" for c in col])
+        else:
+            t[k] = np.array(col, float)
+    return t
+
+
+def load_result(out_dir) -> SimulationResult:
+    """Read what :func:`save_result` wrote."""
+    import h5py
+
+    out = Path(out_dir)
+    h5 = out / "result.h5"
+    if not h5.is_file():
+        raise UserError(f"no simulation result in {out} (result.h5 missing)")
+    with h5py.File(h5, "r") as f:
+        cond = float(f.attrs.get("conductance_S", np.nan))
+        res = SimulationResult(
+            potential=f["potential"][()], field=f["field"][()], current_density=f["current_density"][()],
+            electrode_current={k: float(f["electrode_current"][k][()]) for k in f["electrode_current"]},
+            gb_table=read_gb_csv(out / "gb.csv") if (out / "gb.csv").is_file() else _empty_table(),
+            conductance_S=None if not np.isfinite(cond) else cond,
+            potentials=json.loads(f.attrs.get("potentials", "{}")), model=str(f.attrs.get("model", "")),
+            voxel_size_m=float(f.attrs.get("voxel_size_m", np.nan)),
+            floating=json.loads(f.attrs.get("floating", "[]")), info=json.loads(f.attrs.get("info", "{}")))
+    return res
