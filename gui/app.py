@@ -319,7 +319,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if n_frames:
             self.in_rate.tick(n_frames)
             self.panel.set_dose(self.dose)
-        if last_prog is not None:
+        if last_prog is not None and self.backend.kind != "replay":  # replay: progress from the record times
             self._got_progress = True
             self.panel.set_progress(last_prog)
         elif not self._got_progress and self.state in ("running", "paused", "stopping") and recs:
@@ -363,7 +363,8 @@ class MainWindow(QtWidgets.QMainWindow):
         """Elapsed/remaining from record times when the source sends no ProgressRecord (replay)."""
         dur = float(getattr(self.backend, "duration_s", float("nan")))
         t = self.last_record_time
-        rem = dur - t if np.isfinite(dur) else float("nan")
+        elapsed = t - float(getattr(self.backend, "t_first", 0.0))
+        rem = dur - elapsed if np.isfinite(dur) else float("nan")
         label = ""
         k = -1
         if self.timeline is not None:
@@ -373,10 +374,10 @@ class MainWindow(QtWidgets.QMainWindow):
             if k >= 0:
                 label = self.timeline.segments[k].label
         n = len(getattr(self.timeline, "segments", ())) if self.timeline is not None else 0
-        self.panel.set_progress(ProgressRecord(t, max(k, 0), max(n, 1), label or "replay", t,
-                                               rem if np.isfinite(rem) else 0.0))
+        self.panel.set_progress(ProgressRecord(t, max(k, 0), max(n, 1), label or "replay", elapsed,
+                                               max(rem, 0.0) if np.isfinite(rem) else 0.0))
         if not np.isfinite(rem):
-            self.panel.r_time.set(f"{format_duration(t)} / —")
+            self.panel.r_time.set(f"{format_duration(elapsed)} / —")
 
     def _update_status(self) -> None:
         self.status.set_instruments(self.backend.identities)
@@ -491,7 +492,7 @@ def run_window(window: MainWindow, *, autostart: bool = False, screenshot: str |
     app.exec_()
     window.shutdown(stop_timeout_s)
     th = window.thread
-    if th is None or th.outcome in (None, "complete"):
+    if th is None or th.outcome in (None, "complete", "stopped"):
         return 0
     if th.outcome == "aborted":
         return 0 if stopped_by_us["v"] else 3

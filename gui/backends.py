@@ -13,6 +13,7 @@ stay enabled), ``can_pause``.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 
@@ -82,8 +83,77 @@ class FeedBackend(_Backend):
         return feed.run()
 
 
+class ReplayClock:
+    """A replay clock that can pause and change speed while running (thread-safe).
+
+    Reads experiment seconds like :class:`~insitu.clock.Clock`; ``time_scale``
+    is the present speed. Changing speed or pausing rebases the clock, so the
+    time already played is kept.
+
+    Examples
+    --------
+    >>> c = ReplayClock(speed=2.0)
+    >>> c.pause(); t = c.now(); c.now() == t
+    True
+    """
+
+    def __init__(self, speed: float = 1.0):
+        self._lock = threading.Lock()
+        self._rate = float(speed)
+        self._base = 0.0
+        self._wall = time.monotonic()
+        self._paused = False
+
+    @property
+    def time_scale(self) -> float:
+        return self._rate
+
+    def _now_locked(self) -> float:
+        if self._paused:
+            return self._base
+        return self._base + (time.monotonic() - self._wall) * self._rate
+
+    def now(self) -> float:
+        with self._lock:
+            return self._now_locked()
+
+    def _rebase(self) -> None:
+        self._base = self._now_locked()
+        self._wall = time.monotonic()
+
+    def set_speed(self, speed: float) -> None:
+        if not speed > 0:
+            raise ValueError(f"speed must be > 0, got {speed!r}")
+        with self._lock:
+            self._rebase()
+            self._rate = float(speed)
+
+    def pause(self) -> None:
+        with self._lock:
+            self._rebase()
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._lock:
+            self._rebase()
+            self._paused = False
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def sleep(self, dt_s: float) -> None:
+        if dt_s > 0:
+            time.sleep(dt_s / self._rate)
+
+
 class ReplayBackend(_Backend):
-    """Plays a recorded session through :class:`insitu.replay.Player`; no instrument is touched."""
+    """Plays a recorded session through :class:`insitu.replay.Player`; no instrument is touched.
+
+    Pause and speed changes work while playing: the player runs on a
+    :class:`ReplayClock`, and a gate (the first sink) holds the player thread
+    while paused.
+    """
 
     kind = "replay"
 
@@ -91,33 +161,49 @@ class ReplayBackend(_Backend):
         super().__init__()
         self.session_path = str(session_path)
         self.speed = float(speed)
+        self.clock = ReplayClock(self.speed)
+        self._running = threading.Event()
+        self._running.set()
         self.identities = f"replay of {Path(session_path).name} (no instruments)"
 
-    @property
-    def can_pause(self) -> bool:
-        p = self.producer
-        return p is None or hasattr(p, "pause")
-
     def set_speed(self, speed: float) -> None:
-        """Change the replay speed (takes effect at once if the player allows it)."""
+        """Change the replay speed (from the next record on)."""
         self.speed = float(speed)
-        p = self.producer
-        if p is not None and hasattr(p, "set_speed"):
-            p.set_speed(self.speed)
-        elif p is not None and hasattr(p, "speed"):
-            try:
-                p.speed = self.speed
-            except AttributeError:
-                pass
+        self.clock.set_speed(self.speed)
+
+    def pause(self) -> None:
+        self.clock.pause()
+        self._running.clear()
+
+    def resume(self) -> None:
+        self.clock.resume()
+        self._running.set()
+
+    def stop(self, reason: str = "operator") -> None:
+        super().stop(reason)
+        self._running.set()   # release a paused gate
+
+    def _gate(self, record) -> None:
+        while not self._running.is_set() and self._stop_reason is None:
+            self._running.wait(0.05)
 
     def run(self, sinks) -> str:
         from insitu.replay import Player
 
-        player = Player(self.session_path, speed=self.speed, sinks=tuple(sinks))
+        self.clock = clock = ReplayClock(self.speed)
+        if not self._running.is_set():
+            clock.pause()
+        player = Player(self.session_path, speed=self.speed, sinks=(self._gate, *sinks), clock=clock)
         self.duration_s = float(getattr(player, "duration_s", float("nan")))
+        self.t_first = float(getattr(player, "t_first", 0.0))
         if not self._attach(player):
-            return "aborted"
+            return "stopped"
         return player.run() or "complete"
+
+    def finish(self, outcome: str) -> None:
+        p = self.producer
+        if p is not None and hasattr(p, "close"):
+            p.close()
 
 
 class EngineBackend(_Backend):

@@ -125,6 +125,32 @@ class SyntheticFeed:
             self.state = "done"
         return "complete"
 
+    def emit_all(self) -> None:
+        """Emit the whole run at once (no waiting), with record times 0 … ``duration_s``."""
+        period = 1.0 / self.frame_rate_hz if self.frame_rate_hz > 0 else float("inf")
+        dose_rate = 100.0
+        self._emit(EventRecord(0.0, "start", "synthetic feed"))
+        self._emit(BeamSample(0.0, False, dose_rate))
+        n_s = int(np.floor(self.duration_s / self.sample_interval_s + 1e-9)) + 1
+        n_f = int(np.floor(self.duration_s / period + 1e-9)) + 1 if self._frames else 0
+        ts = np.arange(n_s) * self.sample_interval_s
+        tf = np.arange(n_f) * period
+        i = j = 0
+        while i < n_s or j < n_f:
+            if j >= n_f or (i < n_s and ts[i] <= tf[j]):
+                t = float(ts[i])
+                v = self.voltage_at(t)
+                self._emit(BiasSample(t, v, v, v / 50e6 * (1 + 0.02 * np.sin(t)), False))
+                i += 1
+            else:
+                t = float(tf[j])
+                v = self.voltage_at(t)
+                self._emit(FrameRecord(t, self._frames[j % len(self._frames)], v, v / 50e6, False,
+                                       dose_rate * t, self.pixel_size_m))
+                j += 1
+        self.n_samples, self.n_frames = n_s, n_f
+        self._emit(EventRecord(self.duration_s, "end", "complete"))
+
     def stop(self, reason: str = "operator") -> None:
         self._stop.set()
 
@@ -135,3 +161,19 @@ class SyntheticFeed:
 
     def resume(self) -> None:
         self._paused.clear()
+
+
+def record_synthetic_session(path, *, duration_s: float = 10.0, sample_interval_s: float = 0.1,
+                             frame_rate_hz: float = 1.0, frame_shape=(128, 128), overwrite: bool = True):
+    """Write a session file from a :class:`SyntheticFeed` as fast as the disk allows (tests, benchmarks).
+
+    Returns the path. Record times are the feed's experiment times (s), as if recorded live.
+    """
+    from insitu.session import SessionWriter
+
+    clock = Clock()
+    with SessionWriter(path, overwrite=overwrite, start_time_iso=clock.start_iso, program="insitu.gui.feed") as wr:
+        SyntheticFeed([wr], duration_s=duration_s, sample_interval_s=sample_interval_s,
+                      frame_rate_hz=frame_rate_hz, frame_shape=frame_shape, clock=clock).emit_all()
+        wr.close("complete")
+    return path

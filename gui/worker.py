@@ -128,7 +128,7 @@ class SourceThread(threading.Thread):
     finish : callable, optional
         ``finish(outcome)`` runs in this thread after ``run`` returns or
         raises (close the session file, close instruments), where outcome is
-        ``complete``, ``aborted`` or ``fault``.
+        ``complete``, ``stopped`` (a replay stopped early), ``aborted`` or ``fault``.
     kind : str
         ``engine`` or ``replay`` (for messages).
 
@@ -143,7 +143,7 @@ class SourceThread(threading.Thread):
         self._stop_fn = stop
         self._finish = finish
         self.kind = kind
-        self.outcome: str | None = None     # complete | aborted | fault (None while running)
+        self.outcome: str | None = None     # complete | stopped | aborted | fault (None while running)
         self.message: str = ""
         self.started_at = None
         self.finished_at = None
@@ -154,8 +154,8 @@ class SourceThread(threading.Thread):
         self.started_at = time.monotonic()
         outcome, message = "fault", ""
         try:
-            self._run_fn()
-            outcome = "complete"
+            result = self._run_fn()
+            outcome = "stopped" if result == "stopped" else "complete"   # a replay stopped by the operator
         except StoppedEarly as exc:
             outcome, message = "aborted", str(exc)
         except Exception as exc:  # InstrumentError or a bug: the engine has already made the output safe
