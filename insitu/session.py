@@ -466,7 +466,76 @@ def _open_h5(path: Path) -> tuple[h5py.File, bool]:
         try:
             return h5py.File(path, "r", swmr=True), True
         except OSError:
+            if "already open for write" in str(first):
+                raise UserError(f"{path}: the file is open for writing outside SWMR (a writer changing its "
+                                f"structure right now, or one that died doing so); if nothing writes it, "
+                                f"'insitu info {path}' repairs it") from None
             raise UserError(f"{path}: cannot open as HDF5: {first}") from None
+
+
+def _rot(x: int, k: int) -> int:
+    return ((x << k) | (x >> (32 - k))) & 0xFFFFFFFF
+
+
+def _lookup3(data: bytes, initval: int = 0) -> int:
+    """Bob Jenkins' lookup3 ``hashlittle``: the checksum HDF5 puts on version 2/3 superblocks."""
+    m = 0xFFFFFFFF
+    n = len(data)
+    a = b = c = (0xDEADBEEF + n + initval) & m
+    i = 0
+    while n > 12:
+        a = (a + int.from_bytes(data[i:i + 4], "little")) & m
+        b = (b + int.from_bytes(data[i + 4:i + 8], "little")) & m
+        c = (c + int.from_bytes(data[i + 8:i + 12], "little")) & m
+        a = (a - c) & m; a ^= _rot(c, 4); c = (c + b) & m  # noqa: E702
+        b = (b - a) & m; b ^= _rot(a, 6); a = (a + c) & m  # noqa: E702
+        c = (c - b) & m; c ^= _rot(b, 8); b = (b + a) & m  # noqa: E702
+        a = (a - c) & m; a ^= _rot(c, 16); c = (c + b) & m  # noqa: E702
+        b = (b - a) & m; b ^= _rot(a, 19); a = (a + c) & m  # noqa: E702
+        c = (c - b) & m; c ^= _rot(b, 4); b = (b + a) & m  # noqa: E702
+        i += 12
+        n -= 12
+    if n == 0:
+        return c
+    tail = data[i:i + n] + bytes(12 - n)
+    a = (a + int.from_bytes(tail[0:4], "little")) & m
+    b = (b + int.from_bytes(tail[4:8], "little")) & m
+    c = (c + int.from_bytes(tail[8:12], "little")) & m
+    c ^= b; c = (c - _rot(b, 14)) & m  # noqa: E702
+    a ^= c; a = (a - _rot(c, 11)) & m  # noqa: E702
+    b ^= a; b = (b - _rot(a, 25)) & m  # noqa: E702
+    c ^= b; c = (c - _rot(b, 16)) & m  # noqa: E702
+    a ^= c; a = (a - _rot(c, 4)) & m  # noqa: E702
+    b ^= a; b = (b - _rot(a, 14)) & m  # noqa: E702
+    c ^= b; c = (c - _rot(b, 24)) & m  # noqa: E702
+    return c
+
+
+def repair_session(path) -> bool:
+    """Clear the "open for writing" flags a dead writer left in the superblock (what ``h5clear -s`` does).
+
+    Only needed when a writer died in the few milliseconds while it had the
+    file open outside SWMR mode (adding groups). The superblock checksum is
+    verified before and rewritten after. Returns True when a flag was cleared.
+    Never call it on a file that a live process is writing.
+    """
+    p = Path(path)
+    with open(p, "r+b") as fh:
+        head = fh.read(8 + 4)
+        if head[:8] != b"\x89HDF\r\n\x1a\n" or head[8] not in (2, 3):
+            return False
+        size_o = head[9]
+        n = 12 + 4 * size_o
+        fh.seek(0)
+        block = fh.read(n + 4)
+        if int.from_bytes(block[n:n + 4], "little") != _lookup3(block[:n]):
+            raise UserError(f"{p}: superblock checksum does not match; not repairing")
+        if block[11] == 0:
+            return False
+        fixed = block[:11] + b"\x00" + block[12:n]
+        fh.seek(0)
+        fh.write(fixed + _lookup3(fixed).to_bytes(4, "little"))
+    return True
 
 
 def _read_group(g: h5py.Group) -> dict:
@@ -645,4 +714,4 @@ def is_session_file(path) -> bool:
         return False
 
 
-__all__ = ["SessionWriter", "Session", "open_session", "is_session_file", "STATUSES"]
+__all__ = ["SessionWriter", "Session", "open_session", "is_session_file", "repair_session", "STATUSES"]

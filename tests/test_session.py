@@ -320,3 +320,28 @@ def test_info_summarises_a_session(tmp_path, capsys):
                  "events:     1 (compliance 1)", "limit hit"):
         assert text in out, text
     assert main(["info", str(tmp_path / "none.h5")]) == 1
+
+
+def test_writer_killed_outside_swmr_is_repaired_by_info(tmp_path, capsys):
+    """A writer that dies while adding groups (file open without SWMR) leaves flags only a repair clears."""
+    from insitu.cli import main
+
+    p = tmp_path / "window.h5"
+    with SessionWriter(p, start_time_iso=T0) as w:
+        w.write(BiasSample(0.0, 1.0, 1.0, 2e-9, False))
+    child = ("import h5py, os, signal, sys\n"
+             "f = h5py.File(sys.argv[1], 'r+', libver='latest')\n"
+             "f.require_group('entry/sample'); f.flush()\n"
+             "os.kill(os.getpid(), signal.SIGKILL)\n")
+    subprocess.run([sys.executable, "-c", child, str(p)])
+    with pytest.raises(UserError, match="insitu info"):
+        open_session(p)
+    assert main(["info", str(p)]) == 1  # just written: might be a live writer, so no repair yet
+    assert "right now" in capsys.readouterr().err
+    old = time.time() - 60
+    os.utime(p, (old, old))
+    assert main(["info", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("repaired") and "1 samples" in out and "status:     complete" in out
+    with h5py.File(p, "r") as f:  # a plain HDF5 file again
+        assert f["entry/bias/current"][0] == 2e-9

@@ -80,9 +80,29 @@ def summary_lines(s, list_events: bool = False) -> list[str]:
     return lines
 
 
-def run(args) -> int:
-    from insitu.session import open_session
+#: a file untouched this long is not being written: its leftover write flags may be cleared
+REPAIR_IDLE_S = 10.0
 
-    with open_session(args.session) as s:
+
+def run(args) -> int:
+    import time
+    from pathlib import Path
+
+    from insitu.errors import UserError
+    from insitu.session import open_session, repair_session
+
+    try:
+        s = open_session(args.session)
+    except UserError as exc:
+        p = Path(args.session)
+        if "open for writing outside SWMR" not in str(exc):
+            raise
+        if time.time() - p.stat().st_mtime < REPAIR_IDLE_S:
+            raise UserError(f"{p}: a writer is changing the file right now; try again in a moment") from None
+        if not repair_session(p):
+            raise
+        print(f"repaired {p}: cleared the write flags left by a writer that stopped while adding groups")
+        s = open_session(p)
+    with s:
         print("\n".join(summary_lines(s, args.events)))
     return 0
