@@ -208,6 +208,10 @@ def test_hyperspy_opens_session_as_image_stack(tmp_path):
     assert x.scale == pytest.approx(4e-9) and x.units == "m" and x.size == 10
     assert sig.axes_manager.navigation_axes[0].scale == pytest.approx(0.5)
     np.testing.assert_array_equal(sig.data[2], _frame(2, shape=(6, 10)))
+    everything = hs.load(p, file_format="NeXus")  # plain load: the stack first, then the logs as 1-D signals
+    assert isinstance(everything[0], hs.signals.Signal2D) and everything[0].data.shape == (3, 6, 10)
+    default = hs.load(p, file_format="NeXus", use_default=True)  # /entry@default -> frames
+    assert isinstance(default, hs.signals.Signal2D) and default.data.shape == (3, 6, 10)
 
 
 # ---------------------------------------------------------------------------------- crash safety
