@@ -76,8 +76,11 @@ def valid_slices(shape, dx: float, dy: float, margin: int) -> tuple[slice, slice
     return slice(y0, max(y0, y1)), slice(x0, max(x0, x1))
 
 
-def remove_row_offsets(diff: np.ndarray) -> np.ndarray:
-    """Subtract each row's mean in place (scan-line noise) and return ``diff``.
+def remove_row_offsets(diff: np.ndarray, clip: float | None = None) -> np.ndarray:
+    """Subtract each row's (clipped) mean in place (scan-line noise) and return ``diff``.
+
+    ``clip``: values are limited to ±clip before averaging, so a bright streak or a seed in a row
+    does not shift the whole row (a clipped mean is as robust as a median here, and much cheaper).
 
     Example
     -------
@@ -86,7 +89,8 @@ def remove_row_offsets(diff: np.ndarray) -> np.ndarray:
     >>> float(np.abs(remove_row_offsets(d)).max())
     0.0
     """
-    diff -= diff.mean(axis=1, keepdims=True)
+    src = diff if clip is None else np.clip(diff, -clip, clip)
+    diff -= src.mean(axis=1, keepdims=True)
     return diff
 
 
@@ -118,6 +122,8 @@ class DifferentialImager:
     def __init__(self, shape, sigma_px: float = 1.5, alpha: float = 0.1, beta: float = 0.1,
                  clip_sigma: float = 2.5, block: int = 8, workers: int = 2):
         self.block = int(block)
+        self.n_init = 3
+        self._init_frames: list = []
         self.shape = tuple(int(s) for s in shape)
         self.sigma_px = float(sigma_px)
         self.alpha = float(alpha)
@@ -157,6 +163,21 @@ class DifferentialImager:
         new = np.where(ok, tot / np.maximum(n, 1), self.var)
         self.var += np.float32(self.beta) * (new - self.var).astype(np.float32)
 
+    def _robust_reference(self) -> None:
+        """Replace the reference by the pixel-wise median of the first ``n_init`` frames.
+
+        A one-frame artefact in the very first frame would otherwise sit in the reference and
+        look like a persistent change in every later frame.
+        """
+        stack = np.full((len(self._init_frames),) + self.shape, np.nan, np.float32)
+        for i, (a, sl) in enumerate(self._init_frames):
+            stack[i][sl] = a[sl]
+        ok = np.isfinite(stack).all(axis=0)
+        med = np.median(stack, axis=0)
+        # brightness may differ slightly between the frames: keep the level of the latest
+        self.reference[ok] = med[ok]
+        self._init_frames = []
+
     def update(self, frame: np.ndarray, dx: float, dy: float) -> np.ndarray | None:
         """Feed one frame with its drift (dx, dy) px; return the differential in σ (float32).
 
@@ -172,7 +193,12 @@ class DifferentialImager:
             self.seen = np.zeros(self.shape, bool)
             self.reference[sl] = a[sl]
             self.seen[sl] = True
+            self._init_frames = [(a, sl)]
             return None
+        if self.count <= self.n_init:
+            self._init_frames.append((a, sl))
+            if self.count == self.n_init:
+                self._robust_reference()
         av, rv, seen = a[sl], self.reference[sl], self.seen[sl]
         new = ~seen
         has_new = bool(new.any())
@@ -186,13 +212,14 @@ class DifferentialImager:
         d = av - rv
         if has_new:
             d[new] = 0.0
-        remove_row_offsets(d)
+        if self.var is None:
+            dd = d - d.mean(axis=1, keepdims=True)
+            med = np.median(dd)
+            s2 = (1.4826 * np.median(np.abs(dd - med))) ** 2
+            self._init_var(max(float(s2), 1e-12), sl)
+        remove_row_offsets(d, clip=3.0 * float(np.sqrt(np.median(self.var))))
         if has_new:
             d[new] = 0.0
-        if self.var is None:
-            med = np.median(d)
-            s2 = (1.4826 * np.median(np.abs(d - med))) ** 2
-            self._init_var(max(float(s2), 1e-12), sl)
         var = self._var_full(sl)
         z = np.zeros(self.shape, np.float32)
         zv = d / np.sqrt(var)
@@ -206,8 +233,12 @@ class DifferentialImager:
         if has_new:
             rv[new] = av[new]
             seen[new] = True
-        d2 = np.minimum(d * d, np.float32(9.0) * var)
+        # variance from the pixels within ±3σ only (changes must not raise their own noise level);
+        # 0.9733 = E[z² | |z| < 3] for a normal z
+        d2 = d * d
+        d2[np.abs(zv) >= 3.0] = np.nan
         if has_new:
             d2[new] = np.nan
+        d2 *= np.float32(1 / 0.9733)
         self._update_var(d2, sl)
         return z

@@ -162,7 +162,7 @@ class SeedTracker:
 
     Parameters
     ----------
-    gate_px : a candidate joins a track within gate_px + the track's radius (px).
+    gate_px : a candidate joins a track within gate_px (px), a confirmed seed within gate_px + its radius.
     persistence : number of frames a track must be seen in to become a seed.
     max_gap : missed frames allowed between hits of a track that is not yet a seed.
 
@@ -193,7 +193,9 @@ class SeedTracker:
                 if s.sign != c.sign:
                     continue
                 d = float(np.hypot(s.x_px - c.x, s.y_px - c.y))
-                if d <= self.gate_px + s.radius_px and d < best_d:
+                # a confirmed seed grows: its gate grows with it; a tentative track keeps the plain gate
+                gate = self.gate_px + (s.radius_px if s.confirmed_frame is not None else 0.0)
+                if d <= gate and d < best_d:
                     best, best_d = s, d
             if best is None:
                 s = Seed(id=self._tentative_id, sign=c.sign, first_frame=frame, first_time_s=float(time_s),
