@@ -203,6 +203,8 @@ class SessionWriter:
         self._frame_shape = tuple(int(s) for s in frame_shape) if frame_shape is not None else None
         self._frame_dtype = np.dtype(frame_dtype) if frame_dtype is not None else None
         self._n_frames = 0
+        #: frames dropped because their shape differed from the first frame's (each noted in /entry/events)
+        self.n_skipped_frames = 0
         self._axes_set = False
         try:
             f = h5py.File(self.path, "w", libver="latest")
@@ -348,7 +350,12 @@ class SessionWriter:
                                     or "data" not in self._f["/entry/frames"]):
             self._restructure(lambda f: self._create_frames(f, data.shape, data.dtype))
         elif data.shape != self._frame_shape:
-            raise UserError(f"frame {self._n_frames} has shape {data.shape}, earlier frames {self._frame_shape}")
+            # e.g. the operator changed the scan size mid-run: keep the run going, say so in the log
+            self._tables["events"].pending.append(
+                (rec.time_s, "frame", f"frame skipped: shape {data.shape[0]}x{data.shape[1]} differs from the "
+                                      f"session's {self._frame_shape[0]}x{self._frame_shape[1]}"))
+            self.n_skipped_frames += 1
+            return
         fr = self._f["/entry/frames"]
         if not self._axes_set:
             px = float(rec.pixel_size_m)

@@ -126,17 +126,18 @@ def test_concurrent_writers_lose_nothing(tmp_path):
         assert np.all(fr == s.frame_table["bias"][i])
 
 
-def test_frame_shape_change_is_refused_and_upfront_shape(tmp_path):
+def test_frame_of_other_shape_is_skipped_with_an_event(tmp_path):
     p = tmp_path / "s.h5"
     w = SessionWriter(p, start_time_iso=T0, frame_shape=(8, 12), frame_dtype=np.uint16)
     w.write(FrameRecord(0.0, _frame(0), 0.0, 0.0, False, 0.0, 1e-9))
-    with pytest.raises(UserError, match="shape"):
-        w.write(FrameRecord(1.0, _frame(1, shape=(9, 12)), 0.0, 0.0, False, 0.0, 1e-9))
+    w.write(FrameRecord(1.0, _frame(1, shape=(9, 12)), 0.0, 0.0, False, 0.0, 1e-9))  # scan size changed
     w.write(FrameRecord(2.0, _frame(2), 0.0, 0.0, False, 0.0, 1e-9))
+    assert w.n_skipped_frames == 1
     w.close()
     s = open_session(p)
     assert s.n_frames == 2 and s.frame_table["time"].tolist() == [0.0, 2.0]
     np.testing.assert_array_equal(s.frame(1), _frame(2))
+    assert s.events == [(1.0, "frame", "frame skipped: shape 9x12 differs from the session's 8x12")]
 
 
 def test_upfront_shape_with_other_dtype_is_rebuilt(tmp_path):
