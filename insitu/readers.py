@@ -360,19 +360,25 @@ def concat_stacks(stacks: list[FrameStack], frame_interval_s: float | None = Non
         raise UserError(f"frames of different shapes cannot go in one session: {desc}")
     if len(stacks) == 1:
         return stacks[0]
+    how = ""
+    times = None
     if all(s.start_epoch_s is not None for s in stacks):
         stacks = sorted(stacks, key=lambda s: s.start_epoch_s)
         t0 = stacks[0].start_epoch_s
         times = np.concatenate([s.times_s + (s.start_epoch_s - t0) for s in stacks])
         how = "absolute start time of each file"
-    else:
+        if np.unique(times).size < times.size:  # e.g. Velox stamps in whole seconds, several files a second
+            times = None
+            how = "files one after another in time order (start times too coarse to tell frames apart)"
+    if times is None:
         parts, t = [], 0.0
         for s in stacks:
             parts.append(s.times_s + t)
             step = frame_interval_s or s.meta.get("frame_time_s") or 1.0
             t = parts[-1][-1] + step
         times = np.concatenate(parts)
-        how = "files one after another (not every file has a start time)"
+        if not how:
+            how = "files one after another (not every file has a start time)"
     order = np.argsort(times, kind="stable")
     frames = np.concatenate([s.frames for s in stacks])[order]
     sources = [src for s in stacks for src in s.sources]

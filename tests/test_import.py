@@ -174,3 +174,15 @@ def test_import_series_session_layout(real_data, tmp_path):
     assert np.all(np.isnan(s.frame_table["bias"]))  # no bias log: unknown, not zero
     mic = s.group("/entry/instrument/microscope")
     assert mic["detector"] == "HAADF" and mic["ht_V"] == 200e3
+
+
+def test_folder_of_single_velox_images_with_same_second(real_data, tmp_path):
+    import shutil
+
+    for k in (1, 2, 10):  # natural order: 1, 2, 10
+        shutil.copy(real_data / "STEM HAADF Diffraction Micro.emd", tmp_path / f"HAADF {k}.emd")
+    st = read_frames(tmp_path)
+    # Velox start times have 1 s resolution: equal here, so the files follow each other by their frame time
+    np.testing.assert_allclose(st.times_s, [0.0, 0.24706, 0.49412], rtol=1e-4)
+    assert [s.rsplit("/", 1)[-1] for s in st.sources] == ["HAADF 1.emd", "HAADF 2.emd", "HAADF 10.emd"]
+    assert "coarse" in st.meta["time_source"]
