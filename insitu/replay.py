@@ -42,7 +42,9 @@ class Player:
         Each receives every record (``sink(record)``).
     clock : Clock, optional
         Replay clock; by default ``Clock(time_scale=speed)`` started at ``run()``.
-        Record time ``t`` is emitted when the clock reads ``t - t_first``.
+        Record time ``t`` is emitted when the clock has advanced ``t - t_first``
+        since ``run()``; a clock that pauses (``now()`` stands still) or
+        changes ``time_scale`` is followed.
 
     Example
     -------
@@ -99,9 +101,13 @@ class Player:
         n_frames = self.session.n_frames
         for t, _, kind, i in self._items:
             due = t - self.t_first
-            wait_real = (due - (clock.now() - t0)) / clock.time_scale
-            if wait_real > 0 and self._stop.wait(wait_real):
-                break
+            # wait in short slices so that a clock that pauses or changes speed (GUI) is followed
+            while not self._stop.is_set():
+                remaining = due - (clock.now() - t0)
+                if remaining <= 0:
+                    break
+                scale = clock.time_scale if clock.time_scale > 0 else 1.0
+                self._stop.wait(min(remaining / scale, 0.05))
             if self._stop.is_set():
                 break
             rec = self._record(kind, i)

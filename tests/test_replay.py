@@ -123,3 +123,38 @@ def test_replay_frame_source_loop_and_empty(recorded, tmp_path):
 
     with pytest.raises(UserError, match="no frames"):
         ReplayFrameSource(empty, clock)
+
+
+class _PausableClock:
+    """Experiment clock that stands still while paused (as the GUI's replay clock)."""
+
+    def __init__(self, speed):
+        self.time_scale = speed
+        self._base, self._wall, self.paused = 0.0, time.monotonic(), False
+
+    def now(self):
+        return self._base if self.paused else self._base + (time.monotonic() - self._wall) * self.time_scale
+
+    def pause(self):
+        self._base, self.paused = self.now(), True
+
+    def resume(self):
+        self._wall, self.paused = time.monotonic(), False
+
+
+def test_player_follows_a_paused_clock(recorded):
+    clock = _PausableClock(4.0)
+    got = []
+    p = Player(recorded, speed=4.0, sinks=[got.append], clock=clock)
+    th = threading.Thread(target=p.run)
+    th.start()
+    time.sleep(0.15)
+    clock.pause()
+    time.sleep(0.05)
+    n_paused = len(got)
+    time.sleep(0.3)
+    assert len(got) == n_paused and 0 < n_paused  # nothing is emitted while the clock stands still
+    clock.resume()
+    th.join(5)
+    assert not th.is_alive() and p.n_emitted == 30
+    p.close()
