@@ -27,7 +27,6 @@ each beam change, EventRecord, FrameRecord, ProgressRecord each tick.
 """
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections import deque
@@ -676,14 +675,17 @@ class Engine:
                     break
                 time.sleep(0.5)
         msg = (f"CONNECTION LOST and not regained within {self.reconnect_timeout_s:g} s ({err}): "
-               f"THE OUTPUT MAY STILL BE ON at {last_setpoint:g} V (last setpoint) - "
+               f"THE OUTPUT MAY STILL BE ON at {last_setpoint:g} V (last setpoint sent) - "
                "switch it off at the instrument NOW")
         self._event("fault", msg)
         self._say("!" * 20 + " " + msg)
         return InstrumentError(msg)
 
     def _say(self, text: str) -> None:
-        stream = self.status_stream or sys.stderr
+        """A line for the operator on the status stream (the exception carries the same news)."""
+        stream = self.status_stream
+        if stream is None:
+            return
         try:
             stream.write(("\n" if self._status_len else "") + text + "\n")
             stream.flush()

@@ -73,12 +73,17 @@ class SlewGuard:
     Examples
     --------
     >>> g = SlewGuard(0.5)
-    >>> g.allowed(2.0, t_before=0.0)          # at most one second of slew in one step
+    >>> round(g.allowed(2.0, t_before=0.0), 3)   # at most one second of slew in one step
     0.5
     >>> g.commit(0.5, t_after=0.01)
-    >>> g.allowed(2.0, t_before=1.0)          # 2-s window: 1.0 V above the level at t <= -1 s
+    >>> round(g.allowed(2.0, t_before=1.0), 3)   # 2-s window: 1.0 V above the level at t <= -1 s
     1.0
     """
+
+    #: headroom kept below each bound, as a fraction of it, plus an absolute part (V): it absorbs the
+    #: rounding of levels on the wire (7 significant digits) and in the instrument
+    HEADROOM = 1e-4
+    HEADROOM_V = 1e-6
 
     def __init__(self, max_slew_V_s: float, level_V: float = 0.0, *, window_s: float = 2.0, step_s: float = 1.0):
         if not max_slew_V_s > 0:
@@ -86,6 +91,8 @@ class SlewGuard:
         self.max_slew = float(max_slew_V_s)
         self.window_s = float(window_s)
         self.step_s = float(step_s)
+        self._w = self.max_slew * self.window_s * (1 - self.HEADROOM) - self.HEADROOM_V
+        self._s = self.max_slew * self.step_s * (1 - self.HEADROOM) - self.HEADROOM_V
         self._hist: deque[tuple[float, float]] = deque([(-math.inf, float(level_V))])
 
     @property
@@ -107,10 +114,9 @@ class SlewGuard:
     def bounds(self, t_before: float) -> tuple[float, float]:
         """(lowest, highest) level allowed for a command sent at ``t_before``."""
         refs = self._references(t_before)
-        w = self.max_slew * self.window_s
+        w, s = self._w, self._s
         lo = max(v - w for v in refs)
         hi = min(v + w for v in refs)
-        s = self.max_slew * self.step_s
         lo = max(lo, self.level - s)
         hi = min(hi, self.level + s)
         return lo, hi
