@@ -271,7 +271,13 @@ class SessionWriter:
             t.commit(self._f)
         self._f.flush()
         self._f.close()
-        self._f = h5py.File(self.path, "r+", libver="latest")
+        try:
+            self._f = h5py.File(self.path, "r+", libver="latest")
+        except OSError as exc:
+            if "lock" not in str(exc):
+                raise
+            # another process reads the file (a GUI, `insitu info`): its lock must not stop the recording
+            self._f = h5py.File(self.path, "r+", libver="latest", locking=False)
         if self._f.swmr_mode:  # another handle in this process kept the file open in SWMR mode
             raise RuntimeError(f"{self.path}: cannot add groups while this process also reads the file; "
                                "close readers first or give frame_shape and frame_dtype up front")
@@ -465,19 +471,28 @@ def _write_dict(g: h5py.Group, d: dict) -> None:
 # ---------------------------------------------------------------------------------------------
 # reading
 
-def _open_h5(path: Path) -> tuple[h5py.File, bool]:
-    """Open a session read-only: plain first, then SWMR (a live or killed writer's file)."""
-    try:
-        return h5py.File(path, "r"), False
-    except OSError as first:
+def _open_h5(path: Path, retry_s: float = 1.0) -> tuple[h5py.File, bool]:
+    """Open a session read-only: plain first, then SWMR (a live or killed writer's file).
+
+    A file open for writing outside SWMR (a writer adding groups: milliseconds)
+    is retried for ``retry_s`` before giving up.
+    """
+    t_end = time.monotonic() + retry_s
+    while True:
         try:
-            return h5py.File(path, "r", swmr=True), True
-        except OSError:
-            if "already open for write" in str(first):
-                raise UserError(f"{path}: the file is open for writing outside SWMR (a writer changing its "
-                                f"structure right now, or one that died doing so); if nothing writes it, "
-                                f"'insitu info {path}' repairs it") from None
-            raise UserError(f"{path}: cannot open as HDF5: {first}") from None
+            return h5py.File(path, "r"), False
+        except OSError as first:
+            try:
+                return h5py.File(path, "r", swmr=True), True
+            except OSError:
+                if "already open for write" in str(first) and time.monotonic() < t_end:
+                    time.sleep(0.05)
+                    continue
+                if "already open for write" in str(first):
+                    raise UserError(f"{path}: the file is open for writing outside SWMR (a writer changing its "
+                                    f"structure right now, or one that died doing so); if nothing writes it, "
+                                    f"'insitu info {path}' repairs it") from None
+                raise UserError(f"{path}: cannot open as HDF5: {first}") from None
 
 
 def _rot(x: int, k: int) -> int:
@@ -682,7 +697,7 @@ class Session:
         if self.live and "data" in self._f["/entry/frames"]:
             try:
                 self._f["/entry"].visititems(lambda _n, o: o.refresh() if isinstance(o, h5py.Dataset) else None)
-            except (OSError, RuntimeError, ValueError):
+            except (OSError, RuntimeError, ValueError, KeyError):
                 self._reopen()
         else:
             self._reopen()

@@ -350,3 +350,36 @@ def test_writer_killed_outside_swmr_is_repaired_by_info(tmp_path, capsys):
     assert out.startswith("repaired") and "1 samples" in out and "status:     complete" in out
     with h5py.File(p, "r") as f:  # a plain HDF5 file again
         assert f["entry/bias/current"][0] == 2e-9
+
+
+def test_reader_in_another_process_does_not_stop_the_writer(tmp_path):
+    """A GUI or `insitu info` holding the file open must not break the first frame / set_instrument."""
+    p = tmp_path / "shared.h5"
+    w = SessionWriter(p, start_time_iso=T0)
+    w.write(BiasSample(0.0, 0.0, 0.0, 0.0, False))
+    w.flush()
+    reader = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent("""
+            import sys
+            from insitu.session import open_session
+            s = open_session(sys.argv[1])
+            print(len(s.bias["time"]), s.n_frames, flush=True)
+            sys.stdin.readline()
+            s.refresh()
+            print(len(s.bias["time"]), s.n_frames, flush=True)
+            s.close()
+        """), str(p)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().split() == ["1", "0"]
+        w.write(FrameRecord(0.1, _frame(0), 0.0, 0.0, False, 0.0, 1e-9))  # creates the frames dataset
+        w.set_instrument("source_meter", {"idn": "X"})
+        w.write(BiasSample(0.2, 0.0, 0.0, 0.0, False))
+        w.flush()
+        reader.stdin.write("\n")
+        reader.stdin.flush()
+        assert reader.stdout.readline().split() == ["2", "1"]
+    finally:
+        reader.wait(10)
+    w.close()
+    s = open_session(p)
+    assert s.n_frames == 1 and len(s.bias["time"]) == 2 and s.group("/entry/instrument/source_meter")["idn"] == "X"
