@@ -245,6 +245,19 @@ def _walk(steps, prefix: str, protocol: Protocol, out: list, v: float, rep: str)
     return v
 
 
+def _count(steps, prefix: str) -> int:
+    """Number of flat steps ``steps`` unroll into; ValueError naming the repeat that makes too many."""
+    n = 0
+    for i, st in enumerate(steps):
+        if isinstance(st, RepeatStep):
+            n += st.repeat.times * _count(st.repeat.steps, f"{prefix}[{i}].repeat.steps")
+            if n > MAX_FLAT_STEPS:
+                raise ValueError(f"{prefix}[{i}].repeat.times: more than {MAX_FLAT_STEPS} steps after unrolling")
+        else:
+            n += 1
+    return n
+
+
 def flatten(protocol: Protocol, start_V: float = 0.0) -> list[FlatStep]:
     """The protocol as primitive steps (``repeat`` unrolled), every limit checked.
 
@@ -253,6 +266,7 @@ def flatten(protocol: Protocol, start_V: float = 0.0) -> list[FlatStep]:
     ValueError
         Naming the field that breaks a limit.
     """
+    _count(protocol.steps, "steps")
     out: list[FlatStep] = []
     v = _walk(protocol.steps, "steps", protocol, out, float(start_V), "")
     if v != 0.0:
