@@ -86,6 +86,7 @@ def test_unreadable_file_is_skipped_not_fatal(tmp_path):
     assert src.poll() == []
 
 
+@pytest.mark.slow
 @pytest.mark.real_data
 def test_live_run_records_copied_files_with_bias(real_data, tmp_path):
     """Engine + folder source + session writer: files copied in during the run are frames with their bias."""
@@ -136,3 +137,50 @@ def test_live_run_records_copied_files_with_bias(real_data, tmp_path):
         assert near.min() - 1e-6 <= s.frame_table["bias"][i] <= near.max() + 1e-6
     assert np.all(np.diff(s.frame_table["time"]) > 0.5)
     assert s.frame_table["bias"].max() > 1.0  # frames arrived while biased
+
+
+@pytest.mark.real_data
+def test_insitu_run_with_folder_frames_config(real_data, tmp_path, capsys):
+    """`insitu run --config` with `[frames] driver = "folder"`: files copied in during the run are frames."""
+    pytest.importorskip("insitu.engine")
+    from insitu.cli import main
+    from insitu.session import open_session
+
+    watch = tmp_path / "export"
+    watch.mkdir()
+    (tmp_path / "inst.toml").write_text(
+        '[source_meter]\ndriver = "mock"\nresistance_ohm = 1.0e7\n[beam_blanker]\ndriver = "mock"\n'
+        f'[frames]\ndriver = "folder"\npath = "{watch.as_posix()}"\npattern = "HAADF*"\nsettle_s = 0.15\n')
+    (tmp_path / "p.yaml").write_text(
+        "name: folder-cli\nlimits: {max_voltage: 5, compliance_current: 1.0e-6, max_slew_rate: 2.0}\n"
+        "sample_interval: 0.1\nsteps:\n  - beam: unblank\n  - ramp: {to: 2.0, rate: 1.0}\n"
+        "  - hold: {duration: 1.0}\n  - ramp: {to: 0.0, rate: 2.0}\n")
+
+    def microscope():
+        time.sleep(0.9)
+        shutil.copy(real_data / EMD, watch / "HAADF 1.emd")
+        shutil.copy(real_data / EMD, watch / "BF 1.emd")  # another detector: not matched by the pattern
+        time.sleep(1.5)
+        shutil.copy(real_data / EMD, watch / "HAADF 2.emd.tmp")
+        (watch / "HAADF 2.emd.tmp").rename(watch / "HAADF 2.emd")
+        time.sleep(0.4)
+        shutil.copy(real_data / DM_TIF, watch / "HAADF 3.tif")  # 68x68: not the session's frame size
+
+    th = threading.Thread(target=microscope)
+    th.start()
+    out = tmp_path / "run.h5"
+    try:
+        rc = main(["run", str(tmp_path / "p.yaml"), "--config", str(tmp_path / "inst.toml"), "--out", str(out)])
+    finally:
+        th.join()
+    s = open_session(out)
+    assert rc == 0 and s.status == "complete", capsys.readouterr().err
+    assert s.n_frames == 2 and s.frame_shape == (128, 128)
+    np.testing.assert_array_equal(s.frame(1), read_frames(real_data / EMD).frames[0])
+    assert any(k == "frame" and "68x68" in m for _, k, m in s.events)  # the TIFF stack: kept out, said so
+    t = s.frame_table["time"]
+    assert 1.0 < t[1] - t[0] < 2.0
+    for i in range(2):  # each frame has the bias measured around its time (engine: latest sample at delivery)
+        near = s.bias["voltage"][(s.bias["time"] >= t[i] - 0.1) & (s.bias["time"] <= t[i] + 0.5)]
+        assert near.min() - 1e-6 <= s.frame_table["bias"][i] <= near.max() + 1e-6
+    assert s.frame_table["bias"][0] < 1.8 and s.frame_table["bias"][1] == pytest.approx(2.0, abs=0.05)
