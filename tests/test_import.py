@@ -186,3 +186,28 @@ def test_folder_of_single_velox_images_with_same_second(real_data, tmp_path):
     np.testing.assert_allclose(st.times_s, [0.0, 0.24706, 0.49412], rtol=1e-4)
     assert [s.rsplit("/", 1)[-1] for s in st.sources] == ["HAADF 1.emd", "HAADF 2.emd", "HAADF 10.emd"]
     assert "coarse" in st.meta["time_source"]
+
+
+# file, (frames, ny, nx), pixel size (m), frame times (s) — all from ../shared/data/real/README.md
+README_FACTS = [
+    ("EMDReader_SpectrumImage_Si.emd", (5, 16, 16), 5.302415e-9, [0, 0.0416, 0.0832, 0.1248, 0.1664]),
+    ("fei_emd_image.emd", (1, 512, 512), 5.3024148e-9, [0]),
+    ("STEM HAADF Diffraction Micro.emd", (1, 128, 128), 87.3708e-9, [0]),
+    ("fei_example_tem_stack.emd", (2, 3, 3), 8.1729e-12, [0, 0.8]),
+    ("test_stackbuilder_imagestack.dm3", (3, 2, 16), 0.059983e-6, [0, 1, 2]),  # no time calibration: 1 s
+    ("test_STEM_image.dm3", (1, 68, 68), 0.248538e-9, [0]),
+    ("dmTest_3D_int16_64,65,66.dm4", (66, 65, 64), 2e-12, list(range(66))),
+    ("test_loading_image_saved_with_DM_stack.tif", (2, 68, 68), 0.168674e-6, [0, 2.5]),
+    ("test_loading_image_saved_with_imageJ_stack.tif", (2, 68, 68), 0.16867e-6, [0, 2.5]),
+]
+
+
+@pytest.mark.parametrize("name, shape, pixel_m, times", README_FACTS, ids=[f[0][:24] for f in README_FACTS])
+def test_insitu_import_each_real_file(real_data, tmp_path, name, shape, pixel_m, times):
+    out = tmp_path / "s.h5"
+    assert main(["import", str(real_data / name), "--out", str(out)]) == 0
+    with open_session(out) as s:
+        assert (s.n_frames,) + s.frame_shape == shape
+        assert s.pixel_size_m == pytest.approx(pixel_m, rel=2e-4)
+        np.testing.assert_allclose(s.frame_table["time"], times, atol=1e-3)
+        assert s.status == "complete" and s.frame_table["time"][0] == 0.0  # time 0 is the first frame
