@@ -15,6 +15,8 @@ import numpy as np
 from insitu.errors import UserError
 
 FORMATS = ("hspy", "zspy", "tiff")
+#: sessions with more frame data than this are exported lazily (dask), one frame in memory at a time
+LAZY_ABOVE_BYTES = 512 * 2**20
 
 
 def _is_uniform(t: np.ndarray) -> bool:
@@ -135,7 +137,9 @@ def export_session(session_path, to: str, out, *, overwrite: bool = False) -> li
     if not out.parent.is_dir():
         raise UserError(f"{out.parent}: output folder does not exist")
     with open_session(session_path) as s:
-        sig = session_to_signal(s, uniform_time=True if to == "tiff" else None)
+        n_bytes = s.n_frames * int(np.prod(s.frame_shape or (0,))) * (s.frame_dtype.itemsize if s.frame_dtype else 0)
+        lazy = n_bytes > LAZY_ABOVE_BYTES  # long sessions: frames stream from disk instead of filling memory
+        sig = session_to_signal(s, lazy=lazy, uniform_time=True if to == "tiff" else None)
         if to == "zspy":
             try:
                 import zarr  # noqa: F401
@@ -151,5 +155,5 @@ def export_session(session_path, to: str, out, *, overwrite: bool = False) -> li
             import shutil
 
             shutil.rmtree(out) if out.is_dir() else out.unlink()
-        sig.save(str(out), overwrite=True)
+        sig.save(str(out), overwrite=True, **({} if to == "tiff" else {"show_progressbar": False}))
     return written

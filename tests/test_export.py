@@ -91,3 +91,23 @@ def test_export_refuses_frameless_session(tmp_path, capsys):
     SessionWriter(p, start_time_iso="2026-03-01T10:00:00+01:00").close()
     assert main(["export", str(p), "--to", "hspy", "--out", str(tmp_path / "e.hspy")]) == 1
     assert "no frames" in capsys.readouterr().err
+
+
+def test_large_sessions_export_lazily(session, tmp_path, monkeypatch):
+    import insitu.export as ex
+
+    p, frames = session
+    monkeypatch.setattr(ex, "LAZY_ABOVE_BYTES", 0)  # every session counts as large
+    seen = {}
+    real = ex.session_to_signal
+
+    def spy(*a, **k):
+        seen.update(k)
+        return real(*a, **k)
+
+    monkeypatch.setattr(ex, "session_to_signal", spy)
+    ex.export_session(p, "hspy", tmp_path / "lazy.hspy")
+    assert seen["lazy"] is True
+    back = hs.load(tmp_path / "lazy.hspy")
+    np.testing.assert_array_equal(back.data, np.stack(frames))
+    np.testing.assert_allclose(back.axes_manager.navigation_axes[0].axis, TIMES)
