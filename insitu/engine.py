@@ -371,18 +371,18 @@ class Engine:
             self._set_beam(True, why=f"after {n} frames")
 
     def _set_beam(self, blank: bool, why: str = "") -> None:
-        bl, now = self.instruments.blanker, self.clock.now()
-        self._update_dose(now)
+        bl = self.instruments.blanker
+        self._update_dose(self.clock.now())
         if blank:
             bl.blank()
         else:
             bl.unblank()
-        self.blanked = blank
         now = self.clock.now()
+        self._update_dose(now)       # dose counts until the blank command has been obeyed
+        self.blanked = blank
         if not blank:
             self._unblank_t = self._last_frame_t = now
             self._stalled = False
-        self._dose_t = now
         self._emit(BeamSample(now, blank, 0.0 if blank else self.dose_rate_on))
         self._event("beam", f"beam {'blanked' if blank else 'unblanked'}" + (f" {why}" if why else ""))
         if bl.is_blanked() != blank:
