@@ -106,7 +106,7 @@ class _Table:
         self.columns = columns
         self.pending: list[tuple] = []
 
-    def create(self, f: h5py.File, chunk_rows: int = 1024) -> None:
+    def create(self, f: h5py.File, chunk_rows: int = 1024, start_iso: str = "") -> None:
         g = f[self.group_path]
         for name, (dtype, units) in self.columns.items():
             dt = np.dtype(dtype)
@@ -115,6 +115,8 @@ class _Table:
                                   chunks=(chunk_rows,), fillvalue=fill)
             if units:
                 ds.attrs["units"] = units
+            if name == "time" and start_iso:
+                ds.attrs["start"] = start_iso  # NeXus NXlog: times are relative to this
 
     def pad_if_empty(self, f: h5py.File) -> None:
         """Give an empty log one placeholder row (time NaN, which readers drop).
@@ -230,7 +232,7 @@ class SessionWriter:
         for name, cls in (("bias", "NXlog"), ("beam", "NXlog"), ("events", "NXcollection"), ("frames", "NXdata")):
             entry.create_group(name).attrs["NX_class"] = cls
         for t in self._tables.values():
-            t.create(f, chunk_rows=256 if t.group_path.endswith("frames") else 1024)
+            t.create(f, chunk_rows=256 if t.group_path.endswith("frames") else 1024, start_iso=start_time_iso)
         fr = entry["frames"]
         fr.attrs["signal"] = "data"
         fr.attrs["interpretation"] = "image"

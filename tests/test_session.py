@@ -68,6 +68,7 @@ def test_round_trip_layout_and_values(tmp_path):
         assert fr.attrs["interpretation"] == "image" and list(fr.attrs["axes"]) == ["time", "y", "x"]
         assert fr["data"].chunks == (1, 8, 12) and fr["data"].dtype == np.uint16
         assert e["bias/current"].attrs["units"] == "A" and e["bias/time"].attrs["units"] == "s"
+        assert e["bias/time"].attrs["start"] == T0 and e["frames/time"].attrs["start"] == T0
         assert fr["pixel_size"].attrs["units"] == "m"
         np.testing.assert_allclose(fr["x"][:3], [0, 2.5e-9, 5e-9])
 
