@@ -652,6 +652,13 @@ class Session:
         return float(max(ts)) if ts else 0.0
 
     @property
+    def t_first_s(self) -> float:
+        """First recorded time (any record), in s since start (0 when nothing was recorded)."""
+        ts = [a[0] for a in (self.bias["time"], self.beam["time"], self.frame_table["time"]) if len(a)]
+        ts += [self.events[0][0]] if self.events else []
+        return float(min(ts)) if ts else 0.0
+
+    @property
     def protocol_name(self) -> str:
         import yaml
 

@@ -23,6 +23,8 @@ def recorded(tmp_path):
     p = tmp_path / "rec.h5"
     rng = np.random.default_rng(7)
     with SessionWriter(p, start_time_iso="2026-03-01T10:00:00+01:00", protocol_text="name: r\n") as w:
+        w.set_instrument("source_meter", {"idn": "MOCK"})
+        w.write_group("/entry/sample/truth/seeds", {"x_px": np.array([1.5, 2.5])}, {"n": 2})
         w.write(EventRecord(0.0, "start", "go"))
         w.write(BeamSample(0.0, False, 5.0))
         for k in range(21):
@@ -85,6 +87,9 @@ def test_replay_cli_writes_identical_frames(recorded, tmp_path):
     for k in a.bias:
         np.testing.assert_array_equal(a.bias[k], b.bias[k])
     assert a.events == b.events and b.protocol_text == a.protocol_text
+    assert b.group("/entry/sample/truth/seeds")["x_px"].tolist() == [1.5, 2.5]  # ground truth comes along
+    assert b.group("/entry/instrument/source_meter")["idn"] == "MOCK"
+    assert b.group("/entry/instrument/replay")["speed"] == 10.0
     assert main(["replay", str(recorded), "--out", str(out), "--quiet"]) == 1  # exists
 
 

@@ -47,7 +47,8 @@ def summary_lines(s, list_events: bool = False) -> list[str]:
     lines.append(f"protocol:   {s.protocol_name or '(none)'}")
     lines.append(f"started:    {s.start_time}" + (f"   ended: {s.end_time}" if s.end_time else ""))
     lines.append(f"program:    {s.program} {s.version}".rstrip())
-    lines.append(f"duration:   {s.duration_s:.1f} s")
+    t0, t1 = s.t_first_s, s.duration_s
+    lines.append(f"duration:   {t1 - t0:.1f} s" + (f" (records from t = {t0:.1f} to {t1:.1f} s)" if abs(t0) > 0.05 else ""))
     b = s.bias
     n = len(b["time"])
     if n:

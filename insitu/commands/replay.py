@@ -50,6 +50,24 @@ class _Progress:
                 self.stream.flush()
 
 
+def _copy_context(src_path, dst_path) -> None:
+    """Copy the original's instrument groups and /entry/sample (e.g. ground truth) into the replayed file."""
+    import h5py
+
+    from insitu.session import _open_h5
+
+    src, _ = _open_h5(src_path)
+    try:
+        with h5py.File(dst_path, "r+") as dst:
+            for name, obj in src["/entry/instrument"].items():
+                if name not in dst["/entry/instrument"]:
+                    src.copy(obj, dst["/entry/instrument"], name=name)
+            if "sample" in src["/entry"] and "sample" not in dst["/entry"]:
+                src.copy(src["/entry/sample"], dst["/entry"], name="sample")
+    finally:
+        src.close()
+
+
 def run(args) -> int:
     from insitu.errors import UserError
 
@@ -102,6 +120,7 @@ def run(args) -> int:
             sys.stderr.write("\n")
         if writer is not None:
             writer.close("complete" if outcome == "complete" else "aborted")
+            _copy_context(args.session, args.out)
         msg = f"replayed {player.n_emitted} records ({player.session.n_frames} frames, {player.duration_s:.1f} s " \
               f"recorded) at {args.speed:g}×: {outcome}"
         if writer is not None:
