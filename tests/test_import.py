@@ -211,3 +211,18 @@ def test_insitu_import_each_real_file(real_data, tmp_path, name, shape, pixel_m,
         assert s.pixel_size_m == pytest.approx(pixel_m, rel=2e-4)
         np.testing.assert_allclose(s.frame_table["time"], times, atol=1e-3)
         assert s.status == "complete" and s.frame_table["time"][0] == 0.0  # time 0 is the first frame
+
+
+def test_import_bias_log_against_frames_without_clock(real_data, tmp_path, capsys):
+    tif = str(real_data / "test_loading_image_saved_with_DM_stack.tif")  # a DM TIFF export has no date
+    log = str(real_data / "protochips_electrical.csv")
+    out = tmp_path / "s.h5"
+    assert main(["import", tif, "--out", str(out), "--bias-log", log]) == 1
+    err = capsys.readouterr().err
+    assert "the frames carry no absolute time" in err and "--bias-offset-s" in err and not out.exists()
+    assert main(["import", tif, "--out", str(out), "--bias-log", log, "--bias-offset-s", "1.0"]) == 0
+    s = open_session(out)
+    lg = read_bias_log(log)
+    # frame 1 is at 2.5 s, i.e. 1.5 s into the log
+    assert s.frame_table["bias"][1] == pytest.approx(np.interp(1.5, lg.time_s, lg.voltage_V))
+    assert s.frame_table["bias"][0] != s.frame_table["bias"][0]  # frame 0 (t=0) is before the log: NaN
