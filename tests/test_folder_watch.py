@@ -135,7 +135,7 @@ def test_live_run_records_copied_files_with_bias(real_data, tmp_path):
         window = (s.bias["time"] >= t - 0.1) & (s.bias["time"] <= t + 0.15 + 0.3)
         near = s.bias["voltage"][window]
         assert near.min() - 1e-6 <= s.frame_table["bias"][i] <= near.max() + 1e-6
-    assert np.all(np.diff(s.frame_table["time"]) > 0.5)
+    assert np.all(np.diff(s.frame_table["time"]) >= 0)  # in order (two files may be seen in one poll)
     assert s.frame_table["bias"].max() > 1.0  # frames arrived while biased
 
 
