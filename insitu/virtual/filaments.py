@@ -17,7 +17,9 @@ it encodes the story of Ding et al. 2023 (DOMAIN.md), not a first-principles the
   electrons to the neighbouring boundaries (P4 first, then P5/P6 of the paper).
 * **Nucleation** is a Poisson process in the forward charge ``Q`` (C) that has
   passed through the specimen: a site's hazard per coulomb is
-  ``k * drive * supply / charge_scale_C``. GB sites first need an incubation charge
+  ``k * drive * supply / (norm * charge_scale_C)``, with ``norm`` the sum of
+  ``drive * supply`` over the sites of its kind at start-up, so ``k_interface`` and
+  ``k_gb`` are expected nucleations per ``charge_scale_C`` on any specimen. GB sites first need an incubation charge
   (``gb_incubation``): Na must pile up at the blocking boundary, so interface seeds
   come first.
 * **Growth** with charge: a seed's radius goes from ``r0_px`` to ``r_max_px`` as
@@ -50,12 +52,12 @@ class FilamentParams:
     right_margin_px: float = 24.0     #: no interface sites this close to the Na-source electrode
     interface_depth_px: float = 4.0   #: interface sites sit this far below the Au(Pt) edge
     charge_scale_C: float = 1.5e-4    #: the charge over which nucleation and growth happen
-    k_interface: float = 0.9          #: interface hazard per charge_scale for drive = supply = 1
-    k_gb: float = 6.0                 #: GB hazard per charge_scale for drive = supply = 1
+    k_interface: float = 2.5          #: expected interface nucleations per charge_scale (fresh specimen)
+    k_gb: float = 4.0                 #: expected GB nucleations per charge_scale (after incubation, initial supply)
     interface_drive_power: float = 1.0
     gb_drive_power: float = 2.0
-    gb_incubation: float = 0.5        #: forward charge (in charge_scale) before GB sites can nucleate
-    supply_length_px: float = 25.0    #: decay length of electron supply along the GB network
+    gb_incubation: float = 0.6        #: forward charge (in charge_scale) before GB sites can nucleate
+    supply_length_px: float = 60.0    #: decay length of electron supply along the GB network
     r0_px: float = 2.0                #: radius of a new seed
     r_max_px: float = 4.5             #: radius a seed grows towards
     q_grow: float = 0.6               #: growth charge (in charge_scale) for 63 % of the radius gain
@@ -81,6 +83,7 @@ class Seed:
     q: float = 0.0       # growth charge (C, drive-weighted)
     q_peak: float = 0.0
     first_frame: int = -1  # index of the first delivered frame that showed it
+    first_seen_s: float = float("nan")  # time of that frame
 
     def radius_px(self, p: FilamentParams) -> float:
         """Radius in px from the growth charge."""
@@ -215,6 +218,9 @@ class FilamentModel:
         self.q_reverse = 0.0     # C
         self._supply = None
         self._update_supply()
+        # normalise so that k_* are expected nucleations per charge_scale whatever the specimen
+        w = sites.drive * self._supply
+        self._norm = np.array([max(float(w[sites.kind == k].sum()), 1e-12) for k in (0, 1)])
 
     # -- electron supply ----------------------------------------------------
     def _filament_mask(self) -> np.ndarray:
@@ -245,7 +251,7 @@ class FilamentModel:
     def hazard_per_C(self) -> np.ndarray:
         """Nucleation hazard per coulomb of forward charge, per site (0 where unavailable)."""
         s, p = self.sites, self.p
-        k = np.where(s.kind == 0, p.k_interface, p.k_gb)
+        k = np.where(s.kind == 0, p.k_interface / self._norm[0], p.k_gb / self._norm[1])
         h = k * s.drive * self._supply / p.charge_scale_C
         if p.gb_incubation > 0:
             ramp = min(1.0, max(0.0, (self.q_forward / p.charge_scale_C - p.gb_incubation) / p.gb_incubation))

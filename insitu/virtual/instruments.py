@@ -26,6 +26,11 @@ from insitu.drivers.mock import MockBeamBlanker, MockSourceMeter
 from insitu.instruments import Instruments
 
 
+#: frame rate when the config does not set ``frames.rate_hz``: one HAADF frame every 25 s
+#: (≈ 150 frames over the 1-h paper protocol; below the protocols' 30-s frame-stall limit)
+DEFAULT_RATE_HZ = 1.0 / 25.0
+
+
 class VirtualSourceMeter(MockSourceMeter):
     """Source-meter whose load is the virtual specimen.
 
@@ -184,7 +189,8 @@ def open_virtual_instruments(config, clock: Clock, seed: int = 0, *, specimen=No
     Parameters
     ----------
     config : InstrumentsConfig
-        ``frames.rate_hz`` sets the frame rate; ``beam.probe_current_A`` the probe current.
+        ``frames.rate_hz`` sets the frame rate (frames per experiment second; when the
+        config does not set it, :data:`DEFAULT_RATE_HZ`); ``beam.probe_current_A`` the probe current.
     clock : Clock
         Shared by everything (``time_scale`` accelerates the whole experiment).
     seed : int
@@ -204,7 +210,9 @@ def open_virtual_instruments(config, clock: Clock, seed: int = 0, *, specimen=No
         if config is not None:
             params.haadf.probe_current_A = float(config.beam.probe_current_A)
         specimen = VirtualSpecimen(seed=seed, params=params)
-    rate = float(config.frames.rate_hz) if config is not None else 1.0
+    rate = DEFAULT_RATE_HZ
+    if config is not None and "rate_hz" in config.frames.model_fields_set:
+        rate = float(config.frames.rate_hz)
     sm = VirtualSourceMeter(specimen, clock)
     blanker = VirtualBeamBlanker(clock)
     frames = VirtualFrameSource(specimen, clock, blanker=blanker, rate_hz=rate)

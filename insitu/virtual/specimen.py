@@ -317,6 +317,7 @@ class VirtualSpecimen:
             for s in self.model.seeds:
                 if s.first_frame < 0:
                     s.first_frame = idx
+                    s.first_seen_s = float(t_s)
             self.frames_delivered += 1
             self.frame_times.append(float(t_s))
             hp = self.params.haadf
@@ -332,18 +333,34 @@ class VirtualSpecimen:
         return self.scene.pixel_size_m
 
     # -- ground truth -------------------------------------------------------------------------------
-    def truth(self) -> dict:
-        """Seeds that were seen in at least one delivered frame: arrays x_px, y_px, first_frame, ...
+    def truth(self, recorded_times=None) -> dict:
+        """Seeds seen in at least one frame: arrays ``x_px, y_px, first_frame`` (+ diagnostics).
 
-        ``x_px``/``y_px`` are in first-frame pixel coordinates.
+        Without ``recorded_times`` the frame indices and the first-frame coordinates refer to the
+        frames this specimen delivered. With ``recorded_times`` (the times of the frames that were
+        actually recorded, s) they refer to the recorded series: a recorder may drop a delivered
+        frame (e.g. one scanned just before the beam was blanked).
         """
         with self._lock:
             seen = [s for s in self.model.seeds if s.first_frame >= 0]
             p = self.model.p
+            first = np.array([s.first_frame for s in seen], np.int64)
+            x = np.array([s.x for s in seen], float)
+            y = np.array([s.y for s in seen], float)
+            if recorded_times is not None:
+                rt = np.asarray(recorded_times, float)
+                t_seen = np.array([s.first_seen_s for s in seen], float)
+                first = np.searchsorted(rt, t_seen - 1e-9, side="left").astype(np.int64)
+                keep = first < rt.size              # never recorded: not in the truth
+                seen = [s for s, k in zip(seen, keep) if k]
+                first, x, y = first[keep], x[keep], y[keep]
+                if rt.size:
+                    dx, dy = self.frame_drift_px(float(rt[0]))
+                    x, y = x + dx, y + dy
             return {
-                "x_px": np.array([s.x for s in seen], float),
-                "y_px": np.array([s.y for s in seen], float),
-                "first_frame": np.array([s.first_frame for s in seen], np.int64),
+                "x_px": x,
+                "y_px": y,
+                "first_frame": first,
                 "t_nucleation_s": np.array([s.t_nucleation_s for s in seen], float),
                 "kind": np.array([s.kind for s in seen], dtype="S9"),
                 "grain_a": np.array([s.grains[0] for s in seen], np.int64),
@@ -351,9 +368,20 @@ class VirtualSpecimen:
                 "radius_px": np.array([s.radius_px(p) for s in seen], float),
             }
 
+    @staticmethod
+    def _recorded_frame_times(writer):
+        """Times of the frames a SessionWriter has recorded (None when it cannot tell)."""
+        try:
+            writer.flush()
+            with writer._lock:
+                n = int(writer.n_frames)
+                return np.asarray(writer._f["/entry/frames/time"][:n], float)
+        except Exception:
+            return None
+
     def write_truth(self, writer) -> None:
         """Write ``/entry/sample/truth/seeds`` and ``/entry/sample/microstructure`` through a SessionWriter."""
-        t = self.truth()
+        t = self.truth(self._recorded_frame_times(writer))
         attrs = {"seed": self.seed, "coordinates": "first-frame pixels, centres at integers",
                  "contrast": "brighter (Na adds projected mass)", "frames_delivered": self.frames_delivered,
                  "shorted": bool(self.shorted)}
@@ -379,3 +407,46 @@ class VirtualSpecimen:
             return
         with writer._lock:
             restructure(change)
+
+
+def run_timeline(specimen: VirtualSpecimen, timeline, frame_period_s: float = 25.0, on_frame=None,
+                 dt_s: float = 1.0) -> int:
+    """Drive ``specimen`` through an expanded protocol without an engine (offline, fast).
+
+    Ramps are applied as ``dt_s`` staircases; a frame is rendered every ``frame_period_s``
+    while the segment is unblanked and passed to ``on_frame(frame, time_s)``. Used by
+    tests and benchmarks; real runs go through :class:`insitu.engine.Engine`.
+
+    Parameters
+    ----------
+    specimen : VirtualSpecimen
+    timeline : insitu.protocol.Timeline (``expand(protocol)``)
+    frame_period_s : float
+    on_frame : callable(frame, time_s), optional
+    dt_s : float
+
+    Returns
+    -------
+    int
+        Number of frames rendered.
+    """
+    n = 0
+    t_frame = frame_period_s
+    for seg in timeline.segments:
+        t0, t1 = float(seg.t_start_s), float(seg.t_end_s)
+        t = t0
+        while t < t1 - 1e-9:
+            te = min(t1, t + dt_s)
+            tm = 0.5 * (t + te)
+            f = (tm - t0) / (t1 - t0) if t1 > t0 else 1.0
+            specimen.set_drive(t, seg.v_start_V + f * (seg.v_end_V - seg.v_start_V))
+            while t_frame <= te:
+                if not seg.blanked:
+                    fr = specimen.frame(t_frame)
+                    n += 1
+                    if on_frame is not None:
+                        on_frame(fr, t_frame)
+                t_frame += frame_period_s
+            t = te
+    specimen.set_drive(timeline.duration_s, 0.0)
+    return n
