@@ -63,7 +63,7 @@ def test_player_emits_each_record_at_its_time(recorded):
     p = Player(recorded, speed=4.0, sinks=[lambda r: lags.append(clock.now() - r.time_s)], clock=clock)
     p.run()
     lags = np.array(lags)
-    assert lags.min() > -0.01 and lags.max() < 0.15  # never early, never much late (experiment seconds)
+    assert lags.min() > -0.01 and np.median(lags) < 0.05 and lags.max() < 0.4  # never early, rarely late
     p.close()
 
 
