@@ -2,8 +2,9 @@
 
 Layout (binding, see DESIGN.md)::
 
-    /entry                 NXentry: start_time, end_time, program, version, protocol (YAML),
-                           instruments (TOML), status (running | complete | aborted | fault)
+    /entry                 NXentry: start_time, end_time, program, version (also NeXus
+                           program_name@version), protocol (YAML), instruments (TOML),
+                           status (running | complete | aborted | fault)
     /entry/instrument/<n>  NXcollection per instrument: identity, settings found / set
     /entry/bias            NXlog: time (s), setpoint (V), voltage (V), current (A), compliance
     /entry/beam            NXlog: time (s), blanked, dose_rate (e/Å²/s)
@@ -223,7 +224,9 @@ class SessionWriter:
                              dtype=h5py.string_dtype("utf-8", _ISO_LEN))
         entry.create_dataset("end_time", data=b"", dtype=h5py.string_dtype("utf-8", _ISO_LEN))
         entry.create_dataset("status", data=b"running", dtype=h5py.string_dtype("utf-8", _STATUS_LEN))
-        entry.create_dataset("program_name", data=program)
+        entry.create_dataset("program", data=program)          # DESIGN.md names
+        entry.create_dataset("version", data=__version__)
+        entry.create_dataset("program_name", data=program)     # the NeXus name, with @version
         entry["program_name"].attrs["version"] = __version__
         entry.create_dataset("protocol", data=protocol_text or "")
         entry.create_dataset("instruments", data=instruments_text or "")
@@ -611,8 +614,8 @@ class Session:
         self.start_time = _text(e["start_time"][()])
         self.end_time = _text(e["end_time"][()]) or None
         self.status = _text(e["status"][()])
-        self.program = _text(e["program_name"][()]) if "program_name" in e else ""
-        self.version = _text(e["program_name"].attrs.get("version", "")) if "program_name" in e else ""
+        self.program = _text(e["program"][()]) if "program" in e else ""
+        self.version = _text(e["version"][()]) if "version" in e else ""
         self.protocol_text = _text(e["protocol"][()]) if "protocol" in e else ""
         self.instruments_text = _text(e["instruments"][()]) if "instruments" in e else ""
         self.bias = self._table(e["bias"], BIAS_COLUMNS)

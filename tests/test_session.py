@@ -62,6 +62,8 @@ def test_round_trip_layout_and_values(tmp_path):
     with h5py.File(p, "r") as f:  # a closed session is a plain HDF5 file
         e = f["entry"]
         assert e.attrs["NX_class"] == "NXentry"
+        assert e["program"][()] == b"insitu" and e["version"][()].decode() and e["status"][()] == b"aborted"
+        assert e["protocol"][()].decode().startswith("name: demo")
         assert e["bias"].attrs["NX_class"] == "NXlog" and e["beam"].attrs["NX_class"] == "NXlog"
         fr = e["frames"]
         assert fr.attrs["NX_class"] == "NXdata" and fr.attrs["signal"] == "data"
