@@ -174,8 +174,9 @@ class DifferentialImager:
             stack[i][sl] = a[sl]
         ok = np.isfinite(stack).all(axis=0)
         med = np.median(stack, axis=0)
-        # brightness may differ slightly between the frames: keep the level of the latest
         self.reference[ok] = med[ok]
+        # where not every first frame saw the specimen, start afresh from the next frame that does
+        self.seen &= ok
         self._init_frames = []
 
     def update(self, frame: np.ndarray, dx: float, dy: float) -> np.ndarray | None:

@@ -142,7 +142,7 @@ class LiveAnalyzer:
             cands = find_candidates(z, self.threshold, self.low, region=self._imager.last_valid)
             new = self.tracker.update(k, time_s, cands)
         # refresh the registration reference from the running (drift-corrected) reference
-        if k > 0 and k % self.ref_every == 0:
+        if k == self._imager.n_init - 1 or (k > 0 and k % self.ref_every == 0):
             ref = self._imager.reference[self._crop]
             seen = self._imager.seen[self._crop]
             if not seen.all():

@@ -18,10 +18,23 @@ import scipy.fft as sfft
 __all__ = ["phase_shift", "PhaseCorrelator", "fourier_shift"]
 
 
-def _hann2d(shape) -> np.ndarray:
-    wy = np.hanning(shape[0]).astype(np.float32)
-    wx = np.hanning(shape[1]).astype(np.float32)
-    return wy[:, None] * wx[None, :]
+def _tukey(n: int, alpha: float) -> np.ndarray:
+    """Tukey window: flat in the middle, cosine tapers over ``alpha/2`` of the length on each side."""
+    if n < 3 or alpha <= 0:
+        return np.ones(n)
+    x = np.linspace(0.0, 1.0, n)
+    w = np.ones(n)
+    a = alpha / 2.0
+    lo = x < a
+    hi = x > 1 - a
+    w[lo] = 0.5 * (1 - np.cos(np.pi * x[lo] / a))
+    w[hi] = 0.5 * (1 - np.cos(np.pi * (1 - x[hi]) / a))
+    return w
+
+
+def _window2d(shape, alpha: float = 0.5) -> np.ndarray:
+    """Separable Tukey window: every pixel of the central region counts equally, edges taper to 0."""
+    return (_tukey(shape[0], alpha)[:, None] * _tukey(shape[1], alpha)[None, :]).astype(np.float32)
 
 
 def _upsampled_idft(half: np.ndarray, nx: int, region: int, factor: int, offset) -> np.ndarray:
@@ -43,6 +56,23 @@ def _upsampled_idft(half: np.ndarray, nx: int, region: int, factor: int, offset)
     return (ker_y @ half @ ker_x).real
 
 
+def _median3_rows(a: np.ndarray, k: float = 3.0) -> np.ndarray:
+    """Clip pixels that stand out from both vertical neighbours by more than k·σ (scan glitches).
+
+    σ is a robust estimate of the pixel noise; ordinary pixels are left exactly as they are, so the
+    subpixel accuracy is kept.
+    """
+    up = np.empty_like(a)
+    dn = np.empty_like(a)
+    up[1:], up[0] = a[:-1], a[0]
+    dn[:-1], dn[-1] = a[1:], a[-1]
+    sub = (a - 0.5 * (up + dn))[::3, ::3]
+    sigma = 1.4826 * float(np.median(np.abs(sub - np.median(sub)))) + 1e-12
+    lo = np.minimum(up, dn) - k * sigma
+    hi = np.maximum(up, dn) + k * sigma
+    return np.clip(a, lo, hi)
+
+
 class PhaseCorrelator:
     """Reusable phase correlation for images of one shape (caches the window and weights).
 
@@ -52,6 +82,10 @@ class PhaseCorrelator:
     upsample : subpixel resolution 1/upsample px.
     lowpass : relative cut-off (fraction of Nyquist) of a Gaussian weight on the whitened
         cross-power spectrum; suppresses noise-dominated high frequencies.
+    whiten : exponent p of the normalisation cross / |cross|^p (1 = pure phase correlation,
+        0 = plain cross-correlation); 0.5 is a good compromise for noisy frames.
+    despeckle : take the median of each pixel and its vertical neighbours first, so a
+        one-line scan glitch (a bright streak) does not pull the shift.
 
     Example
     -------
@@ -65,12 +99,13 @@ class PhaseCorrelator:
     """
 
     def __init__(self, shape, upsample: int = 20, lowpass: float = 0.3, whiten: float = 0.5,
-                 workers: int = 2):
+                 despeckle: bool = True, workers: int = 2):
         self.shape = tuple(int(s) for s in shape)
+        self.despeckle = bool(despeckle)
         self.whiten = float(whiten)
         self.upsample = int(upsample)
         self.workers = workers
-        self.window = _hann2d(self.shape)
+        self.window = _window2d(self.shape)
         ky = sfft.fftfreq(self.shape[0])[:, None]
         kx = sfft.rfftfreq(self.shape[1])[None, :]
         self.weight = np.exp(-((ky ** 2 + kx ** 2) / (0.5 * lowpass) ** 2)).astype(np.float32)
@@ -82,6 +117,8 @@ class PhaseCorrelator:
         which would otherwise pull the vertical shift towards the reference's rows.
         """
         a = np.asarray(img, np.float32)
+        if self.despeckle and a.shape[0] >= 3:
+            a = _median3_rows(a)
         a = (a - a.mean(axis=1, keepdims=True)) * self.window
         return sfft.rfft2(a, workers=self.workers)
 
