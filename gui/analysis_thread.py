@@ -21,10 +21,15 @@ class AnalysisThread(threading.Thread):
     analyzer : object with ``feed(frame, time_s)``, optional
         Default: :class:`insitu.analysis.pipeline.LiveAnalyzer`.
 
+    max_rate_hz : float
+        At most this many frames analysed per wall second (the newest is
+        taken each time), so that an accelerated mock run does not starve
+        the engine thread of the interpreter lock.
+
     A daemon thread: it holds nothing that needs a safe stop.
     """
 
-    def __init__(self, frames: LatestSlot, analyzer=None):
+    def __init__(self, frames: LatestSlot, analyzer=None, *, max_rate_hz: float = 4.0):
         super().__init__(name="insitu-live-analysis", daemon=True)
         if analyzer is None:
             from insitu.analysis.pipeline import LiveAnalyzer
@@ -39,15 +44,24 @@ class AnalysisThread(threading.Thread):
         self.error: str | None = None
         self.n_fed = 0
         self._shape = None
+        self.min_interval_s = 1.0 / max_rate_hz if max_rate_hz > 0 else 0.0
 
     def run(self) -> None:
+        import time
+
+        last = 0.0
         while not self._stop.is_set():
+            wait = last + self.min_interval_s - time.monotonic()
+            if wait > 0:
+                self._stop.wait(wait)
+                continue
             rec = self.frames.take()
             if rec is None:
                 self._stop.wait(0.02)
                 continue
             if self._shape is not None and rec.data.shape != self._shape:
                 continue  # a different series (should not happen within a run)
+            last = time.monotonic()
             try:
                 res = self.analyzer.feed(rec.data, rec.time_s)
             except Exception as exc:  # analysis must never take the GUI down

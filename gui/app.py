@@ -118,9 +118,15 @@ class MainWindow(QtWidgets.QMainWindow):
         self.last_record_time = 0.0
         self.dose = 0.0
         self._got_progress = False
+        self._held = False               # the engine holds on its own (e.g. frame stall)
         self._tick_count = 0
-        self._plot_every = max(1, round(100 / tick_ms))      # plots redrawn at ~10 Hz
+        # redraw budget: the GUI thread shares the interpreter lock with the engine thread
+        self._plot_every = max(1, round(250 / tick_ms))      # plots redrawn at ~4 Hz
+        self._panel_every = max(1, round(200 / tick_ms))     # readouts and progress at ~5 Hz
         self._status_every = max(1, round(1000 / tick_ms))   # status bar at ~1 Hz
+        self._pending_bias = None
+        self._pending_prog = None
+        self._pending_dose = False
 
         self.setWindowTitle(f"insitu — {self._mode_name()}")
         self.image = LiveImageView()
@@ -181,6 +187,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.status.set_instruments(backend.identities)
         self.status.set_session(backend.session_path, "replaying" if backend.kind == "replay" else "session")
 
+        self._overlay_loader = None
+        self._overlay_state = "none"     # none | loading | done | failed
+        self.image.overlay_requested = self._request_overlays
+
         self.timer = QtCore.QTimer(self)
         self.timer.setInterval(tick_ms)
         self.timer.timeout.connect(self._tick)
@@ -207,6 +217,8 @@ class MainWindow(QtWidgets.QMainWindow):
             text = f"FINISHED: {self.thread.outcome.upper()}"
         if b.kind == "replay" and self.state == "stopping":
             text = "STOPPING"
+        if self.state == "running" and self._held:
+            text, colours = "RUNNING — HOLDING (protocol clock paused)", dict(colours, running="#ffcf7a")
         self.header.setText(f"<span style='color:{colours[self.state]}'>● {text}</span>"
                             f"<span style='color:#8a8fa0; font-size:10pt'>   {self._mode_name()}</span>")
 
@@ -314,23 +326,21 @@ class MainWindow(QtWidgets.QMainWindow):
                     self.plots.add_marker(r.time_s, r.kind, r.message)
         if bt:
             self.plots.add_samples(bt, bs, bv, bi)
-            self.panel.set_bias(last_bias.setpoint_V, last_bias.voltage_V, last_bias.current_A, last_bias.compliance)
+            self._pending_bias = last_bias
             self.last_record_time = max(self.last_record_time, bt[-1])
         if n_frames:
             self.in_rate.tick(n_frames)
-            self.panel.set_dose(self.dose)
+            self._pending_dose = True
         if last_prog is not None and self.backend.kind != "replay":  # replay: progress from the record times
             self._got_progress = True
-            self.panel.set_progress(last_prog)
-        elif not self._got_progress and self.state in ("running", "paused", "stopping") and recs:
-            self._synth_progress()
+            self._pending_prog = last_prog
 
         frame = self.queue.frames.take()
         if frame is not None:
             self.image.show_frame(frame)
             self.shown_rate.tick()
             self.dose = frame.dose
-            self.panel.set_dose(self.dose)
+            self._pending_dose = True
         if self.analysis is not None:
             res = self.analysis.results.take()
             if res is not None:
@@ -339,16 +349,21 @@ class MainWindow(QtWidgets.QMainWindow):
                 t0 = getattr(seed, "first_time_s", t)
                 self.plots.add_marker(float(t0), "seed", f"seed {getattr(seed, 'id', '')}")
 
+        if self._tick_count % self._panel_every == 0:
+            self._update_panel()
         if self._tick_count % self._plot_every == 0:
             self.plots.refresh()
         if self._tick_count % self._status_every == 0:
             self._update_status()
+        if self._tick_count % self._plot_every == 0:
+            self._poll_overlays()
 
         th = self.thread
         if th is not None and th.outcome is not None and not th.is_alive() and not self._outcome_shown:
             self._outcome_shown = True
             if self.queue:  # pick up the very last records first
                 self._drain()
+            self._update_panel()
             self.plots.refresh()
             msg = f"{th.kind} ended: {th.outcome}" + (f" — {th.message}" if th.message else "")
             self.panel.log_event(self.last_record_time, "end" if th.outcome == "complete" else "abort", msg)
@@ -358,6 +373,26 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.analysis.stop()
             if self._closing:
                 self.close()
+
+    def _update_panel(self) -> None:
+        """Apply the newest readouts and progress (throttled: numbers change faster than eyes read)."""
+        b = self._pending_bias
+        if b is not None:
+            self._pending_bias = None
+            self.panel.set_bias(b.setpoint_V, b.voltage_V, b.current_A, b.compliance)
+        if self._pending_dose:
+            self._pending_dose = False
+            self.panel.set_dose(self.dose)
+        p = self._pending_prog
+        if p is not None:
+            self._pending_prog = None
+            self.panel.set_progress(p)
+            held = bool(p.paused) and self.state == "running"
+            if held != self._held:
+                self._held = held
+                self._update_buttons()
+        elif not self._got_progress and self.state in ("running", "paused", "stopping") and self.last_record_time:
+            self._synth_progress()
 
     def _synth_progress(self) -> None:
         """Elapsed/remaining from record times when the source sends no ProgressRecord (replay)."""
@@ -378,6 +413,58 @@ class MainWindow(QtWidgets.QMainWindow):
                                                max(rem, 0.0) if np.isfinite(rem) else 0.0))
         if not np.isfinite(rem):
             self.panel.r_time.set(f"{format_duration(elapsed)} / —")
+
+    # ------------------------------------------------------------------ overlays
+    def _overlay_source(self):
+        """A callable giving (microstructure, gb_table or None, note), or None when not available (yet)."""
+        b = self.backend
+        if b.kind == "engine":
+            spec = getattr(getattr(b, "instruments", None), "specimen", None)
+            if spec is None or getattr(spec, "microstructure", None) is None:
+                return None
+            sim = getattr(spec, "simulation", None)
+            return lambda: (spec.microstructure, getattr(sim, "gb_table", None),
+                            "GB jumps from the virtual specimen's transport simulation")
+        if b.kind == "replay":
+            from .overlays import microstructure_from_session
+
+            path = b.session_path
+            return lambda: (microstructure_from_session(path), None, "")
+        return None
+
+    def _request_overlays(self) -> None:
+        if self._overlay_state in ("loading", "done", "failed"):
+            return
+        src = self._overlay_source()
+        if src is None:
+            if self.state == "idle" and self.backend.kind == "engine":
+                if not getattr(self, "_overlay_hint", False):
+                    self._overlay_hint = True
+                    self.panel.log_event(0.0, "info", "overlays appear once the run has started")
+            else:
+                self._overlay_state = "failed"
+                self.panel.log_event(self.last_record_time, "info", "no microstructure: GB/electrode overlays "
+                                                                    "are not available for this source")
+            return
+        from .overlays import OverlayLoader
+
+        self._overlay_state = "loading"
+        self._overlay_loader = OverlayLoader(src)
+        self._overlay_loader.start()
+
+    def _poll_overlays(self) -> None:
+        ld = self._overlay_loader
+        if ld is not None and not ld.is_alive():
+            self._overlay_loader = None
+            if ld.result is not None:
+                self.image.set_overlay(ld.result)
+                self._overlay_state = "done"
+            else:
+                self._overlay_state = "failed"
+                self.panel.log_event(self.last_record_time, "info", f"overlays not available: {ld.error}")
+        elif self._overlay_state == "none" and (self.image.gb_box.isChecked() or self.image.el_box.isChecked()) \
+                and self._overlay_source() is not None:
+            self._request_overlays()
 
     def _update_status(self) -> None:
         self.status.set_instruments(self.backend.identities)
@@ -447,6 +534,9 @@ def make_app(argv=None) -> QtWidgets.QApplication:
         app = QtWidgets.QApplication(list(argv or sys.argv[:1]))
     apply_dark_theme(app)
     install_excepthook()
+    # the engine thread must get the interpreter lock quickly while the GUI thread draws:
+    # a 1 ms switch interval (default 5 ms) keeps its sample timing tight
+    sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
     return app
 
 

@@ -99,8 +99,8 @@ class SyntheticFeed:
                     continue
                 now = clk.now()
                 tp = now - t0 - t_pause_total
-                if tp >= self.duration_s:
-                    break
+                end = tp >= self.duration_s
+                tp = min(tp, self.duration_s)   # late wake-up: still emit everything due up to the end
                 while t_next_sample <= tp:
                     v = self.voltage_at(t_next_sample)
                     i = v / 50e6 * (1 + 0.02 * np.sin(t_next_sample))
@@ -118,6 +118,8 @@ class SyntheticFeed:
                                            self.pixel_size_m))
                     self.n_frames += 1
                     t_next_frame += period
+                if end:
+                    break
                 nxt = min(t_next_sample, t_next_frame) + t0 + t_pause_total
                 self._stop.wait(max(0.0, (nxt - clk.now()) / clk.time_scale))
         finally:

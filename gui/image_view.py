@@ -120,7 +120,7 @@ def boundary_rgba(shape, y, x, values=None, cmap: str = "inferno", alpha: int = 
     lo, hi = (np.percentile(np.abs(v[ok]), (2, 98)) if ok.any() else (0.0, 1.0))
     hi = hi if hi > lo else lo + 1.0
     u = np.clip((np.abs(np.where(ok, v, lo)) - lo) / (hi - lo), 0, 1)
-    lut = pg.colormap.get(cmap).getLookupTable(0.15, 1.0, 256, alpha=False)
+    lut = pg.colormap.get(cmap).getLookupTable(0.35, 1.0, 256, alpha=False)
     rgb = lut[(u * 255).astype(int)]
     out[y, x, :3] = rgb
     out[y, x, 3] = alpha
@@ -303,7 +303,9 @@ class LiveImageView(QtWidgets.QWidget):
         self.image = pg.ImageItem(axisOrder="row-major")
         self.view.addItem(self.image)
         self._grey = pg.colormap.get("CET-L1").getLookupTable(nPts=256)
-        self._diverging = pg.colormap.get("CET-D1").getLookupTable(nPts=256)
+        # diverging map centred on black (dark-room friendly; changes of either sign glow)
+        self._diverging = pg.ColorMap([0.0, 0.5, 1.0], [(70, 170, 255), (0, 0, 0), (255, 140, 40)]
+                                      ).getLookupTable(nPts=256)
         self.image.setLookupTable(self._grey)
 
         self.gb_item = pg.ImageItem(axisOrder="row-major")
@@ -321,10 +323,11 @@ class LiveImageView(QtWidgets.QWidget):
         lay.addWidget(self.glw, 1)
 
         self.seeds_box.toggled.connect(self.seed_item.setVisible)
-        self.gb_box.toggled.connect(self._gb_toggled)
-        self.el_box.toggled.connect(self.el_item.setVisible)
-        #: called once when the GB overlay is first switched on without data (lazy computation)
-        self.gb_requested = None
+        self.gb_box.toggled.connect(self._overlay_toggled)
+        self.el_box.toggled.connect(self._overlay_toggled)
+        #: called when an overlay is switched on and no overlay data are loaded yet (lazy loading)
+        self.overlay_requested = None
+        self.overlay_note = ""
         self._shape = None
 
     # ------------------------------------------------------------------ controls
@@ -355,11 +358,12 @@ class LiveImageView(QtWidgets.QWidget):
                 self._levels = (lo, hi)
                 self.redraw()
 
-    def _gb_toggled(self, on: bool) -> None:
-        self.gb_item.setVisible(on)
-        if on and self.gb_item.image is None and self.gb_requested is not None:
-            cb, self.gb_requested = self.gb_requested, None
-            cb()
+    def _overlay_toggled(self, *_):
+        self.gb_item.setVisible(self.gb_box.isChecked())
+        self.el_item.setVisible(self.el_box.isChecked())
+        wanted = self.gb_box.isChecked() or self.el_box.isChecked()
+        if wanted and self.gb_item.image is None and self.overlay_requested is not None:
+            self.overlay_requested()
 
     # ------------------------------------------------------------------ data in
     def show_frame(self, rec: FrameRecord) -> None:
@@ -397,28 +401,28 @@ class LiveImageView(QtWidgets.QWidget):
             self.redraw()
 
     def _place_seeds(self) -> None:
-        # seeds live in first-frame coordinates: on the raw frame they sit at p + drift
-        if self.mode == "Raw":
-            self.seed_item.setPos(*self._drift)
-        else:
-            self.seed_item.setPos(0, 0)
+        # seeds and overlays live in first-frame coordinates: on the raw frame they sit at p + drift
+        pos = self._drift if self.mode == "Raw" else (0.0, 0.0)
+        for it in (self.seed_item, self.gb_item, self.el_item):
+            it.setPos(*pos)
 
     def set_seeds(self, seeds) -> None:
         x, y, s = seed_positions(seeds)
         pens = [pg.mkPen((255, 80, 60) if si >= 0 else (60, 200, 255), width=2.5) for si in s]
         self.seed_item.setData(x=x, y=y, pen=pens if len(pens) else None, brush=None)
 
-    def set_gb_network(self, shape, y, x, values=None) -> None:
-        """GB pixels of a grain map of ``shape`` (coloured by ``values``, e.g. the simulated jump)."""
-        self.gb_item.setImage(boundary_rgba(shape, y, x, values), autoLevels=False)
-        self._fit_overlay(self.gb_item, shape)
-
-    def set_electrodes(self, masks: dict) -> None:
-        rgba = electrodes_rgba(masks)
-        if rgba is None:
-            return
-        self.el_item.setImage(rgba, autoLevels=False)
-        self._fit_overlay(self.el_item, rgba.shape[:2])
+    def set_overlay(self, data) -> None:
+        """Take :class:`~insitu.gui.overlays.OverlayData` (GB network coloured by jump, electrodes)."""
+        self.gb_item.setImage(boundary_rgba(data.shape, data.gb_y, data.gb_x, data.gb_value), autoLevels=False)
+        self._fit_overlay(self.gb_item, data.shape)
+        rgba = electrodes_rgba(data.electrodes)
+        if rgba is not None:
+            self.el_item.setImage(rgba, autoLevels=False)
+            self._fit_overlay(self.el_item, rgba.shape[:2])
+        self.overlay_note = data.note
+        self.gb_box.setToolTip("GB network coloured by the simulated current jump (dark → bright: low → high)"
+                               + (f"\n{data.note}" if data.note else ""))
+        self._place_seeds()
 
     def _fit_overlay(self, item, shape) -> None:
         """Stretch an overlay (grain-map grid) over the field of view of the frames."""

@@ -70,7 +70,7 @@ class TracePlots(QtWidgets.QWidget):
         self.v_plot.hideAxis("bottom")
         self.i_plot.setLabel("left", "current", units="A")
         self.i_plot.setLabel("bottom", "time", units="s")
-        self.v_plot.addLegend(offset=(-10, 5), labelTextSize="10pt")
+        self.v_plot.addLegend(offset=(8, 5), labelTextSize="10pt")
         self.set_curve = self.v_plot.plot(pen=pg.mkPen((150, 150, 170), width=1.5, style=pg.QtCore.Qt.DashLine),
                                           name="setpoint")
         self.v_curve = self.v_plot.plot(pen=pg.mkPen((255, 190, 60), width=2), name="measured")

@@ -44,6 +44,28 @@ def segment_at(timeline, t_s: float) -> int:
     return len(segs) - 1 if segs and t_s >= segs[-1].t_end_s else -1
 
 
+def beam_on_spans(timeline) -> list[tuple[float, float]]:
+    """Contiguous (t_start, t_end) spans with the beam unblanked.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as S
+    >>> tl = S(segments=[S(t_start_s=0, t_end_s=1, blanked=False), S(t_start_s=1, t_end_s=2, blanked=False),
+    ...                  S(t_start_s=2, t_end_s=3, blanked=True), S(t_start_s=3, t_end_s=4, blanked=False)])
+    >>> beam_on_spans(tl)
+    [(0.0, 2.0), (3.0, 4.0)]
+    """
+    spans: list[list[float]] = []
+    for s in getattr(timeline, "segments", ()):
+        if getattr(s, "blanked", True) or not s.t_end_s > s.t_start_s:
+            continue
+        if spans and abs(spans[-1][1] - s.t_start_s) < 1e-9:
+            spans[-1][1] = float(s.t_end_s)
+        else:
+            spans.append([float(s.t_start_s), float(s.t_end_s)])
+    return [tuple(x) for x in spans]
+
+
 class BigReadout(QtWidgets.QFrame):
     """A caption above a large number."""
 
@@ -195,12 +217,11 @@ class ProtocolPanel(QtWidgets.QWidget):
         for r in self._beam_regions:
             self.tl_plot.removeItem(r)
         self._beam_regions = []
-        for s in getattr(timeline, "segments", ()):
-            if not getattr(s, "blanked", True) and s.t_end_s > s.t_start_s:
-                reg = pg.LinearRegionItem((s.t_start_s, s.t_end_s), movable=False,
-                                          brush=pg.mkBrush(90, 160, 255, 40), pen=pg.mkPen(None))
-                self.tl_plot.addItem(reg)
-                self._beam_regions.append(reg)
+        for t0, t1 in beam_on_spans(timeline):   # one shaded region per contiguous beam-on span
+            reg = pg.LinearRegionItem((t0, t1), movable=False, brush=pg.mkBrush(90, 160, 255, 40),
+                                      pen=pg.mkPen(None))
+            self.tl_plot.addItem(reg)
+            self._beam_regions.append(reg)
         self.tl_plot.autoRange()
 
     def set_protocol_error(self, message: str) -> None:
@@ -238,8 +259,10 @@ class ProtocolPanel(QtWidgets.QWidget):
         elif blanked:
             self.r_beam.set("BLANKED", "#7fd18b")
         else:
-            rate = f"  {dose_rate:.3g}/s" if dose_rate else ""
-            self.r_beam.set("BEAM ON" + rate, "#ffb347")
+            self.r_beam.set("BEAM ON", "#ffb347")
+        rate = 0.0 if blanked else (dose_rate or 0.0)
+        self.r_dose.caption.setText(f"DOSE (cumulative) · {rate:.3g} e/Å²/s" if blanked is not None
+                                    else "DOSE (cumulative)")
 
     def set_dose(self, dose: float) -> None:
         self.r_dose.set(f"{dose:.4g} e/Å²")

@@ -71,13 +71,13 @@ def test_abort_ramps_down_at_once_and_switches_off(qtbot, tmp_path):
     assert peak <= 1 and vs[peak] <= v_abort + 2.0 * dt + 1e-9
     prev = [v_abort] + vs
     first_down = next(t for (t, v), p in zip(levels, prev) if v < p)
-    assert first_down - t_abort <= 2 * dt + 0.05
+    assert first_down - t_abort <= 2 * dt + 0.1   # the tick in flight, then the next one (+ load slack)
     # ... at the allowed slew (2 V/s), never a jump, ending at 0 V with the output off
     down = vs[peak:]
     assert all(0 <= a - c <= 2.0 * dt + 1e-9 for a, c in zip(down, down[1:]))
     assert down[-1] == 0.0 and offs
     t_zero = next(t for t, v in levels if v == 0.0)
-    assert offs[0] - t_zero <= dt + 0.05                  # output off within one sample interval of 0 V
+    assert offs[0] - t_zero <= dt + 0.1                  # output off within one sample interval of 0 V
     assert offs[0] - t_abort <= vs[peak] / 2.0 + 3 * dt   # the whole stop takes the ramp time
     state = sm.read_state()
     assert not state.output_on and state.level_V == 0.0

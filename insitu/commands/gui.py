@@ -21,7 +21,19 @@ protocol), saves a screenshot of the window, stops safely and exits 0.
 """
 
 #: time scale of the mock clock when --screenshot is given without --time-scale
-SCREENSHOT_TIME_SCALE = 20.0
+SCREENSHOT_TIME_SCALE = 30.0
+#: mock frame rate (frames per experiment second) unless --frame-rate says otherwise
+MOCK_FRAME_RATE_HZ = 0.2
+
+
+def mock_toml(frame_rate_hz: float = MOCK_FRAME_RATE_HZ) -> str:
+    """The mock instruments TOML with the GUI's frame rate."""
+    from insitu.config import MOCK_TOML
+
+    head, sep, tail = MOCK_TOML.partition('[frames]\ndriver = "mock"\n')
+    if not sep:
+        return MOCK_TOML
+    return f"{head}{sep}rate_hz = {frame_rate_hz!r}\n{tail}"
 
 
 def add_arguments(parser):
@@ -40,6 +52,12 @@ def add_arguments(parser):
                              f"(default 1; {SCREENSHOT_TIME_SCALE:g} with --screenshot)")
     parser.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window after --duration")
     parser.add_argument("--duration", type=float, metavar="S", help="run for S seconds, then stop safely and exit")
+    parser.add_argument("--frame-rate", type=float, default=None, metavar="HZ",
+                        help=f"mock frames per experiment second (default {MOCK_FRAME_RATE_HZ:g})")
+    parser.add_argument("--view", choices=("raw", "differential", "registered"), default="raw",
+                        help="initial image view (default raw)")
+    parser.add_argument("--overlays", action="store_true",
+                        help="start with the GB-network and electrode overlays on (mock or replay of a mock run)")
     parser.add_argument("--no-analysis", action="store_true", help="no live analysis (differential view, seeds)")
     parser.add_argument("--seed", type=int, default=0, help="virtual specimen seed (--mock)")
 
@@ -58,6 +76,9 @@ def run(args) -> int:
     _positive("--duration", args.duration)
     _positive("--speed", args.speed)
     _positive("--time-scale", args.time_scale)
+    _positive("--frame-rate", args.frame_rate)
+    if args.frame_rate is not None and not args.mock:
+        raise UserError("--frame-rate is only for --mock (real frame sources set their own rate)")
     if args.screenshot and args.duration is None:
         raise UserError("--screenshot needs --duration S (seconds to run before the screenshot)")
     if not (args.mock or args.config or args.replay):
@@ -65,7 +86,7 @@ def run(args) -> int:
     if args.screenshot and not str(args.screenshot).lower().endswith(".png"):
         raise UserError(f"--screenshot {args.screenshot}: must be a .png file")
 
-    from insitu.config import MOCK_TOML, load_instruments, parse_instruments
+    from insitu.config import load_instruments, parse_instruments
 
     protocol = timeline = None
     protocol_path = ""
@@ -73,7 +94,8 @@ def run(args) -> int:
         backend, protocol, timeline = _replay_backend(args)
     else:
         if args.mock:
-            config, config_text = parse_instruments(MOCK_TOML, "mock instruments"), MOCK_TOML
+            config_text = mock_toml(args.frame_rate or MOCK_FRAME_RATE_HZ)
+            config = parse_instruments(config_text, "mock instruments")
         else:
             config, config_text = load_instruments(args.config)
         ppath = args.protocol or (str(default_protocol_path()) if args.mock else None)
@@ -100,6 +122,10 @@ def run(args) -> int:
     app = make_app()  # keep a reference: the QApplication must outlive the window
     window = MainWindow(backend, protocol=protocol, timeline=timeline, protocol_path=protocol_path,
                         analysis=not args.no_analysis)
+    window.image.set_mode(args.view.capitalize())
+    if args.overlays:
+        window.image.gb_box.setChecked(True)
+        window.image.el_box.setChecked(True)
     # a timed run starts by itself (mock: the example protocol; replay: playback)
     autostart = args.duration is not None and (args.mock or args.replay) and (args.replay or protocol is not None)
     return run_window(window, autostart=bool(autostart), screenshot=args.screenshot, duration_s=args.duration)
