@@ -161,7 +161,8 @@ class DifferentialImager:
         tot = np.where(good, acc, 0).sum(axis=(1, 3))
         ok = n >= (b * b) // 4
         new = np.where(ok, tot / np.maximum(n, 1), self.var)
-        self.var += np.float32(self.beta) * (new - self.var).astype(np.float32)
+        beta = max(self.beta, 1.0 / max(1, self.count - 1))   # plain average over the first frames
+        self.var += np.float32(beta) * (new - self.var).astype(np.float32)
 
     def _robust_reference(self) -> None:
         """Replace the reference by the pixel-wise median of the first ``n_init`` frames.

@@ -56,6 +56,9 @@ class LiveAnalyzer:
     reg_crop : registration uses a central crop of at most this size (px).
     upsample : drift resolution 1/upsample px.
     ref_every : the registration reference is refreshed every this many frames.
+    min_quality : a drift is accepted when the correlation peak stands this many standard
+        deviations above the correlation surface (about 5 for unrelated images); otherwise
+        the previous drift is kept.
 
     Example
     -------
@@ -68,20 +71,24 @@ class LiveAnalyzer:
     ...         f[30:35, 20:25] += 50
     ...     r = la.feed(f, 2.0 * k)
     >>> t = la.seeds_table()
-    >>> list(t["first_frame"]), [round(float(v)) for v in t["x_px"]], [round(float(v)) for v in t["y_px"]]
+    >>> t["first_frame"].tolist(), [round(float(v)) for v in t["x_px"]], [round(float(v)) for v in t["y_px"]]
     ([2], [22], [32])
     """
 
     def __init__(self, *, sigma_px: float = 1.5, threshold: float = 4.5, low: float = 2.5,
                  persistence: int = 2, gate_px: float = 4.0, reg_crop: int = 512, upsample: int = 20,
-                 ref_every: int = 5, workers: int = 2):
+                 ref_every: int = 5, min_quality: float = 7.0, workers: int = 2):
         self.params = dict(sigma_px=sigma_px, threshold=threshold, low=low, persistence=persistence,
-                           gate_px=gate_px, reg_crop=reg_crop, upsample=upsample, ref_every=ref_every)
+                           gate_px=gate_px, reg_crop=reg_crop, upsample=upsample, ref_every=ref_every,
+                           min_quality=min_quality)
         self.threshold = float(threshold)
         self.low = float(low)
         self.reg_crop = int(reg_crop)
         self.upsample = int(upsample)
         self.ref_every = int(ref_every)
+        self.min_quality = float(min_quality)
+        #: frames whose drift could not be measured (held at the previous value)
+        self.n_unregistered = 0
         self.workers = workers
         self.sigma_px = float(sigma_px)
         self.tracker = SeedTracker(gate_px=gate_px, persistence=persistence)
@@ -114,7 +121,13 @@ class LiveAnalyzer:
         if self._ref_spec is None:
             self._ref_spec = spec
             return 0.0, 0.0
-        return self._pc.shift(self._ref_spec, spec)
+        dx, dy = self._pc.shift(self._ref_spec, spec)
+        if not self._pc.last_quality >= self.min_quality:
+            # no structure in common with the reference (noise only, beam blanked, a jump out of
+            # the field): keep the last drift rather than follow a noise peak
+            self.n_unregistered += 1
+            return self.drift[-1] if self.drift else (0.0, 0.0)
+        return dx, dy
 
     # -- public ----------------------------------------------------------------------------------
     def feed(self, frame: np.ndarray, time_s: float) -> FrameResult:
@@ -415,6 +428,9 @@ def analyze(input_path, out_dir, microstructure=None, simulation=None, progress:
         write_seeds_csv(la.seeds_table(), paths["seeds"])
 
     seeds = la.seeds_table()
+    if la.n_unregistered:
+        notes.append(f"{la.n_unregistered} of {la.n_frames} frames had no structure in common with the reference "
+                     "(noise only, beam blanked or a jump): their drift was held at the previous value.")
     if not len(seeds["id"]):
         notes.append("No seeds found: " + la.why_nothing() + ".")
     summary = dict(input=str(input_path), n_frames=la.n_frames, frame_shape=list(la.shape or ()),

@@ -102,6 +102,7 @@ class PhaseCorrelator:
                  despeckle: bool = True, workers: int = 2):
         self.shape = tuple(int(s) for s in shape)
         self.despeckle = bool(despeckle)
+        self.last_quality = float("nan")
         self.whiten = float(whiten)
         self.upsample = int(upsample)
         self.workers = workers
@@ -134,7 +135,11 @@ class PhaseCorrelator:
         cross *= self.weight
         corr = sfft.irfft2(cross, s=self.shape, workers=self.workers)
         ny, nx = corr.shape
-        iy, ix = np.unravel_index(int(np.argmax(corr)), corr.shape)
+        flat_i = int(np.argmax(corr))
+        iy, ix = np.unravel_index(flat_i, corr.shape)
+        #: height of the correlation peak in standard deviations of the correlation surface: about 5
+        #: for images with nothing in common (noise), tens to hundreds for a real match
+        self.last_quality = float((corr.flat[flat_i] - corr.mean()) / (corr.std() + 1e-30))
         py = iy - ny if iy > ny // 2 else iy
         px = ix - nx if ix > nx // 2 else ix
         u = self.upsample
