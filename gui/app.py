@@ -8,6 +8,7 @@ its :class:`~insitu.gui.worker.RecordQueue`.
 """
 from __future__ import annotations
 
+import re
 import sys
 import time
 import traceback
@@ -24,6 +25,9 @@ from .protocol_panel import ProtocolPanel
 from .status import RateMeter, StatusBar, SyncTracker
 from .units import format_duration
 from .worker import FrameInfo, LatestSlot, RecordQueue, SourceThread
+
+#: engine step events: "[k/n] label"
+_STEP_RE = re.compile(r"^\[(\d+)/(\d+)\]\s*(.*)$")
 
 BACKGROUND = "#14161b"
 PLOT_BACKGROUND = "#0d0f13"
@@ -118,6 +122,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.last_record_time = 0.0
         self.dose = 0.0
         self._got_progress = False
+        self._t_start_event = None       # time of the first "start" event (protocol time 0)
+        self._step_event = None          # (time, index, n, label) of the last "[k/n] label" step event
         self._held = False               # the engine holds on its own (e.g. frame stall)
         self._tick_count = 0
         # redraw budget: the GUI thread shares the interpreter lock with the engine thread
@@ -238,7 +244,8 @@ class MainWindow(QtWidgets.QMainWindow):
             from insitu.protocol import expand, load_protocol
 
             protocol = load_protocol(path)
-            timeline = expand(protocol, getattr(self.backend, "probe_current_A", 5e-11))
+            timeline = expand(protocol, getattr(self.backend, "probe_current_A", 5e-11),
+                              frame_rate_hz=getattr(self.backend, "frame_rate_hz", 1.0))
         except InsituError as exc:
             self.panel.set_protocol_error(str(exc))
             self.panel.log_event(0.0, "info", f"protocol rejected: {exc}")
@@ -321,6 +328,12 @@ class MainWindow(QtWidgets.QMainWindow):
             elif isinstance(r, BeamSample):
                 self.panel.set_beam(r.blanked, r.dose_rate)
             elif isinstance(r, EventRecord):
+                if r.kind == "start" and self._t_start_event is None:
+                    self._t_start_event = r.time_s
+                elif r.kind == "step":
+                    m = _STEP_RE.match(r.message)
+                    if m:
+                        self._step_event = (r.time_s, int(m.group(1)) - 1, int(m.group(2)), m.group(3))
                 self.panel.log_event(r.time_s, r.kind, r.message)
                 if r.kind not in ("info",):
                     self.plots.add_marker(r.time_s, r.kind, r.message)
@@ -395,24 +408,37 @@ class MainWindow(QtWidgets.QMainWindow):
             self._synth_progress()
 
     def _synth_progress(self) -> None:
-        """Elapsed/remaining from record times when the source sends no ProgressRecord (replay)."""
+        """Progress from record times when the source sends no usable ProgressRecord (replay).
+
+        Protocol time counts from the recorded ``start`` event (the engine's
+        protocol start), falling back to the first record.
+        """
         dur = float(getattr(self.backend, "duration_s", float("nan")))
+        t_first = float(getattr(self.backend, "t_first", 0.0))
         t = self.last_record_time
-        elapsed = t - float(getattr(self.backend, "t_first", 0.0))
-        rem = dur - elapsed if np.isfinite(dur) else float("nan")
-        label = ""
-        k = -1
-        if self.timeline is not None:
+        t0 = self._t_start_event if self._t_start_event is not None else t_first
+        tp = max(t - t0, 0.0)
+        rem = t_first + dur - t if np.isfinite(dur) else float("nan")
+        label, k, n = "", 0, 1
+        segs = getattr(self.timeline, "segments", ()) if self.timeline is not None else ()
+        if self._step_event is not None:
+            # the recorded step events say where the run really was (it may lag the plan)
+            t_ev, k, n, label = self._step_event
+            mine = [sg for sg in segs if getattr(sg, "step_index", -1) == k]
+            if mine:
+                tp = min(mine[0].t_start_s + (t - t_ev), mine[-1].t_end_s)
+        elif segs:
             from .protocol_panel import segment_at
 
-            k = segment_at(self.timeline, t)
-            if k >= 0:
-                label = self.timeline.segments[k].label
-        n = len(getattr(self.timeline, "segments", ())) if self.timeline is not None else 0
-        self.panel.set_progress(ProgressRecord(t, max(k, 0), max(n, 1), label or "replay", elapsed,
+            labels = getattr(self.timeline, "labels", ()) or ()
+            n = max(len(labels), len(segs), 1)
+            j = segment_at(self.timeline, tp)
+            if j >= 0:
+                label, k = segs[j].label, int(getattr(segs[j], "step_index", j))
+        self.panel.set_progress(ProgressRecord(t, k, n, label or "replay", tp,
                                                max(rem, 0.0) if np.isfinite(rem) else 0.0))
         if not np.isfinite(rem):
-            self.panel.r_time.set(f"{format_duration(elapsed)} / —")
+            self.panel.r_time.set(f"{format_duration(tp)} / —")
 
     # ------------------------------------------------------------------ overlays
     def _overlay_source(self):

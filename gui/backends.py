@@ -237,6 +237,8 @@ class EngineBackend(_Backend):
             raise UserError("--time-scale is only allowed with mock instruments")
         self.config = config
         self.probe_current_A = config.beam.probe_current_A
+        #: expected frames per second (for the planned duration of acquire steps)
+        self.frame_rate_hz = float(config.frames.rate_hz)
         self.config_text = config_text
         self.protocol = protocol
         self.session_path = str(out_path)

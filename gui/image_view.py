@@ -21,6 +21,8 @@ from .units import format_current, format_length, nice_length
 pg.setConfigOptions(imageAxisOrder="row-major")
 
 MODES = ("Raw", "Differential", "Registered")
+#: default half-range of the differential view (σ)
+DIFF_SIGMA = 6.0
 
 def auto_levels(img: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5, max_samples: int = 16384):
     """Contrast limits from percentiles of a strided subsample (fast on 1024² frames).
@@ -437,8 +439,11 @@ class LiveImageView(QtWidgets.QWidget):
             if img is None:
                 return
             if self.auto_box.isChecked() or self._levels is None:
-                m = max(abs(a) for a in auto_levels(img, 1, 99))
-                levels = (-max(m, 1e-6), max(m, 1e-6))
+                # the image is in σ units: ±6 σ keeps noise dim and lets changes beyond the
+                # detection threshold (~4.5 σ) stand out; wider if the image holds larger values
+                m = max(abs(a) for a in auto_levels(img, 0.1, 99.9))
+                m = DIFF_SIGMA if m < 2 * DIFF_SIGMA else m
+                levels = (-m, m)
             else:
                 levels = self._levels
         else:

@@ -70,6 +70,7 @@ class TracePlots(QtWidgets.QWidget):
         self.v_plot.hideAxis("bottom")
         self.i_plot.setLabel("left", "current", units="A")
         self.i_plot.setLabel("bottom", "time", units="s")
+        self.i_plot.getAxis("bottom").enableAutoSIPrefix(False)   # seconds stay seconds (no "ks")
         self.v_plot.addLegend(offset=(8, 5), labelTextSize="10pt")
         self.set_curve = self.v_plot.plot(pen=pg.mkPen((150, 150, 170), width=1.5, style=pg.QtCore.Qt.DashLine),
                                           name="setpoint")

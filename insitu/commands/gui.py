@@ -92,6 +92,7 @@ def run(args) -> int:
     protocol_path = ""
     if args.replay:
         backend, protocol, timeline = _replay_backend(args)
+        protocol_path = f"recorded in {Path(args.replay).name}"
     else:
         if args.mock:
             config_text = mock_toml(args.frame_rate or MOCK_FRAME_RATE_HZ)
@@ -100,7 +101,7 @@ def run(args) -> int:
             config, config_text = load_instruments(args.config)
         ppath = args.protocol or (str(default_protocol_path()) if args.mock else None)
         if ppath:
-            protocol, timeline = _load_protocol(ppath, config.beam.probe_current_A)
+            protocol, timeline = _load_protocol(ppath, config.beam.probe_current_A, config.frames.rate_hz)
             protocol_path = str(ppath)
         out = args.out or f"insitu-{time.strftime('%Y%m%d-%H%M%S')}.h5"
         if Path(out).exists() and not args.overwrite:
@@ -131,13 +132,13 @@ def run(args) -> int:
     return run_window(window, autostart=bool(autostart), screenshot=args.screenshot, duration_s=args.duration)
 
 
-def _load_protocol(path, probe_current_A):
+def _load_protocol(path, probe_current_A, frame_rate_hz=1.0):
     from insitu.protocol import expand, load_protocol
 
     if not Path(path).is_file():
         raise UserError(f"{path}: protocol file not found")
     protocol = load_protocol(path)
-    return protocol, expand(protocol, probe_current_A)
+    return protocol, expand(protocol, probe_current_A, frame_rate_hz=frame_rate_hz)
 
 
 def _replay_backend(args):
@@ -146,19 +147,24 @@ def _replay_backend(args):
     path = Path(args.replay)
     if not path.is_file():
         raise UserError(f"{path}: session file not found")
+    import numpy as np
+
     from insitu.session import open_session
 
     with open_session(path) as s:  # UserError on a file that is not a session
         text = s.protocol_text or ""
         t = s.bias.get("time", ())
         duration = float(t[-1]) if len(t) else float("nan")
+        ft = np.asarray(s.frame_table.get("time", ()), float)
+        # the recorded frame rate, for the planned length of acquire steps
+        frame_rate = 1.0 / float(np.median(np.diff(ft))) if ft.size >= 3 and np.median(np.diff(ft)) > 0 else 1.0
     protocol = timeline = None
     if text.strip():
         try:  # the timeline is a convenience: replay works without it
             from insitu.protocol import expand, parse_protocol
 
             protocol = parse_protocol(text, f"{path}:/entry/protocol")
-            timeline = expand(protocol)
+            timeline = expand(protocol, frame_rate_hz=frame_rate)
         except Exception:
             protocol = timeline = None
     backend = ReplayBackend(path, speed=args.speed)
