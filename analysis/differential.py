@@ -123,6 +123,7 @@ class DifferentialImager:
                  clip_sigma: float = 2.5, block: int = 8, workers: int = 2):
         self.block = int(block)
         self.n_init = 3
+        self._level = 0.0
         self._init_frames: list = []
         self.shape = tuple(int(s) for s in shape)
         self.sigma_px = float(sigma_px)
@@ -146,7 +147,9 @@ class DifferentialImager:
 
     def _var_full(self, sl) -> np.ndarray:
         b = self.block
-        full = np.repeat(np.repeat(self.var, b, axis=0), b, axis=1)
+        # a floor: frames without noise (identical, synthetic) must not divide 0 by 0
+        floor = np.float32(max(1e-20, 1e-10 * self._level ** 2))
+        full = np.repeat(np.repeat(np.maximum(self.var, floor), b, axis=0), b, axis=1)
         return full[sl]
 
     def _update_var(self, d2: np.ndarray, sl) -> None:
@@ -215,6 +218,7 @@ class DifferentialImager:
         if has_new:
             d[new] = 0.0
         if self.var is None:
+            self._level = float(np.abs(rv).mean())
             dd = d - d.mean(axis=1, keepdims=True)
             med = np.median(dd)
             s2 = (1.4826 * np.median(np.abs(dd - med))) ** 2

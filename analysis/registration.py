@@ -127,7 +127,7 @@ class PhaseCorrelator:
         """(dx, dy) of the moving image relative to the reference, from their spectra."""
         cross = mov_spec * np.conj(ref_spec)
         mag = np.abs(cross)
-        eps = 1e-12 * (float(mag.max()) + 1e-30)
+        eps = max(1e-12 * float(mag.max()), 1e-20)
         if self.whiten == 1.0:
             cross /= mag + eps
         elif self.whiten > 0:
