@@ -21,7 +21,7 @@ import numpy as np
 from insitu.analysis import gb as gbmod
 from insitu.analysis import network
 from insitu.analysis.microstructure import Microstructure, boundary_pixels
-from insitu.analysis.solver import build_system, solve
+from insitu.analysis.solver import DIRECT_MAX, build_system, solve
 from insitu.errors import UserError
 
 #: gb.csv columns (binding), then the extra ``blocking`` column
@@ -123,8 +123,10 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
         Tolerance of the GB classification (types I and II).
     with_gb_table : bool
         Compute the GB table (skip for speed when not needed).
-    solver : {"auto", "direct", "amg"}
-        See :func:`insitu.analysis.solver.solve`.
+    solver : {"auto", "direct", "mg", "amg"}
+        "direct": SuperLU; "mg": structured multigrid-preconditioned CG
+        (:mod:`insitu.analysis.multigrid`); "amg": pyamg-preconditioned CG; "auto": direct up to
+        :data:`insitu.analysis.solver.DIRECT_MAX` unknowns, else "mg".
 
     Returns
     -------
@@ -171,10 +173,21 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
     fixed = np.full(micro.shape, np.nan)
     for i, name in enumerate(v.names):
         fixed[v.electrode == i] = pots[name]
-    A, b, index = build_system(stencil, v.conducting, fixed)
-    t2 = time.perf_counter()
+    n_unknown = int(v.conducting.sum())
+    method = solver if solver != "auto" else ("direct" if n_unknown <= DIRECT_MAX else "mg")
     info = {}
-    x = solve(A, b, rtol=rtol, info=info, method=solver, anisotropic=model == "full")
+    if method == "mg":
+        from insitu.analysis.multigrid import solve_grid
+
+        t2 = time.perf_counter()
+        xgrid = solve_grid(stencil, v.conducting, fixed, rtol=rtol, info=info)
+        x = xgrid[v.conducting]
+        nnz = int(sum(np.count_nonzero(a) for a in stencil.values()))
+    else:
+        A, b, index = build_system(stencil, v.conducting, fixed)
+        t2 = time.perf_counter()
+        x = solve(A, b, rtol=rtol, info=info, method=method, anisotropic=model == "full")
+        nnz = int(A.nnz)
     t3 = time.perf_counter()
 
     phi = np.full(micro.shape, np.nan)
@@ -201,7 +214,7 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
     table = gb_table(micro, v, phi, j, E, fl, gb_tol_deg) if with_gb_table else _empty_table()
     t5 = time.perf_counter()
     info.update(gb_tol_deg=float(gb_tol_deg), t_setup_s=t1 - t0, t_assemble_s=t2 - t1, t_solve_s=t3 - t2, t_post_s=t4 - t3, t_gb_s=t5 - t4,
-                unknowns=int(A.shape[0]), nnz=int(A.nnz))
+                unknowns=n_unknown, nnz=nnz)
     return SimulationResult(potential=phi, field=E, current_density=j, electrode_current=currents, gb_table=table,
                             conductance_S=conductance, potentials=pots, model=model,
                             voxel_size_m=float(micro.voxel_size_m), floating=floating, info=info)

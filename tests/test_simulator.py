@@ -271,3 +271,14 @@ def test_save_load_round_trip(tmp_path):
         np.testing.assert_array_equal(back.gb_table[k], r.gb_table[k])
     np.testing.assert_allclose(back.gb_table["jump"], r.gb_table["jump"], rtol=1e-15)
     assert back.conductance_S == r.conductance_S and back.model == "full"
+
+
+@pytest.mark.parametrize("model", ["full", "diagonal"])
+def test_multigrid_and_amg_agree_with_direct(model):
+    m = voronoi_lamella((96, 112), n_grains=12, seed=6)
+    ref = simulate(m, {"top": 0.0, "right": 1.0}, model=model, solver="direct")
+    for solver in ("mg", "amg"):
+        r = simulate(m, {"top": 0.0, "right": 1.0}, model=model, solver=solver, rtol=1e-10)
+        np.testing.assert_allclose(r.potential, ref.potential, rtol=0, atol=1e-7)
+        assert r.electrode_current["right"] == pytest.approx(ref.electrode_current["right"], rel=1e-6)
+        assert r.info["method"] == solver and r.info["iterations"] > 0
