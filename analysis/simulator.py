@@ -123,10 +123,11 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
         Tolerance of the GB classification (types I and II).
     with_gb_table : bool
         Compute the GB table (skip for speed when not needed).
-    solver : {"auto", "direct", "mg", "amg"}
+    solver : {"auto", "direct", "mg", "amg", "reference"}
         "direct": SuperLU; "mg": structured multigrid-preconditioned CG
         (:mod:`insitu.analysis.multigrid`); "amg": pyamg-preconditioned CG; "auto": direct up to
-        :data:`insitu.analysis.solver.DIRECT_MAX` unknowns, else "mg".
+        :data:`insitu.analysis.solver.DIRECT_MAX` unknowns, else "mg"; "reference": the benchmark
+        baseline (link-by-link scipy assembly, pyamg Ruge-Stueben + CG; diagonal model only).
 
     Returns
     -------
@@ -169,14 +170,32 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
             a[floating_mask] = 0.0
     t1 = time.perf_counter()
 
-    stencil = network.assemble(v, micro)
     fixed = np.full(micro.shape, np.nan)
     for i, name in enumerate(v.names):
         fixed[v.electrode == i] = pots[name]
     n_unknown = int(v.conducting.sum())
     method = solver if solver != "auto" else ("direct" if n_unknown <= DIRECT_MAX else "mg")
     info = {}
-    if method == "mg":
+    stencil = network.assemble(v, micro) if method != "reference" else None
+    if method == "reference":
+        # the benchmark baseline: the paper's network assembled link by link with scipy, pyamg RS + CG
+        import pyamg
+
+        if model != "diagonal":
+            raise UserError("solver 'reference' implements the diagonal model only")
+        A_all = network.link_network(v, micro)
+        u = np.flatnonzero(v.conducting.ravel())
+        f = np.flatnonzero((v.electrode >= 0).ravel())
+        A = A_all[u][:, u]
+        b = -(A_all[u][:, f] @ fixed.ravel()[f])
+        t2 = time.perf_counter()
+        ml = pyamg.ruge_stuben_solver(A)
+        res = []
+        x = ml.solve(b, tol=rtol, accel="cg", residuals=res)
+        info.update(method="reference", iterations=len(res) - 1,
+                    residual=float(np.linalg.norm(b - A @ x) / max(np.linalg.norm(b), 1e-300)))
+        nnz = int(A.nnz)
+    elif method == "mg":
         from insitu.analysis.multigrid import solve_grid
 
         t2 = time.perf_counter()
@@ -195,7 +214,7 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
     el = v.electrode >= 0
     phi[el] = fixed[el]
     phi0 = np.nan_to_num(phi)
-    net_out = network.apply(stencil, phi0)
+    net_out = network.apply(stencil, phi0) if stencil is not None else (A_all @ phi0.ravel()).reshape(phi0.shape)
     currents = {name: float(net_out[v.electrode == i].sum()) for i, name in enumerate(v.names)}
     fl = network.fluxes(v, micro, phi0)
     j = np.stack([fl["jx"], fl["jy"]], axis=-1)

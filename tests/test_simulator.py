@@ -282,3 +282,13 @@ def test_multigrid_and_amg_agree_with_direct(model):
         np.testing.assert_allclose(r.potential, ref.potential, rtol=0, atol=1e-7)
         assert r.electrode_current["right"] == pytest.approx(ref.electrode_current["right"], rel=1e-6)
         assert r.info["method"] == solver and r.info["iterations"] > 0
+
+
+def test_reference_baseline_solver_agrees():
+    m = voronoi_lamella((64, 72), n_grains=9, seed=8)
+    a = simulate(m, {"top": 0.0, "right": 1.0}, model="diagonal", solver="reference", rtol=1e-11)
+    b = simulate(m, {"top": 0.0, "right": 1.0}, model="diagonal", solver="direct")
+    np.testing.assert_allclose(a.potential, b.potential, atol=1e-8)
+    assert a.electrode_current["top"] == pytest.approx(b.electrode_current["top"], rel=1e-7)
+    with pytest.raises(UserError, match="diagonal model only"):
+        simulate(m, {"top": 0.0, "right": 1.0}, model="full", solver="reference")

@@ -28,7 +28,7 @@ def add_arguments(parser):
     parser.add_argument("--plots", action="store_true", help="also write PNG figures")
     parser.add_argument("--gb-tol", type=float, default=15.0, metavar="DEG",
                         help="tolerance of GB types I/II in degrees (default 15)")
-    parser.add_argument("--solver", choices=("auto", "direct", "mg", "amg"), default="auto",
+    parser.add_argument("--solver", choices=("auto", "direct", "mg", "amg", "reference"), default="auto",
                         help="linear solver (default: direct up to 150k unknowns, else multigrid-CG)")
     parser.add_argument("--rtol", type=float, default=1e-8, help="relative residual of the iterative solve")
     parser.add_argument("--strict", action="store_true",

@@ -1,0 +1,95 @@
+"""Benchmark: the whole ``insitu simulate`` command on a 2048 x 2048 Voronoi lamella.
+
+Baseline (same run, same machine): the paper's diagonal network assembled link by link with scipy
+and solved with pyamg Ruge-Stueben + CG (rtol 1e-8), i.e. ``insitu simulate --model diagonal
+--solver reference``. Candidates: the default solver for ``--model diagonal`` and ``--model full``
+(structured multigrid-preconditioned CG, rtol 1e-8). Each command runs in its own process (start-up,
+reading the file, solving, GB table and writing result.h5 + gb.csv all count); peak memory is that
+process's maximum resident set size.
+
+Environment: INSITU_BENCH_SIM_SIZE (default 2048), INSITU_BENCH_SIM_GRAINS (default 300).
+Goals (issue 5): >= 5x (diagonal) and >= 3x (full) faster than the baseline, peak <= 3 GB.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _run(cmd):
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    out, err = p.stdout.read().decode(), p.stderr.read().decode()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({code}): {err.strip()[-500:]}")
+    return wall, ru.ru_maxrss / 1024.0, out
+
+
+def _info(out_dir):
+    import h5py
+
+    with h5py.File(Path(out_dir) / "result.h5", "r") as f:
+        return json.loads(f.attrs["info"]), f["potential"][()]
+
+
+def main() -> dict:
+    import numpy as np
+
+    from insitu.analysis.lamella import voronoi_lamella
+    from insitu.analysis.microstructure import write_microstructure
+
+    size = int(os.environ.get("INSITU_BENCH_SIM_SIZE", "2048"))
+    grains = int(os.environ.get("INSITU_BENCH_SIM_GRAINS", "300"))
+    exe = [sys.executable, "-m", "insitu.cli"]
+    with tempfile.TemporaryDirectory(prefix="bench_sim_") as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        m = voronoi_lamella((size, size), n_grains=grains, seed=0)
+        write_microstructure(tmp / "micro.h5", m)
+        print(f"lamella {size}x{size}, {m.grain_ids.size} grains: built in {time.perf_counter() - t0:.1f} s", flush=True)
+        # warm-up on a small file so that numba's on-disk cache is filled (a fresh clone compiles once)
+        write_microstructure(tmp / "small.h5", voronoi_lamella((64, 64), n_grains=5))
+        for model in ("diagonal", "full"):
+            _run(exe + ["simulate", str(tmp / "small.h5"), "--potential", "top=0", "--potential", "right=1",
+                        "--out", str(tmp / "warm"), "--model", model, "--solver", "mg"])
+        runs = {}
+        for name, extra in (("baseline", ["--model", "diagonal", "--solver", "reference"]),
+                            ("diagonal", ["--model", "diagonal"]),
+                            ("full", ["--model", "full"])):
+            out = tmp / name
+            wall, rss, _ = _run(exe + ["simulate", str(tmp / "micro.h5"), "--potential", "top=0", "--potential",
+                                       "right=1", "--out", str(out)] + extra)
+            info, phi = _info(out)
+            runs[name] = dict(wall_s=wall, peak_mb=rss, info=info, phi=phi)
+            print(f"{name:9s} {wall:7.1f} s  peak {rss:7.0f} MB  solver {info.get('method')} "
+                  f"{int(info.get('iterations', 0))} it  (assemble {info.get('t_assemble_s', 0):.1f} s, "
+                  f"solve {info.get('t_solve_s', 0):.1f} s, post {info.get('t_post_s', 0):.1f} s)", flush=True)
+        base = runs["baseline"]["wall_s"]
+        diff = float(np.nanmax(np.abs(runs["diagonal"]["phi"] - runs["baseline"]["phi"])))
+        result = {
+            "size": size,
+            "baseline_s": base,
+            "diagonal_s": runs["diagonal"]["wall_s"],
+            "full_s": runs["full"]["wall_s"],
+            "ratio_diagonal": base / runs["diagonal"]["wall_s"],
+            "ratio_full": base / runs["full"]["wall_s"],
+            "peak_mb": {k: r["peak_mb"] for k, r in runs.items()},
+            "max_abs_dphi_diagonal_vs_baseline_V": diff,
+        }
+        print(f"speed-up vs baseline: diagonal {result['ratio_diagonal']:.2f}x (goal 5x), "
+              f"full {result['ratio_full']:.2f}x (goal 3x); peak memory "
+              + ", ".join(f"{k} {v:.0f} MB" for k, v in result["peak_mb"].items()) + " (goal <= 3072 MB); "
+              f"max |phi_diag - phi_baseline| = {diff:.1e} V", flush=True)
+        return result
+
+
+if __name__ == "__main__":
+    main()
