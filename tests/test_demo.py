@@ -52,7 +52,7 @@ def test_demo_end_to_end_fast(tmp_path, capsys):
     proto = tmp_path / "short.yaml"
     proto.write_text(SHORT)
     out = tmp_path / "demo"
-    rc = main(["demo", "--out", str(out), "--protocol", str(proto), "--time-scale", "250", "--quiet", "--seed", "2"])
+    rc = main(["demo", "--out", str(out), "--protocol", str(proto), "--time-scale", "600", "--quiet", "--seed", "2"])
     printed = capsys.readouterr().out
     assert rc == 0
     for name in ("session.h5", "report.html", "analysis/seeds.csv", "simulation/gb.csv",
