@@ -101,12 +101,11 @@ class MainWindow(QtWidgets.QMainWindow):
     state_changed = QtCore.pyqtSignal(str)
 
     def __init__(self, backend, *, protocol=None, timeline=None, protocol_path: str = "",
-                 analysis: bool = True, tick_ms: int = 25, protocol_loader=None):
+                 analysis: bool = True, tick_ms: int = 25):
         super().__init__()
         self.backend = backend
         self.protocol = protocol
         self.timeline = timeline
-        self.protocol_loader = protocol_loader
         self.queue = RecordQueue()
         self.thread: SourceThread | None = None
         self.state = "idle"

@@ -190,3 +190,25 @@ def test_source_thread_outcomes_and_stop_before_start():
     th.start()
     th.join(5)
     assert ev.is_set() and time.monotonic() - t0 < 2.0
+
+
+def test_gb_overlay_values_follow_the_gb_table():
+    from insitu.analysis.lamella import voronoi_lamella
+    from insitu.analysis.microstructure import boundary_pixels
+    from insitu.gui.overlays import overlay_from
+
+    m = voronoi_lamella((64, 64), n_grains=8, seed=3)
+    bp = boundary_pixels(m.grains)
+    pairs = sorted(set(zip(bp["grain_a"].tolist(), bp["grain_b"].tolist())))
+    rng = np.random.default_rng(0)
+    jump = {p: float(rng.uniform(1, 10)) for p in pairs[1:]}          # one pair left out of the table
+    # the table lists pairs in either order, as a simulator may
+    table = {"grain_a": np.array([b for a, b in jump]), "grain_b": np.array([a for a, b in jump]),
+             "jump": np.array(list(jump.values()))}
+    ov = overlay_from(m, table)
+    assert ov.shape == m.grains.shape and set(ov.electrodes) == set(m.electrodes)
+    expect = np.array([jump.get((a, b), np.nan) for a, b in zip(bp["grain_a"], bp["grain_b"])])
+    np.testing.assert_array_equal(ov.gb_value, expect)
+    assert np.isnan(ov.gb_value).any() and np.isfinite(ov.gb_value).any()
+    # faces are drawn on the grain_a side: that pixel belongs to grain_a
+    assert (m.grains[ov.gb_y, ov.gb_x] == bp["grain_a"]).all()
