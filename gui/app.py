@@ -9,6 +9,7 @@ its :class:`~insitu.gui.worker.RecordQueue`.
 from __future__ import annotations
 
 import re
+import signal
 import sys
 import time
 import traceback
@@ -603,9 +604,30 @@ def run_window(window: MainWindow, *, autostart: bool = False, screenshot: str |
 
     if duration_s is not None:
         QtCore.QTimer.singleShot(int(duration_s * 1000), finish_timed)
+
+    def on_signal(signum, frame):
+        # Ctrl-C / SIGTERM: stop safely (ramp to 0 V, output off), then close; runs between timer ticks
+        name = signal.Signals(signum).name
+        if window.thread is not None and window.thread.is_alive():
+            sys.stderr.write(f"insitu gui: {name}: stopping safely - ramping to 0 V and switching the output off\n")
+            window._closing = True
+            window.abort(name)
+        else:
+            window.close()
+
+    old_handlers = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            old_handlers[sig] = signal.signal(sig, on_signal)
+        except ValueError:  # not the main thread (tests): leave signals alone
+            pass
     app.aboutToQuit.connect(lambda: window.shutdown(stop_timeout_s))
-    app.exec_()
-    window.shutdown(stop_timeout_s)
+    try:
+        app.exec_()
+    finally:
+        window.shutdown(stop_timeout_s)   # never leave the engine running unattended
+        for sig, h in old_handlers.items():
+            signal.signal(sig, h)
     th = window.thread
     if th is None or th.outcome in (None, "complete", "stopped"):
         return 0

@@ -31,7 +31,7 @@ def test_gui_mock_screenshot_mid_run(tmp_path):
     if not (ROOT / "examples" / "ding2023.yaml").is_file():
         pytest.skip("examples/ding2023.yaml not there yet")
     shot, out = tmp_path / "shot.png", tmp_path / "run.h5"
-    r = insitu("gui", "--mock", "--screenshot", shot, "--duration", 5, "--out", out)
+    r = insitu("gui", "--mock", "--screenshot", shot, "--duration", 4, "--out", out)
     assert r.returncode == 0, r.stderr
     px = png_pixels(shot)
     assert px.shape[0] >= 650 and px.shape[1] >= 1000
@@ -53,12 +53,44 @@ def test_gui_replay_screenshot(tmp_path):
 
     session = record_synthetic_session(tmp_path / "s.h5", duration_s=20.0, frame_rate_hz=2.0, frame_shape=(128, 128))
     shot = tmp_path / "replay.png"
-    r = insitu("gui", "--replay", session, "--speed", 5, "--screenshot", shot, "--duration", 3)
+    r = insitu("gui", "--replay", session, "--speed", 5, "--screenshot", shot, "--duration", 2)
     assert r.returncode == 0, r.stderr
     px = png_pixels(shot)
     assert px.shape[0] >= 650 and px.shape[1] >= 1000
     h, w = px.shape[:2]
     assert px[h // 10:h // 2, w // 8:w // 2].std() > 15
+
+
+def test_gui_ctrl_c_stops_safely(tmp_path):
+    pytest.importorskip("insitu.engine")
+    import signal
+    import time
+
+    from insitu.session import open_session
+
+    out = tmp_path / "run.h5"
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    p = subprocess.Popen([sys.executable, "-m", "insitu", "gui", "--mock", "--time-scale", "10", "--duration", "120",
+                          "--no-analysis", "--out", str(out)], cwd=ROOT, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60:   # wait until the run records
+            time.sleep(0.5)
+            if out.exists() and out.stat().st_size > 200_000:
+                break
+        time.sleep(1.0)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 3, err            # stopped early, like `insitu run`
+    assert "ramping to 0 V" in err
+    with open_session(out) as s:
+        assert s.status == "aborted"
+        assert s.bias["voltage"][-1] == 0.0
+        assert "output off" in s.events[-1][2]
 
 
 @pytest.mark.parametrize("args, words", [
