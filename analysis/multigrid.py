@@ -318,21 +318,28 @@ class GridMultigrid:
         return x, it, float(res)
 
 
-def grid_system(stencil: dict, unknown, fixed_value):
-    """Grid stencil S (9, ny, nx) and right-hand side for the unknown voxels; identity rows elsewhere.
+def grid_system(stencil: dict, unknown, fixed_value, fill: float = 1e-13):
+    """Grid stencil S (9, ny, nx) and right-hand side b for the unknown voxels.
 
-    Couplings to fixed (electrode) voxels move to the right-hand side; couplings to anything that is
-    not an unknown are removed, so S is symmetric positive definite.
+    Couplings to fixed (electrode) voxels move to the right-hand side. Voxels that are neither
+    unknown nor fixed (vacuum, ZrO2, floating clusters) are filled with a vanishingly small isotropic
+    conductance (``fill`` times the largest diagonal entry, on 4-neighbour links): to the multigrid
+    they are then an extreme conductivity jump, which its operator-dependent interpolation handles,
+    instead of holes in the grid, which it does not (convergence would degrade with the grid size).
+    The change of the solution is of order ``fill``. Returns ``(S, b)``.
     """
     from insitu.analysis.solver import ALL_OFFSETS, _shift
 
     ny, nx = unknown.shape
+    fixed = np.isfinite(fixed_value)
+    dead = ~unknown & ~fixed
     S = np.zeros((9, ny, nx))
     b = np.zeros((ny, nx))
-    val = np.where(np.isfinite(fixed_value), fixed_value, 0.0)
+    val = np.where(fixed, fixed_value, 0.0)
     for k, (dy, dx) in enumerate(ALL_OFFSETS):
         if (dy, dx) == (0, 0):
-            S[4] = np.where(unknown, stencil["C"], 1.0)
+            S[4] = np.where(unknown, stencil["C"], 0.0)
+            S[4][fixed] = 1.0
             continue
         if (dy, dx) in stencil:
             coef = stencil[(dy, dx)]
@@ -343,6 +350,29 @@ def grid_system(stencil: dict, unknown, fixed_value):
         nb_unknown = _shift(unknown, dy, dx, False)
         b -= np.where(unknown, coef * _shift(val, dy, dx, 0.0), 0.0)
         S[k] = np.where(unknown & nb_unknown, coef, 0.0)
+    if dead.any() and unknown.any():
+        g = fill * float(np.max(S[4][unknown]))
+        free = unknown | dead
+        for k, (dy, dx) in ((5, (0, 1)), (7, (1, 0))):
+            kb = 8 - k
+            p_dead, q_dead = dead, _shift(dead, dy, dx, False)
+            p_free, q_free = free, _shift(free, dy, dx, False)
+            q_fixed = _shift(fixed, dy, dx, False)
+            pair = p_free & q_free & (p_dead | q_dead)
+            S[k][pair] -= g
+            S[4][pair] += g
+            # the backward entry and the diagonal of the neighbour
+            back = _shift(pair, -dy, -dx, False)
+            S[kb][back] -= g
+            S[4][back] += g
+            # dead voxel next to an electrode: coupling to the fixed potential
+            pf = p_dead & q_fixed
+            S[4][pf] += g
+            b[pf] += g * _shift(val, dy, dx, 0.0)[pf]
+        for dy, dx in ((0, -1), (-1, 0)):
+            pf = dead & _shift(fixed, dy, dx, False)
+            S[4][pf] += g
+            b[pf] += g * _shift(val, dy, dx, 0.0)[pf]
     return S, b
 
 
