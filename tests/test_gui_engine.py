@@ -136,3 +136,19 @@ def test_loading_a_bad_protocol_shows_the_error_and_keeps_start_off(qtbot, tmp_p
     good.write_text(PROTOCOL)
     assert w.load_protocol(str(good))
     assert w.panel.start_button.isEnabled() and b.protocol is w.protocol
+
+
+def test_a_frozen_gui_neither_blocks_the_engine_nor_its_safe_stop(qtbot, tmp_path):
+    b, w = make_window(qtbot, tmp_path)
+    w.start()
+    qtbot.waitUntil(lambda: b.instruments is not None and b.instruments.source_meter.read_state().level_V >= 2.0,
+                    timeout=10_000)
+    sm = b.instruments.source_meter
+    n0 = len(sm.log)
+    time.sleep(1.0)                       # the GUI thread is frozen: no events, no draining
+    assert len(sm.log) > n0 + 5           # ... the engine kept running its protocol meanwhile
+    w.abort()
+    time.sleep(4.0)                       # frozen again, right after Abort
+    state = sm.read_state()               # read before the GUI processes a single event
+    assert not state.output_on and state.level_V == 0.0
+    qtbot.waitUntil(lambda: w.state == "done", timeout=5000)

@@ -155,3 +155,34 @@ def test_display_keeps_newest_frame_when_frames_arrive_faster_than_the_timer(qtb
     assert w.queue.frames.n_dropped == arrived - drawn
     # the last frame shown is the newest one produced
     assert w.image._frame is Tap.last
+
+
+def test_live_analysis_shows_differential_and_marks_a_new_seed(qtbot):
+    pytest.importorskip("insitu.analysis.pipeline")
+    rng = np.random.default_rng(1)
+    base = np.full((128, 128), 400.0)
+    yy, xx = np.mgrid[0:128, 0:128]
+    blob = 300.0 * np.exp(-((xx - 80) ** 2 + (yy - 40) ** 2) / (2 * 2.0 ** 2))   # appears at (x=80, y=40)
+    frames = [rng.poisson(base).astype(np.uint16) for _ in range(4)]
+    frames += [rng.poisson(base + blob).astype(np.uint16) for _ in range(20)]
+    b = FeedBackend(duration_s=2.35, time_scale=1.0, frame_rate_hz=10, frames=frames, sample_interval_s=0.1)
+    w = MainWindow(b, analysis=True)
+    qtbot.addWidget(w)
+    w.show()
+    w.image.set_mode("Differential")
+    w.start()
+    qtbot.waitUntil(lambda: w.state == "done", timeout=15_000)
+    qtbot.waitUntil(lambda: w.analysis.results.take() is None and len(w.image.seed_item.data) > 0, timeout=5000)
+    assert w.analysis.error is None and w.analysis.n_fed >= 4
+    xs, ys = w.image.seed_item.data["x"], w.image.seed_item.data["y"]
+    table = w.analysis.analyzer.seeds_table()
+    np.testing.assert_allclose(np.sort(xs), np.sort(table["x_px"]))  # markers where the analysis put seeds
+    np.testing.assert_allclose(np.sort(ys), np.sort(table["y_px"]))
+    assert np.hypot(xs - 80, ys - 40).min() < 4.0                 # ... which is on the blob
+    assert w.image._diff is not None and w.image.n_drawn > 0
+    view = grab_array(w.image.glw).astype(float)
+    assert view.std() > 5                                         # the differential view is drawn
+    assert any(isinstance(m, list) for m in w.plots._markers)
+    seed_lines = [ln for lines in w.plots._markers for _, ln in lines
+                  if ln.pen.color().getRgb()[:3] == (90, 230, 120)]
+    assert seed_lines                                             # a green seed marker on the plots
