@@ -19,43 +19,82 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft as sfft
 
-__all__ = ["ShiftSmoother", "valid_slices", "remove_row_offsets", "DifferentialImager"]
+__all__ = ["ShiftSmoother", "upsample_fourier", "valid_slices", "remove_row_offsets", "DifferentialImager"]
 
 
 class ShiftSmoother:
     """Shift images by a subpixel amount and smooth them with a Gaussian, in one FFT pair.
 
+    With ``step`` > 1 the result is sampled every ``step`` px (output pixel j is input position
+    step·j): the inverse FFT then only covers the low frequencies, which the smoothing keeps
+    anyway, so it costs less and everything after it works on step² fewer pixels.
+
     Parameters
     ----------
-    shape : (ny, nx).
-    sigma_px : Gaussian standard deviation (px); 0 for no smoothing.
+    shape : (ny, nx) of the input images (multiples of ``step``).
+    sigma_px : Gaussian standard deviation (input px); 0 for no smoothing.
+    step : output sampling step (input px), 1 or 2.
 
     Example
     -------
     >>> import numpy as np
     >>> a = np.zeros((16, 16), np.float32); a[5, 5] = 1
     >>> b = ShiftSmoother(a.shape, 0).apply(a, 2, -1)   # content moves by (+2, -1)
-    >>> np.unravel_index(int(np.argmax(b)), b.shape)
-    (np.int64(4), np.int64(7))
+    >>> [int(v) for v in np.unravel_index(int(np.argmax(b)), b.shape)]
+    [4, 7]
     """
 
-    def __init__(self, shape, sigma_px: float = 1.5, workers: int = 2):
+    def __init__(self, shape, sigma_px: float = 1.5, workers: int = 2, step: int = 1):
         self.shape = tuple(int(s) for s in shape)
+        self.step = int(step)
         self.workers = workers
-        self.ky = sfft.fftfreq(self.shape[0]).astype(np.float64)
-        self.kx = sfft.rfftfreq(self.shape[1]).astype(np.float64)
+        ny, nx = self.shape
+        self.out_shape = (ny // self.step, nx // self.step)
+        my, mx = self.out_shape
+        ky = sfft.fftfreq(ny)
+        kx = sfft.rfftfreq(nx)
+        if self.step > 1:   # keep the frequencies the output grid can hold
+            self.rows = np.r_[0:my // 2, ny - my // 2:ny]
+            self.ncols = mx // 2 + 1
+            ky, kx = ky[self.rows], kx[:self.ncols]
+        self.ky, self.kx = ky.astype(np.float64), kx.astype(np.float64)
         s = float(sigma_px)
         self.gy = np.exp(-2 * (np.pi * s * self.ky) ** 2)
-        self.gx = np.exp(-2 * (np.pi * s * self.kx) ** 2)
+        self.gx = np.exp(-2 * (np.pi * s * self.kx) ** 2) / (self.step * self.step)
 
     def apply(self, img: np.ndarray, dx: float, dy: float) -> np.ndarray:
-        """Return ``img`` with its content moved by (+dx, +dy) px and smoothed (float32)."""
+        """Return ``img`` with its content moved by (+dx, +dy) px and smoothed (float32, ``out_shape``)."""
         spec = sfft.rfft2(np.asarray(img, np.float32), workers=self.workers)
+        if self.step > 1:
+            spec = spec[self.rows, :self.ncols]
         hy = (self.gy * np.exp(-2j * np.pi * self.ky * dy)).astype(np.complex64)
         hx = (self.gx * np.exp(-2j * np.pi * self.kx * dx)).astype(np.complex64)
         spec *= hy[:, None]
         spec *= hx[None, :]
-        return sfft.irfft2(spec, s=self.shape, workers=self.workers)
+        return sfft.irfft2(spec, s=self.out_shape, workers=self.workers)
+
+
+def upsample_fourier(img: np.ndarray, factor: int = 2) -> np.ndarray:
+    """Band-limited upsampling: output pixel factor·j is input pixel j (float32).
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> x = np.cos(2 * np.pi * np.arange(8) / 8)[None, :].repeat(4, 0)
+    >>> u = upsample_fourier(x)
+    >>> bool(np.allclose(u[::2, ::2], x, atol=1e-6)) and u.shape == (8, 16)
+    True
+    """
+    img = np.asarray(img, np.float32)
+    if factor == 1:
+        return img
+    ny, nx = img.shape
+    spec = sfft.rfft2(img)
+    out = np.zeros((ny * factor, nx * factor // 2 + 1), np.complex64)
+    h = ny // 2
+    out[:h, :nx // 2 + 1] = spec[:h]
+    out[-(ny - h):, :nx // 2 + 1] = spec[h:]
+    return sfft.irfft2(out, s=(ny * factor, nx * factor)) * np.float32(factor * factor)
 
 
 def valid_slices(shape, dx: float, dy: float, margin: int) -> tuple[slice, slice]:
@@ -97,13 +136,19 @@ def remove_row_offsets(diff: np.ndarray, clip: float | None = None) -> np.ndarra
 class DifferentialImager:
     """Running drift-corrected reference and noise-normalised differential images.
 
+    Everything lives on a working grid of ``shape`` = frame shape // ``step`` (pixel j of the grid
+    is frame position step·j); ``step`` 2 is for large frames, where the smoothing has removed
+    what a finer grid would hold.
+
     Parameters
     ----------
-    shape : frame shape (ny, nx).
+    shape : frame shape (ny, nx); with ``step`` 2 a last odd row/column is dropped.
     sigma_px : smoothing (matched to the smallest seeds), px.
     alpha : reference update rate per frame (after the first ``1/alpha`` frames, which are averaged).
     beta : variance update rate per frame.
     clip_sigma : per-frame change of the reference is clipped to ± clip_sigma·σ.
+    block : the noise is estimated per block of block × block working px.
+    step : working grid step (frame px).
 
     Example
     -------
@@ -120,18 +165,21 @@ class DifferentialImager:
     """
 
     def __init__(self, shape, sigma_px: float = 1.5, alpha: float = 0.1, beta: float = 0.1,
-                 clip_sigma: float = 2.5, block: int = 8, workers: int = 2):
+                 clip_sigma: float = 2.5, block: int = 8, step: int = 1, workers: int = 2):
         self.block = int(block)
+        self.step = int(step)
         self.n_init = 3
         self._level = 0.0
         self._init_frames: list = []
-        self.shape = tuple(int(s) for s in shape)
+        st = int(step)
+        self.frame_shape = (int(shape[0]) // st * st, int(shape[1]) // st * st)
+        self.shape = (self.frame_shape[0] // st, self.frame_shape[1] // st)  # working grid
         self.sigma_px = float(sigma_px)
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.clip_sigma = float(clip_sigma)
-        self.margin = int(np.ceil(3 * self.sigma_px)) + 2
-        self.smoother = ShiftSmoother(self.shape, self.sigma_px, workers=workers)
+        self.margin = int(np.ceil(3 * self.sigma_px / self.step)) + 2      # working px
+        self.smoother = ShiftSmoother(self.frame_shape, self.sigma_px, workers=workers, step=self.step)
         self.reference: np.ndarray | None = None   # smoothed, first-frame coordinates
         self.var: np.ndarray | None = None         # variance of the smoothed difference, per block
         self.seen: np.ndarray | None = None        # reference holds data here
@@ -145,27 +193,42 @@ class DifferentialImager:
         cy, cx = -(-self.shape[0] // b), -(-self.shape[1] // b)
         self.var = np.full((cy, cx), s2, np.float32)
 
-    def _var_full(self, sl) -> np.ndarray:
+    def _sd_full(self, sl) -> np.ndarray:
+        """σ per pixel of the region ``sl`` (blocky: one value per block)."""
         b = self.block
         # a floor: frames without noise (identical, synthetic) must not divide 0 by 0
         floor = np.float32(max(1e-20, 1e-10 * self._level ** 2))
-        full = np.repeat(np.repeat(np.maximum(self.var, floor), b, axis=0), b, axis=1)
-        return full[sl]
+        sd = np.sqrt(np.maximum(self.var, floor))
+        rows = np.repeat(sd[sl[0].start // b:(sl[0].stop - 1) // b + 1], b, axis=0)
+        rows = rows[sl[0].start % b:sl[0].start % b + (sl[0].stop - sl[0].start)]
+        full = np.repeat(rows[:, sl[1].start // b:(sl[1].stop - 1) // b + 1], b, axis=1)
+        return full[:, sl[1].start % b:sl[1].start % b + (sl[1].stop - sl[1].start)]
 
-    def _update_var(self, d2: np.ndarray, sl) -> None:
+    def _update_var(self, zv: np.ndarray, sl, exclude: np.ndarray | None) -> None:
+        """Blocks fully inside ``sl``: new variance = old × mean(z² over |z| < 3) / 0.9733.
+
+        Pixels that changed (|z| >= 3) do not count, so a seed does not raise its own noise
+        level; 0.9733 = E[z² | |z| < 3] for a normal z.
+        """
         b = self.block
-        cy, cx = self.var.shape
-        acc = np.zeros((cy * b, cx * b), np.float32)
-        acc[:] = np.nan
-        acc[sl] = d2
-        acc = acc.reshape(cy, b, cx, b)
-        good = np.isfinite(acc)
-        n = good.sum(axis=(1, 3))
-        tot = np.where(good, acc, 0).sum(axis=(1, 3))
-        ok = n >= (b * b) // 4
-        new = np.where(ok, tot / np.maximum(n, 1), self.var)
+        y0, x0 = sl[0].start, sl[1].start
+        by0, bx0 = -(-y0 // b), -(-x0 // b)
+        by1, bx1 = sl[0].stop // b, sl[1].stop // b
+        if by1 <= by0 or bx1 <= bx0:
+            return
+        sub = zv[by0 * b - y0:by1 * b - y0, bx0 * b - x0:bx1 * b - x0]
+        q = sub * sub
+        ok = q < 9.0
+        if exclude is not None:
+            ok &= ~exclude[by0 * b - y0:by1 * b - y0, bx0 * b - x0:bx1 * b - x0]
+        q *= ok
+        shp = (by1 - by0, b, bx1 - bx0, b)
+        n = ok.reshape(shp).sum(axis=(1, 3))
+        ratio = q.reshape(shp).sum(axis=(1, 3)) / np.maximum(n, 1) / 0.9733
+        blk = self.var[by0:by1, bx0:bx1]
+        good = n >= (b * b) // 4
         beta = max(self.beta, 1.0 / max(1, self.count - 1))   # plain average over the first frames
-        self.var += np.float32(beta) * (new - self.var).astype(np.float32)
+        blk += np.where(good, np.float32(beta) * blk * (ratio.astype(np.float32) - 1), 0).astype(np.float32)
 
     def _robust_reference(self) -> None:
         """Replace the reference by the pixel-wise median of the first ``n_init`` frames.
@@ -184,13 +247,15 @@ class DifferentialImager:
         self._init_frames = []
 
     def update(self, frame: np.ndarray, dx: float, dy: float) -> np.ndarray | None:
-        """Feed one frame with its drift (dx, dy) px; return the differential in σ (float32).
+        """Feed one frame with its drift (dx, dy) (frame px); return the differential in σ (float32).
 
-        Returns None for the first frame (it becomes the reference). Outside the region
-        covered by both the frame and the reference the differential is 0.
+        The differential is on the working grid (``shape``). Returns None for the first frame
+        (it becomes the reference). Outside the region covered by both the frame and the
+        reference the differential is 0.
         """
-        a = self.smoother.apply(frame, -dx, -dy)
-        sl = valid_slices(self.shape, dx, dy, self.margin)
+        ny, nx = self.frame_shape
+        a = self.smoother.apply(np.asarray(frame)[:ny, :nx], -dx, -dy)
+        sl = valid_slices(self.shape, dx / self.step, dy / self.step, self.margin)
         self.last_valid = sl
         self.count += 1
         if self.reference is None:
@@ -205,16 +270,18 @@ class DifferentialImager:
             if self.count == self.n_init:
                 self._robust_reference()
         av, rv, seen = a[sl], self.reference[sl], self.seen[sl]
+        if av.size == 0:
+            return np.zeros(self.shape, np.float32)
         new = ~seen
         has_new = bool(new.any())
         if has_new:
             mr = float(rv[seen].mean()) if seen.any() else 0.0
             ma = float(av[seen].mean()) if seen.any() else 0.0
         else:
-            mr, ma = float(rv.mean()), float(av.mean())
+            mr, ma = float(rv.mean(dtype=np.float64)), float(av.mean(dtype=np.float64))
         if mr > 0 and ma > 0:
             av *= np.float32(mr / ma)     # slow brightness change
-        d = av - rv
+        d = np.subtract(av, rv)
         if has_new:
             d[new] = 0.0
         if self.var is None:
@@ -226,25 +293,18 @@ class DifferentialImager:
         remove_row_offsets(d, clip=3.0 * float(np.sqrt(np.median(self.var))))
         if has_new:
             d[new] = 0.0
-        var = self._var_full(sl)
+        sd = self._sd_full(sl)
         z = np.zeros(self.shape, np.float32)
-        zv = d / np.sqrt(var)
-        z[sl] = zv
-        # clipped updates of variance and reference
+        zv = z[sl]
+        np.divide(d, sd, out=zv)
+        # clipped update of the reference: at most clip_sigma·σ·alpha per frame
         lim = np.float32(self.clip_sigma)
-        step = np.clip(zv, -lim, lim)
-        step *= np.sqrt(var)
-        alpha = np.float32(max(self.alpha, 1.0 / self.count))
-        rv += alpha * step
+        step = np.clip(zv, -lim, lim, out=d)
+        step *= sd
+        step *= np.float32(max(self.alpha, 1.0 / self.count))
+        rv += step
         if has_new:
             rv[new] = av[new]
             seen[new] = True
-        # variance from the pixels within ±3σ only (changes must not raise their own noise level);
-        # 0.9733 = E[z² | |z| < 3] for a normal z
-        d2 = d * d
-        d2[np.abs(zv) >= 3.0] = np.nan
-        if has_new:
-            d2[new] = np.nan
-        d2 *= np.float32(1 / 0.9733)
-        self._update_var(d2, sl)
+        self._update_var(zv, sl, new if has_new else None)
         return z

@@ -202,6 +202,83 @@ def _interpolation(S, nyc, nxc):
     return rows[:n], cols[:n], vals[:n]
 
 
+@njit(cache=True)
+def _pack(rows, cols, vals, ny, nx):
+    """COO triplets of P -> per-fine-voxel arrays (ny, nx, 4) of coarse indices (-1: none) and weights."""
+    idx = -np.ones((ny, nx, 4), np.int64)
+    w = np.zeros((ny, nx, 4))
+    cnt = np.zeros((ny, nx), np.int64)
+    for n in range(rows.size):
+        i, j = rows[n] // nx, rows[n] % nx
+        k = cnt[i, j]
+        idx[i, j, k] = cols[n]
+        w[i, j, k] = vals[n]
+        cnt[i, j] = k + 1
+    return idx, w
+
+
+@njit(cache=True)
+def _rap(S, pidx, pw, nyc, nxc):
+    """Galerkin coarse stencil P^T S P (9-point on the coarse grid), computed voxel by voxel."""
+    ny, nx = S.shape[1], S.shape[2]
+    Sc = np.zeros((9, nyc, nxc))
+    for i in range(ny):
+        for j in range(nx):
+            for a in range(4):
+                c1 = pidx[i, j, a]
+                if c1 < 0:
+                    break
+                w1 = pw[i, j, a]
+                I1, J1 = c1 // nxc, c1 % nxc
+                for k in range(9):
+                    i2 = i + k // 3 - 1
+                    j2 = j + k % 3 - 1
+                    if i2 < 0 or i2 >= ny or j2 < 0 or j2 >= nx:
+                        continue
+                    sv = S[k, i, j]
+                    if sv == 0.0:
+                        continue
+                    f = w1 * sv
+                    for bb in range(4):
+                        c2 = pidx[i2, j2, bb]
+                        if c2 < 0:
+                            break
+                        I2, J2 = c2 // nxc, c2 % nxc
+                        kc = (I2 - I1 + 1) * 3 + (J2 - J1 + 1)
+                        Sc[kc, I1, J1] += f * pw[i2, j2, bb]
+    return Sc
+
+
+@njit(cache=True)
+def _restrict(r, pidx, pw, nyc, nxc):
+    ny, nx = r.shape
+    rc = np.zeros((nyc, nxc))
+    for i in range(ny):
+        for j in range(nx):
+            v = r[i, j]
+            for a in range(4):
+                c = pidx[i, j, a]
+                if c < 0:
+                    break
+                rc[c // nxc, c % nxc] += pw[i, j, a] * v
+    return rc
+
+
+@njit(cache=True)
+def _prolong_add(x, ec, pidx, pw):
+    ny, nx = x.shape
+    nxc = ec.shape[1]
+    for i in range(ny):
+        for j in range(nx):
+            s = 0.0
+            for a in range(4):
+                c = pidx[i, j, a]
+                if c < 0:
+                    break
+                s += pw[i, j, a] * ec[c // nxc, c % nxc]
+            x[i, j] += s
+
+
 def stencil_to_csr(S) -> sp.csr_matrix:
     """The grid operator as a CSR matrix (row-major voxel order)."""
     _, ny, nx = S.shape
@@ -252,12 +329,9 @@ class GridMultigrid:
                 break
             nyc, nxc = (ny + 1) // 2, (nx + 1) // 2
             r, c, v = _interpolation(Sf, nyc, nxc)
-            P = sp.csr_matrix((v, (r, c)), shape=(ny * nx, nyc * nxc))
-            A = stencil_to_csr(Sf)
-            Ac = (P.T @ (A @ P)).tocsr()
-            Ac.sum_duplicates()
-            self.P.append(P)
-            self.levels.append(csr_to_stencil(Ac, nyc, nxc))
+            pidx, pw = _pack(r, c, v, ny, nx)
+            self.P.append((pidx, pw))
+            self.levels.append(_rap(Sf, pidx, pw, nyc, nxc))
         from scipy.sparse.linalg import splu
 
         Sc = self.levels[-1]
@@ -282,9 +356,9 @@ class GridMultigrid:
         _apply(S, x, r)
         r = b - r
         nyc, nxc = self.levels[level + 1].shape[1:]
-        P = self.P[level]
-        ec = self.vcycle((P.T @ r.ravel()).reshape(nyc, nxc), level + 1)
-        x += (P @ ec.ravel()).reshape(b.shape)
+        pidx, pw = self.P[level]
+        ec = self.vcycle(_restrict(r, pidx, pw, nyc, nxc), level + 1)
+        _prolong_add(x, ec, pidx, pw)
         _ylines(S, x, b, False, work)
         _xlines(S, x, b, False)
         return x

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from insitu.analysis.differential import DifferentialImager
+from insitu.analysis.differential import DifferentialImager, upsample_fourier
 from insitu.analysis.registration import PhaseCorrelator
 from insitu.analysis.seeds import SEED_COLUMNS, Candidate, Seed, SeedTracker, find_candidates
 from insitu.errors import UserError
@@ -28,19 +28,38 @@ class FrameResult:
 
     ``dx_px, dy_px``: drift of this frame relative to the first frame (a feature at p in the
     first frame is at p + (dx, dy) in this one). ``differential``: float32 image in σ units in
-    first-frame coordinates, None for the first frame. ``seeds``: all seeds confirmed so far
-    (first-frame coordinates; add (dx, dy) to draw them on this frame); ``new_seeds``: those
-    confirmed by this frame; ``candidates``: this frame's blobs (not yet seeds).
+    first-frame coordinates, frame-sized, None for the first frame (for large frames it is
+    computed on a grid of ``differential_step`` px, kept in ``differential_raw``, and enlarged on
+    first access). ``seeds``: all seeds confirmed so far (first-frame coordinates; add (dx, dy) to
+    draw them on this frame); ``new_seeds``: those confirmed by this frame; ``candidates``: this
+    frame's blobs (not yet seeds).
     """
 
     index: int
     time_s: float
     dx_px: float
     dy_px: float
-    differential: np.ndarray | None
+    differential_raw: np.ndarray | None
     candidates: list[Candidate] = field(default_factory=list)
     seeds: list[Seed] = field(default_factory=list)
     new_seeds: list[Seed] = field(default_factory=list)
+    differential_step: int = 1
+    frame_shape: tuple | None = None
+    _full: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def differential(self) -> np.ndarray | None:
+        if self.differential_raw is None or self.differential_step == 1:
+            return self.differential_raw
+        if self._full is None:
+            st = self.differential_step
+            full = np.zeros(self.frame_shape, np.float32)
+            rep = np.repeat(np.repeat(self.differential_raw, st, axis=0), st, axis=1)
+            # working pixel j sits at frame position st·j: centre the blocks on it
+            h = st // 2
+            full[:rep.shape[0] - h, :rep.shape[1] - h] = rep[h:, h:]
+            self._full = full
+        return self._full
 
 
 class LiveAnalyzer:
@@ -54,8 +73,9 @@ class LiveAnalyzer:
     persistence : frames a blob must be seen in to count as a seed.
     gate_px : association distance (px, plus the seed radius) between frames.
     reg_crop : registration uses a central crop of at most this size (px).
-    upsample : drift resolution 1/upsample px.
     ref_every : the registration reference is refreshed every this many frames.
+    step : "auto" (2 for frames of 768 px and more, else 1) or 1 or 2: the differential image
+        and the detection work on a grid of this step (the 1.5 px smoothing leaves nothing finer).
     min_quality : a drift is accepted when the correlation peak stands this many standard
         deviations above the correlation surface (about 5 for unrelated images); otherwise
         the previous drift is kept.
@@ -76,15 +96,15 @@ class LiveAnalyzer:
     """
 
     def __init__(self, *, sigma_px: float = 1.5, threshold: float = 4.5, low: float = 2.5,
-                 persistence: int = 2, gate_px: float = 4.0, reg_crop: int = 512, upsample: int = 20,
-                 ref_every: int = 5, min_quality: float = 7.0, workers: int = 2):
+                 persistence: int = 2, gate_px: float = 4.0, reg_crop: int = 512,
+                 ref_every: int = 5, min_quality: float = 7.0, step: int | str = "auto", workers: int = 2):
         self.params = dict(sigma_px=sigma_px, threshold=threshold, low=low, persistence=persistence,
-                           gate_px=gate_px, reg_crop=reg_crop, upsample=upsample, ref_every=ref_every,
-                           min_quality=min_quality)
+                           gate_px=gate_px, reg_crop=reg_crop, ref_every=ref_every,
+                           min_quality=min_quality, step=step)
+        self.step_option = step
         self.threshold = float(threshold)
         self.low = float(low)
         self.reg_crop = int(reg_crop)
-        self.upsample = int(upsample)
         self.ref_every = int(ref_every)
         self.min_quality = float(min_quality)
         #: frames whose drift could not be measured (held at the previous value)
@@ -105,16 +125,22 @@ class LiveAnalyzer:
     def _setup(self, shape) -> None:
         self.shape = tuple(int(s) for s in shape)
         ny, nx = self.shape
-        self._imager = DifferentialImager(self.shape, sigma_px=self.sigma_px, workers=self.workers)
-        m = self._imager.margin + 1   # the reference is empty within the margin
+        st = self.step_option
+        if st == "auto":
+            st = 2 if min(ny, nx) >= 768 else 1
+        if st not in (1, 2):
+            raise ValueError(f"step must be 1, 2 or 'auto', got {st!r}")
+        self.step = int(st)
+        self._imager = DifferentialImager(self.shape, sigma_px=self.sigma_px, workers=self.workers, step=self.step)
+        m = (self._imager.margin + 1) * self.step   # the reference is empty within the margin
         cy = max(8, min(ny - 2 * m, self.reg_crop))
         cx = max(8, min(nx - 2 * m, self.reg_crop))
         cy, cx = min(cy, ny), min(cx, nx)
         y0, x0 = (ny - cy) // 2, (nx - cx) // 2
         self._crop = (slice(y0, y0 + cy), slice(x0, x0 + cx))
-        self._pc = PhaseCorrelator((cy, cx), upsample=self.upsample, workers=self.workers)
+        self._pc = PhaseCorrelator((cy, cx), workers=self.workers)
         #: frames too small for a drift-corrected differential (nothing left inside the margins)
-        self.too_small = min(ny, nx) < 2 * self._imager.margin + MIN_SIZE
+        self.too_small = min(ny, nx) < (2 * self._imager.margin + MIN_SIZE) * self.step
 
     def _register(self, frame: np.ndarray) -> tuple[float, float]:
         spec = self._pc.spectrum(frame[self._crop])
@@ -146,26 +172,44 @@ class LiveAnalyzer:
             self.times.append(float(time_s))
             self.drift.append((float("nan"), float("nan")))
             return FrameResult(index=k, time_s=float(time_s), dx_px=float("nan"), dy_px=float("nan"),
-                               differential=None)
+                               differential_raw=None)
         dx, dy = self._register(frame)
         z = self._imager.update(frame, dx, dy)
         cands: list[Candidate] = []
         new: list[Seed] = []
         if z is not None:
             cands = find_candidates(z, self.threshold, self.low, region=self._imager.last_valid)
+            if self.step > 1:
+                st = self.step
+                cands = [Candidate(x=c.x * st, y=c.y * st, sign=c.sign, peak=c.peak, area=c.area * st * st)
+                         for c in cands]
             new = self.tracker.update(k, time_s, cands)
         # refresh the registration reference from the running (drift-corrected) reference
         if k == self._imager.n_init - 1 or (k > 0 and k % self.ref_every == 0):
-            ref = self._imager.reference[self._crop]
-            seen = self._imager.seen[self._crop]
+            ref, seen = self._reference_crop()
             if not seen.all():
                 ref = np.where(seen, ref, ref[seen].mean() if seen.any() else 0.0)
             self._ref_spec = self._pc.spectrum(ref)
         self.n_frames += 1
         self.times.append(float(time_s))
         self.drift.append((float(dx), float(dy)))
-        return FrameResult(index=k, time_s=float(time_s), dx_px=float(dx), dy_px=float(dy), differential=z,
-                           candidates=cands, seeds=list(self.tracker.seeds), new_seeds=new)
+        return FrameResult(index=k, time_s=float(time_s), dx_px=float(dx), dy_px=float(dy), differential_raw=z,
+                           candidates=cands, seeds=list(self.tracker.seeds), new_seeds=new,
+                           differential_step=self.step, frame_shape=self.shape)
+
+    def _reference_crop(self):
+        """The running reference over the registration crop, at frame resolution, and where it holds data."""
+        st = self.step
+        if st == 1:
+            return self._imager.reference[self._crop], self._imager.seen[self._crop]
+        ys, xs = self._crop
+        y0, x0 = ys.start // st, xs.start // st
+        ny, nx = -(-(ys.stop - ys.start) // st), -(-(xs.stop - xs.start) // st)
+        ref = upsample_fourier(self._imager.reference[y0:y0 + ny, x0:x0 + nx], st)
+        seen = np.repeat(np.repeat(self._imager.seen[y0:y0 + ny, x0:x0 + nx], st, 0), st, 1)
+        oy, ox = ys.start - y0 * st, xs.start - x0 * st
+        h, w = ys.stop - ys.start, xs.stop - xs.start
+        return ref[oy:oy + h, ox:ox + w], seen[oy:oy + h, ox:ox + w]
 
     def seeds_table(self) -> dict[str, np.ndarray]:
         """Seeds confirmed so far, as columns ``id, first_frame, first_time_s, x_px, y_px, sign,
@@ -182,7 +226,7 @@ class LiveAnalyzer:
         need = 1 + self.tracker.persistence
         if self.shape is not None and self.too_small:
             return (f"frames of {self.shape[1]}×{self.shape[0]} px are too small: need at least "
-                    f"{2 * self._imager.margin + MIN_SIZE} px on each side for drift correction and "
+                    f"{(2 * self._imager.margin + MIN_SIZE) * self.step} px on each side for drift correction and "
                     f"differential images")
         if self.n_frames < need:
             return (f"only {self.n_frames} frame{'s' if self.n_frames != 1 else ''}: need at least {need} "
@@ -256,14 +300,17 @@ class _DriftCsv:
 
 
 class _DiffH5:
-    """differential.h5: /differential (n, ny, nx) float16 in σ, /frame, /time_s; one chunk a frame."""
+    """differential.h5: /differential (n, ny, nx) float16 in σ, /frame, /time_s; one chunk a frame.
+
+    Large frames are analysed on a grid of ``pixel_step`` (attribute) px, and stored so.
+    """
 
     def __init__(self, path: Path):
         self.path = path
         self.f = None
         self.n = 0
 
-    def add(self, k: int, t: float, z: np.ndarray) -> None:
+    def add(self, k: int, t: float, z: np.ndarray, step: int = 1) -> None:
         import h5py
 
         if self.f is None:
@@ -273,7 +320,9 @@ class _DiffH5:
                                   chunks=(1, ny, nx), dtype="f2")
             self.f.create_dataset("frame", shape=(0,), maxshape=(None,), dtype="i8", chunks=(1024,))
             self.f.create_dataset("time_s", shape=(0,), maxshape=(None,), dtype="f8", chunks=(1024,))
-            self.f["differential"].attrs.update(units="sigma", coordinates="first frame (x = column, y = row)",
+            self.f["differential"].attrs.update(units="sigma", pixel_step=step,
+                                                coordinates="first frame (x = column, y = row); pixel (i, j) is "
+                                                            "at frame position (pixel_step·i, pixel_step·j)",
                                                 description="registered frame minus running reference, "
                                                             "divided by the local noise")
         n = self.n + 1
@@ -382,11 +431,13 @@ def analyze(input_path, out_dir, microstructure=None, simulation=None, progress:
             raise UserError(f"{input_path}: {exc}") from None
         last = frame
         drift_csv.add(k, r.dx_px, r.dy_px)
-        if r.differential is not None:
-            diff_h5.add(k, t, r.differential)
+        if r.differential_raw is not None:
+            diff_h5.add(k, t, r.differential_raw, r.differential_step)
             if len(r.new_seeds) >= best_new:   # show the latest frame that confirmed the most seeds
                 best_new = len(r.new_seeds)
-                best_z, best_idx = r.differential.copy(), k
+                best_z, best_idx = FrameResult(k, t, r.dx_px, r.dy_px, r.differential_raw.copy(),
+                                               differential_step=r.differential_step,
+                                               frame_shape=r.frame_shape), k
         if progress is not None:
             progress(k + 1, None if live else total)
 
@@ -489,7 +540,8 @@ def analyze(input_path, out_dir, microstructure=None, simulation=None, progress:
 
     write_report(paths["report"], title="insitu analysis", source=input_path, n_frames=la.n_frames, seeds=seeds,
                  drift=la.drift_table(), first_frame=first, last_frame=last,
-                 last_drift=la.drift[-1] if la.drift else (0.0, 0.0), differential=best_z,
+                 last_drift=la.drift[-1] if la.drift else (0.0, 0.0),
+                 differential=best_z.differential if best_z is not None else None,
                  differential_index=best_idx, bias=bias, gb_map=gb_map, stats=stats, notes=notes, params=la.params)
     paths["summary"].write_text(json.dumps(summary, indent=2, default=float))
     return paths

@@ -37,8 +37,12 @@ class Candidate:
 
 
 def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
-                    region: tuple[slice, slice] | None = None, max_candidates: int = 200) -> list[Candidate]:
+                    region: tuple[slice, slice] | None = None, max_candidates: int = 500) -> list[Candidate]:
     """Blobs of either sign in a differential image.
+
+    A blob is a connected region where |z| > ``low`` that contains at least one pixel with
+    |z| > ``threshold`` (hysteresis); its area, centroid (weights |z| − low) and peak are measured
+    on that region. A region cannot hold both signs (z must cross 0 between them).
 
     Parameters
     ----------
@@ -64,40 +68,30 @@ def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
         region = (slice(0, z.shape[0]), slice(0, z.shape[1]))
     oy, ox = region[0].start or 0, region[1].start or 0
     zr = z[region]
-    out: list[Candidate] = []
-    for sign in (1, -1):
-        zs = zr if sign > 0 else -zr
-        hi = zs > threshold
-        if not hi.any():
-            continue
-        lab, n = ndi.label(hi)
-        if n > 4 * max_candidates:
-            continue  # the whole frame changed (beam blank, jump): nothing local to report
-        objs = ndi.find_objects(lab)
-        done = np.zeros(n + 1, bool)
-        for i, sl in enumerate(objs, start=1):
-            if done[i]:
-                continue
-            pad = 12
-            y0 = max(0, sl[0].start - pad)
-            y1 = min(zs.shape[0], sl[0].stop + pad)
-            x0 = max(0, sl[1].start - pad)
-            x1 = min(zs.shape[1], sl[1].stop + pad)
-            win = zs[y0:y1, x0:x1]
-            part = lab[sl] == i
-            sub = zs[sl]
-            iy, ix = np.unravel_index(int(np.argmax(np.where(part, sub, -np.inf))), sub.shape)
-            py, px = sl[0].start + iy - y0, sl[1].start + ix - x0
-            llab, _ = ndi.label(win > low)
-            comp = llab == llab[py, px]
-            # high-threshold blobs inside the same low component are one candidate
-            for j in np.unique(lab[y0:y1, x0:x1][comp]):
-                done[j] = True
-            w = win[comp] - low
-            yy, xx = np.nonzero(comp)
-            cy = float(np.sum(yy * w) / np.sum(w)) + y0 + oy
-            cx = float(np.sum(xx * w) / np.sum(w)) + x0 + ox
-            out.append(Candidate(x=cx, y=cy, sign=sign, peak=float(win[py, px]), area=int(comp.sum())))
+    az = np.abs(zr)
+    hi = az > threshold
+    if not hi.any():
+        return []
+    lab, n = ndi.label(az > low)
+    sel = np.unique(lab[hi])
+    sel = sel[sel > 0]
+    if len(sel) > 20 * max_candidates:
+        return []  # the whole frame changed (beam blank, jump): nothing local to report
+    flat = lab.ravel()
+    idx = np.flatnonzero(flat)
+    labs = flat[idx]
+    w = az.ravel()[idx] - low
+    yy, xx = np.divmod(idx, zr.shape[1])
+    area = np.bincount(labs, minlength=n + 1)
+    sw = np.bincount(labs, weights=w, minlength=n + 1)
+    sx = np.bincount(labs, weights=w * xx, minlength=n + 1)
+    sy = np.bincount(labs, weights=w * yy, minlength=n + 1)
+    ssign = np.bincount(labs, weights=zr.ravel()[idx], minlength=n + 1)
+    peaks = np.zeros(n + 1, np.float64)
+    np.maximum.at(peaks, labs, az.ravel()[idx])
+    peak = peaks[sel]
+    out = [Candidate(x=float(sx[i] / sw[i]) + ox, y=float(sy[i] / sw[i]) + oy, sign=1 if ssign[i] > 0 else -1,
+                     peak=float(p), area=int(area[i])) for i, p in zip(sel, np.atleast_1d(peak))]
     out.sort(key=lambda c: -c.peak)
     return out[:max_candidates]
 
@@ -125,19 +119,24 @@ class Seed:
     def y_px(self) -> float:
         return self._sy / self._sw
 
+    _peak: float = 0.0
+    _area: int = 0
+
     @property
     def peak_snr(self) -> float:
-        return max(h[3] for h in self.hits)
+        return self._peak
 
     @property
     def area_px(self) -> int:
-        return max(h[4] for h in self.hits)
+        return self._area
 
     @property
     def radius_px(self) -> float:
-        return float(np.sqrt(self.area_px / np.pi))
+        return float(np.sqrt(self._area / np.pi))
 
     def add(self, frame: int, c: Candidate) -> None:
+        self._peak = max(self._peak, c.peak)
+        self._area = max(self._area, c.area)
         if not self.hits or self.hits[-1][0] != frame:
             self.hits.append((frame, c.x, c.y, c.peak, c.area))
         elif c.peak > self.hits[-1][3]:  # a second blob of the same seed in one frame: keep the stronger
@@ -187,16 +186,21 @@ class SeedTracker:
 
     def update(self, frame: int, time_s: float, candidates: list[Candidate]) -> list[Seed]:
         """Add one frame's candidates; return the seeds confirmed in this frame."""
+        tracks = self.seeds + self.tentative
+        if tracks:
+            tx = np.array([s.x_px for s in tracks])
+            ty = np.array([s.y_px for s in tracks])
+            ts = np.array([s.sign for s in tracks])
+            # a confirmed seed grows: its gate grows with it; a tentative track keeps the plain gate
+            tg = np.array([self.gate_px + (s.radius_px if s.confirmed_frame is not None else 0.0) for s in tracks])
         for c in candidates:
-            best, best_d = None, np.inf
-            for s in self.seeds + self.tentative:
-                if s.sign != c.sign:
-                    continue
-                d = float(np.hypot(s.x_px - c.x, s.y_px - c.y))
-                # a confirmed seed grows: its gate grows with it; a tentative track keeps the plain gate
-                gate = self.gate_px + (s.radius_px if s.confirmed_frame is not None else 0.0)
-                if d <= gate and d < best_d:
-                    best, best_d = s, d
+            best = None
+            if tracks:
+                d = np.hypot(tx - c.x, ty - c.y)
+                d[(ts != c.sign) | (d > tg)] = np.inf
+                j = int(np.argmin(d))
+                if np.isfinite(d[j]):
+                    best = tracks[j]
             if best is None:
                 s = Seed(id=self._tentative_id, sign=c.sign, first_frame=frame, first_time_s=float(time_s),
                          last_frame=frame)

