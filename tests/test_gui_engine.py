@@ -148,7 +148,7 @@ def test_a_frozen_gui_neither_blocks_the_engine_nor_its_safe_stop(qtbot, tmp_pat
     time.sleep(1.0)                       # the GUI thread is frozen: no events, no draining
     assert len(sm.log) > n0 + 5           # ... the engine kept running its protocol meanwhile
     w.abort()
-    time.sleep(4.0)                       # frozen again, right after Abort
+    time.sleep(2.5)                       # frozen again, right after Abort (ramp-down from ~2 V takes ~1 s)
     state = sm.read_state()               # read before the GUI processes a single event
     assert not state.output_on and state.level_V == 0.0
     qtbot.waitUntil(lambda: w.state == "done", timeout=5000)

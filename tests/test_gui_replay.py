@@ -27,7 +27,7 @@ class Tap:
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
     p = tmp_path_factory.mktemp("replay") / "s.h5"
-    return record_synthetic_session(p, duration_s=3.0, sample_interval_s=0.1, frame_rate_hz=5.0,
+    return record_synthetic_session(p, duration_s=2.0, sample_interval_s=0.1, frame_rate_hz=5.0,
                                     frame_shape=(96, 96))
 
 
@@ -49,16 +49,16 @@ def test_replay_plays_at_the_recorded_timing(qtbot, session, speed):
     assert w.thread.outcome == "complete"
     t_rec = np.array([s[0] for s in tap.seen])
     t_wall = np.array([s[1] for s in tap.seen])
-    assert len(t_rec) == 16                                   # every frame of 0…3 s at 5 frames/s
+    assert len(t_rec) == 11                                   # every frame of 0…2 s at 5 frames/s
     # wall time between frames = recorded time / speed (least-squares slope and worst deviation)
     slope = np.polyfit(t_rec, t_wall, 1)[0]
     assert slope == pytest.approx(1.0 / speed, rel=0.05)
     resid = (t_wall - t_wall[0]) - (t_rec - t_rec[0]) / speed
     assert np.abs(resid).max() < 0.1
     # what the operator sees: every bias sample in the plots, the last frame shown, elapsed = duration
-    assert w.plots.traces["voltage"].n_samples == 31
-    assert w.image._frame.time_s == pytest.approx(3.0)
-    assert w.panel.r_time.value.text().startswith("0:03")
+    assert w.plots.traces["voltage"].n_samples == 21
+    assert w.image._frame.time_s == pytest.approx(2.0)
+    assert w.panel.r_time.value.text().startswith("0:02")
     assert not w.panel.start_button.isEnabled() and w.panel.start_button.text() == "Play"
 
 
@@ -76,9 +76,9 @@ def test_replay_pause_holds_and_speed_changes_take_effect(qtbot, session):
     assert b.clock.time_scale == 5.0
     t0 = time.monotonic()
     qtbot.waitUntil(lambda: w.state == "done", timeout=10_000)
-    # the remaining ≥ 2.4 recorded seconds play in about a fifth of that
-    assert time.monotonic() - t0 < 1.2
-    assert len(tap.seen) == 16
+    # the remaining ≥ 1.4 recorded seconds play in about a fifth of that (not 1.4 s)
+    assert time.monotonic() - t0 < 0.9
+    assert len(tap.seen) == 11
 
 
 def test_replay_stop_ends_early_without_error(qtbot, session):
@@ -89,7 +89,7 @@ def test_replay_stop_ends_early_without_error(qtbot, session):
     assert w.panel.abort_button.isEnabled()
     w.abort()
     qtbot.waitUntil(lambda: w.state == "done", timeout=5000)
-    assert w.thread.outcome == "stopped" and len(tap.seen) < 16
+    assert w.thread.outcome == "stopped" and len(tap.seen) < 11
 
 
 def test_replay_clock_pause_and_speed():
