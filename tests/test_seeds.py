@@ -185,3 +185,24 @@ def test_match_seeds_is_one_to_one():
     r = match_seeds(found, truth)
     assert (r["tp"], r["fp"], r["fn"]) == (1, 0, 1)
     assert r["f1"] == pytest.approx(2 / 3)
+
+
+def test_half_resolution_grid_for_large_frames():
+    """step=2 (the default from 768 px on) finds the same seeds; the differential is still frame-sized."""
+    s = make_series(n_frames=30, shape=(256, 256), seed=21)
+    la, results = _run(s, step=2)
+    assert la.step == 2
+    sc = match_seeds(la.seeds_table(), s.seeds)
+    assert sc["f1"] >= 0.85 and sc["mean_error_px"] <= 2.0
+    r = results[-1]
+    assert r.differential_raw.shape == (128, 128) and r.differential_step == 2
+    assert r.differential.shape == (256, 256) and r.differential.dtype == np.float32
+    # the enlarged image puts a seed's change where the seed is
+    i = int(np.argmax(la.seeds_table()["peak_snr"]))
+    x, y = (int(round(v)) for v in (la.seeds_table()["x_px"][i], la.seeds_table()["y_px"][i]))
+    zs = r.differential[y - 3:y + 4, x - 3:x + 4] * la.seeds_table()["sign"][i]
+    assert zs.max() > 3
+    for size, step in ((512, 1), (800, 2)):
+        auto = LiveAnalyzer()
+        auto._setup((size, size))
+        assert auto.step == step
