@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import signal
 import sys
-import time
 import traceback
 
 import numpy as np

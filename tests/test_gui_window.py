@@ -12,7 +12,6 @@ from PyQt5 import QtGui  # noqa: E402
 
 from insitu.gui.app import MainWindow  # noqa: E402
 from insitu.gui.backends import FeedBackend  # noqa: E402
-from insitu.records import BiasSample  # noqa: E402
 
 
 def grab_array(widget) -> np.ndarray:
