@@ -342,16 +342,23 @@ class Engine:
                 self._run_levels(st)
 
     def _run_levels(self, st) -> None:
-        """A ramp or hold: one tick per sample interval; the step's clock stops while holding."""
+        """A ramp or hold: one tick per sample interval.
+
+        The step's clock ``tau`` stops while holding (pause, stall,
+        compliance). A step ends only when its time is up AND its level has
+        been reached; a hold starts counting once the level is there (the slew
+        guard may have slowed the way to it).
+        """
         tau = 0.0
-        while not is_done(st, tau, self.dt):
+        while not (is_done(st, tau, self.dt) and self.setpoint == st.v_end_V):
             inc = self._next_tick()
             target = level_at(st, tau + inc, self.dt)
             if self._must_hold(target):
                 self._sample(None)
                 continue
-            tau += inc
             self.protocol_time += inc
+            if st.kind == "ramp" or self.setpoint == st.v_end_V:
+                tau += inc
             self._sample(target)
 
     def _acquire(self, n: int) -> None:

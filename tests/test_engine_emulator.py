@@ -122,7 +122,7 @@ steps:
   - hold: {duration: 1}
   - ramp: {to: 0.0, rate: 0.4}
 """
-TIME_SCALE = 4.0   # clock seconds per real second: the protocol above takes ~4 real s
+TIME_SCALE = 8.0   # clock seconds per real second: the protocol above takes ~2 real s
 
 
 @pytest.fixture
@@ -281,7 +281,8 @@ def test_dropped_connection_reconnects_ramps_down_and_exits_2(emulator):
     changes = clock_changes(emu, clock)
     assert_safe_log(changes, proto.limits)
     bias = [r for r in records if isinstance(r, BiasSample)]
-    assert max(b.setpoint_V for b in bias) >= 1.5        # samples before the drop kept
+    # samples before the drop kept (the tick that met the drop may have no sample: one step of slack)
+    assert max(b.setpoint_V for b in bias) >= 1.5 - proto.limits.max_slew_rate * proto.sample_interval
     kinds = [r.kind for r in records if isinstance(r, EventRecord)]
     assert "reconnect" in kinds and "fault" in kinds
     # the ramp-down after reconnecting was recorded too
