@@ -84,8 +84,7 @@ class VirtualSourceMeter(MockSourceMeter):
             t = self.clock.now()
             v, i, hit = self._current(t)
             if self._output and not hit and i != 0.0:
-                p = self.specimen.params
-                i += float(self.specimen._noise_rng.normal(0.0, p.noise_rel * abs(i) + p.noise_floor_A))
+                i += self.specimen.current_noise_A(i)
             return Measurement(t, v, i, hit)
 
 

@@ -292,15 +292,10 @@ class VirtualSpecimen:
             self.v_applied = float(voltage_V)
             self.limit_A = float(limit_A)
 
-    def current_A(self, t_s: float, noisy: bool = True) -> float:
-        """Current (A) through the specimen at ``t_s`` (before the source's own limit)."""
-        with self._lock:
-            self.advance(t_s)
-            i = self.conductance_S() * self.v_applied
-            if noisy and self.v_applied != 0.0:
-                p = self.params
-                i += float(self._noise_rng.normal(0.0, p.noise_rel * abs(i) + p.noise_floor_A))
-            return i
+    def current_noise_A(self, i_A: float) -> float:
+        """One draw of measurement noise (A) for a reading of ``i_A``: relative plus floor."""
+        p = self.params
+        return float(self._noise_rng.normal(0.0, p.noise_rel * abs(i_A) + p.noise_floor_A))
 
     # -- imaging ----------------------------------------------------------------------------------
     def frame(self, t_s: float) -> np.ndarray:
