@@ -523,8 +523,10 @@ def analyze(input_path, out_dir, microstructure=None, simulation=None, progress:
         else:
             dmap = cor.electrode_distances({neg: micro.electrodes[neg]})[neg]
             on = table["on_gb"]
-            stats = cor.jump_statistics(table["jump"][on], table[f"dist_{neg}_px"][on], pts["jump"],
+            # gb.csv's jump is j_a − j_b, its sign set by the grain numbering: compare magnitudes
+            stats = cor.jump_statistics(np.abs(table["jump"][on]), table[f"dist_{neg}_px"][on], np.abs(pts["jump"]),
                                         cor._sample(dmap, pts["x"], pts["y"]))
+            stats["quantity"] = "|jump| = |j_a - j_b| (A/m^2)"
             stats = dict(negative_electrode=neg, seeds_on_gb=int(on.sum()), seeds_total=int(len(on)), **stats)
             paths["statistics"] = out / "statistics.json"
             paths["statistics"].write_text(json.dumps(stats, indent=2))
@@ -532,7 +534,7 @@ def analyze(input_path, out_dir, microstructure=None, simulation=None, progress:
         jm = np.full(micro.grains.shape, np.nan)
         iy = np.clip(np.rint(pts["y"]).astype(int), 0, jm.shape[0] - 1)
         ix = np.clip(np.rint(pts["x"]).astype(int), 0, jm.shape[1] - 1)
-        jm[iy, ix] = pts["jump"]
+        jm[iy, ix] = np.abs(pts["jump"])
         gb_map = dict(grains=micro.grains, jump_map=jm, seeds_x=table["x_map"], seeds_y=table["y_map"],
                       electrodes=micro.electrodes)
 

@@ -155,7 +155,7 @@ def write_report(path, *, title: str, source: str, n_frames: int, seeds: dict, d
         ax.imshow(np.where(g > 0, 0.85, 0.55), cmap="gray", vmin=0, vmax=1)
         jm = np.asarray(gb_map["jump_map"], float)
         im = ax.imshow(np.ma.masked_invalid(jm), cmap="inferno")
-        fig.colorbar(im, ax=ax, label="GB current jump (A/m²)")
+        fig.colorbar(im, ax=ax, label="GB current jump |j_a − j_b| (A/m²)")
         for name, m in (gb_map.get("electrodes") or {}).items():
             ax.contour(np.asarray(m, float), levels=[0.5], colors="cyan", linewidths=1)
         ax.scatter(gb_map["seeds_x"], gb_map["seeds_y"], s=40, facecolors="none", edgecolors="lime")
@@ -165,7 +165,7 @@ def write_report(path, *, title: str, source: str, n_frames: int, seeds: dict, d
 
     if stats is not None:
         rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in stats.items())
-        parts.append("<h2>Statistics</h2><p>Do seeds sit on GBs with larger simulated current jumps than GB "
+        parts.append("<h2>Statistics</h2><p>Do seeds sit on GBs with larger simulated current jumps (|j_a − j_b|) than GB "
                      "points at the same distance from the negative electrode? ROC AUC 0.5 = no difference, "
                      "1 = every seed GB beats its distance-matched controls; p from a stratified permutation "
                      f"test.</p><table>{rows}</table>")
