@@ -103,6 +103,86 @@ def bench_display(app, seconds: float = 8.0) -> dict:
                 draw_ms=out["ours"] * 1e3, naive_draw_ms=out["naive"] * 1e3)
 
 
+_HOLD_PROTOCOL = """
+name: bench-gui
+limits: {max_voltage: 5.0, compliance_current: 1.0e-3, max_slew_rate: 10.0}
+sample_interval: 0.1
+steps:
+  - beam: unblank
+  - ramp: {to: 1.0}
+  - hold: {duration: %(hold)s}
+  - ramp: {to: 0.0}
+"""
+
+
+def _engine_run(app, hold_s: float, with_gui: bool) -> dict:
+    """The real engine on mocks (1024² noise frames at 10 frames/s, 10 Hz bias), recording a session;
+    with or without the window. Returns display numbers and the engine's bias-sample lateness."""
+    from insitu.clock import Clock
+    from insitu.config import MOCK_TOML, parse_instruments
+    from insitu.drivers.mock import MockBeamBlanker, MockSourceMeter, NoiseFrameSource
+    from insitu.engine import Engine
+    from insitu.gui.app import MainWindow
+    from insitu.gui.backends import EngineBackend
+    from insitu.instruments import Instruments
+    from insitu.protocol import expand, parse_protocol
+    from insitu.session import SessionWriter, open_session
+
+    def mocks(config, clock, seed=0):
+        bb = MockBeamBlanker()
+        return Instruments(MockSourceMeter(1e6, clock), bb,
+                           NoiseFrameSource(shape=(1024, 1024), rate_hz=10.0, clock=clock, blanker=bb), clock)
+
+    protocol = parse_protocol(_HOLD_PROTOCOL % {"hold": hold_s})
+    tmp = Path(tempfile.mkdtemp(prefix="bench_gui_"))
+    out = tmp / "run.h5"
+    res = {}
+    if with_gui:
+        b = EngineBackend(parse_instruments(MOCK_TOML), MOCK_TOML, protocol, out, open_instruments=mocks)
+        w = MainWindow(b, protocol=protocol, timeline=expand(protocol), analysis=False)
+        w.resize(1600, 1000)
+        w.show()
+        _pump(app, 0.3)
+        w.start()
+        _pump(app, 2.0)
+        n_in0, n_drawn0, t0 = w.queue.frames.n_put, w.image.n_drawn, time.monotonic()
+        backlog = 0
+        while w.state != "done" and time.monotonic() - t0 < hold_s + 30:
+            app.processEvents()
+            backlog = max(backlog, w.queue.frames.n_put - w.queue.frames.n_dropped - w.image.n_drawn)
+            time.sleep(0.002)
+            if time.monotonic() - t0 > hold_s - 3 and "shown_fps" not in res:
+                dt = time.monotonic() - t0
+                res.update(incoming_fps=(w.queue.frames.n_put - n_in0) / dt,
+                           shown_fps=(w.image.n_drawn - n_drawn0) / dt)
+        res["backlog_max"] = backlog
+        w.close()
+        _pump(app, 0.2)
+    else:
+        clock = Clock()
+        inst = mocks(None, clock)
+        with SessionWriter(out, start_time_iso=clock.start_iso) as wr:
+            Engine(protocol, inst, sinks=(wr,)).run()
+            wr.close("complete")
+    with open_session(out) as s:
+        t = np.asarray(s.bias["time"], float)
+    lateness = np.diff(t) - 0.1          # spacing beyond the 0.1 s schedule
+    res["p99_jitter_ms"] = float(np.percentile(np.abs(lateness), 99) * 1e3)
+    out.unlink()
+    tmp.rmdir()
+    return res
+
+
+def bench_engine_display(app, hold_s: float = 15.0) -> dict:
+    try:
+        import insitu.engine  # noqa: F401
+    except ImportError:
+        return {}
+    base = _engine_run(app, hold_s, with_gui=False)
+    gui = _engine_run(app, hold_s, with_gui=True)
+    return dict(gui, headless_p99_jitter_ms=base["p99_jitter_ms"])
+
+
 def bench_plots(app) -> dict:
     from insitu.gui.plots import TracePlots
 
@@ -189,6 +269,12 @@ def main() -> dict:
           f"(goal ≥ 10), max backlog {d['backlog_max']} frame (goal ≤ 1)")
     print(f"  draw + repaint per frame: {d['draw_ms']:.1f} ms vs naive autoLevels {d['naive_draw_ms']:.1f} ms "
           f"(ratio {d['draw_ms'] / d['naive_draw_ms']:.2f})")
+    e = bench_engine_display(app)
+    if e:
+        print(f"engine on mocks + window (1024² frames at 10/s, 10 Hz bias, recording): shown {e['shown_fps']:.1f}/s "
+              f"of {e['incoming_fps']:.1f}/s, max backlog {e['backlog_max']}; bias-sample spacing p99 error "
+              f"{e['p99_jitter_ms']:.1f} ms with the window vs {e['headless_p99_jitter_ms']:.1f} ms headless "
+              f"(ratio {e['p99_jitter_ms'] / max(e['headless_p99_jitter_ms'], 1e-3):.2f})")
     p = bench_plots(app)
     print(f"plots refresh: 1 min {p['1 min'] * 1e3:.1f} ms ({p['1 min points']} pts), 1 h {p['1 h'] * 1e3:.1f} ms "
           f"({p['1 h points']} pts), 10 h {p['10 h'] * 1e3:.1f} ms ({p['10 h points']} pts): "
@@ -200,7 +286,7 @@ def main() -> dict:
           f"(ratio end/quarter {m['rss_end_mb'] / m['rss_quarter_mb']:.2f}, goal ≈ 1); {m['wall_s']:.0f} s wall "
           f"(recorded timing: {m['expected_wall_s']:.0f} s), "
           f"{m['samples']} samples drawn with {m['plot_points']} points")
-    return dict(display=d, plots=p, memory=m)
+    return dict(display=d, engine=e, plots=p, memory=m)
 
 
 if __name__ == "__main__":

@@ -454,12 +454,12 @@ class LiveImageView(QtWidgets.QWidget):
         first = self.image.image is None or self._shape != img.shape[:2]
         if self.auto_box.isChecked():
             levels = settle_levels(self._levels, levels)
-        # bin to screen resolution (2×2 means while a screen pixel covers ≥ 2 frame pixels), map to
+        # bin to screen resolution (2×2 means while a screen pixel covers ≥ 1.5 frame pixels), map to
         # uint8 with our own lookup table; pyqtgraph then only applies the 256-colour table
         small = img
         ps = self.view.viewPixelSize() if not first else (1.0, 1.0)
         f = min(ps)
-        while f >= 2.0 and min(small.shape[:2]) >= 256:
+        while f >= 1.5 and min(small.shape[:2]) >= 256:
             small = bin2(small)
             f /= 2.0
         self.image.setImage(to_display_uint8(small, levels), autoLevels=False, levels=(0, 255))
