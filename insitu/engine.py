@@ -314,6 +314,8 @@ class Engine:
         self._dose_t = clock.now()
         self._unblank_t = self._last_frame_t = clock.now()
         self._emit(BeamSample(clock.now(), self.blanked, 0.0 if self.blanked else self.dose_rate_on))
+        if self._abort.is_set():
+            raise _Stop("abort", f"aborted before the output was switched on: {self._abort_reason}")
         if self.instruments.frames is not None:
             self.instruments.frames.start()
         self.output_maybe_on = True

@@ -301,3 +301,12 @@ def test_status_line_shows_step_time_voltage_current():
     last = text.rstrip("\n").split("\r")[-1]
     assert "left" in last and " V " in last and " A" in last and "elapsed" in last
     assert "[1/3] ramp to 1 V" in text
+
+
+def test_abort_before_start_never_switches_on():
+    inst = mock()
+    eng = Engine(parse_protocol(LIM % "" + "steps: [{ramp: {to: 2}}]"), inst, [])
+    eng.request_abort("changed my mind")
+    with pytest.raises(StoppedEarly, match="before the output was switched on"):
+        eng.run()
+    assert not any(k == "output" and v for _, k, v in inst.source_meter.log)
