@@ -52,8 +52,8 @@ class FilamentParams:
     right_margin_px: float = 24.0     #: no interface sites this close to the Na-source electrode
     interface_depth_px: float = 4.0   #: interface sites sit this far below the Au(Pt) edge
     charge_scale_C: float = 1.5e-4    #: the charge over which nucleation and growth happen
-    k_interface: float = 2.5          #: expected interface nucleations per charge_scale (fresh specimen)
-    k_gb: float = 4.0                 #: expected GB nucleations per charge_scale (after incubation, initial supply)
+    k_interface: float = 3.0          #: expected interface nucleations per charge_scale (fresh specimen)
+    k_gb: float = 5.0                 #: expected GB nucleations per charge_scale (after incubation, initial supply)
     interface_drive_power: float = 1.0
     gb_drive_power: float = 2.0
     gb_incubation: float = 0.6        #: forward charge (in charge_scale) before GB sites can nucleate
