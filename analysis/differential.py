@@ -170,7 +170,6 @@ class DifferentialImager:
         self.step = int(step)
         self.n_init = 3
         self._level = 0.0
-        self._init_frames: list = []
         st = int(step)
         self.frame_shape = (int(shape[0]) // st * st, int(shape[1]) // st * st)
         self.shape = (self.frame_shape[0] // st, self.frame_shape[1] // st)  # working grid
@@ -182,16 +181,24 @@ class DifferentialImager:
         self.smoother = ShiftSmoother(self.frame_shape, self.sigma_px, workers=workers, step=self.step)
         self.reference: np.ndarray | None = None   # smoothed, first-frame coordinates
         self.var: np.ndarray | None = None         # variance of the smoothed difference, per block
-        self.seen: np.ndarray | None = None        # reference holds data here
+        self.nseen: np.ndarray | None = None       # frames that went into the reference, per pixel
         self.count = 0
         self.last_valid: tuple[slice, slice] | None = None
 
     # -- noise variance on a coarse grid of block × block px (a per-pixel estimate from a
     #    few frames would be too noisy: its errors give the σ image heavy tails)
     def _init_var(self, s2: float, sl) -> None:
+        """Prior: the global variance s2, scaled per block by the reference level (counting noise)."""
         b = self.block
         cy, cx = -(-self.shape[0] // b), -(-self.shape[1] // b)
         self.var = np.full((cy, cx), s2, np.float32)
+        ref = self.reference
+        by0, bx0 = -(-sl[0].start // b), -(-sl[1].start // b)
+        by1, bx1 = sl[0].stop // b, sl[1].stop // b
+        if by1 > by0 and bx1 > bx0 and self._level > 0:
+            blocks = ref[by0 * b:by1 * b, bx0 * b:bx1 * b].reshape(by1 - by0, b, bx1 - bx0, b).mean(axis=(1, 3))
+            rel = np.clip(blocks / self._level, 0.25, 4.0)
+            self.var[by0:by1, bx0:bx1] = s2 * rel / float(np.mean(rel))
 
     def _sd_full(self, sl) -> np.ndarray:
         """σ per pixel of the region ``sl`` (blocky: one value per block)."""
@@ -227,31 +234,45 @@ class DifferentialImager:
         ratio = q.reshape(shp).sum(axis=(1, 3)) / np.maximum(n, 1) / 0.9733
         blk = self.var[by0:by1, bx0:bx1]
         good = n >= (b * b) // 4
-        beta = max(self.beta, 1.0 / max(1, self.count - 1))   # plain average over the first frames
+        # plain average at first, the prior counting as 4 frames
+        beta = max(self.beta, 1.0 / (self.count - self.n_init + 4))
         blk += np.where(good, np.float32(beta) * blk * (ratio.astype(np.float32) - 1), 0).astype(np.float32)
 
-    def _robust_reference(self) -> None:
-        """Replace the reference by the pixel-wise median of the first ``n_init`` frames.
+    @property
+    def seen(self) -> np.ndarray:
+        """Where the reference holds data (at least one frame)."""
+        return self.nseen > 0
 
-        A one-frame artefact in the very first frame would otherwise sit in the reference and
-        look like a persistent change in every later frame.
+    def _probation(self, sl, av: np.ndarray, mask: np.ndarray) -> None:
+        """Start the reference where it has fewer than ``n_init`` frames: the median of the first 3.
+
+        A one-frame artefact in one of them (also where the drift brings new specimen into view)
+        never enters the reference, so it cannot look like a persistent change later.
         """
-        stack = np.full((len(self._init_frames),) + self.shape, np.nan, np.float32)
-        for i, (a, sl) in enumerate(self._init_frames):
-            stack[i][sl] = a[sl]
-        ok = np.isfinite(stack).all(axis=0)
-        med = np.median(stack, axis=0)
-        self.reference[ok] = med[ok]
-        # where not every first frame saw the specimen, start afresh from the next frame that does
-        self.seen &= ok
-        self._init_frames = []
+        rv, ns = self.reference[sl], self.nseen[sl]
+        p1, p2 = self._p1[sl], self._p2[sl]
+        for n in (2, 1, 0):
+            m = mask & (ns == n)
+            if not m.any():
+                continue
+            x = av[m]
+            if n == 0:
+                p1[m] = x
+                rv[m] = x
+            elif n == 1:
+                p2[m] = x
+                rv[m] = 0.5 * (p1[m] + x)
+            else:
+                a1, a2 = p1[m], p2[m]
+                rv[m] = np.maximum(np.minimum(a1, a2), np.minimum(np.maximum(a1, a2), x))
+            ns[m] = n + 1
 
     def update(self, frame: np.ndarray, dx: float, dy: float) -> np.ndarray | None:
         """Feed one frame with its drift (dx, dy) (frame px); return the differential in σ (float32).
 
-        The differential is on the working grid (``shape``). Returns None for the first frame
-        (it becomes the reference). Outside the region covered by both the frame and the
-        reference the differential is 0.
+        The differential is on the working grid (``shape``). Returns None for the first
+        ``n_init`` (3) frames: their pixel-wise median starts the reference. Outside the region
+        covered by both the frame and a ready reference the differential is 0.
         """
         ny, nx = self.frame_shape
         a = self.smoother.apply(np.asarray(frame)[:ny, :nx], -dx, -dy)
@@ -260,38 +281,37 @@ class DifferentialImager:
         self.count += 1
         if self.reference is None:
             self.reference = np.zeros(self.shape, np.float32)
-            self.seen = np.zeros(self.shape, bool)
-            self.reference[sl] = a[sl]
-            self.seen[sl] = True
-            self._init_frames = [(a, sl)]
-            return None
-        if self.count <= self.n_init:
-            self._init_frames.append((a, sl))
-            if self.count == self.n_init:
-                self._robust_reference()
-        av, rv, seen = a[sl], self.reference[sl], self.seen[sl]
+            self.nseen = np.zeros(self.shape, np.uint8)
+            self._p1 = np.zeros(self.shape, np.float32)
+            self._p2 = np.zeros(self.shape, np.float32)
+        av, rv, ns = a[sl], self.reference[sl], self.nseen[sl]
         if av.size == 0:
-            return np.zeros(self.shape, np.float32)
-        new = ~seen
-        has_new = bool(new.any())
-        if has_new:
-            mr = float(rv[seen].mean()) if seen.any() else 0.0
-            ma = float(av[seen].mean()) if seen.any() else 0.0
+            return None if self.var is None else np.zeros(self.shape, np.float32)
+        ready = ns >= self.n_init
+        n_ready = int(np.count_nonzero(ready))
+        if n_ready == 0:
+            self._probation(sl, av, np.ones(av.shape, bool))
+            return None
+        part = n_ready < ready.size
+        new = ~ready if part else None
+        if part:
+            mr, ma = float(rv[ready].mean()), float(av[ready].mean())
         else:
             mr, ma = float(rv.mean(dtype=np.float64)), float(av.mean(dtype=np.float64))
         if mr > 0 and ma > 0:
             av *= np.float32(mr / ma)     # slow brightness change
         d = np.subtract(av, rv)
-        if has_new:
+        if part:
             d[new] = 0.0
         if self.var is None:
-            self._level = float(np.abs(rv).mean())
+            self._level = float(np.abs(rv[ready]).mean())
             dd = d - d.mean(axis=1, keepdims=True)
+            dd = dd[ready] if part else dd
             med = np.median(dd)
             s2 = (1.4826 * np.median(np.abs(dd - med))) ** 2
             self._init_var(max(float(s2), 1e-12), sl)
         remove_row_offsets(d, clip=3.0 * float(np.sqrt(np.median(self.var))))
-        if has_new:
+        if part:
             d[new] = 0.0
         sd = self._sd_full(sl)
         z = np.zeros(self.shape, np.float32)
@@ -301,10 +321,9 @@ class DifferentialImager:
         lim = np.float32(self.clip_sigma)
         step = np.clip(zv, -lim, lim, out=d)
         step *= sd
-        step *= np.float32(max(self.alpha, 1.0 / self.count))
+        step *= np.float32(max(self.alpha, 1.0 / max(1, self.count - self.n_init + 1)))
         rv += step
-        if has_new:
-            rv[new] = av[new]
-            seen[new] = True
-        self._update_var(zv, sl, new if has_new else None)
+        if part:
+            self._probation(sl, av, new)
+        self._update_var(zv, sl, new)
         return z

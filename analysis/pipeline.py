@@ -85,14 +85,14 @@ class LiveAnalyzer:
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> la = LiveAnalyzer()
-    >>> for k in range(5):
+    >>> for k in range(7):
     ...     f = rng.poisson(100, (64, 64)).astype(float)
-    ...     if k >= 2:
+    ...     if k >= 4:
     ...         f[30:35, 20:25] += 50
     ...     r = la.feed(f, 2.0 * k)
     >>> t = la.seeds_table()
     >>> t["first_frame"].tolist(), [round(float(v)) for v in t["x_px"]], [round(float(v)) for v in t["y_px"]]
-    ([2], [22], [32])
+    ([4], [22], [32])
     """
 
     def __init__(self, *, sigma_px: float = 1.5, threshold: float = 4.5, low: float = 2.5,
@@ -223,20 +223,21 @@ class LiveAnalyzer:
 
     def why_nothing(self) -> str:
         """A one-line reason when no seed was found."""
-        need = 1 + self.tracker.persistence
+        need = self._imager.n_init + self.tracker.persistence if self._imager else 3 + self.tracker.persistence
         if self.shape is not None and self.too_small:
             return (f"frames of {self.shape[1]}×{self.shape[0]} px are too small: need at least "
                     f"{(2 * self._imager.margin + MIN_SIZE) * self.step} px on each side for drift correction and "
                     f"differential images")
         if self.n_frames < need:
             return (f"only {self.n_frames} frame{'s' if self.n_frames != 1 else ''}: need at least {need} "
-                    f"(1 reference + {self.tracker.persistence} for persistence)")
+                    f"({need - self.tracker.persistence} for the reference + {self.tracker.persistence} "
+                    "for persistence)")
         return (f"no change passed {self.threshold:g} σ in {self.tracker.persistence} frames "
                 f"out of {self.n_frames}")
 
 
-#: frames needed before a seed can be confirmed (1 reference + persistence 2)
-MIN_FRAMES = 3
+#: frames needed before a seed can be confirmed (median of 3 for the reference + persistence 2)
+MIN_FRAMES = 5
 #: smallest useful width (px) of the drift-corrected region
 MIN_SIZE = 16
 

@@ -89,8 +89,8 @@ def test_folder_of_tiffs(tiff_folder, tmp_path, series, capsys):
     import h5py
 
     with h5py.File(out / "differential.h5", "r") as f:
-        assert f["differential"].shape == (23, 128, 128)
-        assert f["frame"][()].tolist() == list(range(1, 24))
+        assert f["differential"].shape == (21, 128, 128)   # frames 0-2 start the reference
+        assert f["frame"][()].tolist() == list(range(3, 24))
         assert f["differential"].attrs["units"] == "sigma"
 
 
