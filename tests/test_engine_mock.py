@@ -98,8 +98,10 @@ def test_compliance_hold_freezes_the_ramp_then_resumes():
     ev = [e for e in of(records, EventRecord) if e.kind == "compliance"]
     assert len(ev) == 2 and "holding" in ev[0].message and "resuming" in ev[1].message
     bias = of(records, BiasSample)
+    tripped = [b for b in bias if b.time_s <= ev[0].time_s][-1]          # the sample that hit the limit
+    assert tripped.compliance and tripped.setpoint_V > 1.0
     during = [b.setpoint_V for b in bias if ev[0].time_s <= b.time_s < ev[1].time_s]
-    assert during and max(during) <= 1.0 + 0.1 + 1e-9     # at most one step above where compliance began
+    assert len(during) > 10 and max(during) == tripped.setpoint_V         # the ramp froze right there
     assert max(b.setpoint_V for b in bias) == pytest.approx(3.0)
     assert ev[1].time_s >= 8.0 and ends_safe(inst)
 
@@ -151,7 +153,9 @@ def test_frame_stall_pauses_the_protocol_clock_then_aborts_after_3x():
     stall = [e for e in of(records, EventRecord) if e.kind == "stall"]
     assert len(stall) == 2 and "holding" in stall[0].message and "aborting" in stall[1].message
     # abort after 3 x 2 s without frames; the protocol clock stood still from the first stall event
-    assert stall[1].time_s - 3.0 == pytest.approx(6.0, abs=0.8)
+    last_frame = of(records, FrameRecord)[-1].time_s
+    assert 6.0 < stall[1].time_s - last_frame < 6.0 + 2.0
+    assert 2.0 < stall[0].time_s - last_frame < 2.0 + 2.0
     prog = [p for p in of(records, ProgressRecord) if stall[0].time_s + 0.3 < p.time_s < stall[1].time_s]
     assert prog and max(p.elapsed_s for p in prog) - min(p.elapsed_s for p in prog) < 1e-9
     assert all(p.paused for p in prog)
@@ -210,7 +214,7 @@ def test_pause_holds_the_level_and_stops_the_protocol_clock():
     assert paused and paused[-1].time_s - paused[0].time_s > 3.0
     assert max(p.elapsed_s for p in paused) - min(p.elapsed_s for p in paused) < 1e-9
     lv = {b.setpoint_V for b in of(records, BiasSample) if paused[0].time_s <= b.time_s <= paused[-1].time_s}
-    assert len(lv) == 1 and 1.0 <= lv.pop() < 1.2
+    assert len(lv) == 1 and 1.0 <= lv.pop() < 2.0                      # held mid-ramp
     assert eng.protocol_time == pytest.approx(eng.timeline.duration_s, abs=0.5)
     assert ends_safe(inst)
 
