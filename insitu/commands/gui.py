@@ -1,6 +1,7 @@
 """``insitu gui``: the operator window (live control and viewing, or replay of a session)."""
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,7 +45,8 @@ def add_arguments(parser):
     parser.add_argument("--protocol", metavar="FILE",
                         help="protocol YAML (default with --mock: examples/ding2023.yaml)")
     parser.add_argument("--out", metavar="SESSION.h5",
-                        help="session file to record (default: insitu-<date>-<time>.h5 in the current folder)")
+                        help="session file to record (default: insitu-<date>-<time>.h5 in the current folder; "
+                             "with --mock in the temp folder)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.add_argument("--speed", type=float, default=1.0, metavar="X", help="replay speed (default 1)")
     parser.add_argument("--time-scale", type=float, default=None, metavar="X",
@@ -103,7 +105,9 @@ def run(args) -> int:
         if ppath:
             protocol, timeline = _load_protocol(ppath, config.beam.probe_current_A, config.frames.rate_hz)
             protocol_path = str(ppath)
-        out = args.out or f"insitu-{time.strftime('%Y%m%d-%H%M%S')}.h5"
+        name = f"insitu-{time.strftime('%Y%m%d-%H%M%S')}.h5"
+        # real data go beside the operator; a mock run without --out goes to the temp folder
+        out = args.out or (str(Path(tempfile.gettempdir()) / name) if args.mock else name)
         if Path(out).exists() and not args.overwrite:
             raise UserError(f"{out}: exists (use --overwrite to replace it)")
         if Path(out).parent and not Path(out).resolve().parent.is_dir():
