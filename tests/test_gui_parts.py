@@ -212,3 +212,55 @@ def test_gb_overlay_values_follow_the_gb_table():
     assert np.isnan(ov.gb_value).any() and np.isfinite(ov.gb_value).any()
     # faces are drawn on the grain_a side: that pixel belongs to grain_a
     assert (m.grains[ov.gb_y, ov.gb_x] == bp["grain_a"]).all()
+
+
+def test_display_mapping_binning_and_steady_levels():
+    from insitu.gui.image_view import bin2, settle_levels, to_display_uint8
+
+    a = np.array([[0, 50, 100, 150, 200, 65535]], np.uint16)
+    np.testing.assert_array_equal(to_display_uint8(a, (50, 150)), [[0, 0, 127, 255, 255, 255]])
+    f = np.array([[-1.0, 0.0, 0.5, 2.0]], np.float32)
+    np.testing.assert_array_equal(to_display_uint8(f, (0, 1)), [[0, 0, 127, 255]])
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 4000, (65, 64)).astype(np.uint16)
+    b = bin2(img)
+    ref = img[:64].reshape(32, 2, 32, 2).astype(np.int64).sum(axis=(1, 3)) // 4   # independent 2×2 mean
+    assert b.dtype == np.uint16 and b.shape == (32, 32)
+    np.testing.assert_array_equal(b, ref)
+    assert settle_levels(None, (1, 2)) == (1, 2)
+    assert settle_levels((0, 100), (2, 99)) == (0, 100)          # small drift: keep
+    assert settle_levels((0, 100), (0, 110)) == (0, 110)         # real change: follow
+
+
+def test_protocol_timeline_helpers():
+    from types import SimpleNamespace as S
+
+    from insitu.gui.protocol_panel import beam_on_spans, segment_at, timeline_curve
+
+    segs = [S(t_start_s=0, t_end_s=10, v_start_V=0, v_end_V=5, blanked=True, label="ramp", step_index=0),
+            S(t_start_s=10, t_end_s=30, v_start_V=5, v_end_V=5, blanked=False, label="hold", step_index=1),
+            S(t_start_s=30, t_end_s=40, v_start_V=5, v_end_V=0, blanked=False, label="down", step_index=2)]
+    tl = S(segments=segs)
+    assert [segment_at(tl, t) for t in (-1, 0, 9.9, 10, 35, 40, 99)] == [-1, 0, 0, 1, 2, 2, 2]
+    t, v = timeline_curve(tl)
+    assert t.tolist() == [0, 10, 10, 30, 30, 40] and v.tolist() == [0, 5, 5, 5, 5, 0]
+    assert beam_on_spans(tl) == [(10.0, 40.0)]
+
+
+def test_real_protocol_expands_for_the_panel():
+    pytest.importorskip("insitu.protocol")
+    from pathlib import Path
+
+    from insitu.gui.protocol_panel import beam_on_spans, segment_at, timeline_curve
+    from insitu.protocol import expand, load_protocol
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "ding2023.yaml"
+    if not path.is_file():
+        pytest.skip("examples/ding2023.yaml not there yet")
+    tl = expand(load_protocol(path))
+    t, v = timeline_curve(tl)
+    assert t[0] == 0 and t[-1] == pytest.approx(tl.duration_s)
+    assert np.abs(v).max() == pytest.approx(tl.peak_abs_V)
+    spans = beam_on_spans(tl)
+    assert sum(b - a for a, b in spans) == pytest.approx(tl.beam_on_s)
+    assert segment_at(tl, tl.duration_s / 2) >= 0
