@@ -262,8 +262,10 @@ class EngineBackend(_Backend):
         else:
             from insitu.instruments import open_instruments
 
+        from insitu.errors import StoppedEarly
+
         if self._stop_reason is not None:
-            return "aborted"
+            raise StoppedEarly(f"{self._stop_reason}: stopped before the run started (nothing switched on)")
         clock = Clock(self.time_scale)
         self.instruments = inst = open_instruments(self.config, clock, seed=self.seed)
         ids = []
@@ -285,8 +287,8 @@ class EngineBackend(_Backend):
                 except Exception:
                     pass
         engine = Engine(self.protocol, inst, sinks=(self.writer, *sinks))
-        if not self._attach(engine):
-            return "aborted"
+        if not self._attach(engine):  # Abort came while connecting: the engine never switched anything on
+            raise StoppedEarly(f"{self._stop_reason}: stopped before the run started (nothing switched on)")
         return engine.run()
 
     def finish(self, outcome: str) -> None:

@@ -152,3 +152,30 @@ def test_a_frozen_gui_neither_blocks_the_engine_nor_its_safe_stop(qtbot, tmp_pat
     state = sm.read_state()               # read before the GUI processes a single event
     assert not state.output_on and state.level_V == 0.0
     qtbot.waitUntil(lambda: w.state == "done", timeout=5000)
+
+
+def test_abort_while_connecting_switches_nothing_on(qtbot, tmp_path):
+    import threading
+
+    gate = threading.Event()
+    opened = []
+
+    def slow_mocks(config, clock, seed=0):
+        gate.wait(5)                      # the instruments take a while to connect
+        inst = plain_mocks(config, clock, seed)
+        opened.append(inst)
+        return inst
+
+    config = parse_instruments(MOCK_TOML)
+    protocol = parse_protocol(PROTOCOL)
+    b = EngineBackend(config, MOCK_TOML, protocol, tmp_path / "s.h5", open_instruments=slow_mocks)
+    w = MainWindow(b, protocol=protocol, timeline=expand(protocol), analysis=False)
+    qtbot.addWidget(w)
+    w.start()
+    assert w.panel.abort_button.isEnabled()
+    w.abort()
+    gate.set()
+    qtbot.waitUntil(lambda: w.state == "done", timeout=10_000)
+    assert w.thread.outcome == "aborted"
+    sm = opened[0].source_meter
+    assert not any(what == "output" and v for _, what, v in sm.log)   # output never switched on
