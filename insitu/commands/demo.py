@@ -302,7 +302,6 @@ def run(args) -> int:
     stats = {}
     if paths.get("statistics") and Path(paths["statistics"]).is_file():
         stats = json.loads(Path(paths["statistics"]).read_text())
-        stats["abs"] = _abs_jump_statistics(paths.get("correlation"), specimen)
 
     kinds = [k.decode() if isinstance(k, bytes) else str(k) for k in truth["kind"]]
     lines = [
@@ -355,43 +354,10 @@ def _story_line(st: dict) -> str:
     return "; ".join(parts) if parts else "no seeds (too little charge passed?)"
 
 
-def _abs_jump_statistics(correlation_csv, specimen) -> dict | None:
-    """The analysis' jump statistic on |jump| when its table holds signed jumps, else None.
-
-    The simulator's GB jump is ``j_a - j_b`` with grains ordered by id, so its sign carries no
-    physics; a large jump of either sign is what blocks ions.
-    """
-    import csv
-
-    import numpy as np
-
-    from insitu.analysis import correlate as cor
-    from insitu.analysis.microstructure import boundary_pixels
-
-    if not correlation_csv or not Path(correlation_csv).is_file():
-        return None
-    with open(correlation_csv, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows or "jump" not in rows[0] or "dist_top_px" not in rows[0]:
-        return None
-    on = np.array([r["on_gb"].strip().lower() in ("true", "1") for r in rows])
-    jump = np.array([float(r["jump"]) for r in rows])
-    dist = np.array([float(r["dist_top_px"]) for r in rows])
-    if not on.any() or np.all(jump[on] >= 0):
-        return None
-    m = specimen.microstructure
-    pts = cor.gb_point_table(boundary_pixels(m.grains), specimen.simulation.gb_table)
-    dmap = cor.electrode_distances({"top": m.electrodes["top"]})["top"]
-    return cor.jump_statistics(np.abs(jump[on]), dist[on], np.abs(pts["jump"]), cor._sample(dmap, pts["x"], pts["y"]))
-
-
 def _stats_line(stats: dict) -> str:
     if not stats:
         return "not computed (see analysis/summary.json)"
-    line = (f"GB seeds vs simulated GB current jumps at equal distance from the Au(Pt): "
+    line = (f"GB seeds vs simulated |GB current jump| at equal distance from the Au(Pt): "
             f"AUC {stats.get('auc', float('nan')):.2f}, permutation p = {stats.get('p_value', float('nan')):.3g} "
             f"({stats.get('seeds_on_gb', stats.get('n_seeds', 0))} seeds on GBs)")
-    a = stats.get("abs")
-    if a:
-        line += f"; on |jump|: AUC {a['auc']:.2f}, p = {a['p_value']:.3g}"
     return line
