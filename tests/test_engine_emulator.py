@@ -336,3 +336,43 @@ steps: [{ramp: {to: 1.0}}, {beam: unblank}, {hold: {duration: 2}}]
     assert emu.output is False and emu.level_V == 0.0
     assert_safe_log(clock_changes(emu, clock), proto.limits)
     assert any(isinstance(r, BeamSample) for r in records)
+
+
+# ----------------------------------------------------------------------------- property test on the emulator log
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def small_protocols(draw):
+    max_v = draw(st.floats(1.0, 5.0))
+    slew = draw(st.floats(1.0, 5.0))
+    level = st.floats(-max_v, max_v)
+    leaf = st.one_of(st.builds(lambda v: {"ramp": {"to": v}}, level),
+                     st.builds(lambda v, f: {"ramp": {"to": v, "rate": f * slew}}, level, st.floats(0.5, 1.0)),
+                     st.builds(lambda d: {"hold": {"duration": d}}, st.floats(0, 1.0)))
+    steps = draw(st.lists(leaf, min_size=1, max_size=3))
+    found = draw(st.one_of(st.none(), level))
+    return {"limits": {"max_voltage": max_v, "compliance_current": 1e-6, "max_slew_rate": slew},
+            "sample_interval": draw(st.sampled_from([0.1, 0.2])), "steps": steps}, found
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_protocols())
+def test_random_valid_protocols_never_break_a_limit_on_the_emulator_log(case):
+    import yaml
+
+    raw, found = case
+    emu = Emulator2450(initial_output=found is not None, initial_level=found or 0.0, resistance_ohm=1e9)
+    emu.start()
+    try:
+        clock = Clock(10.0)
+        inst = keithley_instruments(emu, clock)
+        proto = parse_protocol(yaml.safe_dump(raw))
+        eng, records, outcome = run_engine(proto, inst)
+        inst.close()
+        assert outcome == "complete", outcome
+        assert_safe_log(clock_changes(emu, clock), proto.limits, initial_level=found or 0.0)
+        assert emu.output is False and emu.level_V == 0.0 and len(emu.errors) == 0
+    finally:
+        emu.stop()
