@@ -15,6 +15,9 @@ import bisect
 import time
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from insitu.clock import Clock
 from insitu.drivers.keithley import Keithley2450
@@ -339,8 +342,6 @@ steps: [{ramp: {to: 1.0}}, {beam: unblank}, {hold: {duration: 2}}]
 
 
 # ----------------------------------------------------------------------------- property test on the emulator log
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 
 @st.composite
@@ -360,8 +361,6 @@ def small_protocols(draw):
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(small_protocols())
 def test_random_valid_protocols_never_break_a_limit_on_the_emulator_log(case):
-    import yaml
-
     raw, found = case
     emu = Emulator2450(initial_output=found is not None, initial_level=found or 0.0, resistance_ohm=1e9)
     emu.start()
