@@ -136,6 +136,7 @@ class Engine:
         self._acquired = 0
         self.n_frames = 0
         self._next_beam_check = 0.0
+        self._next_frame_error_event = float("-inf")
         self._next_t = 0.0
         self._prev_t: float | None = None
         self.protocol_time = 0.0
@@ -146,7 +147,7 @@ class Engine:
         self._status_t = 0.0
         self._status_len = 0
         #: (scheduled, actual) clock time of every sample tick, for timing checks
-        self.timing: deque = deque(maxlen=1_000_000)
+        self.timing: deque = deque(maxlen=100_000)
         d = [st.n_ticks * self.dt if st.kind in ("ramp", "hold") else
              (st.frames * (period or 1.0) if st.kind == "acquire" else 0.0) for st in self.flat]
         self._expected = d
@@ -482,7 +483,15 @@ class Engine:
         src = self.instruments.frames
         if src is None:
             return
-        for fr in src.poll():
+        try:
+            got = src.poll()
+        except Exception as exc:  # a bad file must not end a biasing run; the stall watch covers a dead source
+            now = self.clock.now()
+            if now >= self._next_frame_error_event:
+                self._next_frame_error_event = now + 60.0
+                self._event("info", f"frame source error (run continues): {type(exc).__name__}: {exc}")
+            return
+        for fr in got:
             if self.blanked is not False:
                 continue  # only frames taken with the beam on are recorded
             if self._acquiring and fr.time_s < self._unblank_t:

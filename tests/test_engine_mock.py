@@ -314,3 +314,22 @@ def test_abort_before_start_never_switches_on():
     with pytest.raises(StoppedEarly, match="before the output was switched on"):
         eng.run()
     assert not any(k == "output" and v for _, k, v in inst.source_meter.log)
+
+
+def test_frame_source_errors_are_events_not_the_end_of_the_run():
+    inst = mock(scale=40.0, frames=True)
+    real_poll = inst.frames.poll
+    calls = {"n": 0}
+
+    def flaky_poll():
+        calls["n"] += 1
+        if calls["n"] % 3 == 0:
+            raise OSError("half-written file")
+        return real_poll()
+
+    inst.frames.poll = flaky_poll
+    eng, records, out = run(LIM % "" + "steps: [{beam: unblank}, {hold: {duration: 3}}, {beam: blank}]", inst)
+    assert out == "complete", out
+    errs = [e for e in of(records, EventRecord) if "frame source error" in e.message]
+    assert len(errs) == 1                       # reported once a minute, not every tick
+    assert len(of(records, FrameRecord)) >= 3
