@@ -81,14 +81,15 @@ def main() -> dict:
     steady = np.array(per_frame[4:])
     fps = 1.0 / float(np.mean(steady))
     half = len(steady) // 2
-    early, late = float(np.mean(steady[:half])), float(np.mean(steady[half:]))
+    csteady = np.array(cpu[4:])      # CPU time: insensitive to other processes on the machine
+    early, late = float(np.mean(csteady[:half])), float(np.mean(csteady[half:]))
     growth_mb = (mem[N_FEED - 1] - mem[10]) / 1e6
 
     n_base = 16
     base_fps = _baseline(frames, times, n_base)
     cpu_ms = float(np.mean(cpu[4:])) * 1e3
     res = dict(fps=fps, cpu_ms_per_frame=cpu_ms, load_average=load, goal_fps=GOAL_FPS, baseline_fps=base_fps, ratio_vs_baseline=fps / base_fps,
-               ms_per_frame_early=early * 1e3, ms_per_frame_late=late * 1e3, memory_growth_MB=growth_mb,
+               cpu_ms_early=early * 1e3, cpu_ms_late=late * 1e3, memory_growth_MB=growth_mb,
                seeds=len(la.seeds_table()["id"]))
     print(f"live analysis {SHAPE[1]}×{SHAPE[0]}: {fps:.1f} frames/s (goal {GOAL_FPS:.0f}: "
           f"{'met' if fps >= GOAL_FPS else 'NOT met'}), {1e3 / fps:.1f} ms/frame")
@@ -96,8 +97,8 @@ def main() -> dict:
           f"load average at start {load:.1f} on {os.cpu_count()} cores")
     print(f"  baseline (skimage phase_cross_correlation + ndimage): {base_fps:.1f} frames/s; "
           f"ratio {fps / base_fps:.1f}x")
-    print(f"  constant cost: frames 4-{4 + half}: {early * 1e3:.1f} ms, later: {late * 1e3:.1f} ms "
-          f"(ratio {late / early:.2f})")
+    print(f"  constant cost (CPU time): frames 4-{4 + half}: {early * 1e3:.1f} ms, later: {late * 1e3:.1f} ms "
+          f"(ratio {late / early:.2f}) while the seeds grow to {res['seeds']}")
     print(f"  memory growth from frame 10 to {N_FEED - 1}: {growth_mb:.2f} MB (bounded: no per-frame storage)")
     return res
 
