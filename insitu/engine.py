@@ -125,6 +125,7 @@ class Engine:
         self.last = Measurement(0.0, 0.0, 0.0, False)
         self.found_state = None
         self.output_maybe_on = False
+        self._was_on = False          # the output was on at some point of this run (found or switched)
         self.blanked: bool | None = None
         self.dose = 0.0
         self._dose_t = 0.0
@@ -220,7 +221,7 @@ class Engine:
                 raise InstrumentError(f"recording failed: {self._sink_error}")
         except _Stop as stop:
             self._event(stop.kind if stop.kind in ("short", "stall", "beam", "abort") else "suspender", stop.message)
-            outcome = StoppedEarly(stop.message)
+            outcome = StoppedEarly(f"{stop.kind}: {stop.message}" if stop.kind == "short" else stop.message)
             off_now = stop.off_now
         except KeyboardInterrupt:
             self._event("abort", "interrupted (Ctrl-C)")
@@ -264,7 +265,10 @@ class Engine:
                                "output off at 0 V")
             return "complete"
         if isinstance(outcome, StoppedEarly):
-            self._event("end", f"stopped early: {outcome}; output off at 0 V")
+            if self._was_on:
+                how = "output switched off at once" if off_now else "ramped to 0 V, output off"
+                outcome = StoppedEarly(f"{outcome}; {how}")
+            self._event("end", f"stopped early: {outcome}")
         raise outcome
 
     # ------------------------------------------------------------------ before output on
@@ -288,7 +292,7 @@ class Engine:
                              f"source found output {'ON' if state.output_on else 'off'} at {state.level_V:g} V, "
                              f"limit {state.current_limit_A:.3g} A")
         if state.output_on:
-            self.output_maybe_on = True
+            self.output_maybe_on = self._was_on = True
             if state.level_V != 0.0:
                 self._event("info", f"source found ON at {state.level_V:g} V: ramping down at "
                                     f"{self.ramp_rate:.3g} V/s before the protocol starts")
@@ -319,7 +323,7 @@ class Engine:
             raise _Stop("abort", f"aborted before the output was switched on: {self._abort_reason}")
         if self.instruments.frames is not None:
             self.instruments.frames.start()
-        self.output_maybe_on = True
+        self.output_maybe_on = self._was_on = True
         sm.output = True
         self._event("start", f"output on at 0 V; current limit {got.current_limit_A:.3g} A, "
                              f"range {lim.max_voltage:g} V, sample interval {self.dt:g} s")
