@@ -21,7 +21,7 @@ and dose, event log.
 protocol), saves a screenshot of the window, stops safely and exits 0.
 """
 
-#: time scale of the mock clock when --screenshot is given without --time-scale
+#: time scale of the mock clock (and replay speed) when --screenshot is given without --time-scale (--speed)
 SCREENSHOT_TIME_SCALE = 30.0
 #: mock frame rate (frames per experiment second) unless --frame-rate says otherwise
 MOCK_FRAME_RATE_HZ = 0.2
@@ -48,7 +48,8 @@ def add_arguments(parser):
                         help="session file to record (default: insitu-<date>-<time>.h5 in the current folder; "
                              "with --mock in the temp folder)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    parser.add_argument("--speed", type=float, default=1.0, metavar="X", help="replay speed (default 1)")
+    parser.add_argument("--speed", type=float, default=None, metavar="X",
+                        help=f"replay speed (default 1; {SCREENSHOT_TIME_SCALE:g} with --screenshot)")
     parser.add_argument("--time-scale", type=float, default=None, metavar="X",
                         help="mock clock: experiment seconds per wall second "
                              f"(default 1; {SCREENSHOT_TIME_SCALE:g} with --screenshot)")
@@ -171,6 +172,7 @@ def _replay_backend(args):
             timeline = expand(protocol, frame_rate_hz=frame_rate)
         except Exception:
             protocol = timeline = None
-    backend = ReplayBackend(path, speed=args.speed)
+    speed = args.speed if args.speed is not None else (SCREENSHOT_TIME_SCALE if args.screenshot else 1.0)
+    backend = ReplayBackend(path, speed=speed)
     backend.duration_s = duration
     return backend, protocol, timeline
