@@ -435,10 +435,12 @@ class Engine:
     def _sample(self, target_V: float | None, *, checks: bool = True) -> None:
         """One sample: set the (guarded) level, read back, judge, record."""
         clock, sm = self.clock, self.sm
+        # moving towards 0 V is always allowed, even from a level found above the limit
+        vmax = max(self.limits.max_voltage, abs(self.setpoint))
         if target_V is not None:
             t_before = clock.now()
             level = self.guard.allowed(target_V, t_before)
-            check_setpoint(level, self.limits.max_voltage)
+            check_setpoint(level, self.limits.max_voltage if abs(level) > abs(self.setpoint) else vmax)
             if level != self.setpoint:
                 try:
                     sm.set_voltage(level)
@@ -451,7 +453,7 @@ class Engine:
         self.last = m
         self._emit(BiasSample(m.time_s, self.setpoint, m.voltage_V, m.current_A, bool(m.compliance_hit)))
         verdict = check_measurement(m.voltage_V, m.current_A, m.compliance_hit, self.limits,
-                                    self.protocol.on_compliance)
+                                    self.protocol.on_compliance, max_voltage_V=vmax)
         if verdict is not None and verdict.kind == "short":
             raise _Stop("short", verdict.message, off_now=True)
         if verdict is not None and verdict.kind == "readback":

@@ -171,7 +171,7 @@ class Verdict:
 
 
 def check_measurement(voltage_V: float, current_A: float, compliance_hit: bool, limits,
-                      on_compliance: str = "hold") -> Verdict | None:
+                      on_compliance: str = "hold", max_voltage_V: float | None = None) -> Verdict | None:
     """Judge one reading against the protocol limits.
 
     Parameters
@@ -182,6 +182,10 @@ def check_measurement(voltage_V: float, current_A: float, compliance_hit: bool, 
         The instrument reports that the current limit is active.
     limits : insitu.protocol.Limits
     on_compliance : {"hold", "abort"}
+    max_voltage_V : float, optional
+        Voltage bound for the read-back (default ``limits.max_voltage``; the
+        engine passes the level it is ramping down from when a source was
+        found above the limit).
 
     Returns
     -------
@@ -206,6 +210,7 @@ def check_measurement(voltage_V: float, current_A: float, compliance_hit: bool, 
                                     f"(on_compliance: abort) at {voltage_V:.4g} V")
         return Verdict("compliance", f"current limit {limits.compliance_current:.3g} A reached at {voltage_V:.4g} V: "
                                      "holding the level")
-    if abs(voltage_V) > limits.max_voltage * 1.02 + 0.05:
-        return Verdict("readback", f"read-back {voltage_V:.4g} V beyond the limit ±{limits.max_voltage:g} V")
+    vmax = limits.max_voltage if max_voltage_V is None else max_voltage_V
+    if abs(voltage_V) > vmax * 1.02 + 0.05:
+        return Verdict("readback", f"read-back {voltage_V:.4g} V beyond the limit ±{vmax:g} V")
     return None

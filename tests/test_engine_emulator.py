@@ -375,3 +375,26 @@ def test_random_valid_protocols_never_break_a_limit_on_the_emulator_log(case):
         assert emu.output is False and emu.level_V == 0.0 and len(emu.errors) == 0
     finally:
         emu.stop()
+
+
+def test_found_above_the_limit_is_ramped_down_not_switched_off_abruptly(emulator):
+    emu = emulator(initial_output=True, initial_level=4.0, initial_limit=1e-4)
+    clock = Clock(TIME_SCALE)
+    inst = keithley_instruments(emu, clock)
+    proto = parse_protocol("""
+limits: {max_voltage: 2.5, compliance_current: 1.0e-6, max_slew_rate: 1.0}
+steps: [{ramp: {to: 1.0}}]
+""")
+    eng, records, outcome = run_engine(proto, inst)
+    inst.close()
+    assert outcome == "complete", outcome
+    changes = clock_changes(emu, clock)
+    first_off = next(t for t, k, v in changes if k == "output" and not v)
+    down = [v for t, k, v in changes if k == "level" and t < first_off]
+    assert down[-1] == 0.0 and all(b < a for a, b in zip([4.0] + down, down))
+    ts, vs = level_steps(changes, initial_level=4.0)
+    assert max(abs(b - a) for a, b in zip(vs, vs[1:])) <= 1.0 + TOL
+    assert max_window_change(ts, vs) <= 2.0 + TOL
+    # after the found level, the protocol never went beyond its own limit
+    assert max(abs(v) for t, k, v in changes if k == "level" and t > first_off) <= 2.5
+    assert emu.output is False and emu.level_V == 0.0
