@@ -111,7 +111,12 @@ class FrameFolder:
             step = (times[-1] - times[0]) / (n - 1) if n > 1 else float(st.meta.get("frame_time_s") or 1.0)
             next_start = float(tt[-1]) + (step if step > 0 else 1.0)
             for j in range(n):
-                t = self.times_csv.get(index, float(tt[j]))
+                if self.times_csv:
+                    if index not in self.times_csv:
+                        raise UserError(f"{self.source}: no time for frame {index} (from {f.name})")
+                    t = self.times_csv[index]
+                else:
+                    t = float(tt[j])
                 self.n_read = index + 1
                 yield index, t, frames[j]
                 index += 1

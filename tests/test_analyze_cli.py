@@ -237,6 +237,11 @@ def test_empty_folder_missing_path_and_bad_frames_csv(tmp_path, capsys):
     (d / "frames.csv").write_text("frame,t\n0,1\n")
     assert main(["analyze", str(d), "--out", str(tmp_path / "o")]) == 1
     assert "frames.csv" in capsys.readouterr().err
+    tifffile.imwrite(d / "b.tif", np.zeros((40, 40), np.float32))
+    (d / "frames.csv").write_text("index,time_s\n0,1.5\n")           # no time for frame 1
+    assert main(["analyze", str(d), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "frames.csv" in err and "frame 1" in err
 
 
 def test_session_without_frames_and_not_a_session(tmp_path, series, capsys):
