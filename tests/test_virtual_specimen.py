@@ -287,3 +287,19 @@ def test_write_truth_into_a_session(base, tmp_path):
         m = read_microstructure(f["/entry/sample/microstructure"])
     assert np.array_equal(m.grains, sp.microstructure.grains)
     assert set(m.electrodes) == {"top", "right"}
+
+
+def test_gb_drive_is_the_simulated_jump_boosted_at_blocking_gbs(base):
+    tab = base.simulation.gb_table
+    drive = base._gb_drive_table()
+    boost = base.params.filaments.blocking_boost
+    assert boost > 1
+    for a, b, j, blk in zip(tab["grain_a"], tab["grain_b"], tab["jump"], tab["blocking"]):
+        assert drive[(min(a, b), max(a, b))] == pytest.approx(abs(j) * (boost if blk else 1.0))
+    # GB site drives are (boundary drive)^power up to one normalisation (<= 1)
+    s = base.model.sites
+    gbk = np.nonzero(s.kind == 1)[0]
+    p = base.params.filaments.gb_drive_power
+    raw = np.array([drive[tuple(sorted(s.grains[i]))] ** p for i in gbk])
+    assert np.allclose(s.drive[gbk] / s.drive[gbk].max(), raw / raw.max())
+    assert s.drive[gbk].max() <= 1.0

@@ -176,9 +176,14 @@ def story(specimen, truth: dict) -> dict:
     order = np.argsort(first, kind="stable")
     tab = specimen.simulation.gb_table
     jumps = np.abs(np.asarray(tab["jump"], float))
-    pair_rank = {}
+    pair_rank, pair_type = {}, {}
+    types = tab.get("gb_type")
+    blocking = tab.get("blocking")
     for r, i in enumerate(np.argsort(-jumps)):
-        pair_rank[(int(tab["grain_a"][i]), int(tab["grain_b"][i]))] = r + 1
+        key = (int(tab["grain_a"][i]), int(tab["grain_b"][i]))
+        pair_rank[key] = r + 1
+        t = "" if types is None else str(types[i].decode() if isinstance(types[i], bytes) else types[i])
+        pair_type[key] = (t, None if blocking is None else bool(blocking[i]))
     b = boundary_pixels(specimen.microstructure.grains)
     reach = {}
     for a, c, y, x in zip(b["grain_a"], b["grain_b"], b["ya"], b["xa"]):
@@ -189,8 +194,9 @@ def story(specimen, truth: dict) -> dict:
         if kinds[i] != "gb":
             continue
         pair = (int(min(truth["grain_a"][i], truth["grain_b"][i])), int(max(truth["grain_a"][i], truth["grain_b"][i])))
+        gtype, gblock = pair_type.get(pair, ("", None))
         gb.append(dict(frame=int(first[i]), pair=pair, rank=pair_rank.get(pair), n_gb=len(jumps),
-                       touches_electrode=bool(reach.get(pair, np.inf) <= 3.0)))
+                       touches_electrode=bool(reach.get(pair, np.inf) <= 3.0), gb_type=gtype, blocking=gblock))
     iface = [int(first[i]) for i in order if kinds[i] == "interface"]
     return dict(kinds_in_order=[kinds[i] for i in order], interface_frames=iface, gb=gb,
                 interface_first=bool(iface) and (not gb or iface[0] <= gb[0]["frame"]))
@@ -239,7 +245,8 @@ def write_demo_report(path: Path, analysis_report: Path | None, *, truth: dict, 
         body.append(f"<p>(overlay figure not drawn: {html.escape(str(exc))})</p>")
     if st["gb"]:
         body.append("<p>GB seeds (in order of appearance): " + "; ".join(
-            f"frame {g['frame']}: G{g['pair'][0]}/G{g['pair'][1]}, jump rank {g['rank']} of {g['n_gb']}"
+            f"frame {g['frame']}: G{g['pair'][0]}/G{g['pair'][1]} ({g.get('gb_type') or '?'}), "
+            f"|jump| rank {g['rank']} of {g['n_gb']}"
             + (", ends at the Au(Pt)" if g["touches_electrode"] else "") for g in st["gb"]) + "</p>")
     body.append("</section>")
     section = "\n".join(body)
@@ -346,8 +353,10 @@ def _story_line(st: dict) -> str:
         parts.append(f"interface seeds from frame {iface[0]}" + (" (first)" if st["interface_first"] else ""))
     if st["gb"]:
         g = st["gb"][0]
+        kind = f"type {g['gb_type']}" + (", blocking" if g.get("blocking") else "") if g.get("gb_type") else ""
         parts.append(f"first GB seed at frame {g['frame']} on G{g['pair'][0]}/G{g['pair'][1]} "
-                     f"(jump rank {g['rank']} of {g['n_gb']} GBs"
+                     f"(|jump| rank {g['rank']} of {g['n_gb']} GBs"
+                     + (f", {kind}" if kind else "")
                      + (", ends at the Au(Pt))" if g["touches_electrode"] else ")"))
         if len(st["gb"]) > 1:
             parts.append(f"then {len(st['gb']) - 1} more at GBs")

@@ -8,8 +8,9 @@ it encodes the story of Ding et al. 2023 (DOMAIN.md), not a first-principles the
   pixels (*GB* sites). Nothing else nucleates.
 * **Drive** (ionic): at an interface site the local current density |j| from the
   transport simulator, normalised to the strongest interface site; at a GB site the
-  simulator's GB current jump of that boundary, normalised to the largest jump,
-  raised to ``gb_drive_power`` (only blocking boundaries matter).
+  simulator's |GB current jump| of that boundary (× ``blocking_boost`` when the
+  simulator classifies the boundary as blocking, II b1 / III a2), normalised to the
+  largest, raised to ``gb_drive_power`` (only the most blocking boundaries matter).
 * **Electron supply**: interface sites touch the electrode (supply 1). A GB site's
   supply decays as ``exp(-d / supply_length_px)`` with ``d`` the geodesic distance
   along the GB network from the electrode, where pixels covered by an existing
@@ -56,6 +57,7 @@ class FilamentParams:
     k_gb: float = 5.0                 #: expected GB nucleations per charge_scale (after incubation, initial supply)
     interface_drive_power: float = 1.0
     gb_drive_power: float = 2.0
+    blocking_boost: float = 4.0       #: |jump| factor for GBs the simulator classifies as blocking
     gb_incubation: float = 0.6        #: forward charge (in charge_scale) before GB sites can nucleate
     supply_length_px: float = 60.0    #: decay length of electron supply along the GB network
     r0_px: float = 2.0                #: radius of a new seed

@@ -191,14 +191,16 @@ class VirtualSpecimen:
         jd = np.asarray(sim.current_density, float)
         self.jmag = np.hypot(jd[..., 0], jd[..., 1])
 
-    def _gb_jump_map(self) -> np.ndarray:
-        """Per GB pixel: the simulator's jump of that boundary (from its GB table)."""
+    def _gb_drive_table(self) -> dict:
+        """(grain_a, grain_b) -> GB drive before normalisation: |jump| of the simulator's GB table,
+        times ``blocking_boost`` for boundaries the simulator classifies as blocking (II b1, III a2)."""
         tab = self.simulation.gb_table
         ga = np.asarray(tab["grain_a"]).astype(int)
         gb_ = np.asarray(tab["grain_b"]).astype(int)
         jump = np.abs(np.asarray(tab["jump"], float))
-        lut = {(min(a, b), max(a, b)): j for a, b, j in zip(ga, gb_, jump)}
-        return lut
+        if "blocking" in tab:
+            jump = jump * np.where(np.asarray(tab["blocking"], bool), self.params.filaments.blocking_boost, 1.0)
+        return {(min(a, b), max(a, b)): j for a, b, j in zip(ga, gb_, jump)}
 
     def _setup_filaments(self) -> None:
         sc, fp = self.scene, self.params.filaments
@@ -219,7 +221,7 @@ class VirtualSpecimen:
         # GB sites: boundary pixels away from edges and the electrode itself
         gbm = sc.gb_mask & (d_bad > fp.edge_margin_px) & (self.dist_top > fp.spacing_px * 0.6)
         gbm &= self.dist_right > fp.right_margin_px
-        jump_lut = self._gb_jump_map()
+        jump_lut = self._gb_drive_table()
         # the simulator's jump of the boundary each GB pixel belongs to
         from insitu.analysis.microstructure import boundary_pixels
 
