@@ -25,7 +25,7 @@ _DX = np.array([-1, 0, 1, -1, 0, 1, -1, 0, 1])
 
 
 @njit(cache=True)
-def _apply(S, x, y):
+def _apply(S, x, y, five):
     ny, nx = x.shape
     for i in range(ny):
         for j in range(nx):
@@ -36,92 +36,119 @@ def _apply(S, x, y):
                 s += S[5, i, j] * x[i, j + 1]
             if i > 0:
                 s += S[1, i, j] * x[i - 1, j]
-                if j > 0:
-                    s += S[0, i, j] * x[i - 1, j - 1]
-                if j < nx - 1:
-                    s += S[2, i, j] * x[i - 1, j + 1]
+                if not five:
+                    if j > 0:
+                        s += S[0, i, j] * x[i - 1, j - 1]
+                    if j < nx - 1:
+                        s += S[2, i, j] * x[i - 1, j + 1]
             if i < ny - 1:
                 s += S[7, i, j] * x[i + 1, j]
-                if j > 0:
-                    s += S[6, i, j] * x[i + 1, j - 1]
-                if j < nx - 1:
-                    s += S[8, i, j] * x[i + 1, j + 1]
+                if not five:
+                    if j > 0:
+                        s += S[6, i, j] * x[i + 1, j - 1]
+                    if j < nx - 1:
+                        s += S[8, i, j] * x[i + 1, j + 1]
             y[i, j] = s
 
 
 @njit(cache=True)
-def _xlines(S, x, b, forward):
+def _line_factors(S):
+    """Thomas-algorithm factors of every x-line (row) and y-line (column) block: (cpx, imx, cpy, imy)."""
+    _, ny, nx = S.shape
+    cpx = np.empty((ny, nx))
+    imx = np.empty((ny, nx))
+    cpy = np.empty((ny, nx))
+    imy = np.empty((ny, nx))
+    for i in range(ny):
+        m = S[4, i, 0]
+        imx[i, 0] = 1.0 / m
+        cpx[i, 0] = S[5, i, 0] / m
+        for j in range(1, nx):
+            m = S[4, i, j] - S[3, i, j] * cpx[i, j - 1]
+            imx[i, j] = 1.0 / m
+            cpx[i, j] = S[5, i, j] / m
+    for j in range(nx):
+        m = S[4, 0, j]
+        imy[0, j] = 1.0 / m
+        cpy[0, j] = S[7, 0, j] / m
+    for i in range(1, ny):
+        for j in range(nx):
+            m = S[4, i, j] - S[1, i, j] * cpy[i - 1, j]
+            imy[i, j] = 1.0 / m
+            cpy[i, j] = S[7, i, j] / m
+    return cpx, imx, cpy, imy
+
+
+@njit(cache=True)
+def _xlines(S, x, b, forward, cpx, imx, five):
+    """Line Gauss-Seidel along x (rows), rows in order (forward) or reversed (its adjoint)."""
     ny, nx = x.shape
-    cp = np.empty(nx)
     dp = np.empty(nx)
     for ii in range(ny):
         i = ii if forward else ny - 1 - ii
+        prev = 0.0
         for j in range(nx):
             r = b[i, j]
             if i > 0:
                 r -= S[1, i, j] * x[i - 1, j]
-                if j > 0:
-                    r -= S[0, i, j] * x[i - 1, j - 1]
-                if j < nx - 1:
-                    r -= S[2, i, j] * x[i - 1, j + 1]
+                if not five:
+                    if j > 0:
+                        r -= S[0, i, j] * x[i - 1, j - 1]
+                    if j < nx - 1:
+                        r -= S[2, i, j] * x[i - 1, j + 1]
             if i < ny - 1:
                 r -= S[7, i, j] * x[i + 1, j]
-                if j > 0:
-                    r -= S[6, i, j] * x[i + 1, j - 1]
-                if j < nx - 1:
-                    r -= S[8, i, j] * x[i + 1, j + 1]
-            dp[j] = r
-        m = S[4, i, 0]
-        cp[0] = S[5, i, 0] / m
-        dp[0] = dp[0] / m
-        for j in range(1, nx):
-            m = S[4, i, j] - S[3, i, j] * cp[j - 1]
-            cp[j] = S[5, i, j] / m
-            dp[j] = (dp[j] - S[3, i, j] * dp[j - 1]) / m
-        x[i, nx - 1] = dp[nx - 1]
+                if not five:
+                    if j > 0:
+                        r -= S[6, i, j] * x[i + 1, j - 1]
+                    if j < nx - 1:
+                        r -= S[8, i, j] * x[i + 1, j + 1]
+            if j > 0:
+                r -= S[3, i, j] * prev
+            prev = r * imx[i, j]
+            dp[j] = prev
+        xn = dp[nx - 1]
+        x[i, nx - 1] = xn
         for j in range(nx - 2, -1, -1):
-            x[i, j] = dp[j] - cp[j] * x[i, j + 1]
+            xn = dp[j] - cpx[i, j] * xn
+            x[i, j] = xn
 
 
 @njit(cache=True)
-def _ylines_colour(S, x, b, colour, cp, dp):
-    """Solve the y-lines (columns) j = colour, colour+2, ... simultaneously, sweeping rows (cache-friendly)."""
+def _ylines_colour(S, x, b, colour, cpy, imy, dp, five):
+    """Solve the y-lines (columns) j = colour, colour+2, ... together, sweeping rows (cache-friendly)."""
     ny, nx = x.shape
     for i in range(ny):
         for j in range(colour, nx, 2):
             r = b[i, j]
             if j > 0:
                 r -= S[3, i, j] * x[i, j - 1]
-                if i > 0:
-                    r -= S[0, i, j] * x[i - 1, j - 1]
-                if i < ny - 1:
-                    r -= S[6, i, j] * x[i + 1, j - 1]
+                if not five:
+                    if i > 0:
+                        r -= S[0, i, j] * x[i - 1, j - 1]
+                    if i < ny - 1:
+                        r -= S[6, i, j] * x[i + 1, j - 1]
             if j < nx - 1:
                 r -= S[5, i, j] * x[i, j + 1]
-                if i > 0:
-                    r -= S[2, i, j] * x[i - 1, j + 1]
-                if i < ny - 1:
-                    r -= S[8, i, j] * x[i + 1, j + 1]
-            if i == 0:
-                m = S[4, 0, j]
-                cp[0, j] = S[7, 0, j] / m
-                dp[0, j] = r / m
-            else:
-                m = S[4, i, j] - S[1, i, j] * cp[i - 1, j]
-                cp[i, j] = S[7, i, j] / m
-                dp[i, j] = (r - S[1, i, j] * dp[i - 1, j]) / m
+                if not five:
+                    if i > 0:
+                        r -= S[2, i, j] * x[i - 1, j + 1]
+                    if i < ny - 1:
+                        r -= S[8, i, j] * x[i + 1, j + 1]
+            if i > 0:
+                r -= S[1, i, j] * dp[i - 1, j]
+            dp[i, j] = r * imy[i, j]
     for j in range(colour, nx, 2):
         x[ny - 1, j] = dp[ny - 1, j]
     for i in range(ny - 2, -1, -1):
         for j in range(colour, nx, 2):
-            x[i, j] = dp[i, j] - cp[i, j] * x[i + 1, j]
+            x[i, j] = dp[i, j] - cpy[i, j] * x[i + 1, j]
 
 
-def _ylines(S, x, b, forward, work):
+def _ylines(S, x, b, forward, cpy, imy, dp, five):
     """Zebra y-line Gauss-Seidel: even columns then odd (forward) or the reverse (its adjoint)."""
-    cp, dp = work
     for colour in ((0, 1) if forward else (1, 0)):
-        _ylines_colour(S, x, b, colour, cp, dp)
+        _ylines_colour(S, x, b, colour, cpy, imy, dp, five)
 
 
 @njit(cache=True)
@@ -203,80 +230,120 @@ def _interpolation(S, nyc, nxc):
 
 
 @njit(cache=True)
-def _pack(rows, cols, vals, ny, nx):
-    """COO triplets of P -> per-fine-voxel arrays (ny, nx, 4) of coarse indices (-1: none) and weights."""
-    idx = -np.ones((ny, nx, 4), np.int64)
-    w = np.zeros((ny, nx, 4))
-    cnt = np.zeros((ny, nx), np.int64)
+def _pack(rows, cols, vals, ny, nx, nxc):
+    """COO triplets of P -> weights W (ny, nx, 4): slot 2a+b holds the weight of coarse voxel
+    (i//2 + a, j//2 + b) for fine voxel (i, j) (0 where there is none)."""
+    W = np.zeros((ny, nx, 4))
     for n in range(rows.size):
         i, j = rows[n] // nx, rows[n] % nx
-        k = cnt[i, j]
-        idx[i, j, k] = cols[n]
-        w[i, j, k] = vals[n]
-        cnt[i, j] = k + 1
-    return idx, w
+        a = cols[n] // nxc - i // 2
+        b = cols[n] % nxc - j // 2
+        W[i, j, 2 * a + b] = vals[n]
+    return W
 
 
 @njit(cache=True)
-def _rap(S, pidx, pw, nyc, nxc):
+def _rap(S, W, nyc, nxc):
     """Galerkin coarse stencil P^T S P (9-point on the coarse grid), computed voxel by voxel."""
     ny, nx = S.shape[1], S.shape[2]
     Sc = np.zeros((9, nyc, nxc))
     for i in range(ny):
         for j in range(nx):
-            for a in range(4):
-                c1 = pidx[i, j, a]
-                if c1 < 0:
-                    break
-                w1 = pw[i, j, a]
-                I1, J1 = c1 // nxc, c1 % nxc
+            for s1 in range(4):
+                w1 = W[i, j, s1]
+                if w1 == 0.0:
+                    continue
+                I1 = i // 2 + s1 // 2
+                J1 = j // 2 + s1 % 2
                 for k in range(9):
-                    i2 = i + k // 3 - 1
-                    j2 = j + k % 3 - 1
-                    if i2 < 0 or i2 >= ny or j2 < 0 or j2 >= nx:
-                        continue
                     sv = S[k, i, j]
                     if sv == 0.0:
                         continue
+                    i2 = i + k // 3 - 1
+                    j2 = j + k % 3 - 1
                     f = w1 * sv
-                    for bb in range(4):
-                        c2 = pidx[i2, j2, bb]
-                        if c2 < 0:
-                            break
-                        I2, J2 = c2 // nxc, c2 % nxc
-                        kc = (I2 - I1 + 1) * 3 + (J2 - J1 + 1)
-                        Sc[kc, I1, J1] += f * pw[i2, j2, bb]
+                    for s2 in range(4):
+                        w2 = W[i2, j2, s2]
+                        if w2 == 0.0:
+                            continue
+                        I2 = i2 // 2 + s2 // 2
+                        J2 = j2 // 2 + s2 % 2
+                        Sc[(I2 - I1 + 1) * 3 + (J2 - J1 + 1), I1, J1] += f * w2
     return Sc
 
 
 @njit(cache=True)
-def _restrict(r, pidx, pw, nyc, nxc):
+def _restrict(r, W, nyc, nxc):
     ny, nx = r.shape
     rc = np.zeros((nyc, nxc))
     for i in range(ny):
+        I = i // 2
+        down = (i & 1) == 1 and I + 1 < nyc
         for j in range(nx):
             v = r[i, j]
-            for a in range(4):
-                c = pidx[i, j, a]
-                if c < 0:
-                    break
-                rc[c // nxc, c % nxc] += pw[i, j, a] * v
+            J = j // 2
+            right = (j & 1) == 1 and J + 1 < nxc
+            rc[I, J] += W[i, j, 0] * v
+            if right:
+                rc[I, J + 1] += W[i, j, 1] * v
+            if down:
+                rc[I + 1, J] += W[i, j, 2] * v
+                if right:
+                    rc[I + 1, J + 1] += W[i, j, 3] * v
     return rc
 
 
 @njit(cache=True)
-def _prolong_add(x, ec, pidx, pw):
+def _prolong_add(x, ec, W):
     ny, nx = x.shape
-    nxc = ec.shape[1]
+    nyc, nxc = ec.shape
+    for i in range(ny):
+        I = i // 2
+        down = (i & 1) == 1 and I + 1 < nyc
+        for j in range(nx):
+            J = j // 2
+            right = (j & 1) == 1 and J + 1 < nxc
+            s = W[i, j, 0] * ec[I, J]
+            if right:
+                s += W[i, j, 1] * ec[I, J + 1]
+            if down:
+                s += W[i, j, 2] * ec[I + 1, J]
+                if right:
+                    s += W[i, j, 3] * ec[I + 1, J + 1]
+            x[i, j] += s
+
+
+@njit(cache=True)
+def _cg_step(x, r, p, Ap, alpha):
+    """x += alpha p; r -= alpha Ap; returns |r|^2 (one pass)."""
+    ny, nx = x.shape
+    s = 0.0
     for i in range(ny):
         for j in range(nx):
-            s = 0.0
-            for a in range(4):
-                c = pidx[i, j, a]
-                if c < 0:
-                    break
-                s += pw[i, j, a] * ec[c // nxc, c % nxc]
-            x[i, j] += s
+            x[i, j] += alpha * p[i, j]
+            rv = r[i, j] - alpha * Ap[i, j]
+            r[i, j] = rv
+            s += rv * rv
+    return s
+
+
+@njit(cache=True)
+def _dot(a, b):
+    ny, nx = a.shape
+    s = 0.0
+    for i in range(ny):
+        for j in range(nx):
+            s += a[i, j] * b[i, j]
+    return s
+
+
+@njit(cache=True)
+def _cg_dir(p, z, beta):
+    """p = z + beta p."""
+    ny, nx = p.shape
+    for i in range(ny):
+        for j in range(nx):
+            p[i, j] = z[i, j] + beta * p[i, j]
 
 
 def stencil_to_csr(S) -> sp.csr_matrix:
@@ -319,28 +386,33 @@ class GridMultigrid:
     >>> x, its = mg.pcg(b, rtol=1e-8)             # doctest: +SKIP
     """
 
-    def __init__(self, S, coarsest: int = 2500):
-        self.levels = [S]
+    def __init__(self, S, coarsest: int = 2500, smoother_dtype=np.float64):
+        self.S = S                      # the exact operator (float64), for the CG products
+        self.levels = []                # smoother copies (float32 by default: half the memory traffic)
         self.P = []
+        self.factors = []
+        self.five = []                  # level is a 5-point stencil (corner entries all zero)
+        Sf = S
         while True:
-            Sf = self.levels[-1]
             _, ny, nx = Sf.shape
+            self.levels.append(Sf.astype(smoother_dtype, copy=False))
+            self.factors.append(_line_factors(Sf))
+            self.five.append(bool(not (Sf[0].any() or Sf[2].any() or Sf[6].any() or Sf[8].any())))
             if ny * nx <= coarsest or min(ny, nx) < 4:
                 break
             nyc, nxc = (ny + 1) // 2, (nx + 1) // 2
             r, c, v = _interpolation(Sf, nyc, nxc)
-            pidx, pw = _pack(r, c, v, ny, nx)
-            self.P.append((pidx, pw))
-            self.levels.append(_rap(Sf, pidx, pw, nyc, nxc))
+            W = _pack(r, c, v, ny, nx, nxc)
+            self.P.append(W)
+            Sf = _rap(Sf, W, nyc, nxc)
         from scipy.sparse.linalg import splu
 
-        Sc = self.levels[-1]
-        self.coarse_shape = Sc.shape[1:]
-        self.lu = splu(stencil_to_csr(Sc).tocsc())
+        self.coarse_shape = Sf.shape[1:]
+        self.lu = splu(stencil_to_csr(Sf).tocsc())
 
     def apply(self, x):
         y = np.empty_like(x)
-        _apply(self.levels[0], x, y)
+        _apply(self.S, x, y, self.five[0])
         return y
 
     def vcycle(self, b, level: int = 0):
@@ -349,45 +421,44 @@ class GridMultigrid:
             return self.lu.solve(b.ravel()).reshape(b.shape)
         S = self.levels[level]
         x = np.zeros_like(b)
-        work = (np.empty_like(b), np.empty_like(b))
-        _xlines(S, x, b, True)
-        _ylines(S, x, b, True, work)
+        cpx, imx, cpy, imy = self.factors[level]
+        dp = np.empty_like(b)
+        five = self.five[level]
+        _xlines(S, x, b, True, cpx, imx, five)
+        _ylines(S, x, b, True, cpy, imy, dp, five)
         r = np.empty_like(b)
-        _apply(S, x, r)
+        _apply(S, x, r, five)
         r = b - r
         nyc, nxc = self.levels[level + 1].shape[1:]
-        pidx, pw = self.P[level]
-        ec = self.vcycle(_restrict(r, pidx, pw, nyc, nxc), level + 1)
-        _prolong_add(x, ec, pidx, pw)
-        _ylines(S, x, b, False, work)
-        _xlines(S, x, b, False)
+        W = self.P[level]
+        ec = self.vcycle(_restrict(r, W, nyc, nxc), level + 1)
+        _prolong_add(x, ec, W)
+        _ylines(S, x, b, False, cpy, imy, dp, five)
+        _xlines(S, x, b, False, cpx, imx, five)
         return x
 
     def pcg(self, b, rtol: float = 1e-8, maxiter: int = 200, x0=None):
         """Preconditioned conjugate gradients on the grid; returns (x, iterations, relative residual)."""
-        nb = np.linalg.norm(b)
+        nb = np.sqrt(_dot(b, b))
         if nb == 0:
             return np.zeros_like(b), 0, 0.0
         x = np.zeros_like(b) if x0 is None else x0.copy()
         r = b - self.apply(x) if x0 is not None else b.copy()
         z = self.vcycle(r)
         p = z.copy()
-        rz = float(np.vdot(r, z))
+        rz = _dot(r, z)
         it = 0
-        res = np.linalg.norm(r) / nb
+        res = np.sqrt(_dot(r, r)) / nb
         while res > rtol and it < maxiter:
             Ap = self.apply(p)
-            alpha = rz / float(np.vdot(p, Ap))
-            x += alpha * p
-            r -= alpha * Ap
-            res = np.linalg.norm(r) / nb
+            alpha = rz / _dot(p, Ap)
+            res = np.sqrt(_cg_step(x, r, p, Ap, alpha)) / nb
             it += 1
             if res <= rtol:
                 break
             z = self.vcycle(r)
-            rz_new = float(np.vdot(r, z))
-            p *= rz_new / rz
-            p += z
+            rz_new = _dot(r, z)
+            _cg_dir(p, z, rz_new / rz)
             rz = rz_new
         return x, it, float(res)
 

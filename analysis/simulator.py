@@ -321,7 +321,10 @@ def save_result(result: SimulationResult, out_dir) -> dict:
     h5 = out / "result.h5"
     with h5py.File(h5, "w") as f:
         for key in ("potential", "current_density", "field"):
-            d = f.create_dataset(key, data=getattr(result, key), compression="gzip", compression_opts=1)
+            arr = getattr(result, key)
+            # compress small results only: gzip costs seconds on a 2048^2 grid
+            kw = dict(compression="gzip", compression_opts=1) if arr.size <= 2 ** 20 else {}
+            f.create_dataset(key, data=arr, **kw)
         f["potential"].attrs["units"] = "V"
         f["current_density"].attrs["units"] = "A/m^2"
         f["field"].attrs["units"] = "V/m"
