@@ -561,7 +561,7 @@ class Engine:
         flag += " COMPLIANCE" if self._compliance else ""
         step = f"[{self._step_index + 1}/{len(self.flat)}] {self._step_label}" if self._step_index >= 0 else "start"
         if self._stopping:
-            step = "stopping: ramping to 0 V"
+            step = "stopping: ramping to 0 V" if self.output_maybe_on else "finished: output off"
         return (f"{step} | {_hms(self.protocol_time)} elapsed, {_hms(self._remaining())} left | "
                 f"set {self.setpoint:+.3f} V  V {m.voltage_V:+.3f} V  I {m.current_A:+.3e} A{flag}")
 
