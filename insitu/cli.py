@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from insitu import __version__
-from insitu.errors import EXIT_STOPPED, EXIT_USER, InsituError
+from insitu.errors import EXIT_OK, EXIT_STOPPED, EXIT_USER, InsituError
 
 #: verb -> module name in insitu.commands
 VERBS = {
@@ -80,6 +81,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"insitu {args.verb}: interrupted", file=sys.stderr)
         return EXIT_STOPPED
+    except BrokenPipeError:
+        # output piped into a reader that went away (``insitu validate X | head``): not an error
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover
