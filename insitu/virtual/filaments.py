@@ -65,7 +65,7 @@ class FilamentParams:
     q_grow: float = 0.6               #: growth charge (in charge_scale) for 63 % of the radius gain
     growth_floor: float = 0.5         #: minimum drive used for growth (every seed grows)
     strip_efficiency: float = 4.0     #: seed growth charge removed per coulomb of reverse charge
-    strip_floor: float = 0.45         #: seeds keep at least this fraction of their peak charge
+    strip_floor: float = 0.65         #: seeds keep at least this fraction of their peak charge
     conductance_gain: float = 0.06    #: relative conductance gain per fully grown seed
     max_events_per_step: int = 50
 
