@@ -72,7 +72,8 @@ def test_lamella_like_the_paper(base):
     assert img[2, 2] < np.median(img[sc.phase == GRAIN]) < img[sc.negative].mean()
     # the simulation ran and its conductance is scaled to the paper's sub-µA current
     assert base.sim_conductance_S > 0
-    assert base.g0_S * 17 == pytest.approx(base.params.current_at_17V_A)
+    assert base.g0_S == pytest.approx(base.params.conductance_scale * base.simulation.conductance_S)
+    assert 5e-8 < 17 * base.g0_S < 1e-6
 
 
 def test_source_meter_current_follows_the_specimen_and_keeps_the_mock_protocol(base):
@@ -91,7 +92,7 @@ def test_source_meter_current_follows_the_specimen_and_keeps_the_mock_protocol(b
     sm.output = True
     assert sp.v_applied == 17.0
     i = np.array([sm.measure().current_A for _ in range(200)])
-    assert i.mean() == pytest.approx(sp.params.current_at_17V_A, rel=0.01)
+    assert i.mean() == pytest.approx(17.0 * sp.g0_S, rel=0.01)
     assert 0 < i.std() < 0.05 * i.mean()                        # noisy, but not much
     sm.set_voltage(-5.0)
     assert sm.measure().current_A == pytest.approx(-5 * sp.g0_S, rel=0.1)
