@@ -386,7 +386,8 @@ class GridMultigrid:
     >>> x, its = mg.pcg(b, rtol=1e-8)             # doctest: +SKIP
     """
 
-    def __init__(self, S, coarsest: int = 2500, smoother_dtype=np.float64):
+    def __init__(self, S, coarsest: int = 2500, smoother_dtype=np.float64, cycle: str = "V"):
+        self.gamma = 2 if cycle == "W" else 1
         self.S = S                      # the exact operator (float64), for the CG products
         self.levels = []                # smoother copies (float32 by default: half the memory traffic)
         self.P = []
@@ -431,7 +432,13 @@ class GridMultigrid:
         r = b - r
         nyc, nxc = self.levels[level + 1].shape[1:]
         W = self.P[level]
-        ec = self.vcycle(_restrict(r, W, nyc, nxc), level + 1)
+        rc = _restrict(r, W, nyc, nxc)
+        ec = self.vcycle(rc, level + 1)
+        if self.gamma == 2 and level + 2 < len(self.levels):   # W-cycle: a second coarse correction
+            Sc = self.levels[level + 1]
+            t = np.empty_like(rc)
+            _apply(Sc, ec, t, self.five[level + 1])
+            ec += self.vcycle(rc - t, level + 1)
         _prolong_add(x, ec, W)
         _ylines(S, x, b, False, cpy, imy, dp, five)
         _xlines(S, x, b, False, cpx, imx, five)
