@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.fft as sfft
+from scipy import ndimage as ndi
 
 __all__ = ["ShiftSmoother", "upsample_fourier", "valid_slices", "remove_row_offsets", "DifferentialImager"]
 
@@ -133,6 +134,36 @@ def remove_row_offsets(diff: np.ndarray, clip: float | None = None) -> np.ndarra
     return diff
 
 
+def _noise_model(level: np.ndarray, var: np.ndarray, n_bins: int = 12):
+    """Fit var = icpt + slope·level over blocks (binned medians, bins equally spaced in level).
+
+    Equal spacing keeps the few bright blocks (particles) as their own bins, so they set the
+    slope instead of being outvoted by the many background blocks. Returns (slope, icpt), or
+    None when there is no usable positive slope.
+    """
+    x = np.asarray(level, np.float64).ravel()
+    y = np.asarray(var, np.float64).ravel()
+    ok = np.isfinite(x) & np.isfinite(y) & (y > 0)
+    x, y = x[ok], y[ok]
+    if x.size < 8:
+        return None
+    lo, hi = np.percentile(x, [1, 99.9])
+    if not hi > lo:
+        return None
+    edges = np.linspace(lo, hi, n_bins + 1)
+    idx = np.clip(np.searchsorted(edges, x, "right") - 1, 0, n_bins - 1)
+    bx, by = [], []
+    for i in range(n_bins):
+        m = idx == i
+        if m.sum() >= 3:
+            bx.append(np.median(x[m]))
+            by.append(np.median(y[m]))
+    if len(bx) < 2:
+        return None
+    slope, icpt = np.polyfit(bx, by, 1)
+    return (float(slope), float(icpt)) if slope > 0 else None
+
+
 class DifferentialImager:
     """Running drift-corrected reference and noise-normalised differential images.
 
@@ -169,6 +200,8 @@ class DifferentialImager:
         self.block = int(block)
         self.step = int(step)
         self.n_init = 3
+        self.pixel_floor = 0.5
+        self._model = None
         self._level = 0.0
         st = int(step)
         self.frame_shape = (int(shape[0]) // st * st, int(shape[1]) // st * st)
@@ -200,16 +233,43 @@ class DifferentialImager:
             rel = np.clip(blocks / self._level, 0.25, 4.0)
             self.var[by0:by1, bx0:bx1] = s2 * rel / float(np.mean(rel))
 
-    def _sd_full(self, sl) -> np.ndarray:
-        """σ per pixel of the region ``sl`` (blocky: one value per block)."""
+    def _rep(self, coarse: np.ndarray, sl) -> np.ndarray:
+        """A per-block array repeated to pixels over the region ``sl``."""
         b = self.block
-        # a floor: frames without noise (identical, synthetic) must not divide 0 by 0
-        floor = np.float32(max(1e-20, 1e-10 * self._level ** 2))
-        sd = np.sqrt(np.maximum(self.var, floor))
-        rows = np.repeat(sd[sl[0].start // b:(sl[0].stop - 1) // b + 1], b, axis=0)
+        rows = np.repeat(coarse[sl[0].start // b:(sl[0].stop - 1) // b + 1], b, axis=0)
         rows = rows[sl[0].start % b:sl[0].start % b + (sl[0].stop - sl[0].start)]
         full = np.repeat(rows[:, sl[1].start // b:(sl[1].stop - 1) // b + 1], b, axis=1)
         return full[:, sl[1].start % b:sl[1].start % b + (sl[1].stop - sl[1].start)]
+
+    def _block_means(self, img: np.ndarray) -> np.ndarray:
+        b = self.block
+        cy, cx = self.var.shape
+        pad = np.pad(img, ((0, cy * b - img.shape[0]), (0, cx * b - img.shape[1])), mode="edge")
+        return pad.reshape(cy, b, cx, b).mean(axis=(1, 3))
+
+    def _sd_full(self, sl) -> np.ndarray:
+        """σ per pixel of the region ``sl``.
+
+        Per block from the running estimate, shaped within the block by a noise model
+        var = a + b·reference fitted over the blocks (counting noise grows with the signal; the
+        fit absorbs a detector offset). Without it a bright particle inside a block of dim
+        background would be given the background's σ and flicker as a false change.
+        """
+        floor = np.float32(max(1e-20, 1e-10 * self._level ** 2))
+        sd = self._rep(np.sqrt(np.maximum(self.var, floor)), sl)
+        if self._model is None or self.count % 4 == 0:   # the level map and the model change slowly
+            rb = self._block_means(self.reference)
+            self._model = (rb, _noise_model(rb, self.var))
+        rb, fit = self._model
+        if fit is not None:
+            slope, icpt = np.float32(fit[0]), np.float32(fit[1])
+            small = np.float32(0.05 * max(float(np.median(icpt + slope * rb)), 1e-30))
+            num = np.maximum(self.reference[sl] * slope + icpt, small)
+            den = np.maximum(self._rep(rb.astype(np.float32), sl) * slope + icpt, small)
+            num /= den
+            np.clip(num, 0.05, 20.0, out=num)
+            sd = sd * np.sqrt(num)
+        return sd
 
     def _update_var(self, zv: np.ndarray, sl, exclude: np.ndarray | None) -> None:
         """Blocks fully inside ``sl``: new variance = old × mean(z² over |z| < 3) / 0.9733.
@@ -237,6 +297,34 @@ class DifferentialImager:
         # plain average at first, the prior counting as 4 frames
         beta = max(self.beta, 1.0 / (self.count - self.n_init + 4))
         blk += np.where(good, np.float32(beta) * blk * (ratio.astype(np.float32) - 1), 0).astype(np.float32)
+
+    def _match_brightness(self, av: np.ndarray, rv: np.ndarray, ready: np.ndarray | None) -> None:
+        """Bring the frame to the reference's brightness, in place: av ← (av − o) / g.
+
+        Gain g and offset o come from a straight-line fit of the frame against the reference
+        (on a 1-in-16 subsample), so a detector offset does not turn a dose-dependent signal
+        decay into false changes on bright particles. When the reference has too little
+        contrast for a fit, only the mean ratio is matched.
+        """
+        sa, sr = av[::4, ::4], rv[::4, ::4]
+        if ready is not None:
+            m = ready[::4, ::4]
+            sa, sr = sa[m], sr[m]
+        if sa.size < 16:
+            return
+        sa = sa.astype(np.float64).ravel()
+        sr = sr.astype(np.float64).ravel()
+        ma, mr = sa.mean(), sr.mean()
+        vr = float(np.mean((sr - mr) ** 2))
+        noise = float(np.median(self.var)) if self.var is not None else np.inf
+        if vr > 25.0 * noise:
+            g = float(np.mean((sa - ma) * (sr - mr))) / vr
+            if 0.2 < g < 5.0:
+                av -= np.float32(ma - g * mr)
+                av *= np.float32(1.0 / g)
+                return
+        if mr > 0 and ma > 0:
+            av *= np.float32(mr / ma)
 
     @property
     def seen(self) -> np.ndarray:
@@ -284,6 +372,8 @@ class DifferentialImager:
             self.nseen = np.zeros(self.shape, np.uint8)
             self._p1 = np.zeros(self.shape, np.float32)
             self._p2 = np.zeros(self.shape, np.float32)
+            self._pvar = np.zeros(self.shape, np.float32)
+            self._pmean = np.zeros(self.shape, np.float32)
         av, rv, ns = a[sl], self.reference[sl], self.nseen[sl]
         if av.size == 0:
             return None if self.var is None else np.zeros(self.shape, np.float32)
@@ -294,12 +384,7 @@ class DifferentialImager:
             return None
         part = n_ready < ready.size
         new = ~ready if part else None
-        if part:
-            mr, ma = float(rv[ready].mean()), float(av[ready].mean())
-        else:
-            mr, ma = float(rv.mean(dtype=np.float64)), float(av.mean(dtype=np.float64))
-        if mr > 0 and ma > 0:
-            av *= np.float32(mr / ma)     # slow brightness change
+        self._match_brightness(av, rv, ready if part else None)
         d = np.subtract(av, rv)
         if part:
             d[new] = 0.0
@@ -314,6 +399,25 @@ class DifferentialImager:
         if part:
             d[new] = 0.0
         sd = self._sd_full(sl)
+        # per-pixel floor: the running variance of d about its running mean can only raise σ where
+        # the block model is too low (inside bright particles). About the mean, so that a seed
+        # (a persistent change) does not raise its own σ; a 3×3 mean keeps the scatter small.
+        beta = np.float32(max(self.beta, 1.0 / max(1, self.count - self.n_init)))
+        pm, pv = self._pmean[sl], self._pvar[sl]
+        lim3 = np.float32(3.0) * sd
+        dc = np.clip(d, -lim3, lim3)
+        if part:
+            dc[new] = pm[new]
+        pm += beta * (dc - pm)
+        dc *= dc
+        if part:
+            dc[new] = pv[new]
+        pv += beta * (dc - pv)
+        spread = pv - pm * pm
+        np.maximum(spread, 0, out=spread)
+        floor_sd = np.sqrt(ndi.uniform_filter(spread, 3, mode="nearest"))
+        floor_sd *= np.float32(self.pixel_floor)
+        sd = np.maximum(sd, floor_sd)
         z = np.zeros(self.shape, np.float32)
         zv = z[sl]
         np.divide(d, sd, out=zv)
