@@ -187,28 +187,29 @@ class SeedTracker:
     def update(self, frame: int, time_s: float, candidates: list[Candidate]) -> list[Seed]:
         """Add one frame's candidates; return the seeds confirmed in this frame."""
         tracks = self.seeds + self.tentative
-        if tracks:
+        best_idx = np.full(len(candidates), -1)
+        if tracks and candidates:
             tx = np.array([s.x_px for s in tracks])
             ty = np.array([s.y_px for s in tracks])
             ts = np.array([s.sign for s in tracks])
             # a confirmed seed grows: its gate grows with it; a tentative track keeps the plain gate
             tg = np.array([self.gate_px + (s.radius_px if s.confirmed_frame is not None else 0.0) for s in tracks])
-        for c in candidates:
-            best = None
-            if tracks:
-                d = np.hypot(tx - c.x, ty - c.y)
-                d[(ts != c.sign) | (d > tg)] = np.inf
-                j = int(np.argmin(d))
-                if np.isfinite(d[j]):
-                    best = tracks[j]
-            if best is None:
+            cx = np.array([c.x for c in candidates])
+            cy = np.array([c.y for c in candidates])
+            cs = np.array([c.sign for c in candidates])
+            d = np.hypot(cx[:, None] - tx[None, :], cy[:, None] - ty[None, :])
+            d[(cs[:, None] != ts[None, :]) | (d > tg[None, :])] = np.inf
+            j = np.argmin(d, axis=1)
+            best_idx = np.where(np.isfinite(d[np.arange(len(candidates)), j]), j, -1)
+        for c, j in zip(candidates, best_idx):
+            if j < 0:
                 s = Seed(id=self._tentative_id, sign=c.sign, first_frame=frame, first_time_s=float(time_s),
                          last_frame=frame)
                 self._tentative_id -= 1
                 s.add(frame, c)
                 self.tentative.append(s)
             else:
-                best.add(frame, c)
+                tracks[j].add(frame, c)
         confirmed = []
         keep = []
         for s in self.tentative:
