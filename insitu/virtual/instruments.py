@@ -209,6 +209,9 @@ def open_virtual_instruments(config, clock: Clock, seed: int = 0, *, specimen=No
         if config is not None:
             params.haadf.probe_current_A = float(config.beam.probe_current_A)
         specimen = VirtualSpecimen(seed=seed, params=params)
+    if specimen.t <= 0.0:
+        # building the specimen took wall time the experiment clock should not count
+        clock.restart()
     rate = DEFAULT_RATE_HZ
     if config is not None and "rate_hz" in config.frames.model_fields_set:
         rate = float(config.frames.rate_hz)
