@@ -27,6 +27,7 @@ each beam change, EventRecord, FrameRecord, ProgressRecord each tick.
 """
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections import deque
@@ -46,6 +47,8 @@ ACQUIRE_STALL_S = 60.0
 BEAM_CHECK_PERIOD_S = 1.0
 #: status line refresh period (s, real time)
 STATUS_PERIOD_S = 0.2
+#: readings kept for per-frame interpolation (at 0.2 s: the last 2 min)
+RECENT_SAMPLES = 600
 
 
 class _Stop(Exception):
@@ -123,6 +126,8 @@ class Engine:
         self._stopping = False
         self.setpoint = 0.0
         self.last = Measurement(0.0, 0.0, 0.0, False)
+        #: recent readings, to give each frame the bias and current at its own time
+        self._recent: deque[Measurement] = deque(maxlen=RECENT_SAMPLES)
         self.found_state = None
         self.output_maybe_on = False
         self._was_on = False          # the output was on at some point of this run (found or switched)
@@ -451,6 +456,7 @@ class Engine:
         finally:
             self.guard.commit(self.setpoint, clock.now())
         self.last = m
+        self._recent.append(m)
         self._emit(BiasSample(m.time_s, self.setpoint, m.voltage_V, m.current_A, bool(m.compliance_hit)))
         verdict = check_measurement(m.voltage_V, m.current_A, m.compliance_hit, self.limits,
                                     self.protocol.on_compliance, max_voltage_V=vmax)
@@ -485,6 +491,24 @@ class Engine:
             return max(0.0, self.dose - self.dose_rate_on * max(0.0, self._dose_t - t))
         return self.dose
 
+    def _bias_at(self, t: float) -> tuple[float, float]:
+        """Voltage (V) and current (A) at clock time ``t``, interpolated between recent readings.
+
+        A frame is delivered after it was scanned (a folder source waits for the file to
+        settle), so the reading at delivery can be a ramp step or more away from the
+        frame's own time. Outside the recent readings the nearest one is used.
+        """
+        rec = self._recent
+        if not rec or t >= rec[-1].time_s:
+            return self.last.voltage_V, self.last.current_A
+        if t <= rec[0].time_s:
+            return rec[0].voltage_V, rec[0].current_A
+        times = [m.time_s for m in rec]
+        k = bisect.bisect_right(times, t)
+        a, b = rec[k - 1], rec[k]
+        w = (t - a.time_s) / (b.time_s - a.time_s) if b.time_s > a.time_s else 1.0
+        return (a.voltage_V + w * (b.voltage_V - a.voltage_V), a.current_A + w * (b.current_A - a.current_A))
+
     def _poll_frames(self) -> None:
         src = self.instruments.frames
         if src is None:
@@ -503,7 +527,8 @@ class Engine:
             if self._acquiring and fr.time_s < self._unblank_t:
                 continue  # scanned before the beam was unblanked for this acquire
             px = fr.meta.get("pixel_size_m", float("nan")) if isinstance(fr.meta, dict) else float("nan")
-            self._emit(FrameRecord(fr.time_s, fr.data, self.last.voltage_V, self.last.current_A, False,
+            v_at, i_at = self._bias_at(fr.time_s)
+            self._emit(FrameRecord(fr.time_s, fr.data, v_at, i_at, False,
                                    self._dose_at(fr.time_s), float(px), meta=dict(fr.meta or {})))
             self.n_frames += 1
             self._acquired += 1

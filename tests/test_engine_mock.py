@@ -333,3 +333,44 @@ def test_frame_source_errors_are_events_not_the_end_of_the_run():
     errs = [e for e in of(records, EventRecord) if "frame source error" in e.message]
     assert len(errs) == 1                       # reported once a minute, not every tick
     assert len(of(records, FrameRecord)) >= 3
+
+
+class _LateFrames:
+    """A frame source that delivers each frame ``delay_s`` after it was scanned (like a folder watch)."""
+
+    def __init__(self, clock, period_s=1.0, delay_s=1.5):
+        self.clock, self.period_s, self.delay_s = clock, period_s, delay_s
+        self._next = None
+        self._i = 0
+
+    def start(self):
+        self._next = self.clock.now() + self.period_s
+
+    def poll(self):
+        out = []
+        while self._next is not None and self._next + self.delay_s <= self.clock.now():
+            out.append(Frame(self._i, self._next, np.zeros((4, 4), np.uint16), {"pixel_size_m": 1e-9}))
+            self._i += 1
+            self._next += self.period_s
+        return out
+
+    def stop(self):
+        self._next = None
+
+
+def test_late_frames_carry_the_bias_at_their_own_time_not_at_delivery():
+    clock = Clock(20.0)
+    bl = MockBeamBlanker()
+    inst = Instruments(MockSourceMeter(resistance_ohm=1e7, clock=clock), bl, _LateFrames(clock), clock)
+    text = LIM % "" + "sample_interval: 0.1\nsteps: [{beam: unblank}, {ramp: {to: 4, rate: 0.5}}, {hold: {duration: 2}}]"
+    eng, records, out = run(text, inst)
+    assert out == "complete", out
+    bias = of(records, BiasSample)
+    t_b = np.array([b.time_s for b in bias])
+    v_b = np.array([b.voltage_V for b in bias])
+    ramp_frames = [f for f in of(records, FrameRecord) if 0.5 < f.bias_V < 3.5]
+    assert len(ramp_frames) >= 3
+    for f in ramp_frames:
+        # the reading at delivery (1.5 s later on a 0.45 V/s ramp) would be ~0.7 V higher
+        assert f.bias_V == pytest.approx(np.interp(f.time_s, t_b, v_b), abs=0.06)
+        assert f.current_A == pytest.approx(f.bias_V / 1e7, rel=0.02)
