@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -106,22 +105,47 @@ def test_session_file_with_truth(tmp_path, series, capsys):
     assert "ground truth" in capsys.readouterr().out
 
 
-def test_live_session_is_followed_until_closed(tmp_path, series):
+_WRITER = """
+import sys, time, numpy as np
+from insitu.records import BiasSample, FrameRecord
+from insitu.session import SessionWriter
+frames, times = np.load(sys.argv[2]), np.load(sys.argv[3])
+with SessionWriter(sys.argv[1], start_time_iso="2026-01-01T00:00:00+00:00", flush_interval_s=0.05,
+                   frame_shape=frames.shape[1:], frame_dtype=np.float32) as w:
+    for k in range(len(frames)):
+        w.write(BiasSample(float(times[k]), 0.0, 0.0, 0.0, False))
+        w.write(FrameRecord(time_s=float(times[k]), data=frames[k], bias_V=0.0, current_A=0.0, blanked=False,
+                            dose=float(k), pixel_size_m=1e-9))
+        w.flush()
+        time.sleep(0.08)
+"""
+
+
+def test_live_session_written_by_another_process(tmp_path, series):
+    """--live follows a session another process is writing, and ends with what an offline run finds."""
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "f.npy", series.frames.astype(np.float32))
+    np.save(tmp_path / "t.npy", series.times)
     path = tmp_path / "live.h5"
-    writer = threading.Thread(target=_write_session, args=(path, series), kwargs=dict(delay_s=0.05, truth=False))
-    writer.start()
-    t0 = time.monotonic()
-    while not path.exists() and time.monotonic() - t0 < 10:
-        time.sleep(0.01)
-    time.sleep(0.1)
-    seen = []
-    paths = analyze(path, tmp_path / "out", live=True, poll_s=0.05, idle_timeout_s=20,
-                    progress=lambda k, n: seen.append(k))
-    writer.join()
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(tmp_path / "f.npy"),
+                             str(tmp_path / "t.npy")])
+    try:
+        t0 = time.monotonic()
+        while not path.exists() and time.monotonic() - t0 < 20:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        seen = []
+        paths = analyze(path, tmp_path / "out", live=True, poll_s=0.05, idle_timeout_s=30,
+                        progress=lambda k, n: seen.append(k))
+    finally:
+        assert proc.wait(timeout=60) == 0
     assert len(_rows(paths["drift"])) == 25
-    assert seen[-1] == 24
+    assert seen[-1] == 24 and len(seen) == 24
     ref = analyze(path, tmp_path / "out2")
-    assert _rows(ref["seeds"]) == _rows(paths["seeds"])   # live and offline give the same seeds
+    assert _rows(ref["drift"]) == _rows(paths["drift"])   # every frame was read as written
+    assert _rows(ref["seeds"]) == _rows(paths["seeds"])
 
 
 def test_correlation_outputs(tmp_path, series):
