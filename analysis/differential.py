@@ -119,8 +119,9 @@ def valid_slices(shape, dx: float, dy: float, margin: int) -> tuple[slice, slice
 def remove_row_offsets(diff: np.ndarray, clip: float | None = None) -> np.ndarray:
     """Subtract each row's (clipped) mean in place (scan-line noise) and return ``diff``.
 
-    ``clip``: values are limited to ±clip before averaging, so a bright streak or a seed in a row
-    does not shift the whole row (a clipped mean is as robust as a median here, and much cheaper).
+    ``clip``: values are limited to ±clip (around a first, widely clipped estimate) before
+    averaging, so a bright streak or a seed in a row does not shift the whole row (a clipped mean
+    is as robust as a median here, and much cheaper).
 
     Example
     -------
@@ -129,8 +130,14 @@ def remove_row_offsets(diff: np.ndarray, clip: float | None = None) -> np.ndarra
     >>> float(np.abs(remove_row_offsets(d)).max())
     0.0
     """
-    src = diff if clip is None else np.clip(diff, -clip, clip)
-    diff -= src.mean(axis=1, keepdims=True)
+    if clip is None:
+        diff -= diff.mean(axis=1, keepdims=True)
+        return diff
+    # two passes: a row offset larger than the clip itself (strong scan noise) is found first with
+    # a wide clip, then refined around it with the narrow one
+    m = np.clip(diff, -4 * clip, 4 * clip).mean(axis=1, keepdims=True)
+    diff -= m
+    diff -= np.clip(diff, -clip, clip).mean(axis=1, keepdims=True)
     return diff
 
 
