@@ -386,14 +386,19 @@ class GridMultigrid:
     >>> x, its = mg.pcg(b, rtol=1e-8)             # doctest: +SKIP
     """
 
-    def __init__(self, S, coarsest: int = 2500, smoother_dtype=np.float64, cycle: str = "V"):
+    def __init__(self, S, coarsest: int = 2500, smoother_dtype=np.float64, cycle: str = "V",
+                 preconditioner_of=None, mask=None):
+        """``S``: the operator CG solves. ``preconditioner_of``: build the hierarchy from this operator
+        instead (e.g. :func:`filled`). ``mask``: the preconditioned residual is kept on these voxels
+        only (symmetric restriction to the unknowns)."""
         self.gamma = 2 if cycle == "W" else 1
+        self.mask = None if mask is None else np.asarray(mask, float)
         self.S = S                      # the exact operator (float64), for the CG products
-        self.levels = []                # smoother copies (float32 by default: half the memory traffic)
+        self.levels = []                # operators of the hierarchy (smoothing, coarse grids)
         self.P = []
         self.factors = []
         self.five = []                  # level is a 5-point stencil (corner entries all zero)
-        Sf = S
+        Sf = S if preconditioner_of is None else preconditioner_of
         while True:
             _, ny, nx = Sf.shape
             self.levels.append(Sf.astype(smoother_dtype, copy=False))
@@ -413,7 +418,10 @@ class GridMultigrid:
 
     def apply(self, x):
         y = np.empty_like(x)
-        _apply(self.S, x, y, self.five[0])
+        five = not (self.S[0].any() or self.S[2].any() or self.S[6].any() or self.S[8].any()) \
+            if not hasattr(self, "_five_S") else self._five_S
+        self._five_S = five
+        _apply(self.S, x, y, five)
         return y
 
     def vcycle(self, b, level: int = 0):
@@ -444,6 +452,14 @@ class GridMultigrid:
         _xlines(S, x, b, False, cpx, imx, five)
         return x
 
+    def precondition(self, r):
+        """z = M V(M r): one V-cycle, restricted to the masked voxels (symmetric)."""
+        if self.mask is None:
+            return self.vcycle(r)
+        z = self.vcycle(r * self.mask)
+        z *= self.mask
+        return z
+
     def pcg(self, b, rtol: float = 1e-8, maxiter: int = 200, x0=None):
         """Preconditioned conjugate gradients on the grid; returns (x, iterations, relative residual)."""
         nb = np.sqrt(_dot(b, b))
@@ -451,7 +467,7 @@ class GridMultigrid:
             return np.zeros_like(b), 0, 0.0
         x = np.zeros_like(b) if x0 is None else x0.copy()
         r = b - self.apply(x) if x0 is not None else b.copy()
-        z = self.vcycle(r)
+        z = self.precondition(r)
         p = z.copy()
         rz = _dot(r, z)
         it = 0
@@ -463,35 +479,29 @@ class GridMultigrid:
             it += 1
             if res <= rtol:
                 break
-            z = self.vcycle(r)
+            z = self.precondition(r)
             rz_new = _dot(r, z)
             _cg_dir(p, z, rz_new / rz)
             rz = rz_new
         return x, it, float(res)
 
 
-def grid_system(stencil: dict, unknown, fixed_value, fill: float = 1e-13):
+def grid_system(stencil: dict, unknown, fixed_value):
     """Grid stencil S (9, ny, nx) and right-hand side b for the unknown voxels.
 
-    Couplings to fixed (electrode) voxels move to the right-hand side. Voxels that are neither
-    unknown nor fixed (vacuum, ZrO2, floating clusters) are filled with a vanishingly small isotropic
-    conductance (``fill`` times the largest diagonal entry, on 4-neighbour links): to the multigrid
-    they are then an extreme conductivity jump, which its operator-dependent interpolation handles,
-    instead of holes in the grid, which it does not (convergence would degrade with the grid size).
-    The change of the solution is of order ``fill``. Returns ``(S, b)``.
+    Couplings to fixed (electrode) voxels move to the right-hand side; voxels that are not unknowns
+    get identity rows and no couplings, so S is symmetric positive definite. Returns ``(S, b)``.
     """
     from insitu.analysis.solver import ALL_OFFSETS, _shift
 
     ny, nx = unknown.shape
     fixed = np.isfinite(fixed_value)
-    dead = ~unknown & ~fixed
     S = np.zeros((9, ny, nx))
     b = np.zeros((ny, nx))
     val = np.where(fixed, fixed_value, 0.0)
     for k, (dy, dx) in enumerate(ALL_OFFSETS):
         if (dy, dx) == (0, 0):
-            S[4] = np.where(unknown, stencil["C"], 0.0)
-            S[4][fixed] = 1.0
+            S[4] = np.where(unknown, stencil["C"], 1.0)
             continue
         if (dy, dx) in stencil:
             coef = stencil[(dy, dx)]
@@ -502,30 +512,34 @@ def grid_system(stencil: dict, unknown, fixed_value, fill: float = 1e-13):
         nb_unknown = _shift(unknown, dy, dx, False)
         b -= np.where(unknown, coef * _shift(val, dy, dx, 0.0), 0.0)
         S[k] = np.where(unknown & nb_unknown, coef, 0.0)
-    if dead.any() and unknown.any():
-        g = fill * float(np.max(S[4][unknown]))
-        free = unknown | dead
-        for k, (dy, dx) in ((5, (0, 1)), (7, (1, 0))):
-            kb = 8 - k
-            p_dead, q_dead = dead, _shift(dead, dy, dx, False)
-            p_free, q_free = free, _shift(free, dy, dx, False)
-            q_fixed = _shift(fixed, dy, dx, False)
-            pair = p_free & q_free & (p_dead | q_dead)
-            S[k][pair] -= g
-            S[4][pair] += g
-            # the backward entry and the diagonal of the neighbour
-            back = _shift(pair, -dy, -dx, False)
-            S[kb][back] -= g
-            S[4][back] += g
-            # dead voxel next to an electrode: coupling to the fixed potential
-            pf = p_dead & q_fixed
-            S[4][pf] += g
-            b[pf] += g * _shift(val, dy, dx, 0.0)[pf]
-        for dy, dx in ((0, -1), (-1, 0)):
-            pf = dead & _shift(fixed, dy, dx, False)
-            S[4][pf] += g
-            b[pf] += g * _shift(val, dy, dx, 0.0)[pf]
     return S, b
+
+
+def filled(S, unknown, fill: float = 1e-6):
+    """Copy of S in which the voxels that are not unknowns (vacuum, ZrO2, electrodes, floating
+    clusters) conduct a little: isotropic links of ``fill`` times the largest diagonal entry.
+
+    To the multigrid such voxels are then a conductivity jump, which its operator-dependent
+    interpolation handles, instead of holes in the grid, which it does not (its convergence would
+    degrade with the grid size). Only the preconditioner is built from this operator; CG solves the
+    exact system, so ``fill`` changes the speed, never the answer.
+    """
+    from insitu.analysis.solver import _shift
+
+    F = S.copy()
+    dead = ~unknown
+    if not dead.any() or not unknown.any():
+        return F
+    g = fill * float(np.max(S[4][unknown]))
+    F[4][dead] = 0.0
+    for k, (dy, dx) in ((5, (0, 1)), (7, (1, 0))):
+        pair = _shift(np.ones_like(dead), dy, dx, False) & (dead | _shift(dead, dy, dx, False))
+        back = _shift(pair, -dy, -dx, False)
+        F[k][pair] -= g
+        F[4][pair] += g
+        F[8 - k][back] -= g
+        F[4][back] += g
+    return F
 
 
 def solve_grid(stencil: dict, unknown, fixed_value, rtol: float = 1e-8, info: dict | None = None,
@@ -539,7 +553,7 @@ def solve_grid(stencil: dict, unknown, fixed_value, rtol: float = 1e-8, info: di
 
     S, b = grid_system(stencil, unknown, fixed_value)
     t0 = time.perf_counter()
-    mg = GridMultigrid(S)
+    mg = GridMultigrid(S, preconditioner_of=filled(S, unknown), mask=unknown)
     t1 = time.perf_counter()
     x, its, res = mg.pcg(b, rtol=rtol, maxiter=maxiter)
     if info is not None:

@@ -70,7 +70,8 @@ def plot_result(result, micro, out_dir) -> dict:
         lookup = {(int(a), int(b)): float(v) for a, b, v in zip(gt["grain_a"], gt["grain_b"], gt["jump"])}
         jump = np.array([lookup.get((int(a), int(b)), np.nan) for a, b in zip(bp["grain_a"], bp["grain_b"])])
         lim = np.nanmax(np.abs(jump)) or 1.0
-        sc = ax.scatter((bp["x"] + 0.5) * h * 1e6, (bp["y"] + 0.5) * h * 1e6, c=jump, s=2, cmap="coolwarm",
+        size = max(2.0, (120.0 / max(g.shape)) ** 2)
+        sc = ax.scatter((bp["x"] + 0.5) * h * 1e6, (bp["y"] + 0.5) * h * 1e6, c=jump, s=size, cmap="coolwarm",
                         norm=TwoSlopeNorm(0.0, -lim, lim))
         fig.colorbar(sc, ax=ax, label="GB current jump j_a − j_b (A/m²)")
     for gid in micro.grain_ids:
