@@ -142,7 +142,13 @@ def validate(m: Microstructure, source: str = "microstructure") -> None:
         i = int(np.nonzero(nonunit)[0][0])
         raise UserError(f"{source}: c-axis of grain {int(m.grain_ids[i])} is not a unit vector "
                         f"(|c| = {norms[i]:.6g}; {int(nonunit.sum())} such grain(s))")
-    present = np.unique(g[g > 0])
+    gmax = int(g.max())
+    if gmax <= 0:
+        present = np.zeros(0, np.int64)
+    elif gmax < 50_000_000:
+        present = np.flatnonzero(np.bincount(g[g > 0].ravel(), minlength=gmax + 1))
+    else:
+        present = np.unique(g[g > 0])
     missing = np.setdiff1d(present, m.grain_ids)
     if missing.size:
         raise UserError(f"{source}: grain ids {missing[:10].tolist()}{'...' if missing.size > 10 else ''} "

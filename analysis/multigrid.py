@@ -486,33 +486,89 @@ class GridMultigrid:
         return x, it, float(res)
 
 
+@njit(cache=True)
+def _grid_system(C, E, Sd, SE, SW, unknown, fixed, val):
+    """One pass: 9-point grid operator with identity rows off the unknowns, Dirichlet couplings moved
+    to the right-hand side. E, Sd, SE, SW: forward couplings (0,1), (1,0), (1,1), (1,-1)."""
+    ny, nx = C.shape
+    S = np.zeros((9, ny, nx))
+    b = np.zeros((ny, nx))
+    for i in range(ny):
+        for j in range(nx):
+            if not unknown[i, j]:
+                S[4, i, j] = 1.0
+                continue
+            S[4, i, j] = C[i, j]
+            for k in range(9):
+                if k == 4:
+                    continue
+                di = k // 3 - 1
+                dj = k % 3 - 1
+                i2, j2 = i + di, j + dj
+                if i2 < 0 or i2 >= ny or j2 < 0 or j2 >= nx:
+                    continue
+                # coupling stored at the upper/left voxel of the pair
+                if di == 0 and dj == 1:
+                    c = E[i, j]
+                elif di == 0 and dj == -1:
+                    c = E[i2, j2]
+                elif di == 1 and dj == 0:
+                    c = Sd[i, j]
+                elif di == -1 and dj == 0:
+                    c = Sd[i2, j2]
+                elif di == 1 and dj == 1:
+                    c = SE[i, j]
+                elif di == -1 and dj == -1:
+                    c = SE[i2, j2]
+                elif di == 1 and dj == -1:
+                    c = SW[i, j]
+                else:
+                    c = SW[i2, j2]
+                if c == 0.0:
+                    continue
+                if unknown[i2, j2]:
+                    S[k, i, j] = c
+                elif fixed[i2, j2]:
+                    b[i, j] -= c * val[i2, j2]
+    return S, b
+
+
 def grid_system(stencil: dict, unknown, fixed_value):
     """Grid stencil S (9, ny, nx) and right-hand side b for the unknown voxels.
 
     Couplings to fixed (electrode) voxels move to the right-hand side; voxels that are not unknowns
     get identity rows and no couplings, so S is symmetric positive definite. Returns ``(S, b)``.
     """
-    from insitu.analysis.solver import ALL_OFFSETS, _shift
-
     ny, nx = unknown.shape
+    zero = np.zeros((ny, nx))
     fixed = np.isfinite(fixed_value)
-    S = np.zeros((9, ny, nx))
-    b = np.zeros((ny, nx))
-    val = np.where(fixed, fixed_value, 0.0)
-    for k, (dy, dx) in enumerate(ALL_OFFSETS):
-        if (dy, dx) == (0, 0):
-            S[4] = np.where(unknown, stencil["C"], 1.0)
-            continue
-        if (dy, dx) in stencil:
-            coef = stencil[(dy, dx)]
-        elif (-dy, -dx) in stencil:
-            coef = _shift(stencil[(-dy, -dx)], dy, dx, 0.0)
-        else:
-            continue
-        nb_unknown = _shift(unknown, dy, dx, False)
-        b -= np.where(unknown, coef * _shift(val, dy, dx, 0.0), 0.0)
-        S[k] = np.where(unknown & nb_unknown, coef, 0.0)
-    return S, b
+    return _grid_system(stencil["C"], stencil.get((0, 1), zero), stencil.get((1, 0), zero),
+                        stencil.get((1, 1), zero), stencil.get((1, -1), zero), np.ascontiguousarray(unknown),
+                        fixed, np.where(fixed, fixed_value, 0.0))
+
+
+@njit(cache=True)
+def _fill(S, unknown, g):
+    ny, nx = unknown.shape
+    F = S.copy()
+    for i in range(ny):
+        for j in range(nx):
+            if not unknown[i, j]:
+                F[4, i, j] = 0.0
+    for i in range(ny):
+        for j in range(nx):
+            dead = not unknown[i, j]
+            if j + 1 < nx and (dead or not unknown[i, j + 1]):
+                F[5, i, j] -= g
+                F[3, i, j + 1] -= g
+                F[4, i, j] += g
+                F[4, i, j + 1] += g
+            if i + 1 < ny and (dead or not unknown[i + 1, j]):
+                F[7, i, j] -= g
+                F[1, i + 1, j] -= g
+                F[4, i, j] += g
+                F[4, i + 1, j] += g
+    return F
 
 
 def filled(S, unknown, fill: float = 1e-6):
@@ -524,22 +580,10 @@ def filled(S, unknown, fill: float = 1e-6):
     degrade with the grid size). Only the preconditioner is built from this operator; CG solves the
     exact system, so ``fill`` changes the speed, never the answer.
     """
-    from insitu.analysis.solver import _shift
-
-    F = S.copy()
-    dead = ~unknown
-    if not dead.any() or not unknown.any():
-        return F
-    g = fill * float(np.max(S[4][unknown]))
-    F[4][dead] = 0.0
-    for k, (dy, dx) in ((5, (0, 1)), (7, (1, 0))):
-        pair = _shift(np.ones_like(dead), dy, dx, False) & (dead | _shift(dead, dy, dx, False))
-        back = _shift(pair, -dy, -dx, False)
-        F[k][pair] -= g
-        F[4][pair] += g
-        F[8 - k][back] -= g
-        F[4][back] += g
-    return F
+    unknown = np.ascontiguousarray(unknown)
+    if unknown.all() or not unknown.any():
+        return S.copy()
+    return _fill(S, unknown, fill * float(np.max(S[4][unknown])))
 
 
 def solve_grid(stencil: dict, unknown, fixed_value, rtol: float = 1e-8, info: dict | None = None,

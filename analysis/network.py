@@ -99,9 +99,13 @@ def voxel_properties(m: Microstructure, model: str = "full") -> Voxels:
     syy = np.zeros(g.shape)
     sxy = np.zeros(g.shape)
     if ids.size:
-        order = np.argsort(ids)
-        pos = np.searchsorted(ids[order], g[grain])
-        k = order[pos]
+        if int(ids.max()) < 50_000_000:           # dense look-up table: no sorting of the grid
+            lut = np.zeros(int(ids.max()) + 1, np.int64)
+            lut[ids] = np.arange(ids.size)
+            k = lut[g[grain]]
+        else:
+            order = np.argsort(ids)
+            k = order[np.searchsorted(ids[order], g[grain])]
         sxx[grain], syy[grain], sxy[grain] = sig[k, 0], sig[k, 1], sig[k, 2]
     sb = m.sigma_ip / m.backbone_ratio
     sxx[backbone] = syy[backbone] = sb
