@@ -261,21 +261,6 @@ def _open_input(path):
         raise UserError(f"{p}: not a session file or an image file ({exc.__class__.__name__}: {exc})") from None
 
 
-def _reopen(session):
-    """A fresh reader on a session that another process is writing.
-
-    ``Session.refresh()`` sees the new frame count, but frames written since by another
-    process can read back stale (measured with h5py 3.16 / HDF5 2.0: 136 of 141 frames of a
-    live ``insitu run --mock`` came back as an earlier frame); opening the file again reads
-    what is on disk.
-    """
-    from insitu.session import open_session
-
-    path = session.path
-    session.close()
-    return open_session(path)
-
-
 def _load_correlation_inputs(microstructure, simulation):
     from insitu.analysis.microstructure import Microstructure, read_microstructure
 
@@ -476,7 +461,7 @@ def analyze(input_path, out_dir, microstructure=None, simulation=None, progress:
                     idle_since = time.monotonic()
                 if not live or src.closed_cleanly:
                     if live:
-                        src = _reopen(src)
+                        src.refresh()
                         for k, t, frame in src.iter_frames(done):
                             handle(k, t, frame)
                             done = k + 1
@@ -486,7 +471,7 @@ def analyze(input_path, out_dir, microstructure=None, simulation=None, progress:
                                  f"and it is not closed (status {src.status!r})")
                     break
                 time.sleep(poll_s)
-                src = _reopen(src)
+                src.refresh()
             if done == 0:
                 raise UserError(f"{input_path}: the session has no frames to analyse")
     finally:

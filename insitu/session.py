@@ -700,19 +700,14 @@ class Session:
         return path in self._f
 
     def refresh(self) -> None:
-        """Re-read sizes and logs (live reading of a file still being written).
+        """Re-read sizes, logs and frames (live reading of a file still being written).
 
-        A file opened in SWMR mode has its datasets refreshed; a file whose
-        structure changed (the writer created the frames dataset) or that was
-        opened plainly is reopened.
+        The file is reopened: refreshing SWMR datasets in place updates their
+        sizes, but frames read afterwards could come back stale (seen with
+        h5py 3.16 while another process appended frames), and reopening costs
+        only a few milliseconds.
         """
-        if self.live and "data" in self._f["/entry/frames"]:
-            try:
-                self._f["/entry"].visititems(lambda _n, o: o.refresh() if isinstance(o, h5py.Dataset) else None)
-            except (OSError, RuntimeError, ValueError, KeyError):
-                self._reopen()
-        else:
-            self._reopen()
+        self._reopen()
         self._read()
 
     def _reopen(self) -> None:
