@@ -304,3 +304,25 @@ def test_gb_drive_is_the_simulated_jump_boosted_at_blocking_gbs(base):
     raw = np.array([drive[tuple(sorted(s.grains[i]))] ** p for i in gbk])
     assert np.allclose(s.drive[gbk] / s.drive[gbk].max(), raw / raw.max())
     assert s.drive[gbk].max() <= 1.0
+
+
+def test_frame_source_skips_a_backlog_instead_of_rendering_it():
+    """Under an accelerated clock a poller far behind gets only the last MAX_LAG_WALL_S of frames."""
+    from insitu.clock import Clock
+    from insitu.virtual.instruments import MAX_LAG_WALL_S, VirtualBeamBlanker, VirtualFrameSource
+    from insitu.virtual.specimen import VirtualSpecimen
+
+    spec = VirtualSpecimen(seed=0)
+    clock = Clock(1000.0)
+    bl = VirtualBeamBlanker(clock, blanked=False)
+    src = VirtualFrameSource(spec, clock, blanker=bl, rate_hz=0.01)  # one frame per 100 experiment-s
+    src.start()
+    time.sleep(2.5)  # ~25 frames due
+    t_poll = clock.now()
+    got = src.poll()
+    kept_span = MAX_LAG_WALL_S * clock.time_scale
+    assert 1 <= len(got) <= kept_span / 100.0 + 1
+    assert src.skipped >= 10
+    assert t_poll - got[-1].time_s <= 100.0                  # the newest due frames, not the oldest
+    assert t_poll - got[0].time_s <= kept_span + 100.0
+    assert [f.index for f in got] == list(range(len(got)))   # indices stay consecutive for what is delivered

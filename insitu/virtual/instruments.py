@@ -29,6 +29,8 @@ from insitu.instruments import Instruments
 #: frame rate when the config does not set ``frames.rate_hz``: one HAADF frame every 25 s
 #: (≈ 150 frames over the 1-h paper protocol; below the protocols' 30-s frame-stall limit)
 DEFAULT_RATE_HZ = 1.0 / 25.0
+#: under an accelerated clock, due frames older than this much wall time are skipped (s)
+MAX_LAG_WALL_S = 1.0
 
 
 class VirtualSourceMeter(MockSourceMeter):
@@ -134,6 +136,7 @@ class VirtualFrameSource:
         self.period_s = 1.0 / float(rate_hz)
         self._next_t: float | None = None
         self._index = 0
+        self.skipped = 0
         self._lock = threading.Lock()
         self.idn = f"insitu,VirtualFrameSource,specimen-{specimen.seed},1.0"
         hp = specimen.params.haadf
@@ -167,6 +170,17 @@ class VirtualFrameSource:
                 return []
             now = self.clock.now()
             out = []
+            # On an accelerated clock a poller that falls behind (a busy machine) would
+            # have every due frame rendered, which makes the next poll later still and
+            # snowballs. Frames more than MAX_LAG_WALL_S of wall time old are skipped
+            # (counted in ``skipped``); at real-time speed nothing is ever skipped.
+            scale = getattr(self.clock, "time_scale", 1.0)
+            if scale > 1.0:
+                max_lag = MAX_LAG_WALL_S * scale
+                behind = int((now - max_lag - self._next_t) // self.period_s) + 1
+                if behind > 0:
+                    self._next_t += behind * self.period_s
+                    self.skipped += behind
             while self._next_t <= now:
                 t = self._next_t
                 self._next_t += self.period_s
