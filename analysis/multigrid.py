@@ -346,6 +346,18 @@ def _cg_dir(p, z, beta):
             p[i, j] = z[i, j] + beta * p[i, j]
 
 
+def _lumped(S):
+    """M-matrix approximation for building the interpolation: positive off-diagonal entries (which
+    the full-tensor scheme has in obliquely anisotropic grains) are added to the diagonal."""
+    L = S.copy()
+    for k in (0, 1, 2, 3, 5, 6, 7, 8):
+        pos = L[k] > 0
+        if pos.any():
+            L[4][pos] += L[k][pos]
+            L[k][pos] = 0.0
+    return L
+
+
 def stencil_to_csr(S) -> sp.csr_matrix:
     """The grid operator as a CSR matrix (row-major voxel order)."""
     _, ny, nx = S.shape
@@ -387,11 +399,13 @@ class GridMultigrid:
     """
 
     def __init__(self, S, coarsest: int = 2500, smoother_dtype=np.float64, cycle: str = "V",
-                 preconditioner_of=None, mask=None):
+                 preconditioner_of=None, mask=None, lump: bool = True, sweeps: int = 1):
         """``S``: the operator CG solves. ``preconditioner_of``: build the hierarchy from this operator
         instead (e.g. :func:`filled`). ``mask``: the preconditioned residual is kept on these voxels
         only (symmetric restriction to the unknowns)."""
         self.gamma = 2 if cycle == "W" else 1
+        self.lump = lump
+        self.sweeps = int(sweeps)
         self.mask = None if mask is None else np.asarray(mask, float)
         self.S = S                      # the exact operator (float64), for the CG products
         self.levels = []                # operators of the hierarchy (smoothing, coarse grids)
@@ -407,7 +421,7 @@ class GridMultigrid:
             if ny * nx <= coarsest or min(ny, nx) < 4:
                 break
             nyc, nxc = (ny + 1) // 2, (nx + 1) // 2
-            r, c, v = _interpolation(Sf, nyc, nxc)
+            r, c, v = _interpolation(_lumped(Sf) if self.lump else Sf, nyc, nxc)
             W = _pack(r, c, v, ny, nx, nxc)
             self.P.append(W)
             Sf = _rap(Sf, W, nyc, nxc)
@@ -433,8 +447,9 @@ class GridMultigrid:
         cpx, imx, cpy, imy = self.factors[level]
         dp = np.empty_like(b)
         five = self.five[level]
-        _xlines(S, x, b, True, cpx, imx, five)
-        _ylines(S, x, b, True, cpy, imy, dp, five)
+        for _ in range(self.sweeps):
+            _xlines(S, x, b, True, cpx, imx, five)
+            _ylines(S, x, b, True, cpy, imy, dp, five)
         r = np.empty_like(b)
         _apply(S, x, r, five)
         r = b - r
@@ -448,8 +463,9 @@ class GridMultigrid:
             _apply(Sc, ec, t, self.five[level + 1])
             ec += self.vcycle(rc - t, level + 1)
         _prolong_add(x, ec, W)
-        _ylines(S, x, b, False, cpy, imy, dp, five)
-        _xlines(S, x, b, False, cpx, imx, five)
+        for _ in range(self.sweeps):
+            _ylines(S, x, b, False, cpy, imy, dp, five)
+            _xlines(S, x, b, False, cpx, imx, five)
         return x
 
     def precondition(self, r):
