@@ -215,7 +215,7 @@ def test_frames_only_while_unblanked_at_the_frame_rate(base):
 
 def test_accelerated_clock_drives_everything():
     cfg = parse_instruments(MOCK_TOML)
-    clk = Clock(time_scale=4000.0)
+    clk = Clock(time_scale=1000.0)
     inst = open_virtual_instruments(cfg, clk, seed=5)
     assert inst.specimen is not None and inst.specimen.seed == 5
     assert inst.source_meter.clock is clk and inst.frames.clock is clk
@@ -223,12 +223,12 @@ def test_accelerated_clock_drives_everything():
     inst.blanker.unblank()
     inst.frames.start()
     t_start = clk.now()
-    time.sleep(0.3)                                              # ≈ 1200 experiment-s
+    time.sleep(0.3)                                              # ≈ 300 experiment-s
     t_before = clk.now()
     frames = inst.frames.poll()
     t_after = clk.now()
     assert (t_before - t_start) / 50.0 - 1 <= len(frames) <= (t_after - t_start) / 50.0 + 1
-    assert len(frames) >= 15
+    assert len(frames) >= 4
     assert np.allclose(np.diff([f.time_s for f in frames]), 50.0)
     assert t_start < frames[0].time_s <= t_start + 50.0 + 1e-6
     inst.close()
@@ -307,22 +307,23 @@ def test_gb_drive_is_the_simulated_jump_boosted_at_blocking_gbs(base):
 
 
 def test_frame_source_skips_a_backlog_instead_of_rendering_it():
-    """Under an accelerated clock a poller far behind gets only the last MAX_LAG_WALL_S of frames."""
+    """Under an accelerated clock a poller far behind gets only the newest frames it can render quickly."""
     from insitu.clock import Clock
-    from insitu.virtual.instruments import MAX_LAG_WALL_S, VirtualBeamBlanker, VirtualFrameSource
+    from insitu.virtual.instruments import POLL_BUDGET_WALL_S, VirtualBeamBlanker, VirtualFrameSource
     from insitu.virtual.specimen import VirtualSpecimen
 
     spec = VirtualSpecimen(seed=0)
-    clock = Clock(1000.0)
+    clock = Clock(10000.0)
     bl = VirtualBeamBlanker(clock, blanked=False)
-    src = VirtualFrameSource(spec, clock, blanker=bl, rate_hz=0.01)  # one frame per 100 experiment-s
+    src = VirtualFrameSource(spec, clock, blanker=bl, rate_hz=1.0)  # 10 000 frames per wall second
     src.start()
-    time.sleep(2.5)  # ~25 frames due
+    time.sleep(1.0)
     t_poll = clock.now()
+    wall0 = time.perf_counter()
     got = src.poll()
-    kept_span = MAX_LAG_WALL_S * clock.time_scale
-    assert 1 <= len(got) <= kept_span / 100.0 + 1
-    assert src.skipped >= 10
-    assert t_poll - got[-1].time_s <= 100.0                  # the newest due frames, not the oldest
-    assert t_poll - got[0].time_s <= kept_span + 100.0
-    assert [f.index for f in got] == list(range(len(got)))   # indices stay consecutive for what is delivered
+    wall = time.perf_counter() - wall0
+    assert 2 <= len(got) <= POLL_BUDGET_WALL_S / 1e-3    # bounded (a frame takes ~10 ms), never all 10 000
+    assert src.skipped >= 9000
+    assert wall < 20 * POLL_BUDGET_WALL_S
+    assert t_poll - got[-1].time_s <= 1.0                 # the newest due frames, not the oldest
+    assert [f.index for f in got] == list(range(len(got)))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import math
 import threading
+import time
 
 from insitu.clock import Clock
 from insitu.drivers.interfaces import Frame, Measurement
@@ -29,8 +30,8 @@ from insitu.instruments import Instruments
 #: frame rate when the config does not set ``frames.rate_hz``: one HAADF frame every 25 s
 #: (≈ 150 frames over the 1-h paper protocol; below the protocols' 30-s frame-stall limit)
 DEFAULT_RATE_HZ = 1.0 / 25.0
-#: under an accelerated clock, due frames older than this much wall time are skipped (s)
-MAX_LAG_WALL_S = 1.0
+#: under an accelerated clock, one poll renders at most this much wall time of frames (s)
+POLL_BUDGET_WALL_S = 0.25
 
 
 class VirtualSourceMeter(MockSourceMeter):
@@ -137,6 +138,7 @@ class VirtualFrameSource:
         self._next_t: float | None = None
         self._index = 0
         self.skipped = 0
+        self._render_s = 0.02  # running mean of one frame's render time (wall s)
         self._lock = threading.Lock()
         self.idn = f"insitu,VirtualFrameSource,specimen-{specimen.seed},1.0"
         hp = specimen.params.haadf
@@ -172,21 +174,23 @@ class VirtualFrameSource:
             out = []
             # On an accelerated clock a poller that falls behind (a busy machine) would
             # have every due frame rendered, which makes the next poll later still and
-            # snowballs. Frames more than MAX_LAG_WALL_S of wall time old are skipped
-            # (counted in ``skipped``); at real-time speed nothing is ever skipped.
-            scale = getattr(self.clock, "time_scale", 1.0)
-            if scale > 1.0:
-                max_lag = MAX_LAG_WALL_S * scale
-                behind = int((now - max_lag - self._next_t) // self.period_s) + 1
-                if behind > 0:
-                    self._next_t += behind * self.period_s
-                    self.skipped += behind
+            # snowballs. Only as many of the newest due frames as render within
+            # POLL_BUDGET_WALL_S are kept; older ones are skipped (counted in
+            # ``skipped``). At real-time speed nothing is ever skipped.
+            if getattr(self.clock, "time_scale", 1.0) > 1.0 and self._next_t <= now:
+                due = int((now - self._next_t) // self.period_s) + 1
+                keep = max(2, int(POLL_BUDGET_WALL_S / self._render_s))
+                if due > keep:
+                    self._next_t += (due - keep) * self.period_s
+                    self.skipped += due - keep
             while self._next_t <= now:
                 t = self._next_t
                 self._next_t += self.period_s
                 if self._blanked(t):
                     continue
+                t0 = time.perf_counter()
                 data = self.specimen.frame(t)
+                self._render_s = 0.8 * self._render_s + 0.2 * max(time.perf_counter() - t0, 1e-4)
                 out.append(Frame(self._index, t, data, dict(self.meta)))
                 self._index += 1
             return out
