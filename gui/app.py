@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import signal
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -117,6 +118,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.confirm_close = None
         self.in_rate = RateMeter()
         self.shown_rate = RateMeter()
+        self.frames_shown = 0
         self.sync = SyncTracker()
         self.last_record_time = 0.0
         self.dose = 0.0
@@ -351,6 +353,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if frame is not None:
             self.image.show_frame(frame)
             self.shown_rate.tick()
+            self.frames_shown += 1
             self.dose = frame.dose
             self._pending_dose = True
         if self.analysis is not None:
@@ -580,7 +583,8 @@ def run_window(window: MainWindow, *, autostart: bool = False, screenshot: str |
     """Show ``window`` and run the event loop.
 
     With ``duration_s``: after that many seconds take the screenshot (if
-    asked), stop the run safely, and quit. Returns the worker's exit code
+    asked; while a run is on and no frame has been shown yet, it waits up to
+    another ``duration_s`` for the first one), stop the run safely, and quit. Returns the worker's exit code
     convention: 0 (complete, or stopped by us for the screenshot), 2 fault, 3 aborted.
     """
     app = QtWidgets.QApplication.instance()
@@ -589,7 +593,18 @@ def run_window(window: MainWindow, *, autostart: bool = False, screenshot: str |
     if autostart:
         QtCore.QTimer.singleShot(0, window.start)
 
+    deadline = {"t": None}
+
     def finish_timed():
+        if screenshot and window.frames_shown == 0 and window.thread is not None and window.thread.is_alive():
+            # a busy machine may still be building the specimen or scanning the first frame:
+            # wait for it (up to another duration_s), a screenshot without an image documents nothing
+            now = time.monotonic()
+            if deadline["t"] is None:
+                deadline["t"] = now + duration_s
+            if now < deadline["t"]:
+                QtCore.QTimer.singleShot(250, finish_timed)
+                return
         if screenshot:
             window._drain()
             window.plots.refresh()

@@ -31,7 +31,7 @@ def test_gui_mock_screenshot_mid_run(tmp_path):
     if not (ROOT / "examples" / "ding2023.yaml").is_file():
         pytest.skip("examples/ding2023.yaml not there yet")
     shot, out = tmp_path / "shot.png", tmp_path / "run.h5"
-    r = insitu("gui", "--mock", "--screenshot", shot, "--duration", 4, "--out", out)
+    r = insitu("gui", "--mock", "--screenshot", shot, "--duration", 4, "--out", out)  # waits for a first frame
     assert r.returncode == 0, r.stderr
     px = png_pixels(shot)
     assert px.shape[0] >= 650 and px.shape[1] >= 1000
