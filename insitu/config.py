@@ -26,6 +26,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from insitu.errors import UserError
+from insitu.validation import first_error_line
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -132,19 +133,6 @@ driver = "mock"
 """
 
 
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    msg = err["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    if err["type"] == "literal_error":
-        msg = f"{msg} (got {err.get('input')!r})"
-    return f"{loc}: {msg}" if loc else msg
-
-
 def parse_instruments(text: str, source: str = "instruments config") -> InstrumentsConfig:
     """Parse and validate TOML text; raise :class:`UserError` naming the key on failure."""
     try:
@@ -154,7 +142,7 @@ def parse_instruments(text: str, source: str = "instruments config") -> Instrume
     try:
         return InstrumentsConfig.model_validate(raw)
     except ValidationError as exc:
-        raise UserError(f"{source}: {_first_error(exc)}") from None
+        raise UserError(f"{source}: {first_error_line(exc)}") from None
 
 
 def load_instruments(path: str | Path) -> tuple[InstrumentsConfig, str]:

@@ -40,6 +40,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Fiel
 from insitu.dose import DEFAULT_FIELD_OF_VIEW_M, dose_rate
 from insitu.errors import UserError
 from insitu.safety import n_ramp_steps
+from insitu.validation import first_error_line
 
 #: hard bounds that no protocol may exceed (what a 2450 can do at all)
 ABS_MAX_VOLTAGE_V = 210.0
@@ -390,23 +391,16 @@ def _loc_text(loc) -> str:
     return out
 
 
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = _loc_text(err["loc"])
-    msg = err["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif err["type"] == "missing":
-        msg = "required"
-    elif err["type"] == "literal_error":
-        msg = f"{msg} (got {err.get('input')!r})"
-    elif err["type"] == "step_kind":
+def _step_kind_message(err: dict, msg: str) -> str:
+    if err["type"] == "step_kind":
         inp = err.get("input")
         got = f" (got {', '.join(map(str, inp)) if isinstance(inp, dict) else repr(inp)})"
         msg += got if len(got) < 80 else ""
-    return f"{loc}: {msg}" if loc else msg
+    return msg
+
+
+def _first_error(exc: ValidationError) -> str:
+    return first_error_line(exc, _loc_text, _step_kind_message)
 
 
 def _one_line(s: str) -> str:
