@@ -328,6 +328,20 @@ class SessionWriter:
             self._check_open()
             self._restructure(change)
 
+    def modify(self, change) -> None:
+        """Apply ``change(h5file)`` to the open file: for writers of their own layouts
+        (e.g. a microstructure under ``/entry/sample``). It runs in the same
+        restructuring step as :meth:`write_group`, under the writer's lock."""
+        with self._lock:
+            self._check_open()
+            self._restructure(change)
+
+    def recorded_frame_times(self) -> np.ndarray:
+        """Times (s) of the frames recorded so far, in order."""
+        self.flush()
+        with self._lock:
+            return np.asarray(self._f["/entry/frames/time"][:self.n_frames], float) if self.n_frames else np.empty(0)
+
     # -- records -----------------------------------------------------------
     def write(self, record) -> None:
         """Record one engine record; thread-safe. ProgressRecord is ignored."""

@@ -386,3 +386,21 @@ def test_reader_in_another_process_does_not_stop_the_writer(tmp_path):
     w.close()
     s = open_session(p)
     assert s.n_frames == 1 and len(s.bias["time"]) == 2 and s.group("/entry/instrument/source_meter")["idn"] == "X"
+
+
+def test_modify_and_recorded_frame_times_are_public_and_crash_safe(tmp_path):
+    """A foreign layout goes in through modify(); recorded_frame_times() returns what was written."""
+    from insitu.records import FrameRecord
+    from insitu.session import SessionWriter, open_session
+
+    p = tmp_path / "s.h5"
+    with SessionWriter(p, start_time_iso="2026-01-01T00:00:00+00:00") as w:
+        assert w.recorded_frame_times().size == 0
+        for k, t in enumerate((0.5, 1.5, 4.0)):
+            w.write(FrameRecord(t, np.full((4, 5), k, np.uint16), 1.0, 1e-9, False, 0.0, 1e-9))
+        w.modify(lambda f: f.require_group("/entry/sample/extra").create_dataset("v", data=np.arange(3)))
+        w.write(FrameRecord(5.0, np.zeros((4, 5), np.uint16), 1.0, 1e-9, False, 0.0, 1e-9))
+        assert np.allclose(w.recorded_frame_times(), [0.5, 1.5, 4.0, 5.0])
+    with open_session(p) as s:
+        assert s.n_frames == 4 and s.frame(1)[0, 0] == 1
+        assert np.array_equal(s.group("/entry/sample/extra")["v"], np.arange(3))

@@ -369,13 +369,8 @@ class VirtualSpecimen:
     @staticmethod
     def _recorded_frame_times(writer):
         """Times of the frames a SessionWriter has recorded (None when it cannot tell)."""
-        try:
-            writer.flush()
-            with writer._lock:
-                n = int(writer.n_frames)
-                return np.asarray(writer._f["/entry/frames/time"][:n], float)
-        except Exception:
-            return None
+        get = getattr(writer, "recorded_frame_times", None)
+        return None if get is None else get()
 
     def write_truth(self, writer) -> None:
         """Write ``/entry/sample/truth/seeds`` and ``/entry/sample/microstructure`` through a SessionWriter."""
@@ -387,8 +382,8 @@ class VirtualSpecimen:
         self._write_microstructure(writer)
 
     def _write_microstructure(self, writer) -> None:
-        """B's ``write_microstructure`` into the session's HDF5 file (the writer is in SWMR mode,
-        so new groups go through its restructuring step, under its lock)."""
+        """The microstructure file layout under ``/entry/sample/microstructure`` of the session
+        (through :meth:`SessionWriter.modify`, or straight into an h5py group)."""
         from insitu.analysis.microstructure import write_microstructure
 
         path = "/entry/sample/microstructure"
@@ -399,12 +394,11 @@ class VirtualSpecimen:
                 del f[path]
             write_microstructure(f.require_group(path), m)
 
-        restructure = getattr(writer, "_restructure", None)
-        if restructure is None:  # a plain h5py.File / Group
+        modify = getattr(writer, "modify", None)
+        if modify is None:  # a plain h5py.File / Group
             change(writer)
-            return
-        with writer._lock:
-            restructure(change)
+        else:
+            modify(change)
 
 
 def run_timeline(specimen: VirtualSpecimen, timeline, frame_period_s: float = 25.0, on_frame=None,
