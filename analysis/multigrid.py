@@ -273,9 +273,10 @@ def _rap(S, W, nyc, nxc):
 
 
 @njit(cache=True)
-def _restrict(r, W, nyc, nxc):
+def _restrict(r, W, rc):
     ny, nx = r.shape
-    rc = np.zeros((nyc, nxc))
+    nyc, nxc = rc.shape
+    rc[:] = 0.0
     for i in range(ny):
         I = i // 2
         down = (i & 1) == 1 and I + 1 < nyc
@@ -346,15 +347,18 @@ def _cg_dir(p, z, beta):
             p[i, j] = z[i, j] + beta * p[i, j]
 
 
+@njit(cache=True)
 def _lumped(S):
     """M-matrix approximation for building the interpolation: positive off-diagonal entries (which
     the full-tensor scheme has in obliquely anisotropic grains) are added to the diagonal."""
     L = S.copy()
+    _, ny, nx = S.shape
     for k in (0, 1, 2, 3, 5, 6, 7, 8):
-        pos = L[k] > 0
-        if pos.any():
-            L[4][pos] += L[k][pos]
-            L[k][pos] = 0.0
+        for i in range(ny):
+            for j in range(nx):
+                if L[k, i, j] > 0.0:
+                    L[4, i, j] += L[k, i, j]
+                    L[k, i, j] = 0.0
     return L
 
 
@@ -404,6 +408,7 @@ class GridMultigrid:
         instead (e.g. :func:`filled`). ``mask``: the preconditioned residual is kept on these voxels
         only (symmetric restriction to the unknowns)."""
         self.gamma = 2 if cycle == "W" else 1
+        self.dtype = np.dtype(smoother_dtype)
         self.lump = lump
         self.sweeps = int(sweeps)
         self.mask = None if mask is None else np.asarray(mask, float)
@@ -416,14 +421,14 @@ class GridMultigrid:
         while True:
             _, ny, nx = Sf.shape
             self.levels.append(Sf.astype(smoother_dtype, copy=False))
-            self.factors.append(_line_factors(Sf))
+            self.factors.append(tuple(f.astype(smoother_dtype, copy=False) for f in _line_factors(Sf)))
             self.five.append(bool(not (Sf[0].any() or Sf[2].any() or Sf[6].any() or Sf[8].any())))
             if ny * nx <= coarsest or min(ny, nx) < 4:
                 break
             nyc, nxc = (ny + 1) // 2, (nx + 1) // 2
             r, c, v = _interpolation(_lumped(Sf) if self.lump else Sf, nyc, nxc)
             W = _pack(r, c, v, ny, nx, nxc)
-            self.P.append(W)
+            self.P.append(W.astype(smoother_dtype, copy=False))
             Sf = _rap(Sf, W, nyc, nxc)
         from scipy.sparse.linalg import splu
 
@@ -441,7 +446,7 @@ class GridMultigrid:
     def vcycle(self, b, level: int = 0):
         """One symmetric V-cycle for S x = b from x = 0."""
         if level == len(self.levels) - 1:
-            return self.lu.solve(b.ravel()).reshape(b.shape)
+            return self.lu.solve(b.ravel().astype(float)).reshape(b.shape).astype(b.dtype, copy=False)
         S = self.levels[level]
         x = np.zeros_like(b)
         cpx, imx, cpy, imy = self.factors[level]
@@ -455,7 +460,7 @@ class GridMultigrid:
         r = b - r
         nyc, nxc = self.levels[level + 1].shape[1:]
         W = self.P[level]
-        rc = _restrict(r, W, nyc, nxc)
+        rc = _restrict(r, W, np.empty((nyc, nxc), b.dtype))
         ec = self.vcycle(rc, level + 1)
         if self.gamma == 2 and level + 2 < len(self.levels):   # W-cycle: a second coarse correction
             Sc = self.levels[level + 1]
@@ -470,10 +475,10 @@ class GridMultigrid:
 
     def precondition(self, r):
         """z = M V(M r): one V-cycle, restricted to the masked voxels (symmetric)."""
-        if self.mask is None:
-            return self.vcycle(r)
-        z = self.vcycle(r * self.mask)
-        z *= self.mask
+        rr = r if self.mask is None else r * self.mask
+        z = self.vcycle(rr.astype(self.dtype, copy=False)).astype(r.dtype, copy=False)
+        if self.mask is not None:
+            z *= self.mask
         return z
 
     def pcg(self, b, rtol: float = 1e-8, maxiter: int = 200, x0=None):
@@ -613,7 +618,9 @@ def solve_grid(stencil: dict, unknown, fixed_value, rtol: float = 1e-8, info: di
 
     S, b = grid_system(stencil, unknown, fixed_value)
     t0 = time.perf_counter()
-    mg = GridMultigrid(S, preconditioner_of=filled(S, unknown), mask=unknown)
+    # float32 hierarchy: the V-cycle only preconditions (CG works on the exact float64 system), and
+    # half the memory traffic makes it ~1.5x faster with the same iteration count
+    mg = GridMultigrid(S, preconditioner_of=filled(S, unknown), mask=unknown, smoother_dtype=np.float32)
     t1 = time.perf_counter()
     x, its, res = mg.pcg(b, rtol=rtol, maxiter=maxiter)
     if info is not None:

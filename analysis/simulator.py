@@ -217,12 +217,13 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
     net_out = network.apply(stencil, phi0) if stencil is not None else (A_all @ phi0.ravel()).reshape(phi0.shape)
     currents = {name: float(net_out[v.electrode == i].sum()) for i, name in enumerate(v.names)}
     fl = network.fluxes(v, micro, phi0)
-    j = np.stack([fl["jx"], fl["jy"]], axis=-1)
-    j[~alive | floating_mask] = 0.0
-    E = np.full(micro.shape + (2,), np.nan)
+    dead = ~alive | floating_mask
+    jx, jy = np.where(dead, 0.0, fl["jx"]), np.where(dead, 0.0, fl["jy"])
+    j = np.stack([jx, jy], axis=-1)
+    E = np.empty(micro.shape + (2,))
     c = v.conducting
-    E[c, 0] = v.rxx[c] * j[c, 0] + v.rxy[c] * j[c, 1]   # E = rho j
-    E[c, 1] = v.rxy[c] * j[c, 0] + v.ryy[c] * j[c, 1]
+    E[..., 0] = np.where(c, v.rxx * jx + v.rxy * jy, np.nan)   # E = rho j (whole-array: no mask gathers)
+    E[..., 1] = np.where(c, v.rxy * jx + v.ryy * jy, np.nan)
     E[el] = 0.0
     conductance = None
     if len(pots) == 2:
