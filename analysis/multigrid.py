@@ -115,40 +115,41 @@ def _xlines(S, x, b, forward, cpx, imx, five):
 
 
 @njit(cache=True)
-def _ylines_colour(S, x, b, colour, cpy, imy, dp, five):
-    """Solve the y-lines (columns) j = colour, colour+2, ... together, sweeping rows (cache-friendly)."""
+def _ylines_split(Sc, x, b, colour, cpyc, imyc, dp, five):
+    """Solve the y-lines (columns) j = colour, colour+2, ... together, sweeping rows (cache-friendly).
+
+    The stencil and line factors of that column colour are stored contiguously (``Sc = S[:, :, colour::2]``),
+    so each colour reads only its half of the operator. Even then odd columns is zebra y-line
+    Gauss-Seidel; odd then even its adjoint."""
     ny, nx = x.shape
+    nc = Sc.shape[2]
     for i in range(ny):
-        for j in range(colour, nx, 2):
+        for jj in range(nc):
+            j = colour + 2 * jj
             r = b[i, j]
             if j > 0:
-                r -= S[3, i, j] * x[i, j - 1]
+                r -= Sc[3, i, jj] * x[i, j - 1]
                 if not five:
                     if i > 0:
-                        r -= S[0, i, j] * x[i - 1, j - 1]
+                        r -= Sc[0, i, jj] * x[i - 1, j - 1]
                     if i < ny - 1:
-                        r -= S[6, i, j] * x[i + 1, j - 1]
+                        r -= Sc[6, i, jj] * x[i + 1, j - 1]
             if j < nx - 1:
-                r -= S[5, i, j] * x[i, j + 1]
+                r -= Sc[5, i, jj] * x[i, j + 1]
                 if not five:
                     if i > 0:
-                        r -= S[2, i, j] * x[i - 1, j + 1]
+                        r -= Sc[2, i, jj] * x[i - 1, j + 1]
                     if i < ny - 1:
-                        r -= S[8, i, j] * x[i + 1, j + 1]
+                        r -= Sc[8, i, jj] * x[i + 1, j + 1]
             if i > 0:
-                r -= S[1, i, j] * dp[i - 1, j]
-            dp[i, j] = r * imy[i, j]
-    for j in range(colour, nx, 2):
-        x[ny - 1, j] = dp[ny - 1, j]
+                r -= Sc[1, i, jj] * dp[i - 1, jj]
+            dp[i, jj] = r * imyc[i, jj]
+    for jj in range(nc):
+        x[ny - 1, colour + 2 * jj] = dp[ny - 1, jj]
     for i in range(ny - 2, -1, -1):
-        for j in range(colour, nx, 2):
-            x[i, j] = dp[i, j] - cpy[i, j] * x[i + 1, j]
-
-
-def _ylines(S, x, b, forward, cpy, imy, dp, five):
-    """Zebra y-line Gauss-Seidel: even columns then odd (forward) or the reverse (its adjoint)."""
-    for colour in ((0, 1) if forward else (1, 0)):
-        _ylines_colour(S, x, b, colour, cpy, imy, dp, five)
+        for jj in range(nc):
+            v = dp[i, jj] - cpyc[i, jj] * x[i + 1, colour + 2 * jj]
+            x[i, colour + 2 * jj] = v
 
 
 @njit(cache=True)
@@ -416,12 +417,18 @@ class GridMultigrid:
         self.levels = []                # operators of the hierarchy (smoothing, coarse grids)
         self.P = []
         self.factors = []
+        self.ysplit = []
         self.five = []                  # level is a 5-point stencil (corner entries all zero)
         Sf = S if preconditioner_of is None else preconditioner_of
         while True:
             _, ny, nx = Sf.shape
             self.levels.append(Sf.astype(smoother_dtype, copy=False))
             self.factors.append(tuple(f.astype(smoother_dtype, copy=False) for f in _line_factors(Sf)))
+            # y-line smoother data per column colour, stored contiguously (half the memory traffic)
+            lv, (_, _, cpy, imy) = self.levels[-1], self.factors[-1]
+            self.ysplit.append(tuple((np.ascontiguousarray(lv[:, :, c::2]), np.ascontiguousarray(cpy[:, c::2]),
+                                      np.ascontiguousarray(imy[:, c::2]),
+                                      np.empty((ny, (nx - c + 1) // 2), smoother_dtype)) for c in (0, 1)))
             self.five.append(bool(not (Sf[0].any() or Sf[2].any() or Sf[6].any() or Sf[8].any())))
             if ny * nx <= coarsest or min(ny, nx) < 4:
                 break
@@ -449,12 +456,13 @@ class GridMultigrid:
             return self.lu.solve(b.ravel().astype(float)).reshape(b.shape).astype(b.dtype, copy=False)
         S = self.levels[level]
         x = np.zeros_like(b)
-        cpx, imx, cpy, imy = self.factors[level]
-        dp = np.empty_like(b)
+        cpx, imx, _, _ = self.factors[level]
         five = self.five[level]
+        ys = self.ysplit[level]
         for _ in range(self.sweeps):
             _xlines(S, x, b, True, cpx, imx, five)
-            _ylines(S, x, b, True, cpy, imy, dp, five)
+            for c in (0, 1):    # zebra y-lines: even columns, then odd
+                _ylines_split(ys[c][0], x, b, c, ys[c][1], ys[c][2], ys[c][3], five)
         r = np.empty_like(b)
         _apply(S, x, r, five)
         r = b - r
@@ -469,7 +477,8 @@ class GridMultigrid:
             ec += self.vcycle(rc - t, level + 1)
         _prolong_add(x, ec, W)
         for _ in range(self.sweeps):
-            _ylines(S, x, b, False, cpy, imy, dp, five)
+            for c in (1, 0):    # adjoint order
+                _ylines_split(ys[c][0], x, b, c, ys[c][1], ys[c][2], ys[c][3], five)
             _xlines(S, x, b, False, cpx, imx, five)
         return x
 
