@@ -52,6 +52,25 @@ def _apply(S, x, y, five):
 
 
 @njit(cache=True)
+def _residual(S, x, b, r, five):
+    """r = b - S x (one pass)."""
+    _apply(S, x, r, five)
+    ny, nx = x.shape
+    for i in range(ny):
+        for j in range(nx):
+            r[i, j] = b[i, j] - r[i, j]
+
+
+@njit(cache=True)
+def _masked_cast(a, mask, out):
+    """out = mask * a, converted to out's dtype (one pass)."""
+    ny, nx = a.shape
+    for i in range(ny):
+        for j in range(nx):
+            out[i, j] = a[i, j] * mask[i, j]
+
+
+@njit(cache=True)
 def _line_factors(S):
     """Thomas-algorithm factors of every x-line (row) and y-line (column) block: (cpx, imx, cpy, imy)."""
     _, ny, nx = S.shape
@@ -412,7 +431,7 @@ class GridMultigrid:
         self.dtype = np.dtype(smoother_dtype)
         self.lump = lump
         self.sweeps = int(sweeps)
-        self.mask = None if mask is None else np.asarray(mask, float)
+        self.mask = None if mask is None else np.asarray(mask, smoother_dtype)
         self.S = S                      # the exact operator (float64), for the CG products
         self.levels = []                # operators of the hierarchy (smoothing, coarse grids)
         self.P = []
@@ -464,8 +483,7 @@ class GridMultigrid:
             for c in (0, 1):    # zebra y-lines: even columns, then odd
                 _ylines_split(ys[c][0], x, b, c, ys[c][1], ys[c][2], ys[c][3], five)
         r = np.empty_like(b)
-        _apply(S, x, r, five)
-        r = b - r
+        _residual(S, x, b, r, five)
         nyc, nxc = self.levels[level + 1].shape[1:]
         W = self.P[level]
         rc = _restrict(r, W, np.empty((nyc, nxc), b.dtype))
@@ -484,10 +502,12 @@ class GridMultigrid:
 
     def precondition(self, r):
         """z = M V(M r): one V-cycle, restricted to the masked voxels (symmetric)."""
-        rr = r if self.mask is None else r * self.mask
-        z = self.vcycle(rr.astype(self.dtype, copy=False)).astype(r.dtype, copy=False)
-        if self.mask is not None:
-            z *= self.mask
+        if self.mask is None:
+            return self.vcycle(r.astype(self.dtype, copy=False)).astype(r.dtype, copy=False)
+        rr = np.empty(r.shape, self.dtype)
+        _masked_cast(r, self.mask, rr)
+        z = np.empty_like(r)
+        _masked_cast(self.vcycle(rr), self.mask, z)
         return z
 
     def pcg(self, b, rtol: float = 1e-8, maxiter: int = 200, x0=None):

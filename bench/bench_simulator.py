@@ -60,6 +60,7 @@ def main() -> dict:
         for model in ("diagonal", "full"):
             _run(exe + ["simulate", str(tmp / "small.h5"), "--potential", "top=0", "--potential", "right=1",
                         "--out", str(tmp / "warm"), "--model", model, "--solver", "mg"])
+        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)", flush=True)
         runs = {}
         for name, extra in (("baseline", ["--model", "diagonal", "--solver", "reference"]),
                             ("diagonal", ["--model", "diagonal"]),
@@ -83,11 +84,13 @@ def main() -> dict:
             "ratio_full": base / runs["full"]["wall_s"],
             "peak_mb": {k: r["peak_mb"] for k, r in runs.items()},
             "max_abs_dphi_diagonal_vs_baseline_V": diff,
+            "load_average_after": os.getloadavg(),
         }
         print(f"speed-up vs baseline: diagonal {result['ratio_diagonal']:.2f}x (goal 5x), "
               f"full {result['ratio_full']:.2f}x (goal 3x); peak memory "
               + ", ".join(f"{k} {v:.0f} MB" for k, v in result["peak_mb"].items()) + " (goal <= 3072 MB); "
-              f"max |phi_diag - phi_baseline| = {diff:.1e} V", flush=True)
+              f"max |phi_diag - phi_baseline| = {diff:.1e} V; load average after: "
+              + " ".join(f"{x:.2f}" for x in result["load_average_after"]), flush=True)
         return result
 
 
