@@ -172,6 +172,17 @@ def _ylines_split(Sc, x, b, colour, cpyc, imyc, dp, five):
 
 
 @njit(cache=True)
+def _colour_copy(S, colour, out):
+    """out[k, i, jj] = S[k, i, colour + 2 jj] (contiguous copy of one column colour, cast to out's dtype)."""
+    K, ny, _ = S.shape
+    nc = out.shape[2]
+    for k in range(K):
+        for i in range(ny):
+            for jj in range(nc):
+                out[k, i, jj] = S[k, i, colour + 2 * jj]
+
+
+@njit(cache=True)
 def _interpolation(S, nyc, nxc):
     """Dendy's operator-dependent interpolation; returns COO triplets of P (fine x coarse)."""
     ny, nx = S.shape[1], S.shape[2]
@@ -370,9 +381,23 @@ def _cg_dir(p, z, beta):
 @njit(cache=True)
 def _lumped(S):
     """M-matrix approximation for building the interpolation: positive off-diagonal entries (which
-    the full-tensor scheme has in obliquely anisotropic grains) are added to the diagonal."""
-    L = S.copy()
+    the full-tensor scheme has in obliquely anisotropic grains) are added to the diagonal.
+    Returns S itself (no copy) when it has none."""
     _, ny, nx = S.shape
+    any_pos = False
+    for k in (0, 1, 2, 3, 5, 6, 7, 8):
+        for i in range(ny):
+            for j in range(nx):
+                if S[k, i, j] > 0.0:
+                    any_pos = True
+                    break
+            if any_pos:
+                break
+        if any_pos:
+            break
+    if not any_pos:
+        return S
+    L = S.copy()
     for k in (0, 1, 2, 3, 5, 6, 7, 8):
         for i in range(ny):
             for j in range(nx):
@@ -445,9 +470,15 @@ class GridMultigrid:
             self.factors.append(tuple(f.astype(smoother_dtype, copy=False) for f in _line_factors(Sf)))
             # y-line smoother data per column colour, stored contiguously (half the memory traffic)
             lv, (_, _, cpy, imy) = self.levels[-1], self.factors[-1]
-            self.ysplit.append(tuple((np.ascontiguousarray(lv[:, :, c::2]), np.ascontiguousarray(cpy[:, c::2]),
-                                      np.ascontiguousarray(imy[:, c::2]),
-                                      np.empty((ny, (nx - c + 1) // 2), smoother_dtype)) for c in (0, 1)))
+            split = []
+            for c in (0, 1):
+                nc = (nx - c + 1) // 2
+                Sc = np.empty((9, ny, nc), smoother_dtype)
+                _colour_copy(lv, c, Sc)
+                fc = np.empty((2, ny, nc), smoother_dtype)
+                _colour_copy(np.stack((cpy, imy)), c, fc)
+                split.append((Sc, fc[0], fc[1], np.empty((ny, nc), smoother_dtype)))
+            self.ysplit.append(tuple(split))
             self.five.append(bool(not (Sf[0].any() or Sf[2].any() or Sf[6].any() or Sf[8].any())))
             if ny * nx <= coarsest or min(ny, nx) < 4:
                 break
