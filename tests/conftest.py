@@ -24,3 +24,25 @@ def real_data() -> Path:
     if not d.is_dir():
         pytest.skip(f"real data folder {d} not found (set INSITU_REAL_DATA to run these tests)")
     return d
+
+
+@pytest.fixture
+def emulator():
+    """Factory of strict SCPI emulators (``tests/scpi_emulator.py``) on loopback; all stopped afterwards.
+
+    ``emu = emulator(initial_output=True, initial_level=3.0)`` starts one; ``emu.resource`` is
+    its ``TCPIP0::127.0.0.1::PORT::SOCKET`` string.
+    """
+    from scpi_emulator import Emulator2450
+
+    started = []
+
+    def make(**kw):
+        emu = Emulator2450(**kw)
+        emu.start()
+        started.append(emu)
+        return emu
+
+    yield make
+    for emu in started:
+        emu.stop()

@@ -128,21 +128,6 @@ steps:
 TIME_SCALE = 8.0   # clock seconds per real second: the protocol above takes ~2 real s
 
 
-@pytest.fixture
-def emulator():
-    started = []
-
-    def make(**kw):
-        emu = Emulator2450(**kw)
-        emu.start()
-        started.append(emu)
-        return emu
-
-    yield make
-    for emu in started:
-        emu.stop()
-
-
 def clock_changes(emu, clock):
     """The emulator's changes with times converted from time.monotonic() to clock seconds."""
     offset = time.monotonic() - clock.now() / clock.time_scale

@@ -9,24 +9,8 @@ from insitu.clock import Clock
 from insitu.drivers.interfaces import SourceMeter, SourceState
 from insitu.drivers.keithley import Keithley2400, Keithley2450
 from insitu.errors import ConnectionLost, InstrumentError
-from scpi_emulator import Emulator2450
 
 DRIVERS = {"2450": Keithley2450, "2400": Keithley2400}
-
-
-@pytest.fixture
-def make_emulator():
-    started = []
-
-    def make(**kw):
-        emu = Emulator2450(**kw)
-        emu.start()
-        started.append(emu)
-        return emu
-
-    yield make
-    for emu in started:
-        emu.stop()
 
 
 def _raw(emu):
@@ -37,8 +21,8 @@ def _raw(emu):
 
 
 # ----------------------------------------------------------------------------- the emulator itself
-def test_emulator_long_and_short_forms_are_the_same_header(make_emulator):
-    emu = make_emulator()
+def test_emulator_long_and_short_forms_are_the_same_header(emulator):
+    emu = emulator()
     inst = _raw(emu)
     try:
         inst.write(":SOURce:VOLTage:LEVel:IMMediate:AMPLitude 1.5")
@@ -59,8 +43,8 @@ def test_emulator_long_and_short_forms_are_the_same_header(make_emulator):
         inst.close()
 
 
-def test_emulator_queues_range_and_type_errors_and_resolves_compound_paths(make_emulator):
-    emu = make_emulator()
+def test_emulator_queues_range_and_type_errors_and_resolves_compound_paths(emulator):
+    emu = emulator()
     inst = _raw(emu)
     try:
         inst.write(":SOUR:VOLT:ILIM 2")            # > 1.05 A
@@ -80,8 +64,8 @@ def test_emulator_queues_range_and_type_errors_and_resolves_compound_paths(make_
 
 # ----------------------------------------------------------------------------- connecting
 @pytest.mark.parametrize("model", ["2450", "2400"])
-def test_connect_reads_found_state_and_changes_nothing(make_emulator, model):
-    emu = make_emulator(initial_output=True, initial_level=3.0, model=model, initial_limit=2e-6)
+def test_connect_reads_found_state_and_changes_nothing(emulator, model):
+    emu = emulator(initial_output=True, initial_level=3.0, model=model, initial_limit=2e-6)
     sm = DRIVERS[model].connect(emu.resource, timeout_s=1.0)
     try:
         assert isinstance(sm, SourceMeter)
@@ -97,8 +81,8 @@ def test_connect_reads_found_state_and_changes_nothing(make_emulator, model):
 
 
 @pytest.mark.parametrize("configured, actual", [("2450", "2400"), ("2400", "2450")])
-def test_wrong_model_names_resource_and_what_was_found(make_emulator, configured, actual):
-    emu = make_emulator(model=actual)
+def test_wrong_model_names_resource_and_what_was_found(emulator, configured, actual):
+    emu = emulator(model=actual)
     with pytest.raises(InstrumentError) as exc:
         DRIVERS[configured].connect(emu.resource, timeout_s=1.0)
     msg = str(exc.value)
@@ -106,8 +90,8 @@ def test_wrong_model_names_resource_and_what_was_found(make_emulator, configured
     assert emu.state_changing_commands() == []
 
 
-def test_2450_in_tsp_mode_is_refused(make_emulator):
-    emu = make_emulator()
+def test_2450_in_tsp_mode_is_refused(emulator):
+    emu = emulator()
     emu.lang = "TSP"
     with pytest.raises(InstrumentError, match="TSP"):
         Keithley2450.connect(emu.resource, timeout_s=1.0)
@@ -128,8 +112,8 @@ def test_unreachable_port_is_connection_lost_naming_resource():
 
 # ----------------------------------------------------------------------------- configuring
 @pytest.mark.parametrize("model", ["2450", "2400"])
-def test_configure_sets_instrument_with_empty_error_queue(make_emulator, model):
-    emu = make_emulator(model=model)
+def test_configure_sets_instrument_with_empty_error_queue(emulator, model):
+    emu = emulator(model=model)
     sm = DRIVERS[model].connect(emu.resource, timeout_s=1.0)
     try:
         sm.configure(compliance_current=1e-7, voltage_range=20.0, nplc=2.0)
@@ -150,9 +134,9 @@ def test_configure_sets_instrument_with_empty_error_queue(make_emulator, model):
         sm.close()
 
 
-def test_configure_error_names_the_failing_command(make_emulator):
+def test_configure_error_names_the_failing_command(emulator):
     # found at 3 V: a 2 V range cannot hold that level -> the instrument refuses the range command
-    emu = make_emulator(initial_output=True, initial_level=3.0)
+    emu = emulator(initial_output=True, initial_level=3.0)
     sm = Keithley2450.connect(emu.resource, timeout_s=1.0)
     try:
         with pytest.raises(InstrumentError) as exc:
@@ -164,8 +148,8 @@ def test_configure_error_names_the_failing_command(make_emulator):
         sm.close()
 
 
-def test_configure_reports_errors_queued_before_it_separately(make_emulator):
-    emu = make_emulator()
+def test_configure_reports_errors_queued_before_it_separately(emulator):
+    emu = emulator()
     emu.errors.append((-113, "Undefined header"))     # left by someone else
     sm = Keithley2450.connect(emu.resource, timeout_s=1.0)
     try:
@@ -177,9 +161,9 @@ def test_configure_reports_errors_queued_before_it_separately(make_emulator):
 
 # ----------------------------------------------------------------------------- sourcing and measuring
 @pytest.mark.parametrize("model", ["2450", "2400"])
-def test_measure_follows_resistive_load_and_reports_compliance(make_emulator, model):
+def test_measure_follows_resistive_load_and_reports_compliance(emulator, model):
     r = 50e6
-    emu = make_emulator(model=model, resistance_ohm=r)
+    emu = emulator(model=model, resistance_ohm=r)
     clock = Clock()
     sm = DRIVERS[model].connect(emu.resource, timeout_s=1.0, clock=clock)
     try:
@@ -205,8 +189,8 @@ def test_measure_follows_resistive_load_and_reports_compliance(make_emulator, mo
         sm.close()
 
 
-def test_measure_with_output_off_sends_nothing(make_emulator):
-    emu = make_emulator(model="2400")     # a 2400 refuses :READ? with the output off
+def test_measure_with_output_off_sends_nothing(emulator):
+    emu = emulator(model="2400")     # a 2400 refuses :READ? with the output off
     sm = Keithley2400.connect(emu.resource, timeout_s=1.0)
     try:
         n = len(emu.log)
@@ -218,8 +202,8 @@ def test_measure_with_output_off_sends_nothing(make_emulator):
 
 
 @pytest.mark.parametrize("bad", [20.5, -25.0, float("nan"), float("inf")])
-def test_set_voltage_refuses_outside_range_without_sending(make_emulator, bad):
-    emu = make_emulator()
+def test_set_voltage_refuses_outside_range_without_sending(emulator, bad):
+    emu = emulator()
     sm = Keithley2450.connect(emu.resource, timeout_s=1.0)
     try:
         sm.configure(1e-6, 20.0)
@@ -233,8 +217,8 @@ def test_set_voltage_refuses_outside_range_without_sending(make_emulator, bad):
         sm.close()
 
 
-def test_set_voltage_before_configure_is_limited_by_the_range_found(make_emulator):
-    emu = make_emulator(initial_output=True, initial_level=3.0, initial_range=20.0)
+def test_set_voltage_before_configure_is_limited_by_the_range_found(emulator):
+    emu = emulator(initial_output=True, initial_level=3.0, initial_range=20.0)
     sm = Keithley2450.connect(emu.resource, timeout_s=1.0)
     try:
         sm.set_voltage(1.5)                           # ramping down from the found level works
@@ -247,8 +231,8 @@ def test_set_voltage_before_configure_is_limited_by_the_range_found(make_emulato
 
 # ----------------------------------------------------------------------------- lost connection
 @pytest.mark.parametrize("model", ["2450", "2400"])
-def test_dropped_connection_raises_connection_lost_and_reopen_keeps_state(make_emulator, model):
-    emu = make_emulator(model=model)
+def test_dropped_connection_raises_connection_lost_and_reopen_keeps_state(emulator, model):
+    emu = emulator(model=model)
     sm = DRIVERS[model].connect(emu.resource, timeout_s=0.5)
     try:
         sm.configure(1e-6, 20.0)
@@ -275,8 +259,8 @@ def test_dropped_connection_raises_connection_lost_and_reopen_keeps_state(make_e
         sm.close()
 
 
-def test_info_holds_found_and_set_values(make_emulator):
-    emu = make_emulator(initial_output=False, initial_level=1.0, initial_limit=5e-5)
+def test_info_holds_found_and_set_values(emulator):
+    emu = emulator(initial_output=False, initial_level=1.0, initial_limit=5e-5)
     sm = Keithley2450.connect(emu.resource, timeout_s=1.0)
     try:
         sm.configure(2e-7, 20.0)
@@ -290,8 +274,8 @@ def test_info_holds_found_and_set_values(make_emulator):
     assert not math.isnan(emu.level_V)
 
 
-def test_read_state_refuses_a_current_source_with_output_on(make_emulator):
-    emu = make_emulator(initial_output=True, initial_level=3.0)
+def test_read_state_refuses_a_current_source_with_output_on(emulator):
+    emu = emulator(initial_output=True, initial_level=3.0)
     emu.source_function = "CURR"
     sm = Keithley2450.connect(emu.resource, timeout_s=1.0)     # connecting still works and reports it
     try:
