@@ -201,7 +201,10 @@ class SeedTracker:
             d[(cs[:, None] != ts[None, :]) | (d > tg[None, :])] = np.inf
             j = np.argmin(d, axis=1)
             best_idx = np.where(np.isfinite(d[np.arange(len(candidates)), j]), j, -1)
-        for c, j in zip(candidates, best_idx):
+        shrinking = self._next_to_opposite_seed(candidates)
+        for c, j, near in zip(candidates, best_idx, shrinking):
+            if j < 0 and near:
+                continue  # a confirmed seed losing material (reverse bias), not a new seed
             if j < 0:
                 s = Seed(id=self._tentative_id, sign=c.sign, first_frame=frame, first_time_s=float(time_s),
                          last_frame=frame)
@@ -223,6 +226,24 @@ class SeedTracker:
                 keep.append(s)
         self.tentative = keep
         return confirmed
+
+    def _next_to_opposite_seed(self, candidates: list[Candidate]) -> np.ndarray:
+        """For each candidate: does it lie within the gate of a confirmed seed of the opposite sign?
+
+        When a seed shrinks (Na stripped under reverse bias) the differential image shows
+        the opposite contrast where it was; that is the same seed changing, not a new one.
+        """
+        if not self.seeds or not candidates:
+            return np.zeros(len(candidates), bool)
+        sx = np.array([s.x_px for s in self.seeds])
+        sy = np.array([s.y_px for s in self.seeds])
+        ss = np.array([s.sign for s in self.seeds])
+        sg = np.array([self.gate_px + s.radius_px for s in self.seeds])
+        cx = np.array([c.x for c in candidates])
+        cy = np.array([c.y for c in candidates])
+        cs = np.array([c.sign for c in candidates])
+        d = np.hypot(cx[:, None] - sx[None, :], cy[:, None] - sy[None, :])
+        return ((d <= sg[None, :]) & (cs[:, None] == -ss[None, :])).any(axis=1)
 
     def table(self) -> dict[str, np.ndarray]:
         """Confirmed seeds as columns (:data:`SEED_COLUMNS`)."""

@@ -253,3 +253,16 @@ def test_seeds_on_a_real_haadf_scene(real_data):
         assert sc["mean_error_px"] <= 2.0 and np.median(sc["latencies"]) <= 3
         assert np.abs(np.array(la.drift) - drift).max() < 0.2
     assert np.mean(f1) >= 0.85, f1
+
+
+def test_a_shrinking_seed_is_not_a_new_seed_of_opposite_sign():
+    """Opposite contrast where a confirmed seed sits (stripping) is that seed changing;
+    the same contrast far from any seed still makes a new seed."""
+    t = SeedTracker(gate_px=4, persistence=2, max_gap=1)
+    t.update(0, 0.0, [Candidate(30, 30, 1, 8, 30)])
+    t.update(1, 1.0, [Candidate(30, 30, 1, 8, 30)])
+    assert [s.sign for s in t.seeds] == [1]
+    for k in range(2, 6):  # darker spot on the seed, a few px off its centre, and a darker one far away
+        t.update(k, float(k), [Candidate(33, 31, -1, 7, 20), Candidate(80, 80, -1, 7, 12)])
+    tab = t.table()
+    assert sorted(zip(tab["sign"], tab["x_px"].round())) == [(-1, 80.0), (1, 30.0)]
