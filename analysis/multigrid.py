@@ -184,7 +184,8 @@ def _colour_copy(S, colour, out):
 
 @njit(cache=True)
 def _interpolation(S, nyc, nxc):
-    """Dendy's operator-dependent interpolation; returns COO triplets of P (fine x coarse)."""
+    """Dendy's operator-dependent interpolation P (fine x coarse) as weights W (ny, nx, 4): slot 2a+b
+    holds the weight of coarse voxel (i//2 + a, j//2 + b) for fine voxel (i, j) (0 where there is none)."""
     ny, nx = S.shape[1], S.shape[2]
     wx = np.zeros((2, ny, nx))   # (even i, odd j): weights to west / east coarse points
     wy = np.zeros((2, ny, nx))   # (odd i, even j): weights to north / south coarse points
@@ -202,37 +203,20 @@ def _interpolation(S, nyc, nxc):
                 den = S[4, i, j]
             wy[0, i, j] = -(S[0, i, j] + S[1, i, j] + S[2, i, j]) / den
             wy[1, i, j] = -(S[6, i, j] + S[7, i, j] + S[8, i, j]) / den
-    nmax = ny * nx * 4
-    rows = np.empty(nmax, np.int64)
-    cols = np.empty(nmax, np.int64)
-    vals = np.empty(nmax)
-    n = 0
+    # weights W[i, j, 2a + b] of coarse voxel (i//2 + a, j//2 + b) for fine voxel (i, j)
+    W = np.zeros((ny, nx, 4))
     for i in range(ny):
         for j in range(nx):
-            f = i * nx + j
             if i % 2 == 0 and j % 2 == 0:
-                rows[n] = f
-                cols[n] = (i // 2) * nxc + j // 2
-                vals[n] = 1.0
-                n += 1
+                W[i, j, 0] = 1.0
             elif i % 2 == 0:
-                I = i // 2
-                for side in range(2):
-                    jc = j - 1 + 2 * side
-                    if jc < nx and wx[side, i, j] != 0.0:
-                        rows[n] = f
-                        cols[n] = I * nxc + jc // 2
-                        vals[n] = wx[side, i, j]
-                        n += 1
+                W[i, j, 0] = wx[0, i, j]
+                if j + 1 < nx:
+                    W[i, j, 1] = wx[1, i, j]
             elif j % 2 == 0:
-                J = j // 2
-                for side in range(2):
-                    ic = i - 1 + 2 * side
-                    if ic < ny and wy[side, i, j] != 0.0:
-                        rows[n] = f
-                        cols[n] = (ic // 2) * nxc + J
-                        vals[n] = wy[side, i, j]
-                        n += 1
+                W[i, j, 0] = wy[0, i, j]
+                if i + 1 < ny:
+                    W[i, j, 2] = wy[1, i, j]
             else:
                 c = S[4, i, j]
                 for sy in range(2):
@@ -251,25 +235,7 @@ def _interpolation(S, nyc, nxc):
                         # vertical edge neighbour (i, jc) interpolates from (ic, jc) with weight wy[sy]
                         k_edge_v = 3 if sx == 0 else 5
                         w += S[k_edge_v, i, j] * wy[sy, i, jc]
-                        w = -w / c
-                        if w != 0.0:
-                            rows[n] = f
-                            cols[n] = (ic // 2) * nxc + jc // 2
-                            vals[n] = w
-                            n += 1
-    return rows[:n], cols[:n], vals[:n]
-
-
-@njit(cache=True)
-def _pack(rows, cols, vals, ny, nx, nxc):
-    """COO triplets of P -> weights W (ny, nx, 4): slot 2a+b holds the weight of coarse voxel
-    (i//2 + a, j//2 + b) for fine voxel (i, j) (0 where there is none)."""
-    W = np.zeros((ny, nx, 4))
-    for n in range(rows.size):
-        i, j = rows[n] // nx, rows[n] % nx
-        a = cols[n] // nxc - i // 2
-        b = cols[n] % nxc - j // 2
-        W[i, j, 2 * a + b] = vals[n]
+                        W[i, j, 2 * sy + sx] = -w / c
     return W
 
 
@@ -483,8 +449,7 @@ class GridMultigrid:
             if ny * nx <= coarsest or min(ny, nx) < 4:
                 break
             nyc, nxc = (ny + 1) // 2, (nx + 1) // 2
-            r, c, v = _interpolation(_lumped(Sf) if self.lump else Sf, nyc, nxc)
-            W = _pack(r, c, v, ny, nx, nxc)
+            W = _interpolation(_lumped(Sf) if self.lump else Sf, nyc, nxc)
             self.P.append(W.astype(smoother_dtype, copy=False))
             Sf = _rap(Sf, W, nyc, nxc)
         from scipy.sparse.linalg import splu
