@@ -432,20 +432,29 @@ class GridMultigrid:
         Sf = S if preconditioner_of is None else preconditioner_of
         while True:
             _, ny, nx = Sf.shape
-            self.levels.append(Sf.astype(smoother_dtype, copy=False))
+            five = bool(not (Sf[0].any() or Sf[2].any() or Sf[6].any() or Sf[8].any()))
+            if five and Sf.dtype != self.dtype:     # 5-point level: cast only the planes in use
+                lv = np.zeros(Sf.shape, smoother_dtype)
+                for k in (1, 3, 4, 5, 7):
+                    lv[k] = Sf[k]
+                self.levels.append(lv)
+            else:
+                self.levels.append(Sf.astype(smoother_dtype, copy=False))
             self.factors.append(tuple(f.astype(smoother_dtype, copy=False) for f in _line_factors(Sf)))
             # y-line smoother data per column colour, stored contiguously (half the memory traffic)
             lv, (_, _, cpy, imy) = self.levels[-1], self.factors[-1]
             split = []
             for c in (0, 1):
                 nc = (nx - c + 1) // 2
-                Sc = np.empty((9, ny, nc), smoother_dtype)
-                _colour_copy(lv, c, Sc)
+                Sc = np.zeros((9, ny, nc), smoother_dtype)
+                for k in ((1, 3, 4, 5, 7) if five else range(9)):   # 5-point: the corners stay 0
+                    _colour_copy(lv[k:k + 1], c, Sc[k:k + 1])
                 fc = np.empty((2, ny, nc), smoother_dtype)
-                _colour_copy(np.stack((cpy, imy)), c, fc)
+                _colour_copy(cpy[None], c, fc[:1])
+                _colour_copy(imy[None], c, fc[1:])
                 split.append((Sc, fc[0], fc[1], np.empty((ny, nc), smoother_dtype)))
             self.ysplit.append(tuple(split))
-            self.five.append(bool(not (Sf[0].any() or Sf[2].any() or Sf[6].any() or Sf[8].any())))
+            self.five.append(five)
             if ny * nx <= coarsest or min(ny, nx) < 4:
                 break
             nyc, nxc = (ny + 1) // 2, (nx + 1) // 2
