@@ -216,7 +216,7 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
     phi0 = np.nan_to_num(phi)
     net_out = network.apply(stencil, phi0) if stencil is not None else (A_all @ phi0.ravel()).reshape(phi0.shape)
     currents = {name: float(net_out[v.electrode == i].sum()) for i, name in enumerate(v.names)}
-    fl = network.fluxes(v, micro, phi0)
+    fl = network.fluxes(v, micro, phi0, stencil=stencil)
     dead = ~alive | floating_mask
     jx, jy = np.where(dead, 0.0, fl["jx"]), np.where(dead, 0.0, fl["jy"])
     j = np.stack([jx, jy], axis=-1)
