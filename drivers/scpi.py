@@ -19,6 +19,7 @@ limit goes out as ``1.000000e-07`` and not ``0.000000``.
 from __future__ import annotations
 
 import math
+from decimal import ROUND_DOWN, Decimal
 import re
 import threading
 
@@ -32,7 +33,12 @@ MAX_ERRORS = 64
 
 
 def fmt(value: float) -> str:
-    """Format a number for a SCPI command: 7 significant digits in exponent form.
+    """Format a number for a SCPI command: 7 significant digits in exponent form,
+    rounded toward zero.
+
+    Rounding toward zero means the instrument never receives a larger magnitude than
+    was asked for and checked: a level exactly at ``max_voltage`` or a current limit
+    exactly at the compliance cannot go out half a unit in the 7th digit above it.
 
     Parameters
     ----------
@@ -48,11 +54,19 @@ def fmt(value: float) -> str:
     '1.000000e-07'
     >>> fmt(-3)
     '-3.000000e+00'
+    >>> fmt(2.4873495242942782)
+    '2.487349e+00'
+    >>> fmt(-0.99999999)
+    '-9.999999e-01'
     """
     v = float(value)
     if not math.isfinite(v):
         raise ValueError(f"cannot send a non-finite number ({value!r})")
-    return f"{v:.6e}"
+    if v == 0.0:
+        return f"{0.0:.6e}"
+    d = Decimal(repr(v))
+    truncated = d.quantize(Decimal(1).scaleb(d.adjusted() - 6), rounding=ROUND_DOWN)
+    return f"{float(truncated):.6e}"
 
 
 def parse_number(text: str, *, what: str) -> float:

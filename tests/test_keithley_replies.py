@@ -162,3 +162,12 @@ def test_fmt_keeps_small_values(x, sign):
 def test_fmt_refuses_non_finite():
     with pytest.raises(ValueError):
         fmt(float("nan"))
+
+
+@pytest.mark.parametrize("value", [2.4873495242942782, 17.5 - 1e-12, 1e-6 - 1e-17, -9.9999996, 3.33333349e-7])
+def test_numbers_go_out_rounded_toward_zero(value):
+    """A level at max_voltage or a limit at the compliance must not go out larger on the wire
+    (found by the property test: 2.4873495242942782 V was sent as 2.487350 V)."""
+    sent = float(fmt(value))
+    assert abs(sent) <= abs(value)
+    assert abs(value) - abs(sent) <= 1e-6 * abs(value)
