@@ -261,27 +261,27 @@ def _open_input(path):
         raise UserError(f"{p}: not a session file or an image file ({exc.__class__.__name__}: {exc})") from None
 
 
+def _read_or_fail(reader, source, what: str):
+    """``reader(source)``, with any failure but a UserError turned into one naming ``source``."""
+    try:
+        return reader(source)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"{source}: cannot read the {what}: {exc}") from None
+
+
 def _load_correlation_inputs(microstructure, simulation):
     from insitu.analysis.microstructure import Microstructure, read_microstructure
 
     micro = microstructure
     if micro is not None and not isinstance(micro, Microstructure):
-        try:
-            micro = read_microstructure(microstructure)
-        except UserError:
-            raise
-        except Exception as exc:
-            raise UserError(f"{microstructure}: cannot read the microstructure: {exc}") from None
+        micro = _read_or_fail(read_microstructure, microstructure, "microstructure")
     sim = simulation
     if sim is not None and not hasattr(sim, "gb_table"):
         from insitu.analysis.simulator import load_result
 
-        try:
-            sim = load_result(simulation)
-        except UserError:
-            raise
-        except Exception as exc:
-            raise UserError(f"{simulation}: cannot read the simulation result: {exc}") from None
+        sim = _read_or_fail(load_result, simulation, "simulation result")
     return micro, sim
 
 
