@@ -218,21 +218,25 @@ steps: [{ramp: {to: 0.5}}, {hold: {duration: 0.4}}]
     assert any("found ON at 2 V" in m for m in ev)
 
 
+def when_level_reaches(emu, level_V, action):
+    """In a background thread: once the emulator's level reaches ``level_V``, call ``action()``."""
+    import threading
+
+    def watch():
+        while emu.level_V < level_V:
+            time.sleep(0.01)
+        action()
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def test_short_switches_off_at_once_and_stops_with_exit_3(emulator):
     emu = emulator()
     clock = Clock(TIME_SCALE)
     inst = keithley_instruments(emu, clock)
     proto = parse_protocol(PROTO_RHR)
 
-    def short():
-        while emu.level_V < 1.0:
-            time.sleep(0.01)
-        emu.resistance_ohm = 1e3          # a filament bridges the electrodes
-
-    import threading
-
-    th = threading.Thread(target=short, daemon=True)
-    th.start()
+    when_level_reaches(emu, 1.0, lambda: setattr(emu, "resistance_ohm", 1e3))  # a filament bridges
     eng, records, outcome = run_engine(proto, inst)
     inst.close()
     assert isinstance(outcome, StoppedEarly) and outcome.exit_code == 3
@@ -252,14 +256,7 @@ def test_dropped_connection_reconnects_ramps_down_and_exits_2(emulator):
     clock = Clock(TIME_SCALE)
     inst = keithley_instruments(emu, clock)
     proto = parse_protocol(PROTO_RHR)
-    import threading
-
-    def drop():
-        while emu.level_V < 1.5:
-            time.sleep(0.01)
-        emu.drop_connection()
-
-    threading.Thread(target=drop, daemon=True).start()
+    when_level_reaches(emu, 1.5, emu.drop_connection)
     eng, records, outcome = run_engine(proto, inst)
     inst.close()
     assert isinstance(outcome, ConnectionLost) and outcome.exit_code == 2, outcome
@@ -284,14 +281,7 @@ def test_lost_for_good_says_loudly_the_output_may_be_on(emulator):
     clock = Clock(TIME_SCALE)
     inst = keithley_instruments(emu, clock)
     proto = parse_protocol(PROTO_RHR)
-    import threading
-
-    def kill():
-        while emu.level_V < 1.0:
-            time.sleep(0.01)
-        emu.stop()                                   # the instrument goes away for good
-
-    threading.Thread(target=kill, daemon=True).start()
+    when_level_reaches(emu, 1.0, emu.stop)          # the instrument goes away for good
     eng, records, outcome = run_engine(proto, inst, reconnect_timeout_s=1.0)
     assert outcome.exit_code == 2
     msg = str(outcome)
