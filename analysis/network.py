@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from insitu.analysis.microstructure import BACKBONE, Microstructure
 
@@ -180,18 +180,44 @@ def _corner_inverse(P, ox, oy, gx, gy, a0, a1):
 
 
 @njit(cache=True)
-def _corner_minv(rxx, ryy, rxy, ox, oy, gx, gy, a, b):
-    """Entries (UU, LL, WW, EE, UL, WE, UW, UE, LW, LE) of M'^-1 (faces U, L, W, E; closed faces give
-    zero rows/columns) of padded-grid corner (a, b): the scalar twin of :func:`_corner_inverse`."""
-    oU, oL, oW, oE = ox[a, b], ox[a + 1, b], oy[a, b], oy[a, b + 1]
-    dU = rxx[a, b] + rxx[a, b + 1] + gx[a, b] if oU else 1.0
-    dL = rxx[a + 1, b] + rxx[a + 1, b + 1] + gx[a + 1, b] if oL else 1.0
-    dW = ryy[a, b] + ryy[a + 1, b] + gy[a, b] if oW else 1.0
-    dE = ryy[a, b + 1] + ryy[a + 1, b + 1] + gy[a, b + 1] if oE else 1.0
-    aUL = rxy[a, b] if (oU and oW) else 0.0
-    aUR = rxy[a, b + 1] if (oU and oE) else 0.0
-    aLL = rxy[a + 1, b] if (oL and oW) else 0.0
-    aLR = rxy[a + 1, b + 1] if (oL and oE) else 0.0
+def _corner_minv(rxx, ryy, rxy, alive, el, lab, gb_res, a, b):
+    """Entries (UU, LL, WW, EE, UL, WE, UW, UE, LW, LE) of M'^-1 of grid corner (a, b), 0 <= a <= ny,
+    0 <= b <= nx, which joins voxels UL = (a-1, b-1), UR = (a-1, b), LL = (a, b-1), LR = (a, b)
+    (outside the grid: nothing). Faces U = UL|UR, L = LL|LR, W = UL|LL, E = UR|LR; closed faces give
+    zero rows/columns. The scalar twin of :func:`_corner_inverse` (same arithmetic), reading the
+    unpadded voxel arrays. The last value is False when every face of the corner is closed."""
+    ny, nx = rxx.shape
+    i0, i1, j0, j1 = a - 1, a, b - 1, b
+    vUL = i0 >= 0 and j0 >= 0 and alive[i0, j0]
+    vUR = i0 >= 0 and j1 < nx and alive[i0, j1]
+    vLL = i1 < ny and j0 >= 0 and alive[i1, j0]
+    vLR = i1 < ny and j1 < nx and alive[i1, j1]
+    oU = vUL and vUR and not (el[i0, j0] and el[i0, j1])
+    oL = vLL and vLR and not (el[i1, j0] and el[i1, j1])
+    oW = vUL and vLL and not (el[i0, j0] and el[i1, j0])
+    oE = vUR and vLR and not (el[i0, j1] and el[i1, j1])
+    if not (oU or oL or oW or oE):
+        return 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, False
+    dU = 1.0
+    dL = 1.0
+    dW = 1.0
+    dE = 1.0
+    if oU:
+        l1, l2 = lab[i0, j0], lab[i0, j1]
+        dU = rxx[i0, j0] + rxx[i0, j1] + (gb_res if (l1 > 0 and l2 > 0 and l1 != l2) else 0.0)
+    if oL:
+        l1, l2 = lab[i1, j0], lab[i1, j1]
+        dL = rxx[i1, j0] + rxx[i1, j1] + (gb_res if (l1 > 0 and l2 > 0 and l1 != l2) else 0.0)
+    if oW:
+        l1, l2 = lab[i0, j0], lab[i1, j0]
+        dW = ryy[i0, j0] + ryy[i1, j0] + (gb_res if (l1 > 0 and l2 > 0 and l1 != l2) else 0.0)
+    if oE:
+        l1, l2 = lab[i0, j1], lab[i1, j1]
+        dE = ryy[i0, j1] + ryy[i1, j1] + (gb_res if (l1 > 0 and l2 > 0 and l1 != l2) else 0.0)
+    aUL = rxy[i0, j0] if (oU and oW) else 0.0
+    aUR = rxy[i0, j1] if (oU and oE) else 0.0
+    aLL = rxy[i1, j0] if (oL and oW) else 0.0
+    aLR = rxy[i1, j1] if (oL and oE) else 0.0
     xUL, xUR, xLL, xLR = aUL / dU, aUR / dU, aLL / dL, aLR / dL
     s11 = dW - aUL * xUL - aLL * xLL
     s22 = dE - aUR * xUR - aLR * xLR
@@ -210,70 +236,241 @@ def _corner_minv(rxx, ryy, rxy, ox, oy, gx, gy, a, b):
     fW = 1.0 if oW else 0.0
     fE = 1.0 if oE else 0.0
     return (mUU * fU, mLL * fL, i11 * fW, i22 * fE, mUL * fU * fL, i12 * fW * fE, mUW * fU * fW,
-            mUE * fU * fE, mLW * fL * fW, mLE * fL * fE)
+            mUE * fU * fE, mLW * fL * fW, mLE * fL * fE, True)
+
+
+def _blocks(n_rows: int) -> int:
+    """Number of row blocks of the compiled corner loops (any number gives the same sums)."""
+    return max(1, min(n_rows, 64))
 
 
 @njit(cache=True)
-def _assemble_full(rxx, ryy, rxy, ox, oy, gx, gy, t):
-    """Corner-by-corner MFMFE assembly on the padded grid: C and forward couplings E (0,1), S (1,0),
-    SE (1,1), SW (1,-1); A[c1, c2] = t g1^T M'^-1 g2 with g(UL) = U + W, g(UR) = -U + E,
-    g(LL) = L - W, g(LR) = -L - E (components on the corner's faces)."""
-    Ny, Nx = rxx.shape
-    C = np.zeros((Ny, Nx))
-    E = np.zeros((Ny, Nx))
-    Sd = np.zeros((Ny, Nx))
-    SE = np.zeros((Ny, Nx))
-    SW = np.zeros((Ny, Nx))
-    for a in range(Ny - 1):
-        for b in range(Nx - 1):
-            if not (ox[a, b] or ox[a + 1, b] or oy[a, b] or oy[a, b + 1]):
-                continue
-            UU, LL, WW, EE, UL, WE, UW, UE, LW, LE = _corner_minv(rxx, ryy, rxy, ox, oy, gx, gy, a, b)
-            C[a, b] += t * (UU + 2.0 * UW + WW)
-            C[a, b + 1] += t * (UU - 2.0 * UE + EE)
-            C[a + 1, b] += t * (LL - 2.0 * LW + WW)
-            C[a + 1, b + 1] += t * (LL + 2.0 * LE + EE)
-            E[a, b] += t * (-UU + UE - UW + WE)
-            E[a + 1, b] += t * (-LL - LE + LW + WE)
-            Sd[a, b] += t * (UL - UW + LW - WW)
-            Sd[a, b + 1] += t * (UL + UE - LE - EE)
-            SE[a, b] += t * (-UL - UE - LW - WE)
-            SW[a, b + 1] += t * (-UL + UW + LE - WE)
+def _assemble_row(C, E, Sd, SE, SW, rxx, ryy, rxy, alive, el, lab, gb_res, t, a, do_up, do_lo):
+    """Add corner row a's couplings to voxel row a-1 (``do_up``) and/or row a (``do_lo``)."""
+    ny, nx = rxx.shape
+    up, lo = a - 1, a
+    do_up = do_up and up >= 0
+    do_lo = do_lo and lo < ny
+    for b in range(nx + 1):
+        UU, LL, WW, EE, UL, WE, UW, UE, LW, LE, live = _corner_minv(rxx, ryy, rxy, alive, el, lab, gb_res, a, b)
+        if not live:
+            continue
+        le, ri = b - 1, b
+        if do_up:
+            if le >= 0:
+                C[up, le] += t * (UU + 2.0 * UW + WW)
+            if ri < nx:
+                C[up, ri] += t * (UU - 2.0 * UE + EE)
+        if do_lo:
+            if le >= 0:
+                C[lo, le] += t * (LL - 2.0 * LW + WW)
+            if ri < nx:
+                C[lo, ri] += t * (LL + 2.0 * LE + EE)
+        if do_up and le >= 0:
+            E[up, le] += t * (-UU + UE - UW + WE)
+        if do_lo and le >= 0:
+            E[lo, le] += t * (-LL - LE + LW + WE)
+        if do_up:
+            if le >= 0:
+                Sd[up, le] += t * (UL - UW + LW - WW)
+            if ri < nx:
+                Sd[up, ri] += t * (UL + UE - LE - EE)
+            if le >= 0:
+                SE[up, le] += t * (-UL - UE - LW - WE)
+            if ri < nx:
+                SW[up, ri] += t * (-UL + UW + LE - WE)
+
+
+@njit(cache=True, parallel=True)
+def _assemble_full(rxx, ryy, rxy, alive, el, lab, gb_res, t, nblocks):
+    """Corner-by-corner MFMFE assembly: C and forward couplings E (0,1), S (1,0), SE (1,1), SW (1,-1)
+    on the (ny, nx) grid; A[c1, c2] = t g1^T M'^-1 g2 with g(UL) = U + W, g(UR) = -U + E,
+    g(LL) = L - W, g(LR) = -L - E (components on the corner's faces).
+
+    Corner row a (0..ny) writes voxel rows a-1 and a. Blocks of corner rows run in parallel, each in
+    order; the first row of a block adds to the row above only afterwards (serially), once the
+    block before has finished: every sum is then made in the order of a plain corner-by-corner loop,
+    whatever the number of threads or blocks."""
+    ny, nx = rxx.shape
+    C = np.zeros((ny, nx))
+    E = np.zeros((ny, nx))
+    Sd = np.zeros((ny, nx))
+    SE = np.zeros((ny, nx))
+    SW = np.zeros((ny, nx))
+    nr = ny + 1
+    for k in prange(nblocks):
+        a0, a1 = k * nr // nblocks, (k + 1) * nr // nblocks
+        for a in range(a0, a1):
+            _assemble_row(C, E, Sd, SE, SW, rxx, ryy, rxy, alive, el, lab, gb_res, t, a, a != a0 or k == 0, True)
+    for k in range(1, nblocks):
+        _assemble_row(C, E, Sd, SE, SW, rxx, ryy, rxy, alive, el, lab, gb_res, t, k * nr // nblocks, True, False)
     return C, E, Sd, SE, SW
 
 
 @njit(cache=True)
-def _fluxes_full(rxx, ryy, rxy, ox, oy, gx, gy, ph, k):
-    """Half-face fluxes f = k M'^-1 G^T phi of every corner, accumulated as in :func:`fluxes`."""
-    Ny, Nx = ph.shape
-    jx = np.zeros((Ny, Nx))
-    jy = np.zeros((Ny, Nx))
-    fxf = np.zeros((Ny, Nx - 1))
-    fyf = np.zeros((Ny - 1, Nx))
-    for a in range(Ny - 1):
-        for b in range(Nx - 1):
-            if not (ox[a, b] or ox[a + 1, b] or oy[a, b] or oy[a, b + 1]):
-                continue
-            UU, LL, WW, EE, UL, WE, UW, UE, LW, LE = _corner_minv(rxx, ryy, rxy, ox, oy, gx, gy, a, b)
-            pUL, pUR, pLL, pLR = ph[a, b], ph[a, b + 1], ph[a + 1, b], ph[a + 1, b + 1]
-            dU, dL, dW, dE = pUL - pUR, pLL - pLR, pUL - pLL, pUR - pLR
-            fU = k * (UU * dU + UL * dL + UW * dW + UE * dE)
-            fL = k * (UL * dU + LL * dL + LW * dW + LE * dE)
-            fW = k * (UW * dU + LW * dL + WW * dW + WE * dE)
-            fE = k * (UE * dU + LE * dL + WE * dW + EE * dE)
-            jx[a, b] += fU
-            jx[a, b + 1] += fU
-            jx[a + 1, b] += fL
-            jx[a + 1, b + 1] += fL
-            jy[a, b] += fW
-            jy[a + 1, b] += fW
-            jy[a, b + 1] += fE
-            jy[a + 1, b + 1] += fE
-            fxf[a, b] += 0.5 * fU
-            fxf[a + 1, b] += 0.5 * fL
-            fyf[a, b] += 0.5 * fW
-            fyf[a, b + 1] += 0.5 * fE
+def _fluxes_row(jx, jy, fxf, fyf, rxx, ryy, rxy, alive, el, lab, gb_res, phi, k, a, do_up, do_lo):
+    """Add corner row a's half-face fluxes to voxel row a-1 (``do_up``) and/or row a (``do_lo``)."""
+    ny, nx = phi.shape
+    up, lo = a - 1, a
+    do_up = do_up and up >= 0
+    do_lo = do_lo and lo < ny
+    inner = up >= 0 and lo < ny
+    for b in range(nx + 1):
+        UU, LL, WW, EE, UL, WE, UW, UE, LW, LE, live = _corner_minv(rxx, ryy, rxy, alive, el, lab, gb_res, a, b)
+        if not live:
+            continue
+        le, ri = b - 1, b
+        pUL = phi[up, le] if (up >= 0 and le >= 0) else 0.0
+        pUR = phi[up, ri] if (up >= 0 and ri < nx) else 0.0
+        pLL = phi[lo, le] if (lo < ny and le >= 0) else 0.0
+        pLR = phi[lo, ri] if (lo < ny and ri < nx) else 0.0
+        dU, dL, dW, dE = pUL - pUR, pLL - pLR, pUL - pLL, pUR - pLR
+        fU = k * (UU * dU + UL * dL + UW * dW + UE * dE)
+        fL = k * (UL * dU + LL * dL + LW * dW + LE * dE)
+        fW = k * (UW * dU + LW * dL + WW * dW + WE * dE)
+        fE = k * (UE * dU + LE * dL + WE * dW + EE * dE)
+        # closed faces carry exactly zero flux: only faces between voxels of the grid are added
+        if do_up and le >= 0 and ri < nx:
+            jx[up, le] += fU
+            jx[up, ri] += fU
+        if do_lo and le >= 0 and ri < nx:
+            jx[lo, le] += fL
+            jx[lo, ri] += fL
+        if inner and le >= 0:
+            if do_up:
+                jy[up, le] += fW
+            if do_lo:
+                jy[lo, le] += fW
+        if inner and ri < nx:
+            if do_up:
+                jy[up, ri] += fE
+            if do_lo:
+                jy[lo, ri] += fE
+        if do_up and le >= 0 and ri < nx:
+            fxf[up, le] += 0.5 * fU
+        if do_lo and le >= 0 and ri < nx:
+            fxf[lo, le] += 0.5 * fL
+        if do_up and lo < ny:
+            if le >= 0:
+                fyf[up, le] += 0.5 * fW
+            if ri < nx:
+                fyf[up, ri] += 0.5 * fE
+
+
+@njit(cache=True, parallel=True)
+def _fluxes_full(rxx, ryy, rxy, alive, el, lab, gb_res, phi, k, nblocks):
+    """Half-face fluxes f = k M'^-1 G^T phi of every corner, accumulated as in :func:`fluxes`
+    (phi: 0 where nothing conducts). Returns jx, jy (ny, nx; sums of 4 corner fluxes), fx (ny, nx-1),
+    fy (ny-1, nx). Parallel blocks of corner rows, sums in loop order (see :func:`_assemble_full`)."""
+    ny, nx = phi.shape
+    jx = np.zeros((ny, nx))
+    jy = np.zeros((ny, nx))
+    fxf = np.zeros((ny, max(nx - 1, 0)))
+    fyf = np.zeros((max(ny - 1, 0), nx))
+    nr = ny + 1
+    for kb in prange(nblocks):
+        a0, a1 = kb * nr // nblocks, (kb + 1) * nr // nblocks
+        for a in range(a0, a1):
+            _fluxes_row(jx, jy, fxf, fyf, rxx, ryy, rxy, alive, el, lab, gb_res, phi, k, a, a != a0 or kb == 0,
+                        True)
+    for kb in range(1, nblocks):
+        _fluxes_row(jx, jy, fxf, fyf, rxx, ryy, rxy, alive, el, lab, gb_res, phi, k, kb * nr // nblocks, True,
+                    False)
     return jx, jy, fxf, fyf
+
+
+@njit(cache=True, parallel=True)
+def _assemble_5(rxx, ryy, alive, el, lab, gb_res, two_t):
+    """Diagonal tensors, compiled: face conductances G = 2t / (rho_p + rho_q + [GB] 2 r_GB/h) of every
+    open face (the arithmetic of :func:`_face_conductances`), returned as the 5-point stencil
+    C, E (0,1) = -Gx, S (1,0) = -Gy (ny, nx)."""
+    ny, nx = rxx.shape
+    C = np.empty((ny, nx))
+    E = np.zeros((ny, nx))
+    S = np.zeros((ny, nx))
+    for i in prange(ny):
+        for j in range(nx):
+            if j + 1 < nx:
+                g = 0.0
+                if alive[i, j] and alive[i, j + 1] and not (el[i, j] and el[i, j + 1]):
+                    l1, l2 = lab[i, j], lab[i, j + 1]
+                    g = two_t / (rxx[i, j] + rxx[i, j + 1] + (gb_res if (l1 > 0 and l2 > 0 and l1 != l2) else 0.0))
+                E[i, j] = -g
+            if i + 1 < ny:
+                g = 0.0
+                if alive[i, j] and alive[i + 1, j] and not (el[i, j] and el[i + 1, j]):
+                    l1, l2 = lab[i, j], lab[i + 1, j]
+                    g = two_t / (ryy[i, j] + ryy[i + 1, j] + (gb_res if (l1 > 0 and l2 > 0 and l1 != l2) else 0.0))
+                S[i, j] = -g
+    for i in prange(ny):
+        for j in range(nx):
+            c = 0.0            # the order of the numpy sums in assemble(vectorised=True)
+            if j + 1 < nx:
+                c += -E[i, j]
+            if j > 0:
+                c += -E[i, j - 1]
+            if i + 1 < ny:
+                c += -S[i, j]
+            if i > 0:
+                c += -S[i - 1, j]
+            C[i, j] = c
+    return C, E, S
+
+
+@njit(cache=True)
+def _live(p, alive):
+    """phi where a voxel conducts (NaN -> 0, +-inf -> +-max float, as np.nan_to_num), else 0."""
+    if not alive:
+        return 0.0
+    if np.isnan(p):
+        return 0.0
+    if np.isinf(p):
+        return 1.7976931348623157e308 if p > 0 else -1.7976931348623157e308
+    return p
+
+
+@njit(cache=True, parallel=True)
+def _live_phi(phi, alive):
+    ny, nx = phi.shape
+    out = np.empty((ny, nx))
+    for i in prange(ny):
+        for j in range(nx):
+            out[i, j] = _live(phi[i, j], alive[i, j])
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _fluxes_5(E, S, phi, alive, area):
+    """Diagonal tensors, compiled: face current densities fx = Gx (phi_l - phi_r) / area (Gx = -E),
+    fy likewise, and voxel means jx, jy (the arithmetic of ``fluxes(vectorised=True)``)."""
+    ny, nx = phi.shape
+    fx = np.empty((ny, max(nx - 1, 0)))
+    fy = np.empty((max(ny - 1, 0), nx))
+    jx = np.empty((ny, nx))
+    jy = np.empty((ny, nx))
+    for i in prange(ny):
+        for j in range(nx):
+            p = _live(phi[i, j], alive[i, j])
+            if j + 1 < nx:
+                fx[i, j] = -E[i, j] * (p - _live(phi[i, j + 1], alive[i, j + 1])) / area
+            if i + 1 < ny:
+                fy[i, j] = -S[i, j] * (p - _live(phi[i + 1, j], alive[i + 1, j])) / area
+    for i in prange(ny):
+        for j in range(nx):
+            sx = 0.0
+            if j + 1 < nx:
+                sx += fx[i, j]
+            if j > 0:
+                sx += fx[i, j - 1]
+            jx[i, j] = sx / 2.0
+            sy = 0.0
+            if i + 1 < ny:
+                sy += fy[i, j]
+            if i > 0:
+                sy += fy[i - 1, j]
+            jy[i, j] = sy / 2.0
+    return jx, jy, fx, fy
+
 
 def _rows(shape_v, chunk):
     n = shape_v
@@ -312,7 +509,13 @@ def assemble(v: Voxels, m: Microstructure, chunk: int = 256, general: bool = Fal
         Use the chunked whole-array (numpy) corner assembly instead of the compiled corner loop
         (same result; kept as an independent cross-check).
     """
+    h, t = m.voxel_size_m, m.thickness_m
+    gb_res = 2.0 * (m.gb_thickness_m / (m.sigma_ip / m.gb_ratio)) / h
     if not general and not np.any(v.rxy):
+        if not vectorised:
+            el = v.electrode >= 0
+            C, Ex, Sy = _assemble_5(v.rxx, v.ryy, v.conducting | el, el, v.label, gb_res, 2.0 * t)
+            return {"C": C, (0, 1): Ex, (1, 0): Sy}
         Gx, Gy = _face_conductances(v, m)
         C = np.zeros(v.rxx.shape)
         C[:, :-1] += Gx
@@ -324,18 +527,17 @@ def assemble(v: Voxels, m: Microstructure, chunk: int = 256, general: bool = Fal
         Sy = np.zeros(C.shape)
         Sy[:-1, :] = -Gy
         return {"C": C, (0, 1): Ex, (1, 0): Sy}
-    P = _padded(v)
-    h, t = m.voxel_size_m, m.thickness_m
-    gb_res = 2.0 * (m.gb_thickness_m / (m.sigma_ip / m.gb_ratio)) / h
-    ox, oy, gx, gy = _faces(P, gb_res)
     if not vectorised:
-        C, E, Sd, SE, SW = _assemble_full(P["rxx"], P["ryy"], P["rxy"], ox, oy, gx, gy, float(t))
-        out = {"C": C[1:-1, 1:-1]}
+        el = v.electrode >= 0
+        C, E, Sd, SE, SW = _assemble_full(v.rxx, v.ryy, v.rxy, v.conducting | el, el, v.label, gb_res, float(t),
+                                         _blocks(v.rxx.shape[0] + 1))
+        out = {"C": C}
         for o, arr in zip(FORWARD, (E, Sd, SE, SW)):
-            a = arr[1:-1, 1:-1]
-            if np.any(a != 0.0):
-                out[o] = a
+            if np.any(arr != 0.0):
+                out[o] = arr
         return out
+    P = _padded(v)
+    ox, oy, gx, gy = _faces(P, gb_res)
     Ny, Nx = P["alive"].shape
     C = np.zeros((Ny, Nx))
     st = {o: np.zeros((Ny, Nx)) for o in FORWARD}
@@ -384,12 +586,16 @@ def fluxes(v: Voxels, m: Microstructure, phi, chunk: int = 256, general: bool = 
         ``fx`` (ny, nx-1): normal current density through x-faces (i,j)|(i,j+1), positive along +x;
         ``fy`` (ny-1, nx): through y-faces (i,j)|(i+1,j), positive along +y (down).
     """
+    h, t = m.voxel_size_m, m.thickness_m
+    el = v.electrode >= 0
+    alive = v.conducting | el
     if not general and not np.any(v.rxy):
-        if stencil is not None and set(stencil) == {"C", (0, 1), (1, 0)}:
-            Gx, Gy = -stencil[(0, 1)][:, :-1], -stencil[(1, 0)][:-1, :]   # exact: see assemble
-        else:
-            Gx, Gy = _face_conductances(v, m)
-        alive = v.conducting | (v.electrode >= 0)
+        if not vectorised:
+            if stencil is None or set(stencil) != {"C", (0, 1), (1, 0)}:
+                stencil = assemble(v, m)
+            jx, jy, fx, fy = _fluxes_5(stencil[(0, 1)], stencil[(1, 0)], phi, alive, h * t)
+            return dict(jx=jx, jy=jy, fx=fx, fy=fy)
+        Gx, Gy = _face_conductances(v, m)
         ph = np.where(alive, np.nan_to_num(phi), 0.0)
         area = m.voxel_size_m * m.thickness_m
         fx = Gx * (ph[:, :-1] - ph[:, 1:]) / area
@@ -401,14 +607,16 @@ def fluxes(v: Voxels, m: Microstructure, phi, chunk: int = 256, general: bool = 
         jy[:-1, :] += fy
         jy[1:, :] += fy
         return dict(jx=jx / 2.0, jy=jy / 2.0, fx=fx, fy=fy)
-    P = _padded(v)
-    h, t = m.voxel_size_m, m.thickness_m
     gb_res = 2.0 * (m.gb_thickness_m / (m.sigma_ip / m.gb_ratio)) / h
+    if not vectorised:
+        jx, jy, fx, fy = _fluxes_full(v.rxx, v.ryy, v.rxy, alive, el, v.label, gb_res, finite_potential(phi, alive),
+                                      2.0 / h, _blocks(v.rxx.shape[0] + 1))
+        jx /= 4.0
+        jy /= 4.0
+        return dict(jx=jx, jy=jy, fx=fx, fy=fy)
+    P = _padded(v)
     ox, oy, gx, gy = _faces(P, gb_res)
     ph = np.pad(np.where(P["alive"][1:-1, 1:-1], np.nan_to_num(phi), 0.0), 1)
-    if not vectorised:
-        jx, jy, fxf, fyf = _fluxes_full(P["rxx"], P["ryy"], P["rxy"], ox, oy, gx, gy, ph, 2.0 / h)
-        return dict(jx=jx[1:-1, 1:-1] / 4.0, jy=jy[1:-1, 1:-1] / 4.0, fx=fxf[1:-1, 1:-1], fy=fyf[1:-1, 1:-1])
     Ny, Nx = ph.shape
     jx = np.zeros((Ny, Nx))
     jy = np.zeros((Ny, Nx))
@@ -458,6 +666,137 @@ def apply(stencil: dict, x) -> np.ndarray:
         y[ys, xs] += cc * x[yd, xd]
         y[yd, xd] += cc * x[ys, xs]
     return y
+
+
+@njit(cache=True)
+def _reached(alive, seed):
+    """Voxels of ``alive`` 4-connected (within ``alive``) to a voxel of ``seed`` (seed is part of alive)."""
+    ny, nx = alive.shape
+    out = np.zeros((ny, nx), np.bool_)
+    stack = np.empty(ny * nx, np.int64)
+    top = 0
+    for i in range(ny):
+        for j in range(nx):
+            if seed[i, j] and alive[i, j] and not out[i, j]:
+                out[i, j] = True
+                stack[top] = i * nx + j
+                top += 1
+    while top > 0:
+        top -= 1
+        p = stack[top]
+        i, j = p // nx, p % nx
+        if i > 0 and alive[i - 1, j] and not out[i - 1, j]:
+            out[i - 1, j] = True
+            stack[top] = p - nx
+            top += 1
+        if i + 1 < ny and alive[i + 1, j] and not out[i + 1, j]:
+            out[i + 1, j] = True
+            stack[top] = p + nx
+            top += 1
+        if j > 0 and alive[i, j - 1] and not out[i, j - 1]:
+            out[i, j - 1] = True
+            stack[top] = p - 1
+            top += 1
+        if j + 1 < nx and alive[i, j + 1] and not out[i, j + 1]:
+            out[i, j + 1] = True
+            stack[top] = p + 1
+            top += 1
+    return out
+
+
+def finite_potential(phi, alive) -> np.ndarray:
+    """``np.where(alive, np.nan_to_num(phi), 0.0)`` in one compiled pass (V).
+
+    Example
+    -------
+    >>> finite_potential(np.array([[np.nan, 1.0, 2.0]]), np.array([[True, True, False]]))
+    array([[0., 1., 0.]])
+    """
+    return _live_phi(np.asarray(phi, dtype=float), np.asarray(alive, dtype=bool))
+
+
+def connected_to(alive, seed) -> np.ndarray:
+    """Voxels of ``alive`` joined to a voxel of ``seed`` by a path of 4-neighbours in ``alive``.
+
+    Parameters
+    ----------
+    alive, seed : ndarray of bool, shape (ny, nx)
+
+    Returns
+    -------
+    ndarray of bool
+        Compiled flood fill; equals the union of the ``scipy.ndimage.label`` components of ``alive``
+        that hold a seed voxel.
+
+    Example
+    -------
+    >>> connected_to(np.array([[1, 1, 0, 1]], bool), np.array([[1, 0, 0, 0]], bool))
+    array([[ True,  True, False, False]])
+    """
+    alive = np.ascontiguousarray(alive, dtype=bool)
+    return _reached(alive, np.ascontiguousarray(seed, dtype=bool) & alive)
+
+
+@njit(cache=True, parallel=True)
+def _current_and_field(jx, jy, conducting, el, rxx, ryy, rxy):
+    ny, nx = jx.shape
+    j = np.empty((ny, nx, 2))
+    E = np.empty((ny, nx, 2))
+    for i in prange(ny):
+        for k in range(nx):
+            c, e = conducting[i, k], el[i, k]
+            a = jx[i, k] if (c or e) else 0.0
+            b = jy[i, k] if (c or e) else 0.0
+            j[i, k, 0] = a
+            j[i, k, 1] = b
+            if e:
+                E[i, k, 0] = 0.0
+                E[i, k, 1] = 0.0
+            elif c:
+                E[i, k, 0] = rxx[i, k] * a + rxy[i, k] * b
+                E[i, k, 1] = rxy[i, k] * a + ryy[i, k] * b
+            else:
+                E[i, k, 0] = np.nan
+                E[i, k, 1] = np.nan
+    return j, E
+
+
+def current_and_field(v: Voxels, fl: dict):
+    """Current density and field maps from :func:`fluxes` output (compiled, whole grid).
+
+    Returns
+    -------
+    j : ndarray (ny, nx, 2)
+        (jx, jy), A/m^2; 0 where nothing conducts.
+    E : ndarray (ny, nx, 2)
+        E = rho j (V/m) in conducting voxels, 0 in electrodes, NaN where nothing conducts.
+
+    Example
+    -------
+    >>> j, E = current_and_field(v, fluxes(v, m, phi))   # doctest: +SKIP
+    """
+    return _current_and_field(fl["jx"], fl["jy"], v.conducting, v.electrode >= 0, v.rxx, v.ryy, v.rxy)
+
+
+def electrode_currents(stencil: dict, x, electrode, names) -> dict:
+    """Net current (A) out of each electrode, ``sum of (A x)`` over its voxels.
+
+    :func:`apply` on a window around each electrode only (one voxel of margin: the same sums as on
+    the whole grid). ``electrode``: int map of electrode indices (-1 elsewhere), ``names`` by index.
+    """
+    ny, nx = x.shape
+    out = {}
+    for i, name in enumerate(names):
+        mask = electrode == i
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if rows.size == 0:
+            out[name] = 0.0
+            continue
+        ys = slice(max(rows[0] - 1, 0), min(rows[-1] + 2, ny))
+        xs = slice(max(cols[0] - 1, 0), min(cols[-1] + 2, nx))
+        y = apply({k: c[ys, xs] for k, c in stencil.items()}, x[ys, xs])
+        out[name] = float(y[mask[ys, xs]].sum())
+    return out
 
 
 def link_network(v: Voxels, m: Microstructure):

@@ -94,14 +94,19 @@ class SimulationResult:
                        gb_table=gt, potentials={k: v * f + offset for k, v in self.potentials.items()})
 
 
-def _floating_clusters(alive, electrode):
+def _floating_clusters(grains, floating_mask) -> list:
+    """The connected clusters of ``floating_mask`` (4-neighbours), in the raster order of their
+    first voxel: ``size`` (voxels), ``grains`` (ids), ``y``, ``x`` (first voxel)."""
     from scipy import ndimage
 
-    lab, n = ndimage.label(alive)
-    has_el = np.zeros(n + 1, bool)
-    has_el[np.unique(lab[electrode >= 0])] = True
-    has_el[0] = True
-    return lab, has_el
+    lab, n = ndimage.label(floating_mask)
+    out = []
+    for k in range(1, n + 1):
+        sel = lab == k
+        ys, xs = np.nonzero(sel)
+        out.append(dict(size=int(sel.sum()), grains=sorted(int(g) for g in np.unique(grains[sel])),
+                        y=int(ys[0]), x=int(xs[0])))
+    return out
 
 
 def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rtol: float = 1e-8,
@@ -154,16 +159,12 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
             raise UserError(f"potential of electrode '{k}' is not a finite number")
 
     v = network.voxel_properties(micro, model)
-    alive = v.conducting | (v.electrode >= 0)
-    lab, has_el = _floating_clusters(alive, v.electrode)
-    floating_mask = alive & ~has_el[lab]
+    el = v.electrode >= 0
+    alive = v.conducting | el
+    floating_mask = alive & ~network.connected_to(alive, el)
     floating = []
     if floating_mask.any():
-        for k in np.unique(lab[floating_mask]):
-            sel = lab == k
-            ys, xs = np.nonzero(sel)
-            floating.append(dict(size=int(sel.sum()), grains=sorted(int(g) for g in np.unique(micro.grains[sel])),
-                                 y=int(ys[0]), x=int(xs[0])))
+        floating = _floating_clusters(micro.grains, floating_mask)
         v.conducting &= ~floating_mask
         v.label[floating_mask] = 0
         for a in (v.rxx, v.ryy, v.rxy, v.sxx, v.syy, v.sxy):
@@ -200,7 +201,7 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
 
         t2 = time.perf_counter()
         xgrid = solve_grid(stencil, v.conducting, fixed, rtol=rtol, info=info)
-        x = xgrid[v.conducting]
+        x = None                      # the potential is read from the grid directly
         nnz = int(sum(np.count_nonzero(a) for a in stencil.values()))
     else:
         A, b, index = build_system(stencil, v.conducting, fixed)
@@ -209,22 +210,21 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
         nnz = int(A.nnz)
     t3 = time.perf_counter()
 
-    phi = np.full(micro.shape, np.nan)
-    phi[v.conducting] = x
-    el = v.electrode >= 0
+    if x is None:
+        phi = np.where(v.conducting, xgrid, np.nan)
+    else:
+        phi = np.full(micro.shape, np.nan)
+        phi[v.conducting] = x
     phi[el] = fixed[el]
-    phi0 = np.nan_to_num(phi)
-    net_out = network.apply(stencil, phi0) if stencil is not None else (A_all @ phi0.ravel()).reshape(phi0.shape)
-    currents = {name: float(net_out[v.electrode == i].sum()) for i, name in enumerate(v.names)}
+    alive = v.conducting | el
+    phi0 = network.finite_potential(phi, alive)      # 0 where nothing conducts
+    if stencil is not None:
+        currents = network.electrode_currents(stencil, phi0, v.electrode, v.names)
+    else:
+        net_out = (A_all @ phi0.ravel()).reshape(phi0.shape)
+        currents = {name: float(net_out[v.electrode == i].sum()) for i, name in enumerate(v.names)}
     fl = network.fluxes(v, micro, phi0, stencil=stencil)
-    dead = ~alive | floating_mask
-    jx, jy = np.where(dead, 0.0, fl["jx"]), np.where(dead, 0.0, fl["jy"])
-    j = np.stack([jx, jy], axis=-1)
-    E = np.empty(micro.shape + (2,))
-    c = v.conducting
-    E[..., 0] = np.where(c, v.rxx * jx + v.rxy * jy, np.nan)   # E = rho j (whole-array: no mask gathers)
-    E[..., 1] = np.where(c, v.rxy * jx + v.ryy * jy, np.nan)
-    E[el] = 0.0
+    j, E = network.current_and_field(v, fl)
     conductance = None
     if len(pots) == 2:
         (na, va), (nb, vb) = pots.items()
