@@ -185,39 +185,39 @@ def _corner_minv(rxx, ryy, rxy, alive, el, lab, gb_res, a, b):
     0 <= b <= nx, which joins voxels UL = (a-1, b-1), UR = (a-1, b), LL = (a, b-1), LR = (a, b)
     (outside the grid: nothing). Faces U = UL|UR, L = LL|LR, W = UL|LL, E = UR|LR; closed faces give
     zero rows/columns. The scalar twin of :func:`_corner_inverse` (same arithmetic), reading the
-    unpadded voxel arrays. The last value is False when every face of the corner is closed."""
+    unpadded voxel arrays. The last value is False when every face of the corner is closed.
+
+    Written without short-circuit ``and``/``or`` on array values (clamped indices, bitwise logic):
+    numba compiles those to far slower code."""
     ny, nx = rxx.shape
-    i0, i1, j0, j1 = a - 1, a, b - 1, b
-    vUL = i0 >= 0 and j0 >= 0 and alive[i0, j0]
-    vUR = i0 >= 0 and j1 < nx and alive[i0, j1]
-    vLL = i1 < ny and j0 >= 0 and alive[i1, j0]
-    vLR = i1 < ny and j1 < nx and alive[i1, j1]
-    oU = vUL and vUR and not (el[i0, j0] and el[i0, j1])
-    oL = vLL and vLR and not (el[i1, j0] and el[i1, j1])
-    oW = vUL and vLL and not (el[i0, j0] and el[i1, j0])
-    oE = vUR and vLR and not (el[i0, j1] and el[i1, j1])
-    if not (oU or oL or oW or oE):
+    i0, i1, j0, j1 = max(a - 1, 0), min(a, ny - 1), max(b - 1, 0), min(b, nx - 1)
+    vi0, vi1, vj0, vj1 = a >= 1, a < ny, b >= 1, b < nx
+    vUL = alive[i0, j0] & vi0 & vj0
+    vUR = alive[i0, j1] & vi0 & vj1
+    vLL = alive[i1, j0] & vi1 & vj0
+    vLR = alive[i1, j1] & vi1 & vj1
+    eUL, eUR, eLL, eLR = el[i0, j0], el[i0, j1], el[i1, j0], el[i1, j1]
+    oU = vUL & vUR & (not (eUL & eUR))
+    oL = vLL & vLR & (not (eLL & eLR))
+    oW = vUL & vLL & (not (eUL & eLL))
+    oE = vUR & vLR & (not (eUR & eLR))
+    if not (oU | oL | oW | oE):
         return 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, False
-    dU = 1.0
-    dL = 1.0
-    dW = 1.0
-    dE = 1.0
-    if oU:
-        l1, l2 = lab[i0, j0], lab[i0, j1]
-        dU = rxx[i0, j0] + rxx[i0, j1] + (gb_res if (l1 > 0 and l2 > 0 and l1 != l2) else 0.0)
-    if oL:
-        l1, l2 = lab[i1, j0], lab[i1, j1]
-        dL = rxx[i1, j0] + rxx[i1, j1] + (gb_res if (l1 > 0 and l2 > 0 and l1 != l2) else 0.0)
-    if oW:
-        l1, l2 = lab[i0, j0], lab[i1, j0]
-        dW = ryy[i0, j0] + ryy[i1, j0] + (gb_res if (l1 > 0 and l2 > 0 and l1 != l2) else 0.0)
-    if oE:
-        l1, l2 = lab[i0, j1], lab[i1, j1]
-        dE = ryy[i0, j1] + ryy[i1, j1] + (gb_res if (l1 > 0 and l2 > 0 and l1 != l2) else 0.0)
-    aUL = rxy[i0, j0] if (oU and oW) else 0.0
-    aUR = rxy[i0, j1] if (oU and oE) else 0.0
-    aLL = rxy[i1, j0] if (oL and oW) else 0.0
-    aLR = rxy[i1, j1] if (oL and oE) else 0.0
+    lUL, lUR, lLL, lLR = lab[i0, j0], lab[i0, j1], lab[i1, j0], lab[i1, j1]
+    gU = gb_res if ((lUL > 0) & (lUR > 0) & (lUL != lUR)) else 0.0
+    gL = gb_res if ((lLL > 0) & (lLR > 0) & (lLL != lLR)) else 0.0
+    gW = gb_res if ((lUL > 0) & (lLL > 0) & (lUL != lLL)) else 0.0
+    gE = gb_res if ((lUR > 0) & (lLR > 0) & (lUR != lLR)) else 0.0
+    xUL_, xUR_, xLL_, xLR_ = rxx[i0, j0], rxx[i0, j1], rxx[i1, j0], rxx[i1, j1]
+    yUL, yUR, yLL, yLR = ryy[i0, j0], ryy[i0, j1], ryy[i1, j0], ryy[i1, j1]
+    dU = xUL_ + xUR_ + gU if oU else 1.0
+    dL = xLL_ + xLR_ + gL if oL else 1.0
+    dW = yUL + yLL + gW if oW else 1.0
+    dE = yUR + yLR + gE if oE else 1.0
+    aUL = rxy[i0, j0] if (oU & oW) else 0.0
+    aUR = rxy[i0, j1] if (oU & oE) else 0.0
+    aLL = rxy[i1, j0] if (oL & oW) else 0.0
+    aLR = rxy[i1, j1] if (oL & oE) else 0.0
     xUL, xUR, xLL, xLR = aUL / dU, aUR / dU, aLL / dL, aLR / dL
     s11 = dW - aUL * xUL - aLL * xLL
     s22 = dE - aUR * xUR - aLR * xLR
@@ -239,9 +239,40 @@ def _corner_minv(rxx, ryy, rxy, alive, el, lab, gb_res, a, b):
             mUE * fU * fE, mLW * fL * fW, mLE * fL * fE, True)
 
 
+@njit(cache=True)
+def _uniform(rxx, ryy, rxy, alive, el, lab, a, b):
+    """Corner (a, b) lies inside one material: its four voxels exist, conduct, are no electrode, have
+    one label (no GB) and equal tensors. Its M'^-1 is then a function of (rxx, ryy, rxy) alone.
+    (Bitwise logic, no short-circuit on array values: see :func:`_corner_minv`.)"""
+    ny, nx = rxx.shape
+    if a < 1 or b < 1 or a >= ny or b >= nx:
+        return False
+    i0, j0 = a - 1, b - 1
+    ok = alive[i0, j0] & alive[i0, b] & alive[a, j0] & alive[a, b]
+    ok &= not (el[i0, j0] | el[i0, b] | el[a, j0] | el[a, b])
+    l0 = lab[i0, j0]
+    ok &= (lab[i0, b] == l0) & (lab[a, j0] == l0) & (lab[a, b] == l0)
+    r0, r1, r2 = rxx[i0, j0], ryy[i0, j0], rxy[i0, j0]
+    ok &= (rxx[i0, b] == r0) & (rxx[a, j0] == r0) & (rxx[a, b] == r0)
+    ok &= (ryy[i0, b] == r1) & (ryy[a, j0] == r1) & (ryy[a, b] == r1)
+    ok &= (rxy[i0, b] == r2) & (rxy[a, j0] == r2) & (rxy[a, b] == r2)
+    return ok
+
+
 def _blocks(n_rows: int) -> int:
     """Number of row blocks of the compiled corner loops (any number gives the same sums)."""
     return max(1, min(n_rows, 64))
+
+
+@njit(cache=True)
+def _corner_weights(rxx, ryy, rxy, alive, el, lab, gb_res, t, a, b):
+    """Couplings t g1^T M'^-1 g2 that corner (a, b) adds: C of UL, UR, LL, LR; E of UL, LL; S of UL,
+    UR; SE of UL; SW of UR. The last value is False when every face of the corner is closed."""
+    UU, LL, WW, EE, UL, WE, UW, UE, LW, LE, live = _corner_minv(rxx, ryy, rxy, alive, el, lab, gb_res, a, b)
+    return (t * (UU + 2.0 * UW + WW), t * (UU - 2.0 * UE + EE), t * (LL - 2.0 * LW + WW),
+            t * (LL + 2.0 * LE + EE), t * (-UU + UE - UW + WE), t * (-LL - LE + LW + WE),
+            t * (UL - UW + LW - WW), t * (UL + UE - LE - EE), t * (-UL - UE - LW - WE),
+            t * (-UL + UW + LE - WE), live)
 
 
 @njit(cache=True)
@@ -251,34 +282,38 @@ def _assemble_row(C, E, Sd, SE, SW, rxx, ryy, rxy, alive, el, lab, gb_res, t, a,
     up, lo = a - 1, a
     do_up = do_up and up >= 0
     do_lo = do_lo and lo < ny
+    # a corner inside one material adds what the last such corner with the same tensor added
+    key0, key1, key2 = np.nan, np.nan, np.nan
+    cache = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, False)
     for b in range(nx + 1):
-        UU, LL, WW, EE, UL, WE, UW, UE, LW, LE, live = _corner_minv(rxx, ryy, rxy, alive, el, lab, gb_res, a, b)
-        if not live:
-            continue
+        if _uniform(rxx, ryy, rxy, alive, el, lab, a, b):
+            r0, r1, r2 = rxx[a, b], ryy[a, b], rxy[a, b]
+            if not ((r0 == key0) & (r1 == key1) & (r2 == key2)):
+                cache = _corner_weights(rxx, ryy, rxy, alive, el, lab, gb_res, t, a, b)
+                key0, key1, key2 = r0, r1, r2
+            cUL, cUR, cLL, cLR, eUL, eLL, sUL, sUR, se, sw, live = cache
+        else:
+            cUL, cUR, cLL, cLR, eUL, eLL, sUL, sUR, se, sw, live = _corner_weights(rxx, ryy, rxy, alive, el,
+                                                                                   lab, gb_res, t, a, b)
+            if not live:
+                continue
         le, ri = b - 1, b
         if do_up:
             if le >= 0:
-                C[up, le] += t * (UU + 2.0 * UW + WW)
+                C[up, le] += cUL
+                E[up, le] += eUL
+                Sd[up, le] += sUL
+                SE[up, le] += se
             if ri < nx:
-                C[up, ri] += t * (UU - 2.0 * UE + EE)
+                C[up, ri] += cUR
+                Sd[up, ri] += sUR
+                SW[up, ri] += sw
         if do_lo:
             if le >= 0:
-                C[lo, le] += t * (LL - 2.0 * LW + WW)
+                C[lo, le] += cLL
+                E[lo, le] += eLL
             if ri < nx:
-                C[lo, ri] += t * (LL + 2.0 * LE + EE)
-        if do_up and le >= 0:
-            E[up, le] += t * (-UU + UE - UW + WE)
-        if do_lo and le >= 0:
-            E[lo, le] += t * (-LL - LE + LW + WE)
-        if do_up:
-            if le >= 0:
-                Sd[up, le] += t * (UL - UW + LW - WW)
-            if ri < nx:
-                Sd[up, ri] += t * (UL + UE - LE - EE)
-            if le >= 0:
-                SE[up, le] += t * (-UL - UE - LW - WE)
-            if ri < nx:
-                SW[up, ri] += t * (-UL + UW + LE - WE)
+                C[lo, ri] += cLR
 
 
 @njit(cache=True, parallel=True)
@@ -315,10 +350,21 @@ def _fluxes_row(jx, jy, fxf, fyf, rxx, ryy, rxy, alive, el, lab, gb_res, phi, k,
     do_up = do_up and up >= 0
     do_lo = do_lo and lo < ny
     inner = up >= 0 and lo < ny
+    # corners inside one material repeat the M'^-1 of the corner before: computed once per run
+    key0, key1, key2 = np.nan, np.nan, np.nan
+    cache = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, False)
     for b in range(nx + 1):
-        UU, LL, WW, EE, UL, WE, UW, UE, LW, LE, live = _corner_minv(rxx, ryy, rxy, alive, el, lab, gb_res, a, b)
-        if not live:
-            continue
+        if _uniform(rxx, ryy, rxy, alive, el, lab, a, b):
+            r0, r1, r2 = rxx[a, b], ryy[a, b], rxy[a, b]
+            if not (r0 == key0 and r1 == key1 and r2 == key2):
+                cache = _corner_minv(rxx, ryy, rxy, alive, el, lab, gb_res, a, b)
+                key0, key1, key2 = r0, r1, r2
+            UU, LL, WW, EE, UL, WE, UW, UE, LW, LE, live = cache
+        else:
+            UU, LL, WW, EE, UL, WE, UW, UE, LW, LE, live = _corner_minv(rxx, ryy, rxy, alive, el, lab, gb_res,
+                                                                       a, b)
+            if not live:
+                continue
         le, ri = b - 1, b
         pUL = phi[up, le] if (up >= 0 and le >= 0) else 0.0
         pUR = phi[up, ri] if (up >= 0 and ri < nx) else 0.0
