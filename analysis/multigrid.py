@@ -17,234 +17,263 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from numba import njit
+import numba
+from numba import njit, prange
 
 # ALL_OFFSETS order: 0 (-1,-1) 1 (-1,0) 2 (-1,1) 3 (0,-1) 4 (0,0) 5 (0,1) 6 (1,-1) 7 (1,0) 8 (1,1)
 _DY = np.array([-1, -1, -1, 0, 0, 0, 1, 1, 1])
 _DX = np.array([-1, 0, 1, -1, 0, 1, -1, 0, 1])
 
 
+# ---------------------------------------------------------------------------------------------
+# Kernels. Rows (or blocks of rows, or chunks of columns) are spread over the cores with prange;
+# the loop bodies are single fused passes (fewest memory sweeps).
+# ---------------------------------------------------------------------------------------------
+
 @njit(cache=True)
-def _apply(S, x, y, five):
+def _apply_row(S, x, y, i, five):
+    """y[i, :] = (S x)[i, :]."""
     ny, nx = x.shape
-    for i in range(ny):
-        for j in range(nx):
-            s = S[4, i, j] * x[i, j]
-            if j > 0:
-                s += S[3, i, j] * x[i, j - 1]
-            if j < nx - 1:
-                s += S[5, i, j] * x[i, j + 1]
-            if i > 0:
-                s += S[1, i, j] * x[i - 1, j]
-                if not five:
-                    if j > 0:
-                        s += S[0, i, j] * x[i - 1, j - 1]
-                    if j < nx - 1:
-                        s += S[2, i, j] * x[i - 1, j + 1]
-            if i < ny - 1:
-                s += S[7, i, j] * x[i + 1, j]
-                if not five:
-                    if j > 0:
-                        s += S[6, i, j] * x[i + 1, j - 1]
-                    if j < nx - 1:
-                        s += S[8, i, j] * x[i + 1, j + 1]
-            y[i, j] = s
+    for j in range(nx):
+        s = S[4, i, j] * x[i, j]
+        if j > 0:
+            s += S[3, i, j] * x[i, j - 1]
+        if j < nx - 1:
+            s += S[5, i, j] * x[i, j + 1]
+        if i > 0:
+            s += S[1, i, j] * x[i - 1, j]
+            if not five:
+                if j > 0:
+                    s += S[0, i, j] * x[i - 1, j - 1]
+                if j < nx - 1:
+                    s += S[2, i, j] * x[i - 1, j + 1]
+        if i < ny - 1:
+            s += S[7, i, j] * x[i + 1, j]
+            if not five:
+                if j > 0:
+                    s += S[6, i, j] * x[i + 1, j - 1]
+                if j < nx - 1:
+                    s += S[8, i, j] * x[i + 1, j + 1]
+        y[i, j] = s
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
+def _apply(S, x, y, five):
+    """y = S x."""
+    for i in prange(x.shape[0]):
+        _apply_row(S, x, y, i, five)
+
+
+@njit(cache=True, parallel=True)
 def _residual(S, x, b, r, five):
     """r = b - S x (one pass)."""
-    _apply(S, x, r, five)
     ny, nx = x.shape
-    for i in range(ny):
+    for i in prange(ny):
+        _apply_row(S, x, r, i, five)
         for j in range(nx):
             r[i, j] = b[i, j] - r[i, j]
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _masked_cast(a, mask, out):
-    """out = mask * a, converted to out's dtype (one pass)."""
+    """out = mask * a, converted to out's dtype."""
     ny, nx = a.shape
-    for i in range(ny):
+    for i in prange(ny):
         for j in range(nx):
             out[i, j] = a[i, j] * mask[i, j]
 
 
-@njit(cache=True)
-def _line_factors(S):
-    """Thomas-algorithm factors of every x-line (row) and y-line (column) block: (cpx, imx, cpy, imy)."""
+@njit(cache=True, parallel=True)
+def _line_factors(S, cpx, imx, cpy, imy):
+    """Thomas-algorithm factors (computed in float64, stored in the outputs' dtype) of every x-line
+    (row) and y-line (column) block of S: the x-line pivot of (i, j) is 1/imx, its upper factor cpx."""
     _, ny, nx = S.shape
-    cpx = np.empty((ny, nx))
-    imx = np.empty((ny, nx))
-    cpy = np.empty((ny, nx))
-    imy = np.empty((ny, nx))
-    for i in range(ny):
-        m = S[4, i, 0]
-        imx[i, 0] = 1.0 / m
-        cpx[i, 0] = S[5, i, 0] / m
-        for j in range(1, nx):
-            m = S[4, i, j] - S[3, i, j] * cpx[i, j - 1]
+    for i in prange(ny):
+        c = 0.0
+        for j in range(nx):
+            m = float(S[4, i, j]) - (float(S[3, i, j]) * c if j > 0 else 0.0)
             imx[i, j] = 1.0 / m
-            cpx[i, j] = S[5, i, j] / m
-    for j in range(nx):
-        m = S[4, 0, j]
-        imy[0, j] = 1.0 / m
-        cpy[0, j] = S[7, 0, j] / m
-    for i in range(1, ny):
-        for j in range(nx):
-            m = S[4, i, j] - S[1, i, j] * cpy[i - 1, j]
-            imy[i, j] = 1.0 / m
-            cpy[i, j] = S[7, i, j] / m
-    return cpx, imx, cpy, imy
+            c = float(S[5, i, j]) / m
+            cpx[i, j] = c
+    nch = (nx + 63) // 64
+    for ch in prange(nch):
+        j0, j1 = ch * 64, min(nx, ch * 64 + 64)
+        for j in range(j0, j1):
+            m = float(S[4, 0, j])
+            imy[0, j] = 1.0 / m
+            cpy[0, j] = S[7, 0, j] / m
+        for i in range(1, ny):
+            for j in range(j0, j1):
+                m = float(S[4, i, j]) - float(S[1, i, j]) * float(cpy[i - 1, j])
+                imy[i, j] = 1.0 / m
+                cpy[i, j] = S[7, i, j] / m
 
 
 @njit(cache=True)
-def _xlines(S, x, b, forward, cpx, imx, five):
-    """Line Gauss-Seidel along x (rows), rows in order (forward) or reversed (its adjoint)."""
+def _xline(S, x, b, i, cpx, imx, five, dp):
+    """Solve row i of S x = b exactly for x[i, :] (the other rows held)."""
     ny, nx = x.shape
-    dp = np.empty(nx)
-    for ii in range(ny):
-        i = ii if forward else ny - 1 - ii
-        prev = 0.0
-        for j in range(nx):
-            r = b[i, j]
-            if i > 0:
-                r -= S[1, i, j] * x[i - 1, j]
-                if not five:
-                    if j > 0:
-                        r -= S[0, i, j] * x[i - 1, j - 1]
-                    if j < nx - 1:
-                        r -= S[2, i, j] * x[i - 1, j + 1]
-            if i < ny - 1:
-                r -= S[7, i, j] * x[i + 1, j]
-                if not five:
-                    if j > 0:
-                        r -= S[6, i, j] * x[i + 1, j - 1]
-                    if j < nx - 1:
-                        r -= S[8, i, j] * x[i + 1, j + 1]
-            if j > 0:
-                r -= S[3, i, j] * prev
-            prev = r * imx[i, j]
-            dp[j] = prev
-        xn = dp[nx - 1]
-        x[i, nx - 1] = xn
-        for j in range(nx - 2, -1, -1):
-            xn = dp[j] - cpx[i, j] * xn
-            x[i, j] = xn
+    prev = 0.0
+    for j in range(nx):
+        r = b[i, j]
+        if i > 0:
+            r -= S[1, i, j] * x[i - 1, j]
+            if not five:
+                if j > 0:
+                    r -= S[0, i, j] * x[i - 1, j - 1]
+                if j < nx - 1:
+                    r -= S[2, i, j] * x[i - 1, j + 1]
+        if i < ny - 1:
+            r -= S[7, i, j] * x[i + 1, j]
+            if not five:
+                if j > 0:
+                    r -= S[6, i, j] * x[i + 1, j - 1]
+                if j < nx - 1:
+                    r -= S[8, i, j] * x[i + 1, j + 1]
+        if j > 0:
+            r -= S[3, i, j] * prev
+        prev = r * imx[i, j]
+        dp[j] = prev
+    xn = dp[nx - 1]
+    x[i, nx - 1] = xn
+    for j in range(nx - 2, -1, -1):
+        xn = dp[j] - cpx[i, j] * xn
+        x[i, j] = xn
 
 
-@njit(cache=True)
-def _ylines_split(Sc, x, b, colour, cpyc, imyc, dp, five):
-    """Solve the y-lines (columns) j = colour, colour+2, ... together, sweeping rows (cache-friendly).
+@njit(cache=True, parallel=True)
+def _xlines(S, x, b, forward, cpx, imx, five, nblocks):
+    """Line Gauss-Seidel along x (rows), in order (``forward``) or reversed (its adjoint).
 
-    The stencil and line factors of that column colour are stored contiguously (``Sc = S[:, :, colour::2]``),
-    so each colour reads only its half of the operator. Even then odd columns is zebra y-line
-    Gauss-Seidel; odd then even its adjoint."""
+    The rows are cut into ``nblocks`` bands. The rows inside the bands are swept in parallel (no two
+    bands touch: the last row of each band separates it from the next), the bands' last rows after
+    them (before them when reversed). That is exactly line Gauss-Seidel in one fixed row order, so
+    the result does not depend on the threads' timing and the reversed sweep is the adjoint."""
+    ny, nx = x.shape
+    nb = max(1, min(nblocks, ny // 4))
+    if not forward:
+        dp = np.empty(nx, x.dtype)
+        for blk in range(nb - 1, -1, -1):
+            _xline(S, x, b, (blk + 1) * ny // nb - 1, cpx, imx, five, dp)
+    for blk in prange(nb):
+        i0, i1 = blk * ny // nb, (blk + 1) * ny // nb - 1
+        dpb = np.empty(nx, x.dtype)
+        for ii in range(i1 - i0):
+            _xline(S, x, b, i0 + ii if forward else i1 - 1 - ii, cpx, imx, five, dpb)
+    if forward:
+        dp = np.empty(nx, x.dtype)
+        for blk in range(nb):
+            _xline(S, x, b, (blk + 1) * ny // nb - 1, cpx, imx, five, dp)
+
+
+#: columns of one colour per parallel y-line chunk
+_YCHUNK = 256
+
+
+@njit(cache=True, parallel=True)
+def _ylines(Sc, x, b, colour, cpy, imy, dp, five):
+    """Exact solves along the y-lines (columns) j = colour, colour+2, ... (zebra line Gauss-Seidel).
+
+    The stencil and line factors of the column colour are stored contiguously (``Sc[k, i, jj] =
+    S[k, i, colour + 2 jj]``), so a colour reads only its half of the operator. The columns are solved
+    together, sweeping rows (cache-friendly), in chunks spread over the cores."""
     ny, nx = x.shape
     nc = Sc.shape[2]
-    for i in range(ny):
-        for jj in range(nc):
-            j = colour + 2 * jj
-            r = b[i, j]
-            if j > 0:
-                r -= Sc[3, i, jj] * x[i, j - 1]
-                if not five:
-                    if i > 0:
-                        r -= Sc[0, i, jj] * x[i - 1, j - 1]
-                    if i < ny - 1:
-                        r -= Sc[6, i, jj] * x[i + 1, j - 1]
-            if j < nx - 1:
-                r -= Sc[5, i, jj] * x[i, j + 1]
-                if not five:
-                    if i > 0:
-                        r -= Sc[2, i, jj] * x[i - 1, j + 1]
-                    if i < ny - 1:
-                        r -= Sc[8, i, jj] * x[i + 1, j + 1]
-            if i > 0:
-                r -= Sc[1, i, jj] * dp[i - 1, jj]
-            dp[i, jj] = r * imyc[i, jj]
-    for jj in range(nc):
-        x[ny - 1, colour + 2 * jj] = dp[ny - 1, jj]
-    for i in range(ny - 2, -1, -1):
-        for jj in range(nc):
-            v = dp[i, jj] - cpyc[i, jj] * x[i + 1, colour + 2 * jj]
-            x[i, colour + 2 * jj] = v
+    for ch in prange((nc + _YCHUNK - 1) // _YCHUNK):
+        a, e = ch * _YCHUNK, min(nc, ch * _YCHUNK + _YCHUNK)
+        for i in range(ny):
+            for jj in range(a, e):
+                j = colour + 2 * jj
+                r = b[i, j]
+                if j > 0:
+                    r -= Sc[3, i, jj] * x[i, j - 1]
+                    if not five:
+                        if i > 0:
+                            r -= Sc[0, i, jj] * x[i - 1, j - 1]
+                        if i < ny - 1:
+                            r -= Sc[6, i, jj] * x[i + 1, j - 1]
+                if j < nx - 1:
+                    r -= Sc[5, i, jj] * x[i, j + 1]
+                    if not five:
+                        if i > 0:
+                            r -= Sc[2, i, jj] * x[i - 1, j + 1]
+                        if i < ny - 1:
+                            r -= Sc[8, i, jj] * x[i + 1, j + 1]
+                if i > 0:
+                    r -= Sc[1, i, jj] * dp[i - 1, jj]
+                dp[i, jj] = r * imy[i, jj]
+        for jj in range(a, e):
+            x[ny - 1, colour + 2 * jj] = dp[ny - 1, jj]
+        for i in range(ny - 2, -1, -1):
+            for jj in range(a, e):
+                x[i, colour + 2 * jj] = dp[i, jj] - cpy[i, jj] * x[i + 1, colour + 2 * jj]
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _colour_copy(S, colour, out):
     """out[k, i, jj] = S[k, i, colour + 2 jj] (contiguous copy of one column colour, cast to out's dtype)."""
     K, ny, _ = S.shape
     nc = out.shape[2]
-    for k in range(K):
-        for i in range(ny):
-            for jj in range(nc):
-                out[k, i, jj] = S[k, i, colour + 2 * jj]
+    for ki in prange(K * ny):
+        k, i = ki // ny, ki % ny
+        for jj in range(nc):
+            out[k, i, jj] = S[k, i, colour + 2 * jj]
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _interpolation(S, nyc, nxc):
     """Dendy's operator-dependent interpolation P (fine x coarse) as weights W (ny, nx, 4): slot 2a+b
     holds the weight of coarse voxel (i//2 + a, j//2 + b) for fine voxel (i, j) (0 where there is none)."""
     ny, nx = S.shape[1], S.shape[2]
-    wx = np.zeros((2, ny, nx))   # (even i, odd j): weights to west / east coarse points
-    wy = np.zeros((2, ny, nx))   # (odd i, even j): weights to north / south coarse points
-    for i in range(0, ny, 2):
+    W = np.zeros((ny, nx, 4))
+    # points on coarse rows (even i): from west / east along the row, the stencil collapsed in y
+    for ii in prange((ny + 1) // 2):
+        i = 2 * ii
+        for j in range(0, nx, 2):
+            W[i, j, 0] = 1.0
         for j in range(1, nx, 2):
             den = S[4, i, j] + S[1, i, j] + S[7, i, j]
             if abs(den) <= 1e-12 * abs(S[4, i, j]):
                 den = S[4, i, j]
-            wx[0, i, j] = -(S[0, i, j] + S[3, i, j] + S[6, i, j]) / den
-            wx[1, i, j] = -(S[2, i, j] + S[5, i, j] + S[8, i, j]) / den
-    for i in range(1, ny, 2):
+            W[i, j, 0] = -(S[0, i, j] + S[3, i, j] + S[6, i, j]) / den
+            if j + 1 < nx:
+                W[i, j, 1] = -(S[2, i, j] + S[5, i, j] + S[8, i, j]) / den
+    # points on coarse columns (odd i, even j): from north / south, the stencil collapsed in x
+    for ii in prange(ny // 2):
+        i = 2 * ii + 1
         for j in range(0, nx, 2):
             den = S[4, i, j] + S[3, i, j] + S[5, i, j]
             if abs(den) <= 1e-12 * abs(S[4, i, j]):
                 den = S[4, i, j]
-            wy[0, i, j] = -(S[0, i, j] + S[1, i, j] + S[2, i, j]) / den
-            wy[1, i, j] = -(S[6, i, j] + S[7, i, j] + S[8, i, j]) / den
-    # weights W[i, j, 2a + b] of coarse voxel (i//2 + a, j//2 + b) for fine voxel (i, j)
-    W = np.zeros((ny, nx, 4))
-    for i in range(ny):
-        for j in range(nx):
-            if i % 2 == 0 and j % 2 == 0:
-                W[i, j, 0] = 1.0
-            elif i % 2 == 0:
-                W[i, j, 0] = wx[0, i, j]
-                if j + 1 < nx:
-                    W[i, j, 1] = wx[1, i, j]
-            elif j % 2 == 0:
-                W[i, j, 0] = wy[0, i, j]
-                if i + 1 < ny:
-                    W[i, j, 2] = wy[1, i, j]
-            else:
-                c = S[4, i, j]
-                for sy in range(2):
-                    ic = i - 1 + 2 * sy
-                    if ic >= ny:
+            W[i, j, 0] = -(S[0, i, j] + S[1, i, j] + S[2, i, j]) / den
+            if i + 1 < ny:
+                W[i, j, 2] = -(S[6, i, j] + S[7, i, j] + S[8, i, j]) / den
+    # cell centres (odd i, odd j): from the four corners, through the edge points' weights
+    for ii in prange(ny // 2):
+        i = 2 * ii + 1
+        for j in range(1, nx, 2):
+            c = S[4, i, j]
+            for sy in range(2):
+                ic = i - 1 + 2 * sy
+                if ic >= ny:
+                    continue
+                for sx in range(2):
+                    jc = j - 1 + 2 * sx
+                    if jc >= nx:
                         continue
-                    for sx in range(2):
-                        jc = j - 1 + 2 * sx
-                        if jc >= nx:
-                            continue
-                        k_corner = (0 if sy == 0 else 6) + (0 if sx == 0 else 2)
-                        w = S[k_corner, i, j]
-                        # horizontal edge neighbour (ic, j) interpolates from (ic, jc) with weight wx[sx]
-                        k_edge_h = 1 if sy == 0 else 7
-                        w += S[k_edge_h, i, j] * wx[sx, ic, j]
-                        # vertical edge neighbour (i, jc) interpolates from (ic, jc) with weight wy[sy]
-                        k_edge_v = 3 if sx == 0 else 5
-                        w += S[k_edge_v, i, j] * wy[sy, i, jc]
-                        W[i, j, 2 * sy + sx] = -w / c
+                    w = S[(0 if sy == 0 else 6) + (0 if sx == 0 else 2), i, j]
+                    # edge neighbour (ic, j) takes weight W[ic, j, sx] from (ic, jc); (i, jc) W[i, jc, 2 sy]
+                    w += S[1 if sy == 0 else 7, i, j] * W[ic, j, sx]
+                    w += S[3 if sx == 0 else 5, i, j] * W[i, jc, 2 * sy]
+                    W[i, j, 2 * sy + sx] = -w / c
     return W
 
 
 @njit(cache=True)
-def _rap(S, W, nyc, nxc):
-    """Galerkin coarse stencil P^T S P (9-point on the coarse grid), computed voxel by voxel."""
-    ny, nx = S.shape[1], S.shape[2]
-    Sc = np.zeros((9, nyc, nxc))
-    for i in range(ny):
+def _rap_rows(S, W, Sc, i0, i1):
+    """Add the Galerkin products of fine rows i0..i1-1 to Sc (they touch coarse rows i0//2 .. (i1-1)//2 + 1)."""
+    nx = S.shape[2]
+    for i in range(i0, i1):
         for j in range(nx):
             for s1 in range(4):
                 w1 = W[i, j, s1]
@@ -266,15 +295,33 @@ def _rap(S, W, nyc, nxc):
                         I2 = i2 // 2 + s2 // 2
                         J2 = j2 // 2 + s2 % 2
                         Sc[(I2 - I1 + 1) * 3 + (J2 - J1 + 1), I1, J1] += f * w2
+
+
+#: fine rows per parallel block of the Galerkin product (even)
+_RAPBLOCK = 32
+
+
+@njit(cache=True, parallel=True)
+def _rap(S, W, nyc, nxc):
+    """Galerkin coarse stencil P^T S P (9-point on the coarse grid), computed voxel by voxel.
+
+    Blocks of fine rows write overlapping coarse rows only with their neighbours, so even blocks run
+    in parallel, then odd ones."""
+    ny = S.shape[1]
+    Sc = np.zeros((9, nyc, nxc))
+    nb = (ny + _RAPBLOCK - 1) // _RAPBLOCK
+    for parity in range(2):
+        for bb in prange((nb - parity + 1) // 2):
+            blk = parity + 2 * bb
+            _rap_rows(S, W, Sc, blk * _RAPBLOCK, min(ny, blk * _RAPBLOCK + _RAPBLOCK))
     return Sc
 
 
 @njit(cache=True)
-def _restrict(r, W, rc):
-    ny, nx = r.shape
+def _restrict_rows(r, W, rc, i0, i1):
+    nx = r.shape[1]
     nyc, nxc = rc.shape
-    rc[:] = 0.0
-    for i in range(ny):
+    for i in range(i0, i1):
         I = i // 2
         down = (i & 1) == 1 and I + 1 < nyc
         for j in range(nx):
@@ -288,14 +335,30 @@ def _restrict(r, W, rc):
                 rc[I + 1, J] += W[i, j, 2] * v
                 if right:
                     rc[I + 1, J + 1] += W[i, j, 3] * v
+
+
+@njit(cache=True, parallel=True)
+def _restrict(r, W, rc):
+    """rc = P^T r. Blocks of fine rows share a coarse row only with their neighbours: even blocks run
+    in parallel, then odd ones."""
+    ny = r.shape[0]
+    nyc = rc.shape[0]
+    for I in prange(nyc):
+        rc[I, :] = 0.0
+    nb = (ny + _RAPBLOCK - 1) // _RAPBLOCK
+    for parity in range(2):
+        for bb in prange((nb - parity + 1) // 2):
+            blk = parity + 2 * bb
+            _restrict_rows(r, W, rc, blk * _RAPBLOCK, min(ny, blk * _RAPBLOCK + _RAPBLOCK))
     return rc
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _prolong_add(x, ec, W):
+    """x += P ec."""
     ny, nx = x.shape
     nyc, nxc = ec.shape
-    for i in range(ny):
+    for i in prange(ny):
         I = i // 2
         down = (i & 1) == 1 and I + 1 < nyc
         for j in range(nx):
@@ -311,12 +374,12 @@ def _prolong_add(x, ec, W):
             x[i, j] += s
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _cg_step(x, r, p, Ap, alpha):
     """x += alpha p; r -= alpha Ap; returns |r|^2 (one pass)."""
     ny, nx = x.shape
     s = 0.0
-    for i in range(ny):
+    for i in prange(ny):
         for j in range(nx):
             x[i, j] += alpha * p[i, j]
             rv = r[i, j] - alpha * Ap[i, j]
@@ -325,51 +388,63 @@ def _cg_step(x, r, p, Ap, alpha):
     return s
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _dot(a, b):
     ny, nx = a.shape
     s = 0.0
-    for i in range(ny):
+    for i in prange(ny):
         for j in range(nx):
             s += a[i, j] * b[i, j]
     return s
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _cg_dir(p, z, beta):
     """p = z + beta p."""
     ny, nx = p.shape
-    for i in range(ny):
+    for i in prange(ny):
         for j in range(nx):
             p[i, j] = z[i, j] + beta * p[i, j]
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
+def _positive_offdiagonals(S):
+    _, ny, nx = S.shape
+    n = 0
+    for i in prange(ny):
+        for k in range(9):
+            if k != 4:
+                for j in range(nx):
+                    if S[k, i, j] > 0.0:
+                        n += 1
+    return n
+
+
+@njit(cache=True, parallel=True)
+def _lump_into(S, L):
+    _, ny, nx = S.shape
+    for i in prange(ny):
+        for j in range(nx):
+            L[4, i, j] = S[4, i, j]
+        for k in range(9):
+            if k != 4:
+                for j in range(nx):
+                    v = S[k, i, j]
+                    if v > 0.0:
+                        L[4, i, j] += v
+                        L[k, i, j] = 0.0
+                    else:
+                        L[k, i, j] = v
+
+
 def _lumped(S):
     """M-matrix approximation for building the interpolation: positive off-diagonal entries (which
     the full-tensor scheme has in obliquely anisotropic grains) are added to the diagonal.
     Returns S itself (no copy) when it has none."""
-    _, ny, nx = S.shape
-    any_pos = False
-    for k in (0, 1, 2, 3, 5, 6, 7, 8):
-        for i in range(ny):
-            for j in range(nx):
-                if S[k, i, j] > 0.0:
-                    any_pos = True
-                    break
-            if any_pos:
-                break
-        if any_pos:
-            break
-    if not any_pos:
+    if _positive_offdiagonals(S) == 0:
         return S
-    L = S.copy()
-    for k in (0, 1, 2, 3, 5, 6, 7, 8):
-        for i in range(ny):
-            for j in range(nx):
-                if L[k, i, j] > 0.0:
-                    L[4, i, j] += L[k, i, j]
-                    L[k, i, j] = 0.0
+    L = np.empty_like(S)
+    _lump_into(S, L)
     return L
 
 
@@ -422,6 +497,7 @@ class GridMultigrid:
         self.dtype = np.dtype(smoother_dtype)
         self.lump = lump
         self.sweeps = int(sweeps)
+        self.bands = numba.get_num_threads()   # x-line Gauss-Seidel bands swept in parallel
         self.mask = None if mask is None else np.asarray(mask, smoother_dtype)
         self.S = S                      # the exact operator (float64), for the CG products
         self.levels = []                # operators of the hierarchy (smoothing, coarse grids)
@@ -440,9 +516,11 @@ class GridMultigrid:
                 self.levels.append(lv)
             else:
                 self.levels.append(Sf.astype(smoother_dtype, copy=False))
-            self.factors.append(tuple(f.astype(smoother_dtype, copy=False) for f in _line_factors(Sf)))
+            factors = tuple(np.empty((ny, nx), smoother_dtype) for _ in range(4))
+            _line_factors(Sf, *factors)
+            self.factors.append(factors)
             # y-line smoother data per column colour, stored contiguously (half the memory traffic)
-            lv, (_, _, cpy, imy) = self.levels[-1], self.factors[-1]
+            lv, (_, _, cpy, imy) = self.levels[-1], factors
             split = []
             for c in (0, 1):
                 nc = (nx - c + 1) // 2
@@ -483,10 +561,10 @@ class GridMultigrid:
         cpx, imx, _, _ = self.factors[level]
         five = self.five[level]
         ys = self.ysplit[level]
-        for _ in range(self.sweeps):
-            _xlines(S, x, b, True, cpx, imx, five)
-            for c in (0, 1):    # zebra y-lines: even columns, then odd
-                _ylines_split(ys[c][0], x, b, c, ys[c][1], ys[c][2], ys[c][3], five)
+        for _ in range(self.sweeps):    # x-lines, then zebra y-lines (even columns, then odd)
+            _xlines(S, x, b, True, cpx, imx, five, self.bands)
+            for c in (0, 1):
+                _ylines(ys[c][0], x, b, c, ys[c][1], ys[c][2], ys[c][3], five)
         r = np.empty_like(b)
         _residual(S, x, b, r, five)
         nyc, nxc = self.levels[level + 1].shape[1:]
@@ -499,10 +577,10 @@ class GridMultigrid:
             _apply(Sc, ec, t, self.five[level + 1])
             ec += self.vcycle(rc - t, level + 1)
         _prolong_add(x, ec, W)
-        for _ in range(self.sweeps):
-            for c in (1, 0):    # adjoint order
-                _ylines_split(ys[c][0], x, b, c, ys[c][1], ys[c][2], ys[c][3], five)
-            _xlines(S, x, b, False, cpx, imx, five)
+        for _ in range(self.sweeps):    # the adjoint: every line sweep in reverse order
+            for c in (1, 0):
+                _ylines(ys[c][0], x, b, c, ys[c][1], ys[c][2], ys[c][3], five)
+            _xlines(S, x, b, False, cpx, imx, five, self.bands)
         return x
 
     def precondition(self, r):
@@ -541,14 +619,14 @@ class GridMultigrid:
         return x, it, float(res)
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _grid_system(C, E, Sd, SE, SW, unknown, fixed, val):
     """One pass: 9-point grid operator with identity rows off the unknowns, Dirichlet couplings moved
     to the right-hand side. E, Sd, SE, SW: forward couplings (0,1), (1,0), (1,1), (1,-1)."""
     ny, nx = C.shape
     S = np.zeros((9, ny, nx))
     b = np.zeros((ny, nx))
-    for i in range(ny):
+    for i in prange(ny):
         for j in range(nx):
             if not unknown[i, j]:
                 S[4, i, j] = 1.0
@@ -602,27 +680,30 @@ def grid_system(stencil: dict, unknown, fixed_value):
                         fixed, np.where(fixed, fixed_value, 0.0))
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _fill(S, unknown, g):
-    ny, nx = unknown.shape
-    F = S.copy()
-    for i in range(ny):
-        for j in range(nx):
-            if not unknown[i, j]:
-                F[4, i, j] = 0.0
-    for i in range(ny):
+    _, ny, nx = S.shape
+    F = np.empty_like(S)
+    for i in prange(ny):
+        for k in range(9):
+            for j in range(nx):
+                F[k, i, j] = S[k, i, j]
         for j in range(nx):
             dead = not unknown[i, j]
+            d = 0.0 if dead else S[4, i, j]
             if j + 1 < nx and (dead or not unknown[i, j + 1]):
                 F[5, i, j] -= g
-                F[3, i, j + 1] -= g
-                F[4, i, j] += g
-                F[4, i, j + 1] += g
+                d += g
+            if j > 0 and (dead or not unknown[i, j - 1]):
+                F[3, i, j] -= g
+                d += g
             if i + 1 < ny and (dead or not unknown[i + 1, j]):
                 F[7, i, j] -= g
-                F[1, i + 1, j] -= g
-                F[4, i, j] += g
-                F[4, i + 1, j] += g
+                d += g
+            if i > 0 and (dead or not unknown[i - 1, j]):
+                F[1, i, j] -= g
+                d += g
+            F[4, i, j] = d
     return F
 
 

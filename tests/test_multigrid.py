@@ -1,0 +1,164 @@
+"""The compiled, parallel multigrid kernels against independent scipy.sparse algebra."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from insitu.analysis import multigrid as mg
+from insitu.analysis import network
+from insitu.analysis.lamella import voronoi_lamella
+
+
+def _random_spd_stencil(ny, nx, seed, five=False):
+    """Symmetric 9-point stencil, weakly diagonally dominant with some positive off-diagonals."""
+    rng = np.random.default_rng(seed)
+    S = np.zeros((9, ny, nx))
+    for k in ((5, 7) if five else (5, 6, 7, 8)):
+        dy, dx = mg._DY[k], mg._DX[k]
+        c = -rng.uniform(0.1, 1.0, (ny, nx))
+        if not five:
+            c[rng.random((ny, nx)) < 0.1] *= -0.2          # a few positive couplings
+        for i in range(ny):
+            for j in range(nx):
+                i2, j2 = i + dy, j + dx
+                if 0 <= i2 < ny and 0 <= j2 < nx:
+                    S[k, i, j] = c[i, j]
+                    S[8 - k, i2, j2] = c[i, j]
+    S[4] = np.abs(S).sum(axis=0) + rng.uniform(0.01, 0.1, (ny, nx))
+    return S
+
+
+def _P_matrix(W, nyc, nxc):
+    ny, nx = W.shape[:2]
+    rows, cols, vals = [], [], []
+    for i in range(ny):
+        for j in range(nx):
+            for s in range(4):
+                I, J = i // 2 + s // 2, j // 2 + s % 2
+                if W[i, j, s] != 0.0:
+                    assert I < nyc and J < nxc
+                    rows.append(i * nx + j)
+                    cols.append(I * nxc + J)
+                    vals.append(W[i, j, s])
+    return sp.csr_matrix((vals, (rows, cols)), shape=(ny * nx, nyc * nxc))
+
+
+@pytest.mark.parametrize("shape, five", [((17, 23), False), ((16, 31), True), ((33, 20), False)])
+def test_apply_restrict_prolong_and_galerkin_product_match_sparse_algebra(shape, five):
+    ny, nx = shape
+    S = _random_spd_stencil(ny, nx, seed=ny * nx, five=five)
+    A = mg.stencil_to_csr(S)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=shape)
+    y = np.empty(shape)
+    mg._apply(S, x, y, five)
+    np.testing.assert_allclose(y.ravel(), A @ x.ravel(), rtol=1e-13, atol=1e-13)
+    r = np.empty(shape)
+    mg._residual(S, x, y + 1.0, r, five)
+    np.testing.assert_allclose(r, 1.0, rtol=1e-12)
+
+    nyc, nxc = (ny + 1) // 2, (nx + 1) // 2
+    W = mg._interpolation(S, nyc, nxc)
+    P = _P_matrix(W, nyc, nxc)
+    # coarse points are injected; every fine point's weights come from the operator
+    assert np.all(W[::2, ::2, 0] == 1.0)
+    rc = mg._restrict(r, W, np.empty((nyc, nxc)))
+    np.testing.assert_allclose(rc.ravel(), P.T @ r.ravel(), rtol=1e-12, atol=1e-12)
+    ec = rng.normal(size=(nyc, nxc))
+    x2 = x.copy()
+    mg._prolong_add(x2, ec, W)
+    np.testing.assert_allclose(x2.ravel(), x.ravel() + P @ ec.ravel(), rtol=1e-12, atol=1e-12)
+    Sc = mg._rap(S, W, nyc, nxc)
+    np.testing.assert_allclose(mg.stencil_to_csr(Sc).toarray(), (P.T @ A @ P).toarray(), rtol=1e-12, atol=1e-12)
+
+
+def _solve_row_dense(A, x, b, i, nx):
+    """Reference: block Gauss-Seidel step for row i with dense algebra."""
+    rows = np.arange(i * nx, (i + 1) * nx)
+    xf = x.ravel().copy()
+    rhs = b.ravel()[rows] - A[rows] @ xf + A[np.ix_(rows, rows)] @ xf[rows]
+    xf[rows] = np.linalg.solve(A[np.ix_(rows, rows)], rhs)
+    return xf.reshape(x.shape)
+
+
+@pytest.mark.parametrize("nblocks", [1, 2, 3])
+def test_xline_sweeps_are_gauss_seidel_in_a_fixed_row_order(nblocks):
+    ny, nx = 14, 9
+    S = _random_spd_stencil(ny, nx, seed=3)
+    A = mg.stencil_to_csr(S).toarray()
+    rng = np.random.default_rng(2)
+    b, x0 = rng.normal(size=(ny, nx)), rng.normal(size=(ny, nx))
+    f = tuple(np.empty((ny, nx)) for _ in range(4))
+    mg._line_factors(S, *f)
+    cuts = [k * ny // nblocks for k in range(nblocks + 1)]
+    interior = [i for k in range(nblocks) for i in range(cuts[k], cuts[k + 1] - 1)]
+    order = interior + [cuts[k + 1] - 1 for k in range(nblocks)]     # the documented order
+    for forward, rows in ((True, order), (False, order[::-1])):
+        x = x0.copy()
+        mg._xlines(S, x, b, forward, f[0], f[1], False, nblocks)
+        ref = x0.copy()
+        for i in rows:
+            ref = _solve_row_dense(A, ref, b, i, nx)
+        np.testing.assert_allclose(x, ref, rtol=1e-11, atol=1e-11)
+
+
+def test_yline_sweeps_solve_their_columns_exactly():
+    """After a y-line sweep of one colour the residual vanishes on those columns."""
+    S = _random_spd_stencil(12, 15, seed=3)
+    rng = np.random.default_rng(2)
+    b, x = rng.normal(size=(12, 15)), rng.normal(size=(12, 15))
+    f = tuple(np.empty((12, 15)) for _ in range(4))
+    mg._line_factors(S, *f)
+    r = np.empty_like(b)
+    for colour in (0, 1):
+        nc = (15 - colour + 1) // 2
+        Sc, fc = np.zeros((9, 12, nc)), np.zeros((2, 12, nc))
+        mg._colour_copy(S, colour, Sc)
+        mg._colour_copy(np.stack([f[2], f[3]]), colour, fc)
+        mg._ylines(Sc, x, b, colour, fc[0], fc[1], np.empty((12, nc)), False)
+        mg._residual(S, x, b, r, False)
+        assert np.abs(r[:, colour::2]).max() < 1e-12
+
+
+@pytest.mark.parametrize("model", ["full", "diagonal"])
+def test_vcycle_is_a_symmetric_positive_preconditioner(model):
+    """CG needs <u, M v> = <M u, v> and <u, M u> > 0 for the V-cycle M."""
+    m = voronoi_lamella((70, 90), n_grains=10, seed=4)
+    v = network.voxel_properties(m, model)
+    fixed = np.full(m.shape, np.nan)
+    for i, name in enumerate(v.names):
+        fixed[v.electrode == i] = float(i)
+    S, b = mg.grid_system(network.assemble(v, m), v.conducting, fixed)
+    M = mg.GridMultigrid(S, preconditioner_of=mg.filled(S, v.conducting), mask=v.conducting, coarsest=100)
+    assert len(M.levels) >= 3
+    rng = np.random.default_rng(5)
+    u, w = rng.normal(size=m.shape), rng.normal(size=m.shape)
+    Mu, Mw = M.precondition(u), M.precondition(w)
+    assert np.vdot(u, Mw) == pytest.approx(np.vdot(Mu, w), rel=1e-10)
+    assert np.vdot(u, Mu) > 0
+    x, its, res = M.pcg(b, rtol=1e-10)
+    assert res <= 1e-10 and its < 40
+    y = np.empty_like(x)
+    mg._apply(S, x, y, False)
+    np.testing.assert_allclose(y[v.conducting], b[v.conducting], rtol=0, atol=1e-9 * np.abs(b).max())
+
+
+def test_filled_operator_matches_its_definition():
+    rng = np.random.default_rng(7)
+    S = _random_spd_stencil(9, 11, seed=8, five=True)
+    unknown = rng.random((9, 11)) > 0.3
+    F = mg.filled(S, unknown, fill=0.5)
+    g = 0.5 * S[4][unknown].max()
+    A = mg.stencil_to_csr(S).toarray()
+    n = unknown.size
+    ref = A.copy()
+    ref[~unknown.ravel(), ~unknown.ravel()] = 0.0
+    idx = np.arange(n).reshape(unknown.shape)
+    for (p, q) in list(zip(idx[:, :-1].ravel(), idx[:, 1:].ravel())) + list(zip(idx[:-1].ravel(), idx[1:].ravel())):
+        if not (unknown.ravel()[p] and unknown.ravel()[q]):
+            ref[p, q] -= g
+            ref[q, p] -= g
+            ref[p, p] += g
+            ref[q, q] += g
+    np.testing.assert_allclose(mg.stencil_to_csr(F).toarray(), ref, rtol=1e-13, atol=1e-13)
