@@ -77,18 +77,39 @@ def grain_conductivity(c_axis, sigma_ip: float, anisotropy: float) -> np.ndarray
     return np.stack([sxx, syy, sxy], axis=1)
 
 
-def voxel_properties(m: Microstructure, model: str = "full") -> Voxels:
-    """Voxel conductivity/resistivity tensors for ``model`` ("full" or "diagonal")."""
+@njit(cache=True, parallel=True)
+def _voxel_maps(g, electrode, lut, n, backbone_code, tables):
+    """Material row of every voxel (grain -> lut[id], backbone -> n, else n + 1; electrodes are no
+    material) and the six property maps looked up from ``tables`` (6, n + 2)."""
+    ny, nx = g.shape
+    conducting = np.empty((ny, nx), np.bool_)
+    label = np.empty((ny, nx), np.int32)
+    out = np.empty((6, ny, nx))
+    for i in prange(ny):
+        for j in range(nx):
+            gv = g[i, j]
+            free = electrode[i, j] < 0
+            grain = (gv > 0) & free
+            k = lut[gv] if grain else (n if ((gv == backbone_code) & free) else n + 1)
+            conducting[i, j] = k <= n
+            label[i, j] = gv if grain else 0
+            for p in range(6):
+                out[p, i, j] = tables[p, k]
+    return conducting, label, out
+
+
+def voxel_properties(m: Microstructure, model: str = "full", vectorised: bool = False) -> Voxels:
+    """Voxel conductivity/resistivity tensors for ``model`` ("full" or "diagonal").
+
+    ``vectorised=True`` uses whole-array numpy look-ups instead of the compiled voxel loop (same
+    result; kept as an independent cross-check).
+    """
     g = m.grains
     ny, nx = g.shape
     names = list(m.electrodes)
     electrode = np.full(g.shape, -1, np.int16)
     for i, name in enumerate(names):
         electrode[m.electrodes[name]] = i
-    is_el = electrode >= 0
-    grain = (g > 0) & ~is_el
-    backbone = (g == BACKBONE) & ~is_el
-    conducting = grain | backbone
 
     sig = grain_conductivity(m.c_axis, m.sigma_ip, m.anisotropy)
     if model == "diagonal":
@@ -103,6 +124,26 @@ def voxel_properties(m: Microstructure, model: str = "full") -> Voxels:
     tab = np.zeros((n + 2, 3))
     tab[:n] = sig
     tab[n] = (sb, sb, 0.0)
+    tsxx, tsyy, tsxy = tab[:, 0], tab[:, 1], tab[:, 2]
+    det = tsxx * tsyy - tsxy ** 2
+    live = np.arange(n + 2) <= n                    # conducting rows
+    with np.errstate(divide="ignore", invalid="ignore"):
+        trxx = np.where(live, tsyy / det, 0.0)
+        tryy = np.where(live, tsxx / det, 0.0)
+        trxy = np.where(live, -tsxy / det, 0.0)
+    tables = (tsxx, tsyy, tsxy, trxx, tryy, trxy)
+    gmax = int(g.max()) if g.size else 0
+    if not vectorised and n and int(ids.max()) < 50_000_000 and gmax <= int(ids.max()):
+        lut = np.zeros(int(ids.max()) + 1, np.intp)
+        lut[ids] = np.arange(n)
+        conducting, label, maps = _voxel_maps(np.ascontiguousarray(g), electrode, lut, n, BACKBONE,
+                                              np.stack(tables))
+        sxx, syy, sxy, rxx, ryy, rxy = maps
+        return Voxels(conducting, electrode, rxx, ryy, rxy, sxx, syy, sxy, label, names)
+    is_el = electrode >= 0
+    grain = (g > 0) & ~is_el
+    backbone = (g == BACKBONE) & ~is_el
+    conducting = grain | backbone
     k = np.where(backbone, n, n + 1)
     if n and int(ids.max()) < 50_000_000:           # dense look-up table: no sorting of the grid
         lut = np.zeros(int(ids.max()) + 1, np.intp)
@@ -111,14 +152,7 @@ def voxel_properties(m: Microstructure, model: str = "full") -> Voxels:
     elif n:
         order = np.argsort(ids)
         k[grain] = order[np.searchsorted(ids[order], g[grain])]
-    tsxx, tsyy, tsxy = tab[:, 0], tab[:, 1], tab[:, 2]
-    det = tsxx * tsyy - tsxy ** 2
-    live = np.arange(n + 2) <= n                    # conducting rows
-    with np.errstate(divide="ignore", invalid="ignore"):
-        trxx = np.where(live, tsyy / det, 0.0)
-        tryy = np.where(live, tsxx / det, 0.0)
-        trxy = np.where(live, -tsxy / det, 0.0)
-    sxx, syy, sxy, rxx, ryy, rxy = (t.take(k) for t in (tsxx, tsyy, tsxy, trxx, tryy, trxy))
+    sxx, syy, sxy, rxx, ryy, rxy = (t.take(k) for t in tables)
     label = np.where(grain, g, 0).astype(np.int32)
     return Voxels(conducting, electrode, rxx, ryy, rxy, sxx, syy, sxy, label, names)
 
@@ -356,7 +390,7 @@ def _fluxes_row(jx, jy, fxf, fyf, rxx, ryy, rxy, alive, el, lab, gb_res, phi, k,
     for b in range(nx + 1):
         if _uniform(rxx, ryy, rxy, alive, el, lab, a, b):
             r0, r1, r2 = rxx[a, b], ryy[a, b], rxy[a, b]
-            if not (r0 == key0 and r1 == key1 and r2 == key2):
+            if not ((r0 == key0) & (r1 == key1) & (r2 == key2)):
                 cache = _corner_minv(rxx, ryy, rxy, alive, el, lab, gb_res, a, b)
                 key0, key1, key2 = r0, r1, r2
             UU, LL, WW, EE, UL, WE, UW, UE, LW, LE, live = cache
@@ -438,15 +472,15 @@ def _assemble_5(rxx, ryy, alive, el, lab, gb_res, two_t):
         for j in range(nx):
             if j + 1 < nx:
                 g = 0.0
-                if alive[i, j] and alive[i, j + 1] and not (el[i, j] and el[i, j + 1]):
+                if alive[i, j] & alive[i, j + 1] & (not (el[i, j] & el[i, j + 1])):
                     l1, l2 = lab[i, j], lab[i, j + 1]
-                    g = two_t / (rxx[i, j] + rxx[i, j + 1] + (gb_res if (l1 > 0 and l2 > 0 and l1 != l2) else 0.0))
+                    g = two_t / (rxx[i, j] + rxx[i, j + 1] + (gb_res if ((l1 > 0) & (l2 > 0) & (l1 != l2)) else 0.0))
                 E[i, j] = -g
             if i + 1 < ny:
                 g = 0.0
-                if alive[i, j] and alive[i + 1, j] and not (el[i, j] and el[i + 1, j]):
+                if alive[i, j] & alive[i + 1, j] & (not (el[i, j] & el[i + 1, j])):
                     l1, l2 = lab[i, j], lab[i + 1, j]
-                    g = two_t / (ryy[i, j] + ryy[i + 1, j] + (gb_res if (l1 > 0 and l2 > 0 and l1 != l2) else 0.0))
+                    g = two_t / (ryy[i, j] + ryy[i + 1, j] + (gb_res if ((l1 > 0) & (l2 > 0) & (l1 != l2)) else 0.0))
                 S[i, j] = -g
     for i in prange(ny):
         for j in range(nx):
@@ -723,7 +757,7 @@ def _reached(alive, seed):
     top = 0
     for i in range(ny):
         for j in range(nx):
-            if seed[i, j] and alive[i, j] and not out[i, j]:
+            if seed[i, j] & alive[i, j] & (not out[i, j]):
                 out[i, j] = True
                 stack[top] = i * nx + j
                 top += 1
@@ -731,19 +765,19 @@ def _reached(alive, seed):
         top -= 1
         p = stack[top]
         i, j = p // nx, p % nx
-        if i > 0 and alive[i - 1, j] and not out[i - 1, j]:
+        if i > 0 and (alive[i - 1, j] & (not out[i - 1, j])):
             out[i - 1, j] = True
             stack[top] = p - nx
             top += 1
-        if i + 1 < ny and alive[i + 1, j] and not out[i + 1, j]:
+        if i + 1 < ny and (alive[i + 1, j] & (not out[i + 1, j])):
             out[i + 1, j] = True
             stack[top] = p + nx
             top += 1
-        if j > 0 and alive[i, j - 1] and not out[i, j - 1]:
+        if j > 0 and (alive[i, j - 1] & (not out[i, j - 1])):
             out[i, j - 1] = True
             stack[top] = p - 1
             top += 1
-        if j + 1 < nx and alive[i, j + 1] and not out[i, j + 1]:
+        if j + 1 < nx and (alive[i, j + 1] & (not out[i, j + 1])):
             out[i, j + 1] = True
             stack[top] = p + 1
             top += 1
@@ -791,8 +825,8 @@ def _current_and_field(jx, jy, conducting, el, rxx, ryy, rxy):
     for i in prange(ny):
         for k in range(nx):
             c, e = conducting[i, k], el[i, k]
-            a = jx[i, k] if (c or e) else 0.0
-            b = jy[i, k] if (c or e) else 0.0
+            a = jx[i, k] if (c | e) else 0.0
+            b = jy[i, k] if (c | e) else 0.0
             j[i, k, 0] = a
             j[i, k, 1] = b
             if e:

@@ -39,3 +39,97 @@ def test_default_multigrid_tolerance_is_accurate_to_1e_6(model):
         assert r.electrode_current[name] == pytest.approx(ref.electrode_current[name], rel=1e-6)
     np.testing.assert_allclose(r.current_density, ref.current_density, rtol=0,
                                atol=1e-6 * np.abs(ref.current_density).max())
+
+
+def _mixed_lamella():
+    """Grains, backbone, ZrO2, vacuum, two electrodes and a floating island (grain 999 in vacuum)."""
+    m = voronoi_lamella((61, 74), n_grains=9, seed=3, zro2=3, backbone_width=2)
+    g = m.grains.copy()
+    g[30:34, 20:25] = 0
+    g[31:33, 21:24] = 999
+    return type(m)(grains=g, grain_ids=np.append(m.grain_ids, 999), c_axis=np.vstack([m.c_axis, [[0.6, 0.0, 0.8]]]),
+                   electrodes=m.electrodes, voxel_size_m=m.voxel_size_m, thickness_m=m.thickness_m)
+
+
+@pytest.mark.parametrize("model", ["full", "diagonal"])
+def test_compiled_voxel_maps_equal_numpy_lookups(model):
+    m = _mixed_lamella()
+    a, b = network.voxel_properties(m, model), network.voxel_properties(m, model, vectorised=True)
+    for k in ("conducting", "electrode", "rxx", "ryy", "rxy", "sxx", "syy", "sxy", "label"):
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)
+    assert a.names == b.names
+    assert (a.label == 999).sum() == 6 and not a.conducting[m.grains == -1].any()
+
+
+def test_compiled_five_point_assembly_and_fluxes_equal_numpy_bit_for_bit():
+    m = _mixed_lamella()
+    v = network.voxel_properties(m, "diagonal")
+    fast, slow = network.assemble(v, m), network.assemble(v, m, vectorised=True)
+    assert set(fast) == set(slow) == {"C", (0, 1), (1, 0)}
+    for k in slow:
+        np.testing.assert_array_equal(fast[k], slow[k])
+    phi = np.random.default_rng(1).normal(size=m.shape)
+    phi[::7, ::5] = np.nan                                    # NaN is read as 0, as np.nan_to_num
+    for st in (None, fast):
+        a, b = network.fluxes(v, m, phi, stencil=st), network.fluxes(v, m, phi, vectorised=True)
+        for k in ("jx", "jy", "fx", "fy"):
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_full_assembly_independent_of_row_blocks_and_matches_numpy_on_mixed_lamella():
+    m = _mixed_lamella()
+    v = network.voxel_properties(m, "full")
+    el = v.electrode >= 0
+    args = (v.rxx, v.ryy, v.rxy, v.conducting | el, el, v.label, 0.37, 2.5e-8)
+    one = network._assemble_full(*args, 1)
+    for nb in (2, 5, 62):                        # 62 blocks = one corner row each
+        for x, y in zip(one, network._assemble_full(*args, nb)):
+            np.testing.assert_array_equal(x, y)
+    fast, slow = network.assemble(v, m), network.assemble(v, m, vectorised=True)
+    for k in slow:
+        np.testing.assert_allclose(fast[k], slow[k], rtol=1e-12, atol=1e-13 * np.abs(slow["C"]).max())
+    phi = np.random.default_rng(2).normal(size=m.shape)
+    a, b = network.fluxes(v, m, phi), network.fluxes(v, m, phi, vectorised=True)
+    for k in ("jx", "jy", "fx", "fy"):
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-12, atol=1e-13 * np.abs(b[k]).max())
+
+
+def test_connected_to_equals_labelled_components():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(4)
+    for p in (0.45, 0.6, 0.75):
+        alive = rng.random((50, 63)) < p
+        seed = np.zeros_like(alive)
+        seed[0, :] = True
+        seed[rng.integers(0, 50, 5), rng.integers(0, 63, 5)] = True
+        lab, n = ndimage.label(alive)
+        ref = np.isin(lab, np.unique(lab[seed & alive])) & alive
+        np.testing.assert_array_equal(network.connected_to(alive, seed), ref)
+
+
+def test_current_field_potential_and_electrode_currents_equal_whole_array_numpy():
+    m = _mixed_lamella()
+    v = network.voxel_properties(m, "full")
+    st = network.assemble(v, m)
+    rng = np.random.default_rng(5)
+    phi = np.where(v.conducting | (v.electrode >= 0), rng.normal(size=m.shape), np.nan)
+    alive = v.conducting | (v.electrode >= 0)
+    odd = phi.copy()
+    odd[3, 3], odd[4, 4], odd[5, 5] = np.inf, -np.inf, np.nan
+    np.testing.assert_array_equal(network.finite_potential(odd, alive), np.where(alive, np.nan_to_num(odd), 0.0))
+    phi0 = network.finite_potential(phi, alive)
+    fl = network.fluxes(v, m, phi0)
+    j, E = network.current_and_field(v, fl)
+    dead = ~alive
+    jx, jy = np.where(dead, 0.0, fl["jx"]), np.where(dead, 0.0, fl["jy"])
+    np.testing.assert_array_equal(j, np.stack([jx, jy], axis=-1))
+    Ex = np.where(v.conducting, v.rxx * jx + v.rxy * jy, np.nan)
+    Ey = np.where(v.conducting, v.rxy * jx + v.ryy * jy, np.nan)
+    Ex[~dead & ~v.conducting] = 0.0
+    Ey[~dead & ~v.conducting] = 0.0
+    np.testing.assert_array_equal(E, np.stack([Ex, Ey], axis=-1))
+    whole = network.apply(st, phi0)
+    cur = network.electrode_currents(st, phi0, v.electrode, v.names)
+    assert cur == {n: float(whole[v.electrode == i].sum()) for i, n in enumerate(v.names)}
+    assert abs(sum(cur.values())) > 0                 # not trivially zero
