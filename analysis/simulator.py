@@ -255,11 +255,12 @@ def gb_table(micro, v, phi, j, E, fl, tol_deg=15.0) -> dict:
     if bp["grain_a"].size == 0:
         return _empty_table()
     ny, nx = micro.shape
-    pair_key = bp["grain_a"].astype(np.int64) * (int(v.label.max()) + 1) + bp["grain_b"]
+    base = int(bp["grain_b"].max()) + 1          # = label.max() + 1 or less: any base > the ids works
+    pair_key = bp["grain_a"].astype(np.int64) * base + bp["grain_b"]
     keys, inv = np.unique(pair_key, return_inverse=True)
     npair = keys.size
-    ga = (keys // (int(v.label.max()) + 1)).astype(np.int32)
-    gbb = (keys % (int(v.label.max()) + 1)).astype(np.int32)
+    ga = (keys // base).astype(np.int32)
+    gbb = (keys % base).astype(np.int32)
     nfaces = np.bincount(inv, minlength=npair)
     # normal current density through each face, from grain a to grain b
     horiz = bp["axis"] == 1
@@ -271,20 +272,21 @@ def gb_table(micro, v, phi, j, E, fl, tol_deg=15.0) -> dict:
     f[vert] = fl["fy"][yv, xv] * np.sign(bp["yb"][vert] - bp["ya"][vert])
     r_gb = micro.gb_thickness_m / (micro.sigma_ip / micro.gb_ratio)
     delta_phi = np.bincount(inv, r_gb * f, minlength=npair) / nfaces
-    jabs = np.hypot(j[..., 0], j[..., 1])
+    jflat, eflat = j.reshape(-1, 2), E.reshape(-1, 2)      # views: |j| and E are read at boundary voxels only
 
-    def side_mean(yy, xx, values):
+    def side_mean(yy, xx):
         k = np.unique(inv.astype(np.int64) * (ny * nx) + yy.astype(np.int64) * nx + xx)
         p, lin = k // (ny * nx), k % (ny * nx)
-        return np.bincount(p, values.ravel()[lin], minlength=npair) / np.bincount(p, minlength=npair), p, lin
+        jj = jflat[lin]
+        return np.bincount(p, np.hypot(jj[:, 0], jj[:, 1]), minlength=npair) / np.bincount(p, minlength=npair), p, lin
 
-    j_a, pa, la = side_mean(bp["ya"], bp["xa"], jabs)
-    j_b, pb, lb = side_mean(bp["yb"], bp["xb"], jabs)
+    j_a, pa, la = side_mean(bp["ya"], bp["xa"])
+    j_b, pb, lb = side_mean(bp["yb"], bp["xb"])
     # local field: mean E over the boundary voxels of both sides
     pp, ll = np.concatenate([pa, pb]), np.concatenate([la, lb])
     cnt = np.bincount(pp, minlength=npair)
-    ex = np.bincount(pp, np.nan_to_num(E[..., 0].ravel()[ll]), minlength=npair) / cnt
-    ey = np.bincount(pp, np.nan_to_num(E[..., 1].ravel()[ll]), minlength=npair) / cnt
+    ex = np.bincount(pp, np.nan_to_num(eflat[ll, 0]), minlength=npair) / cnt
+    ey = np.bincount(pp, np.nan_to_num(eflat[ll, 1]), minlength=npair) / cnt
     # GB normal from a to b: sum of the face steps (a staircase sums to the mean normal)
     nxs = np.bincount(inv, (bp["xb"] - bp["xa"]).astype(float), minlength=npair)
     nys = np.bincount(inv, (bp["yb"] - bp["ya"]).astype(float), minlength=npair)
