@@ -119,7 +119,7 @@ def validate(m: Microstructure, source: str = "microstructure") -> None:
     g = m.grains
     if g.ndim != 2 or g.size == 0:
         raise UserError(f"{source}: /grains must be a non-empty 2-D array, got shape {g.shape}")
-    bad = np.unique(g[g < BACKBONE])
+    bad = np.unique(g[g < BACKBONE]) if g.min() < BACKBONE else np.zeros(0, g.dtype)
     if bad.size:
         raise UserError(f"{source}: /grains holds unknown codes {bad[:5].tolist()} (allowed: 0, >0, -1, -2)")
     for name, val in (("voxel_size_m", m.voxel_size_m), ("thickness_m", m.thickness_m), ("sigma_ip", m.sigma_ip),
@@ -142,14 +142,8 @@ def validate(m: Microstructure, source: str = "microstructure") -> None:
         i = int(np.nonzero(nonunit)[0][0])
         raise UserError(f"{source}: c-axis of grain {int(m.grain_ids[i])} is not a unit vector "
                         f"(|c| = {norms[i]:.6g}; {int(nonunit.sum())} such grain(s))")
-    gmax = int(g.max())
-    if gmax <= 0:
-        present = np.zeros(0, np.int64)
-    elif gmax < 50_000_000:
-        present = np.flatnonzero(np.bincount(g[g > 0].ravel(), minlength=gmax + 1))
-    else:
-        present = np.unique(g[g > 0])
-    missing = np.setdiff1d(present, m.grain_ids)
+    present = _values_present(g)
+    missing = np.setdiff1d(present[present > 0], m.grain_ids)
     if missing.size:
         raise UserError(f"{source}: grain ids {missing[:10].tolist()}{'...' if missing.size > 10 else ''} "
                         f"in /grains have no orientation")
@@ -178,6 +172,16 @@ def validate(m: Microstructure, source: str = "microstructure") -> None:
         nb[:, :-1] |= e[:, 1:]
         if not (nb & conducting & ~any_el).any():
             raise UserError(f"{source}: electrode '{name}' touches no conducting voxel (grain or backbone)")
+
+
+def _values_present(a) -> np.ndarray:
+    """Sorted distinct values of ``a``, from the first value of each run in raster order (maps of
+    large regions have few runs: much cheaper than sorting or counting every voxel)."""
+    d = np.ravel(a)
+    if d.size == 0:
+        return d[:0]
+    starts = np.flatnonzero(d[1:] != d[:-1]) + 1
+    return np.unique(np.concatenate([d[:1], d[starts]]))
 
 
 def boundary_pixels(grains) -> dict:

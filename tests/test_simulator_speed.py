@@ -133,3 +133,14 @@ def test_current_field_potential_and_electrode_currents_equal_whole_array_numpy(
     cur = network.electrode_currents(st, phi0, v.electrode, v.names)
     assert cur == {n: float(whole[v.electrode == i].sum()) for i, n in enumerate(v.names)}
     assert abs(sum(cur.values())) > 0                 # not trivially zero
+
+
+def test_values_present_run_starts_equal_unique():
+    from insitu.analysis.microstructure import _values_present
+
+    rng = np.random.default_rng(6)
+    for n in (0, 1, 2, 17, 300):
+        a = rng.integers(-2, 7, size=n)
+        np.testing.assert_array_equal(_values_present(a), np.unique(a))
+    runs = np.repeat(rng.integers(-2, 40, 60), rng.integers(1, 30, 60)).astype(np.int32)
+    np.testing.assert_array_equal(_values_present(runs[: runs.size // 7 * 7].reshape(7, -1)), np.unique(runs[: runs.size // 7 * 7]))
