@@ -271,8 +271,13 @@ def _interpolation(S, nyc, nxc):
 
 @njit(cache=True)
 def _rap_rows(S, W, Sc, i0, i1):
-    """Add the Galerkin products of fine rows i0..i1-1 to Sc (they touch coarse rows i0//2 .. (i1-1)//2 + 1)."""
+    """Add the Galerkin products of fine rows i0..i1-1 to Sc (they touch coarse rows i0//2 .. (i1-1)//2 + 1).
+
+    A fine voxel interpolates from 1, 2 or 4 coarse voxels depending on the parity of its row and
+    column (slots 0, +1 for odd columns, +2 for odd rows); only those slots are visited, and each
+    coarse row of the product is summed locally before it is added to Sc."""
     nx = S.shape[2]
+    acc = np.zeros(9)
     for i in range(i0, i1):
         for j in range(nx):
             for s1 in range(4):
@@ -281,20 +286,23 @@ def _rap_rows(S, W, Sc, i0, i1):
                     continue
                 I1 = i // 2 + s1 // 2
                 J1 = j // 2 + s1 % 2
+                for t in range(9):
+                    acc[t] = 0.0
                 for k in range(9):
                     sv = S[k, i, j]
                     if sv == 0.0:
                         continue
                     i2 = i + k // 3 - 1
                     j2 = j + k % 3 - 1
-                    f = w1 * sv
-                    for s2 in range(4):
-                        w2 = W[i2, j2, s2]
-                        if w2 == 0.0:
-                            continue
-                        I2 = i2 // 2 + s2 // 2
-                        J2 = j2 // 2 + s2 % 2
-                        Sc[(I2 - I1 + 1) * 3 + (J2 - J1 + 1), I1, J1] += f * w2
+                    for a in range(1 + (i2 & 1)):
+                        I2 = i2 // 2 + a
+                        for bb in range(1 + (j2 & 1)):
+                            w2 = W[i2, j2, 2 * a + bb]
+                            if w2 != 0.0:
+                                acc[(I2 - I1 + 1) * 3 + (j2 // 2 + bb - J1 + 1)] += sv * w2
+                for t in range(9):
+                    if acc[t] != 0.0:
+                        Sc[t, I1, J1] += w1 * acc[t]
 
 
 #: fine rows per parallel block of the Galerkin product (even)
