@@ -323,11 +323,24 @@ def _assemble_row(C, E, Sd, SE, SW, rxx, ryy, rxy, alive, el, lab, gb_res, t, a,
                 cache = _corner_weights(rxx, ryy, rxy, alive, el, lab, gb_res, t, a, b)
                 key0, key1, key2 = r0, r1, r2
             cUL, cUR, cLL, cLR, eUL, eLL, sUL, sUR, se, sw, live = cache
-        else:
-            cUL, cUR, cLL, cLR, eUL, eLL, sUL, sUR, se, sw, live = _corner_weights(rxx, ryy, rxy, alive, el,
-                                                                                   lab, gb_res, t, a, b)
-            if not live:
-                continue
+            le, ri = b - 1, b              # a uniform corner has all four voxels: no edge tests
+            if do_up:
+                C[up, le] += cUL
+                E[up, le] += eUL
+                Sd[up, le] += sUL
+                SE[up, le] += se
+                C[up, ri] += cUR
+                Sd[up, ri] += sUR
+                SW[up, ri] += sw
+            if do_lo:
+                C[lo, le] += cLL
+                E[lo, le] += eLL
+                C[lo, ri] += cLR
+            continue
+        cUL, cUR, cLL, cLR, eUL, eLL, sUL, sUR, se, sw, live = _corner_weights(rxx, ryy, rxy, alive, el,
+                                                                               lab, gb_res, t, a, b)
+        if not live:
+            continue
         le, ri = b - 1, b
         if do_up:
             if le >= 0:
@@ -386,11 +399,31 @@ def _fluxes_row(jx, jy, fxf, fyf, rxx, ryy, rxy, alive, el, lab, gb_res, phi, k,
                 cache = _corner_minv(rxx, ryy, rxy, alive, el, lab, gb_res, a, b)
                 key0, key1, key2 = r0, r1, r2
             UU, LL, WW, EE, UL, WE, UW, UE, LW, LE, live = cache
-        else:
-            UU, LL, WW, EE, UL, WE, UW, UE, LW, LE, live = _corner_minv(rxx, ryy, rxy, alive, el, lab, gb_res,
-                                                                       a, b)
-            if not live:
-                continue
+            le, ri = b - 1, b              # a uniform corner has all four voxels: no edge tests
+            pUL, pUR, pLL, pLR = phi[up, le], phi[up, ri], phi[lo, le], phi[lo, ri]
+            dU, dL, dW, dE = pUL - pUR, pLL - pLR, pUL - pLL, pUR - pLR
+            fU = k * (UU * dU + UL * dL + UW * dW + UE * dE)
+            fL = k * (UL * dU + LL * dL + LW * dW + LE * dE)
+            fW = k * (UW * dU + LW * dL + WW * dW + WE * dE)
+            fE = k * (UE * dU + LE * dL + WE * dW + EE * dE)
+            if do_up:
+                jx[up, le] += fU
+                jx[up, ri] += fU
+                jy[up, le] += fW
+                jy[up, ri] += fE
+                fxf[up, le] += 0.5 * fU
+                fyf[up, le] += 0.5 * fW
+                fyf[up, ri] += 0.5 * fE
+            if do_lo:
+                jx[lo, le] += fL
+                jx[lo, ri] += fL
+                jy[lo, le] += fW
+                jy[lo, ri] += fE
+                fxf[lo, le] += 0.5 * fL
+            continue
+        UU, LL, WW, EE, UL, WE, UW, UE, LW, LE, live = _corner_minv(rxx, ryy, rxy, alive, el, lab, gb_res, a, b)
+        if not live:
+            continue
         le, ri = b - 1, b
         pUL = phi[up, le] if (up >= 0 and le >= 0) else 0.0
         pUR = phi[up, ri] if (up >= 0 and ri < nx) else 0.0
