@@ -221,11 +221,10 @@ def _colour_copy(S, colour, out):
 
 
 @njit(cache=True, parallel=True)
-def _interpolation(S, nyc, nxc):
+def _interpolation(S, W):
     """Dendy's operator-dependent interpolation P (fine x coarse) as weights W (ny, nx, 4): slot 2a+b
     holds the weight of coarse voxel (i//2 + a, j//2 + b) for fine voxel (i, j) (0 where there is none)."""
     ny, nx = S.shape[1], S.shape[2]
-    W = np.zeros((ny, nx, 4))
     # points on coarse rows (even i): from west / east along the row, the stencil collapsed in y
     for ii in prange((ny + 1) // 2):
         i = 2 * ii
@@ -310,13 +309,12 @@ _RAPBLOCK = 32
 
 
 @njit(cache=True, parallel=True)
-def _rap(S, W, nyc, nxc):
+def _rap(S, W, Sc):
     """Galerkin coarse stencil P^T S P (9-point on the coarse grid), computed voxel by voxel.
 
     Blocks of fine rows write overlapping coarse rows only with their neighbours, so even blocks run
     in parallel, then odd ones."""
     ny = S.shape[1]
-    Sc = np.zeros((9, nyc, nxc))
     nb = (ny + _RAPBLOCK - 1) // _RAPBLOCK
     for parity in range(2):
         for bb in prange((nb - parity + 1) // 2):
@@ -544,9 +542,10 @@ class GridMultigrid:
             if ny * nx <= coarsest or min(ny, nx) < 4:
                 break
             nyc, nxc = (ny + 1) // 2, (nx + 1) // 2
-            W = _interpolation(_lumped(Sf) if self.lump else Sf, nyc, nxc)
+            # outputs allocated by numpy (huge-page advised: faster first touch than numba's own)
+            W = _interpolation(_lumped(Sf) if self.lump else Sf, np.zeros((ny, nx, 4)))
             self.P.append(W.astype(smoother_dtype, copy=False))
-            Sf = _rap(Sf, W, nyc, nxc)
+            Sf = _rap(Sf, W, np.zeros((9, nyc, nxc)))
         from scipy.sparse.linalg import splu
 
         self.coarse_shape = Sf.shape[1:]
@@ -628,12 +627,10 @@ class GridMultigrid:
 
 
 @njit(cache=True, parallel=True)
-def _grid_system(C, E, Sd, SE, SW, unknown, fixed, val):
+def _grid_system(C, E, Sd, SE, SW, unknown, fixed, val, S, b):
     """One pass: 9-point grid operator with identity rows off the unknowns, Dirichlet couplings moved
     to the right-hand side. E, Sd, SE, SW: forward couplings (0,1), (1,0), (1,1), (1,-1)."""
     ny, nx = C.shape
-    S = np.zeros((9, ny, nx))
-    b = np.zeros((ny, nx))
     for i in prange(ny):
         for j in range(nx):
             if not unknown[i, j]:
@@ -685,13 +682,12 @@ def grid_system(stencil: dict, unknown, fixed_value):
     fixed = np.isfinite(fixed_value)
     return _grid_system(stencil["C"], stencil.get((0, 1), zero), stencil.get((1, 0), zero),
                         stencil.get((1, 1), zero), stencil.get((1, -1), zero), np.ascontiguousarray(unknown),
-                        fixed, np.where(fixed, fixed_value, 0.0))
+                        fixed, np.where(fixed, fixed_value, 0.0), np.zeros((9, ny, nx)), np.zeros((ny, nx)))
 
 
 @njit(cache=True, parallel=True)
-def _fill(S, unknown, g):
+def _fill(S, unknown, g, F):
     _, ny, nx = S.shape
-    F = np.empty_like(S)
     for i in prange(ny):
         for k in range(9):
             for j in range(nx):
@@ -727,7 +723,7 @@ def filled(S, unknown, fill: float = 1e-6):
     unknown = np.ascontiguousarray(unknown)
     if unknown.all() or not unknown.any():
         return S.copy()
-    return _fill(S, unknown, fill * float(np.max(S[4][unknown])))
+    return _fill(S, unknown, fill * float(np.max(S[4][unknown])), np.empty_like(S))
 
 
 def solve_grid(stencil: dict, unknown, fixed_value, rtol: float = 1e-8, info: dict | None = None,
