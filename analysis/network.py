@@ -400,7 +400,8 @@ def _fluxes_row(jx, jy, fxf, fyf, rxx, ryy, rxy, alive, el, lab, gb_res, phi, k,
                 key0, key1, key2 = r0, r1, r2
             UU, LL, WW, EE, UL, WE, UW, UE, LW, LE, live = cache
             le, ri = b - 1, b              # a uniform corner has all four voxels: no edge tests
-            pUL, pUR, pLL, pLR = phi[up, le], phi[up, ri], phi[lo, le], phi[lo, ri]
+            pUL, pUR = _live(phi[up, le], alive[up, le]), _live(phi[up, ri], alive[up, ri])
+            pLL, pLR = _live(phi[lo, le], alive[lo, le]), _live(phi[lo, ri], alive[lo, ri])
             dU, dL, dW, dE = pUL - pUR, pLL - pLR, pUL - pLL, pUR - pLR
             fU = k * (UU * dU + UL * dL + UW * dW + UE * dE)
             fL = k * (UL * dU + LL * dL + LW * dW + LE * dE)
@@ -425,10 +426,10 @@ def _fluxes_row(jx, jy, fxf, fyf, rxx, ryy, rxy, alive, el, lab, gb_res, phi, k,
         if not live:
             continue
         le, ri = b - 1, b
-        pUL = phi[up, le] if (up >= 0 and le >= 0) else 0.0
-        pUR = phi[up, ri] if (up >= 0 and ri < nx) else 0.0
-        pLL = phi[lo, le] if (lo < ny and le >= 0) else 0.0
-        pLR = phi[lo, ri] if (lo < ny and ri < nx) else 0.0
+        pUL = _live(phi[up, le], alive[up, le]) if (up >= 0 and le >= 0) else 0.0
+        pUR = _live(phi[up, ri], alive[up, ri]) if (up >= 0 and ri < nx) else 0.0
+        pLL = _live(phi[lo, le], alive[lo, le]) if (lo < ny and le >= 0) else 0.0
+        pLR = _live(phi[lo, ri], alive[lo, ri]) if (lo < ny and ri < nx) else 0.0
         dU, dL, dW, dE = pUL - pUR, pLL - pLR, pUL - pLL, pUR - pLR
         fU = k * (UU * dU + UL * dL + UW * dW + UE * dE)
         fL = k * (UL * dU + LL * dL + LW * dW + LE * dE)
@@ -465,7 +466,7 @@ def _fluxes_row(jx, jy, fxf, fyf, rxx, ryy, rxy, alive, el, lab, gb_res, phi, k,
 @njit(cache=True, parallel=True)
 def _fluxes_full(rxx, ryy, rxy, alive, el, lab, gb_res, phi, k, nblocks, jx, jy, fxf, fyf):
     """Half-face fluxes f = k M'^-1 G^T phi of every corner, accumulated as in :func:`fluxes`
-    (phi: 0 where nothing conducts), added into zeroed jx, jy (ny, nx; sums of 4 corner fluxes),
+    (phi read through :func:`_live`: 0 where nothing conducts), added into zeroed jx, jy (ny, nx; sums of 4 corner fluxes),
     fx (ny, nx-1), fy (ny-1, nx). Parallel blocks of corner rows, sums in loop order (see :func:`_assemble_full`)."""
     ny, nx = phi.shape
     nr = ny + 1
@@ -704,7 +705,7 @@ def fluxes(v: Voxels, m: Microstructure, phi, chunk: int = 256, general: bool = 
     if not vectorised:
         ny, nx = alive.shape
         jx, jy, fx, fy = np.zeros((ny, nx)), np.zeros((ny, nx)), np.zeros((ny, nx - 1)), np.zeros((ny - 1, nx))
-        _fluxes_full(v.rxx, v.ryy, v.rxy, alive, el, v.label, gb_res, finite_potential(phi, alive), 2.0 / h,
+        _fluxes_full(v.rxx, v.ryy, v.rxy, alive, el, v.label, gb_res, np.asarray(phi, dtype=float), 2.0 / h,
                      _blocks(ny + 1), jx, jy, fx, fy)
         jx /= 4.0
         jy /= 4.0
