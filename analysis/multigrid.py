@@ -485,6 +485,16 @@ def csr_to_stencil(A, ny, nx) -> np.ndarray:
     return S
 
 
+#: grids with fewer voxels than this run on one thread: there a parallel region costs more than it
+#: saves, and far more when another process keeps the second core busy
+PARALLEL_MIN_VOXELS = 256 * 256
+_MAX_THREADS = numba.config.NUMBA_NUM_THREADS
+
+
+def _use_threads(n_voxels: int) -> None:
+    numba.set_num_threads(_MAX_THREADS if n_voxels >= PARALLEL_MIN_VOXELS else 1)
+
+
 class GridMultigrid:
     """Symmetric V-cycle hierarchy for a grid stencil ``S`` (9, ny, nx), SPD with identity rows.
 
@@ -503,7 +513,7 @@ class GridMultigrid:
         self.dtype = np.dtype(smoother_dtype)
         self.lump = lump
         self.sweeps = int(sweeps)
-        self.bands = numba.get_num_threads()   # x-line Gauss-Seidel bands swept in parallel
+        self.bands = _MAX_THREADS   # x-line Gauss-Seidel bands swept in parallel (fixed: same answer on any thread count)
         self.mask = None if mask is None else np.asarray(mask, smoother_dtype)
         self.S = S                      # the exact operator (float64), for the CG products
         self.levels = []                # operators of the hierarchy (smoothing, coarse grids)
@@ -514,6 +524,7 @@ class GridMultigrid:
         Sf = S if preconditioner_of is None else preconditioner_of
         while True:
             _, ny, nx = Sf.shape
+            _use_threads(ny * nx)
             five = bool(not (Sf[0].any() or Sf[2].any() or Sf[6].any() or Sf[8].any()))
             if five and Sf.dtype != self.dtype:     # 5-point level: cast only the planes in use
                 lv = np.zeros(Sf.shape, smoother_dtype)
@@ -549,9 +560,11 @@ class GridMultigrid:
         from scipy.sparse.linalg import splu
 
         self.coarse_shape = Sf.shape[1:]
+        numba.set_num_threads(_MAX_THREADS)
         self.lu = splu(stencil_to_csr(Sf).tocsc())
 
     def apply(self, x):
+        _use_threads(x.size)
         y = np.empty_like(x)
         five = not (self.S[0].any() or self.S[2].any() or self.S[6].any() or self.S[8].any()) \
             if not hasattr(self, "_five_S") else self._five_S
@@ -563,6 +576,7 @@ class GridMultigrid:
         """One symmetric V-cycle for S x = b from x = 0."""
         if level == len(self.levels) - 1:
             return self.lu.solve(b.ravel().astype(float)).reshape(b.shape).astype(b.dtype, copy=False)
+        _use_threads(b.size)
         S = self.levels[level]
         x = np.zeros_like(b)
         cpx, imx, _, _ = self.factors[level]
@@ -578,11 +592,13 @@ class GridMultigrid:
         W = self.P[level]
         rc = _restrict(r, W, np.empty((nyc, nxc), b.dtype))
         ec = self.vcycle(rc, level + 1)
+        _use_threads(b.size)
         if self.gamma == 2 and level + 2 < len(self.levels):   # W-cycle: a second coarse correction
             Sc = self.levels[level + 1]
             t = np.empty_like(rc)
             _apply(Sc, ec, t, self.five[level + 1])
             ec += self.vcycle(rc - t, level + 1)
+            _use_threads(b.size)
         _prolong_add(x, ec, W)
         for _ in range(self.sweeps):    # the adjoint: every line sweep in reverse order
             for c in (1, 0):
@@ -592,16 +608,28 @@ class GridMultigrid:
 
     def precondition(self, r):
         """z = M V(M r): one V-cycle, restricted to the masked voxels (symmetric)."""
+        _use_threads(r.size)
         if self.mask is None:
-            return self.vcycle(r.astype(self.dtype, copy=False)).astype(r.dtype, copy=False)
+            z = self.vcycle(r.astype(self.dtype, copy=False)).astype(r.dtype, copy=False)
+            _use_threads(r.size)
+            return z
         rr = np.empty(r.shape, self.dtype)
         _masked_cast(r, self.mask, rr)
         z = np.empty_like(r)
-        _masked_cast(self.vcycle(rr), self.mask, z)
+        zz = self.vcycle(rr)
+        _use_threads(r.size)
+        _masked_cast(zz, self.mask, z)
         return z
 
     def pcg(self, b, rtol: float = 1e-8, maxiter: int = 200, x0=None):
         """Preconditioned conjugate gradients on the grid; returns (x, iterations, relative residual)."""
+        try:
+            return self._pcg(b, rtol, maxiter, x0)
+        finally:
+            numba.set_num_threads(_MAX_THREADS)
+
+    def _pcg(self, b, rtol, maxiter, x0):
+        _use_threads(b.size)
         nb = np.sqrt(_dot(b, b))
         if nb == 0:
             return np.zeros_like(b), 0, 0.0
