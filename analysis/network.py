@@ -662,7 +662,7 @@ def assemble(v: Voxels, m: Microstructure, chunk: int = 256, general: bool = Fal
 
 
 def fluxes(v: Voxels, m: Microstructure, phi, chunk: int = 256, general: bool = False,
-           vectorised: bool = False, stencil: dict | None = None) -> dict:
+           vectorised: bool = False, stencil: dict | None = None, out: np.ndarray | None = None) -> dict:
     """Current densities from a potential map (V; any value where nothing conducts).
 
     Parameters
@@ -670,6 +670,9 @@ def fluxes(v: Voxels, m: Microstructure, phi, chunk: int = 256, general: bool = 
     stencil : dict, optional
         ``assemble(v, m)`` of these same voxels, if already computed: the diagonal model then reads
         its face conductances from it instead of recomputing them.
+    out : ndarray (ny, nx, 2), optional
+        Compiled paths: where to write (jx, jy) (``jx``, ``jy`` are then views of it; its contents are
+        overwritten). Default: a new array.
 
     Returns
     -------
@@ -686,7 +689,8 @@ def fluxes(v: Voxels, m: Microstructure, phi, chunk: int = 256, general: bool = 
             if stencil is None or set(stencil) != {"C", (0, 1), (1, 0)}:
                 stencil = assemble(v, m)
             ny, nx = alive.shape
-            jx, jy, fx, fy = np.empty((ny, nx)), np.empty((ny, nx)), np.empty((ny, nx - 1)), np.empty((ny - 1, nx))
+            J = np.empty((ny, nx, 2)) if out is None else out
+            jx, jy, fx, fy = J[..., 0], J[..., 1], np.empty((ny, nx - 1)), np.empty((ny - 1, nx))
             _fluxes_5(stencil[(0, 1)], stencil[(1, 0)], np.asarray(phi, dtype=float), alive, h * t, jx, jy, fx, fy)
             return dict(jx=jx, jy=jy, fx=fx, fy=fy)
         Gx, Gy = _face_conductances(v, m)
@@ -704,11 +708,15 @@ def fluxes(v: Voxels, m: Microstructure, phi, chunk: int = 256, general: bool = 
     gb_res = 2.0 * (m.gb_thickness_m / (m.sigma_ip / m.gb_ratio)) / h
     if not vectorised:
         ny, nx = alive.shape
-        jx, jy, fx, fy = np.zeros((ny, nx)), np.zeros((ny, nx)), np.zeros((ny, nx - 1)), np.zeros((ny - 1, nx))
+        if out is None:
+            J = np.zeros((ny, nx, 2))
+        else:
+            J = out
+            J.fill(0.0)
+        jx, jy, fx, fy = J[..., 0], J[..., 1], np.zeros((ny, nx - 1)), np.zeros((ny - 1, nx))
         _fluxes_full(v.rxx, v.ryy, v.rxy, alive, el, v.label, gb_res, np.asarray(phi, dtype=float), 2.0 / h,
                      _blocks(ny + 1), jx, jy, fx, fy)
-        jx /= 4.0
-        jy /= 4.0
+        J /= 4.0
         return dict(jx=jx, jy=jy, fx=fx, fy=fy)
     P = _padded(v)
     ox, oy, gx, gy = _faces(P, gb_res)
@@ -797,6 +805,37 @@ def _reached(alive, seed, out, stack):
             top += 1
 
 
+@njit(cache=True, parallel=True)
+def _potential_maps(x, conducting, el, fixed, phi, phi0):
+    ny, nx = x.shape
+    for i in prange(ny):
+        for j in range(nx):
+            p = x[i, j] if conducting[i, j] else (fixed[i, j] if el[i, j] else np.nan)
+            phi[i, j] = p
+            phi0[i, j] = _live(p, conducting[i, j] | el[i, j])
+
+
+def potential_maps(x, conducting, el, fixed):
+    """Potential map (V) from a grid solution: ``x`` on conducting voxels, ``fixed`` on electrodes,
+    NaN elsewhere; and the same with 0 where nothing conducts (:func:`finite_potential`).
+
+    Returns
+    -------
+    phi, phi0 : ndarray (ny, nx)
+
+    Example
+    -------
+    >>> phi, phi0 = potential_maps(np.ones((1, 3)), np.array([[1, 0, 0]], bool),
+    ...                            np.array([[0, 1, 0]], bool), np.full((1, 3), 2.0))
+    >>> phi0
+    array([[1., 2., 0.]])
+    """
+    x = np.asarray(x, dtype=float)
+    phi, phi0 = np.empty(x.shape), np.empty(x.shape)
+    _potential_maps(x, np.asarray(conducting, bool), np.asarray(el, bool), np.asarray(fixed, dtype=float), phi, phi0)
+    return phi, phi0
+
+
 def finite_potential(phi, alive) -> np.ndarray:
     """``np.where(alive, np.nan_to_num(phi), 0.0)`` in one compiled pass (V).
 
@@ -856,8 +895,11 @@ def _current_and_field(jx, jy, conducting, el, rxx, ryy, rxy, j, E):
                 E[i, k, 1] = np.nan
 
 
-def current_and_field(v: Voxels, fl: dict):
+def current_and_field(v: Voxels, fl: dict, out: np.ndarray | None = None):
     """Current density and field maps from :func:`fluxes` output (compiled, whole grid).
+
+    ``out`` (ny, nx, 2): where to write j; it may be the ``out`` given to :func:`fluxes` (j is then
+    made in place from the jx, jy stored there).
 
     Returns
     -------
@@ -870,7 +912,8 @@ def current_and_field(v: Voxels, fl: dict):
     -------
     >>> j, E = current_and_field(v, fluxes(v, m, phi))   # doctest: +SKIP
     """
-    j, E = np.empty(fl["jx"].shape + (2,)), np.empty(fl["jx"].shape + (2,))
+    j = np.empty(fl["jx"].shape + (2,)) if out is None else out
+    E = np.empty(fl["jx"].shape + (2,))
     _current_and_field(fl["jx"], fl["jy"], v.conducting, v.electrode >= 0, v.rxx, v.ryy, v.rxy, j, E)
     return j, E
 

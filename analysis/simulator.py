@@ -211,20 +211,20 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
     t3 = time.perf_counter()
 
     if x is None:
-        phi = np.where(v.conducting, xgrid, np.nan)
+        phi, phi0 = network.potential_maps(xgrid, v.conducting, el, fixed)   # phi0: 0 where nothing conducts
     else:
         phi = np.full(micro.shape, np.nan)
         phi[v.conducting] = x
-    phi[el] = fixed[el]
-    alive = v.conducting | el
-    phi0 = network.finite_potential(phi, alive)      # 0 where nothing conducts
+        phi[el] = fixed[el]
+        phi0 = network.finite_potential(phi, v.conducting | el)
     if stencil is not None:
         currents = network.electrode_currents(stencil, phi0, v.electrode, v.names)
     else:
         net_out = (A_all @ phi0.ravel()).reshape(phi0.shape)
         currents = {name: float(net_out[v.electrode == i].sum()) for i, name in enumerate(v.names)}
-    fl = network.fluxes(v, micro, phi0, stencil=stencil)
-    j, E = network.current_and_field(v, fl)
+    j = np.empty(micro.shape + (2,))                 # (jx, jy) written here, then masked in place
+    fl = network.fluxes(v, micro, phi0, stencil=stencil, out=j)
+    j, E = network.current_and_field(v, fl, out=j)
     conductance = None
     if len(pots) == 2:
         (na, va), (nb, vb) = pots.items()

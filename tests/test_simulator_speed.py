@@ -136,6 +136,12 @@ def test_current_field_potential_and_electrode_currents_equal_whole_array_numpy(
     Ex[~dead & ~v.conducting] = 0.0
     Ey[~dead & ~v.conducting] = 0.0
     np.testing.assert_array_equal(E, np.stack([Ex, Ey], axis=-1))
+    buf = np.full(m.shape + (2,), 7.0)                       # in place: j made over the stored (jx, jy)
+    fl2 = network.fluxes(v, m, phi0, out=buf)
+    j2, E2 = network.current_and_field(v, fl2, out=buf)
+    assert j2 is buf
+    np.testing.assert_array_equal(j2, j)
+    np.testing.assert_array_equal(E2, E)
     whole = network.apply(st, phi0)
     cur = network.electrode_currents(st, phi0, v.electrode, v.names)
     assert cur == {n: float(whole[v.electrode == i].sum()) for i, n in enumerate(v.names)}
@@ -151,3 +157,19 @@ def test_values_present_run_starts_equal_unique():
         np.testing.assert_array_equal(_values_present(a), np.unique(a))
     runs = np.repeat(rng.integers(-2, 40, 60), rng.integers(1, 30, 60)).astype(np.int32)
     np.testing.assert_array_equal(_values_present(runs[: runs.size // 7 * 7].reshape(7, -1)), np.unique(runs[: runs.size // 7 * 7]))
+
+
+def test_potential_maps_equal_numpy_composition():
+    m = _mixed_lamella()
+    v = network.voxel_properties(m, "full")
+    el = v.electrode >= 0
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=m.shape)
+    x[::9, ::4] = np.nan
+    x[1, ::7] = np.inf
+    fixed = np.where(el, rng.normal(size=m.shape), np.nan)
+    phi, phi0 = network.potential_maps(x, v.conducting, el, fixed)
+    ref = np.where(v.conducting, x, np.nan)
+    ref[el] = fixed[el]
+    np.testing.assert_array_equal(phi, ref)
+    np.testing.assert_array_equal(phi0, np.where(v.conducting | el, np.nan_to_num(ref), 0.0))
