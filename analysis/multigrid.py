@@ -220,6 +220,16 @@ def _colour_copy(S, colour, out):
             out[k, i, jj] = S[k, i, colour + 2 * jj]
 
 
+@njit(cache=True)
+def _edge_weights(S, i, j, c1, c2, a0, a1, a2, b0, b1, b2):
+    """Weights of the two coarse neighbours of a fine voxel on a coarse line: the stencil collapsed
+    across the line (planes c1, c2 join the centre), the couplings to each side (a*, b*) summed."""
+    den = S[4, i, j] + S[c1, i, j] + S[c2, i, j]
+    if abs(den) <= 1e-12 * abs(S[4, i, j]):
+        den = S[4, i, j]
+    return -(S[a0, i, j] + S[a1, i, j] + S[a2, i, j]) / den, -(S[b0, i, j] + S[b1, i, j] + S[b2, i, j]) / den
+
+
 @njit(cache=True, parallel=True)
 def _interpolation(S, W):
     """Dendy's operator-dependent interpolation P (fine x coarse) as weights W (ny, nx, 4): slot 2a+b
@@ -231,22 +241,18 @@ def _interpolation(S, W):
         for j in range(0, nx, 2):
             W[i, j, 0] = 1.0
         for j in range(1, nx, 2):
-            den = S[4, i, j] + S[1, i, j] + S[7, i, j]
-            if abs(den) <= 1e-12 * abs(S[4, i, j]):
-                den = S[4, i, j]
-            W[i, j, 0] = -(S[0, i, j] + S[3, i, j] + S[6, i, j]) / den
+            w0, w1 = _edge_weights(S, i, j, 1, 7, 0, 3, 6, 2, 5, 8)
+            W[i, j, 0] = w0
             if j + 1 < nx:
-                W[i, j, 1] = -(S[2, i, j] + S[5, i, j] + S[8, i, j]) / den
+                W[i, j, 1] = w1
     # points on coarse columns (odd i, even j): from north / south, the stencil collapsed in x
     for ii in prange(ny // 2):
         i = 2 * ii + 1
         for j in range(0, nx, 2):
-            den = S[4, i, j] + S[3, i, j] + S[5, i, j]
-            if abs(den) <= 1e-12 * abs(S[4, i, j]):
-                den = S[4, i, j]
-            W[i, j, 0] = -(S[0, i, j] + S[1, i, j] + S[2, i, j]) / den
+            w0, w1 = _edge_weights(S, i, j, 3, 5, 0, 1, 2, 6, 7, 8)
+            W[i, j, 0] = w0
             if i + 1 < ny:
-                W[i, j, 2] = -(S[6, i, j] + S[7, i, j] + S[8, i, j]) / den
+                W[i, j, 2] = w1
     # cell centres (odd i, odd j): from the four corners, through the edge points' weights
     for ii in prange(ny // 2):
         i = 2 * ii + 1
