@@ -65,6 +65,20 @@ def _apply(S, x, y, five):
 
 
 @njit(cache=True, parallel=True)
+def _apply_dot(S, x, y, five):
+    """y = S x; returns x . y (one pass)."""
+    ny, nx = x.shape
+    s = 0.0
+    for i in prange(ny):
+        _apply_row(S, x, y, i, five)
+        t = 0.0
+        for j in range(nx):
+            t += x[i, j] * y[i, j]
+        s += t
+    return s
+
+
+@njit(cache=True, parallel=True)
 def _residual(S, x, b, r, five):
     """r = b - S x (one pass)."""
     ny, nx = x.shape
@@ -81,6 +95,20 @@ def _masked_cast(a, mask, out):
     for i in prange(ny):
         for j in range(nx):
             out[i, j] = a[i, j] * mask[i, j]
+
+
+@njit(cache=True, parallel=True)
+def _masked_cast_dot(a, mask, out, r):
+    """out = mask * a (out's dtype); returns r . out (one pass)."""
+    ny, nx = a.shape
+    s = 0.0
+    for i in prange(ny):
+        t = 0.0
+        for j in range(nx):
+            out[i, j] = a[i, j] * mask[i, j]
+            t += r[i, j] * out[i, j]
+        s += t
+    return s
 
 
 @njit(cache=True, parallel=True)
@@ -166,47 +194,76 @@ def _xlines(S, x, b, forward, cpx, imx, five, nblocks):
             _xline(S, x, b, (blk + 1) * ny // nb - 1, cpx, imx, five, dp)
 
 
-#: columns of one colour per parallel y-line chunk
-_YCHUNK = 256
+#: fewest columns of one colour per parallel y-line chunk (otherwise one chunk per thread)
+_YCHUNK_MIN = 128
+
+
+@njit(cache=True)
+def _yline_step(Sc, x, b, imy, i, jj, colour, five):
+    """Forward elimination of y-line voxel (i, colour + 2 jj), any row or column (edges included)."""
+    ny, nx = x.shape
+    j = colour + 2 * jj
+    r = b[i, j]
+    if j > 0:
+        r -= Sc[3, i, jj] * x[i, j - 1]
+        if not five:
+            if i > 0:
+                r -= Sc[0, i, jj] * x[i - 1, j - 1]
+            if i < ny - 1:
+                r -= Sc[6, i, jj] * x[i + 1, j - 1]
+    if j < nx - 1:
+        r -= Sc[5, i, jj] * x[i, j + 1]
+        if not five:
+            if i > 0:
+                r -= Sc[2, i, jj] * x[i - 1, j + 1]
+            if i < ny - 1:
+                r -= Sc[8, i, jj] * x[i + 1, j + 1]
+    if i > 0:
+        r -= Sc[1, i, jj] * x[i - 1, j]
+    x[i, j] = r * imy[i, jj]
 
 
 @njit(cache=True, parallel=True)
-def _ylines(Sc, x, b, colour, cpy, imy, dp, five):
+def _ylines(Sc, x, b, colour, cpy, imy, five, nthreads):
     """Exact solves along the y-lines (columns) j = colour, colour+2, ... (zebra line Gauss-Seidel).
 
     The stencil and line factors of the column colour are stored contiguously (``Sc[k, i, jj] =
     S[k, i, colour + 2 jj]``), so a colour reads only its half of the operator. The columns are solved
-    together, sweeping rows (cache-friendly), in chunks spread over the cores."""
+    together, sweeping rows (cache-friendly), in chunks spread over the cores; inside the grid the
+    loops have no branches (the edges take :func:`_yline_step`). The forward elimination writes into
+    x itself (those columns are not read until the back substitution)."""
     ny, nx = x.shape
     nc = Sc.shape[2]
-    for ch in prange((nc + _YCHUNK - 1) // _YCHUNK):
-        a, e = ch * _YCHUNK, min(nc, ch * _YCHUNK + _YCHUNK)
+    jlo = 1 - colour                           # jj >= jlo: a west neighbour (j >= 1)
+    jhi = max(0, (nx - 2 - colour) // 2 + 1)   # jj < jhi: an east neighbour (j <= nx - 2)
+    nch = max(1, min(nthreads, nc // _YCHUNK_MIN))
+    for ch in prange(nch):
+        a, e = ch * nc // nch, (ch + 1) * nc // nch
+        lo, hi = max(a, jlo), min(e, jhi)
         for i in range(ny):
-            for jj in range(a, e):
-                j = colour + 2 * jj
-                r = b[i, j]
-                if j > 0:
-                    r -= Sc[3, i, jj] * x[i, j - 1]
-                    if not five:
-                        if i > 0:
-                            r -= Sc[0, i, jj] * x[i - 1, j - 1]
-                        if i < ny - 1:
-                            r -= Sc[6, i, jj] * x[i + 1, j - 1]
-                if j < nx - 1:
-                    r -= Sc[5, i, jj] * x[i, j + 1]
-                    if not five:
-                        if i > 0:
-                            r -= Sc[2, i, jj] * x[i - 1, j + 1]
-                        if i < ny - 1:
-                            r -= Sc[8, i, jj] * x[i + 1, j + 1]
-                if i > 0:
-                    r -= Sc[1, i, jj] * dp[i - 1, jj]
-                dp[i, jj] = r * imy[i, jj]
-        for jj in range(a, e):
-            x[ny - 1, colour + 2 * jj] = dp[ny - 1, jj]
+            if i == 0 or i == ny - 1 or lo >= hi:
+                for jj in range(a, e):
+                    _yline_step(Sc, x, b, imy, i, jj, colour, five)
+                continue
+            for jj in range(a, lo):
+                _yline_step(Sc, x, b, imy, i, jj, colour, five)
+            for jj in range(hi, e):
+                _yline_step(Sc, x, b, imy, i, jj, colour, five)
+            if five:
+                for jj in range(lo, hi):
+                    j = colour + 2 * jj
+                    x[i, j] = (b[i, j] - Sc[3, i, jj] * x[i, j - 1] - Sc[5, i, jj] * x[i, j + 1]
+                               - Sc[1, i, jj] * x[i - 1, j]) * imy[i, jj]
+            else:
+                for jj in range(lo, hi):
+                    j = colour + 2 * jj
+                    x[i, j] = (b[i, j] - Sc[3, i, jj] * x[i, j - 1] - Sc[5, i, jj] * x[i, j + 1]
+                               - Sc[0, i, jj] * x[i - 1, j - 1] - Sc[2, i, jj] * x[i - 1, j + 1]
+                               - Sc[6, i, jj] * x[i + 1, j - 1] - Sc[8, i, jj] * x[i + 1, j + 1]
+                               - Sc[1, i, jj] * x[i - 1, j]) * imy[i, jj]
         for i in range(ny - 2, -1, -1):
             for jj in range(a, e):
-                x[i, colour + 2 * jj] = dp[i, jj] - cpy[i, jj] * x[i + 1, colour + 2 * jj]
+                x[i, colour + 2 * jj] -= cpy[i, jj] * x[i + 1, colour + 2 * jj]
 
 
 @njit(cache=True, parallel=True)
@@ -522,6 +579,8 @@ class GridMultigrid:
         self.bands = _MAX_THREADS   # x-line Gauss-Seidel bands swept in parallel (fixed: same answer on any thread count)
         self.mask = None if mask is None else np.asarray(mask, smoother_dtype)
         self.S = S                      # the exact operator (float64), for the CG products
+        self._five_S = None
+        self._work, self._rhs_work = {}, {}
         self.levels = []                # operators of the hierarchy (smoothing, coarse grids)
         self.P = []
         self.factors = []
@@ -553,7 +612,7 @@ class GridMultigrid:
                 fc = np.empty((2, ny, nc), smoother_dtype)
                 _colour_copy(cpy[None], c, fc[:1])
                 _colour_copy(imy[None], c, fc[1:])
-                split.append((Sc, fc[0], fc[1], np.empty((ny, nc), smoother_dtype)))
+                split.append((Sc, fc[0], fc[1]))
             self.ysplit.append(tuple(split))
             self.five.append(five)
             if ny * nx <= coarsest or min(ny, nx) < 4:
@@ -569,63 +628,81 @@ class GridMultigrid:
         numba.set_num_threads(_MAX_THREADS)
         self.lu = splu(stencil_to_csr(Sf).tocsc())
 
-    def apply(self, x):
+    def _buffers(self, level):
+        """Work arrays of a level (x, residual), allocated once: fresh 2048^2 arrays fault their
+        pages in on every V-cycle otherwise."""
+        if level not in self._work:
+            shape = self.levels[level].shape[1:]
+            self._work[level] = (np.empty(shape, self.dtype), np.empty(shape, self.dtype))
+        return self._work[level]
+
+    def apply(self, x, out=None):
+        """S x (float64 exact operator), into ``out`` if given."""
         _use_threads(x.size)
-        y = np.empty_like(x)
-        five = not (self.S[0].any() or self.S[2].any() or self.S[6].any() or self.S[8].any()) \
-            if not hasattr(self, "_five_S") else self._five_S
-        self._five_S = five
-        _apply(self.S, x, y, five)
+        y = np.empty_like(x) if out is None else out
+        _apply(self.S, x, y, self._five())
         return y
 
+    def _five(self):
+        """The exact operator is 5-point (its corner planes are all zero)."""
+        if self._five_S is None:
+            self._five_S = not (self.S[0].any() or self.S[2].any() or self.S[6].any() or self.S[8].any())
+        return self._five_S
+
     def vcycle(self, b, level: int = 0):
-        """One symmetric V-cycle for S x = b from x = 0."""
+        """One symmetric V-cycle for S x = b from x = 0. The result lives in the level's work array
+        (valid until the next V-cycle on that level)."""
         if level == len(self.levels) - 1:
             return self.lu.solve(b.ravel().astype(float)).reshape(b.shape).astype(b.dtype, copy=False)
         _use_threads(b.size)
         S = self.levels[level]
-        x = np.zeros_like(b)
+        x, r = self._buffers(level)
+        x.fill(0.0)
         cpx, imx, _, _ = self.factors[level]
         five = self.five[level]
         ys = self.ysplit[level]
         for _ in range(self.sweeps):    # x-lines, then zebra y-lines (even columns, then odd)
             _xlines(S, x, b, True, cpx, imx, five, self.bands)
             for c in (0, 1):
-                _ylines(ys[c][0], x, b, c, ys[c][1], ys[c][2], ys[c][3], five)
-        r = np.empty_like(b)
+                _ylines(ys[c][0], x, b, c, ys[c][1], ys[c][2], five, numba.get_num_threads())
         _residual(S, x, b, r, five)
-        nyc, nxc = self.levels[level + 1].shape[1:]
         W = self.P[level]
-        rc = _restrict(r, W, np.empty((nyc, nxc), b.dtype))
+        rc = _restrict(r, W, self._rhs(level + 1))
         ec = self.vcycle(rc, level + 1)
         _use_threads(b.size)
         if self.gamma == 2 and level + 2 < len(self.levels):   # W-cycle: a second coarse correction
-            Sc = self.levels[level + 1]
+            ec = ec.copy()
             t = np.empty_like(rc)
-            _apply(Sc, ec, t, self.five[level + 1])
+            _apply(self.levels[level + 1], ec, t, self.five[level + 1])
             ec += self.vcycle(rc - t, level + 1)
             _use_threads(b.size)
         _prolong_add(x, ec, W)
         for _ in range(self.sweeps):    # the adjoint: every line sweep in reverse order
             for c in (1, 0):
-                _ylines(ys[c][0], x, b, c, ys[c][1], ys[c][2], ys[c][3], five)
+                _ylines(ys[c][0], x, b, c, ys[c][1], ys[c][2], five, numba.get_num_threads())
             _xlines(S, x, b, False, cpx, imx, five, self.bands)
         return x
 
-    def precondition(self, r):
-        """z = M V(M r): one V-cycle, restricted to the masked voxels (symmetric)."""
+    def _rhs(self, level):
+        if level not in self._rhs_work:
+            self._rhs_work[level] = np.empty(self.levels[level].shape[1:], self.dtype)
+        return self._rhs_work[level]
+
+    def precondition(self, r, out=None):
+        """z = M V(M r): one V-cycle, restricted to the masked voxels (symmetric); into ``out`` if given."""
+        z = np.empty_like(r) if out is None else out
+        self._precondition_dot(r, z)
+        return z
+
+    def _precondition_dot(self, r, z):
+        """z = M V(M r); returns r . z."""
         _use_threads(r.size)
-        if self.mask is None:
-            z = self.vcycle(r.astype(self.dtype, copy=False)).astype(r.dtype, copy=False)
-            _use_threads(r.size)
-            return z
-        rr = np.empty(r.shape, self.dtype)
-        _masked_cast(r, self.mask, rr)
-        z = np.empty_like(r)
+        rr = self._rhs(0)
+        mask = np.ones(r.shape, self.dtype) if self.mask is None else self.mask
+        _masked_cast(r, mask, rr)
         zz = self.vcycle(rr)
         _use_threads(r.size)
-        _masked_cast(zz, self.mask, z)
-        return z
+        return _masked_cast_dot(zz, mask, z, r)
 
     def pcg(self, b, rtol: float = 1e-8, maxiter: int = 200, x0=None):
         """Preconditioned conjugate gradients on the grid; returns (x, iterations, relative residual)."""
@@ -641,20 +718,19 @@ class GridMultigrid:
             return np.zeros_like(b), 0, 0.0
         x = np.zeros_like(b) if x0 is None else x0.copy()
         r = b - self.apply(x) if x0 is not None else b.copy()
-        z = self.precondition(r)
+        z = np.empty_like(b)
+        rz = self._precondition_dot(r, z)
         p = z.copy()
-        rz = _dot(r, z)
+        Ap = np.empty_like(b)
         it = 0
         res = np.sqrt(_dot(r, r)) / nb
         while res > rtol and it < maxiter:
-            Ap = self.apply(p)
-            alpha = rz / _dot(p, Ap)
+            alpha = rz / _apply_dot(self.S, p, Ap, self._five())
             res = np.sqrt(_cg_step(x, r, p, Ap, alpha)) / nb
             it += 1
             if res <= rtol:
                 break
-            z = self.precondition(r)
-            rz_new = _dot(r, z)
+            rz_new = self._precondition_dot(r, z)
             _cg_dir(p, z, rz_new / rz)
             rz = rz_new
         return x, it, float(res)

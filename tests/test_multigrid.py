@@ -116,7 +116,7 @@ def test_yline_sweeps_solve_their_columns_exactly():
         Sc, fc = np.zeros((9, 12, nc)), np.zeros((2, 12, nc))
         mg._colour_copy(S, colour, Sc)
         mg._colour_copy(np.stack([f[2], f[3]]), colour, fc)
-        mg._ylines(Sc, x, b, colour, fc[0], fc[1], np.empty((12, nc)), False)
+        mg._ylines(Sc, x, b, colour, fc[0], fc[1], False, 2)
         mg._residual(S, x, b, r, False)
         assert np.abs(r[:, colour::2]).max() < 1e-12
 
