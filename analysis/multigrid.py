@@ -335,36 +335,40 @@ def _interpolation(S, W):
 def _rap_rows(S, W, Sc, i0, i1):
     """Add the Galerkin products of fine rows i0..i1-1 to Sc (they touch coarse rows i0//2 .. (i1-1)//2 + 1).
 
-    A fine voxel interpolates from 1, 2 or 4 coarse voxels depending on the parity of its row and
-    column (slots 0, +1 for odd columns, +2 for odd rows); only those slots are visited, and each
-    coarse row of the product is summed locally before it is added to Sc."""
+    Per fine voxel p, its row of A P is gathered first (couplings times the neighbours' weights, on
+    the 4 x 4 coarse window that can hold it; a neighbour interpolates from 1, 2 or 4 coarse voxels
+    by the parity of its row and column), then added to the coarse rows p interpolates to."""
     nx = S.shape[2]
-    acc = np.zeros(9)
+    ap = np.zeros((4, 4))
     for i in range(i0, i1):
+        I0 = i // 2 - 1
         for j in range(nx):
-            for s1 in range(4):
-                w1 = W[i, j, s1]
-                if w1 == 0.0:
+            J0 = j // 2 - 1
+            for a in range(4):
+                for c in range(4):
+                    ap[a, c] = 0.0
+            for k in range(9):
+                sv = S[k, i, j]
+                if sv == 0.0:
                     continue
-                I1 = i // 2 + s1 // 2
-                J1 = j // 2 + s1 % 2
-                for t in range(9):
-                    acc[t] = 0.0
-                for k in range(9):
-                    sv = S[k, i, j]
-                    if sv == 0.0:
+                i2 = i + k // 3 - 1
+                j2 = j + k % 3 - 1
+                for a in range(1 + (i2 & 1)):
+                    for c in range(1 + (j2 & 1)):
+                        w2 = W[i2, j2, 2 * a + c]
+                        if w2 != 0.0:
+                            ap[i2 // 2 + a - I0, j2 // 2 + c - J0] += sv * w2
+            for a in range(1 + (i & 1)):
+                for c in range(1 + (j & 1)):
+                    w1 = W[i, j, 2 * a + c]
+                    if w1 == 0.0:
                         continue
-                    i2 = i + k // 3 - 1
-                    j2 = j + k % 3 - 1
-                    for a in range(1 + (i2 & 1)):
-                        I2 = i2 // 2 + a
-                        for bb in range(1 + (j2 & 1)):
-                            w2 = W[i2, j2, 2 * a + bb]
-                            if w2 != 0.0:
-                                acc[(I2 - I1 + 1) * 3 + (j2 // 2 + bb - J1 + 1)] += sv * w2
-                for t in range(9):
-                    if acc[t] != 0.0:
-                        Sc[t, I1, J1] += w1 * acc[t]
+                    I1, J1 = i // 2 + a, j // 2 + c
+                    for di in range(3):
+                        for dj in range(3):
+                            v = ap[a + di, c + dj]     # coarse (I1 - 1 + di, J1 - 1 + dj)
+                            if v != 0.0:
+                                Sc[di * 3 + dj, I1, J1] += w1 * v
 
 
 #: fine rows per parallel block of the Galerkin product (even)
