@@ -138,60 +138,106 @@ def _line_factors(S, cpx, imx, cpy, imy):
 
 
 @njit(cache=True)
-def _xline(S, x, b, i, cpx, imx, five, dp):
-    """Solve row i of S x = b exactly for x[i, :] (the other rows held)."""
+def _xline_rhs(S, x, b, i, five, t):
+    """t = b[i, :] minus the couplings of row i to rows i-1 and i+1 (the right-hand side of its line)."""
     ny, nx = x.shape
-    prev = 0.0
     for j in range(nx):
-        r = b[i, j]
-        if i > 0:
-            r -= S[1, i, j] * x[i - 1, j]
-            if not five:
-                if j > 0:
-                    r -= S[0, i, j] * x[i - 1, j - 1]
-                if j < nx - 1:
-                    r -= S[2, i, j] * x[i - 1, j + 1]
-        if i < ny - 1:
-            r -= S[7, i, j] * x[i + 1, j]
-            if not five:
-                if j > 0:
-                    r -= S[6, i, j] * x[i + 1, j - 1]
-                if j < nx - 1:
-                    r -= S[8, i, j] * x[i + 1, j + 1]
-        if j > 0:
-            r -= S[3, i, j] * prev
-        prev = r * imx[i, j]
-        dp[j] = prev
-    xn = dp[nx - 1]
-    x[i, nx - 1] = xn
+        t[j] = b[i, j]
+    if i > 0:
+        for j in range(nx):
+            t[j] -= S[1, i, j] * x[i - 1, j]
+        if not five:
+            for j in range(1, nx):
+                t[j] -= S[0, i, j] * x[i - 1, j - 1]
+            for j in range(nx - 1):
+                t[j] -= S[2, i, j] * x[i - 1, j + 1]
+    if i < ny - 1:
+        for j in range(nx):
+            t[j] -= S[7, i, j] * x[i + 1, j]
+        if not five:
+            for j in range(1, nx):
+                t[j] -= S[6, i, j] * x[i + 1, j - 1]
+            for j in range(nx - 1):
+                t[j] -= S[8, i, j] * x[i + 1, j + 1]
+
+
+@njit(cache=True)
+def _xline(S, x, b, i, cpx, imx, five, t):
+    """Solve row i of S x = b exactly for x[i, :] (the other rows held): Thomas algorithm."""
+    nx = x.shape[1]
+    _xline_rhs(S, x, b, i, five, t)
+    p = t[0] * imx[i, 0]
+    t[0] = p
+    for j in range(1, nx):
+        p = (t[j] - S[3, i, j] * p) * imx[i, j]
+        t[j] = p
+    x[i, nx - 1] = p
     for j in range(nx - 2, -1, -1):
-        xn = dp[j] - cpx[i, j] * xn
-        x[i, j] = xn
+        p = t[j] - cpx[i, j] * p
+        x[i, j] = p
+
+
+@njit(cache=True)
+def _xline_pair(S, x, b, i1, i2, cpx, imx, five, t1, t2):
+    """:func:`_xline` for two rows that do not touch, their recurrences interleaved (each alone is
+    bound by the latency of its own chain; together they overlap)."""
+    nx = x.shape[1]
+    _xline_rhs(S, x, b, i1, five, t1)
+    _xline_rhs(S, x, b, i2, five, t2)
+    p1 = t1[0] * imx[i1, 0]
+    p2 = t2[0] * imx[i2, 0]
+    t1[0] = p1
+    t2[0] = p2
+    for j in range(1, nx):
+        p1 = (t1[j] - S[3, i1, j] * p1) * imx[i1, j]
+        p2 = (t2[j] - S[3, i2, j] * p2) * imx[i2, j]
+        t1[j] = p1
+        t2[j] = p2
+    x[i1, nx - 1] = p1
+    x[i2, nx - 1] = p2
+    for j in range(nx - 2, -1, -1):
+        p1 = t1[j] - cpx[i1, j] * p1
+        p2 = t2[j] - cpx[i2, j] * p2
+        x[i1, j] = p1
+        x[i2, j] = p2
 
 
 @njit(cache=True, parallel=True)
 def _xlines(S, x, b, forward, cpx, imx, five, nblocks):
     """Line Gauss-Seidel along x (rows), in order (``forward``) or reversed (its adjoint).
 
-    The rows are cut into ``nblocks`` bands. The rows inside the bands are swept in parallel (no two
-    bands touch: the last row of each band separates it from the next), the bands' last rows after
-    them (before them when reversed). That is exactly line Gauss-Seidel in one fixed row order, so
-    the result does not depend on the threads' timing and the reversed sweep is the adjoint."""
+    The rows are cut into ``nblocks`` bands. The rows inside the bands are swept at the same time
+    (no two bands touch: the last row of each band separates it from the next), two bands per
+    thread with their row solves interleaved; the bands' last rows come after them (before them
+    when reversed). That is exactly line Gauss-Seidel in one fixed row order, so the result does not
+    depend on the threads or their timing, and the reversed sweep is the adjoint."""
     ny, nx = x.shape
     nb = max(1, min(nblocks, ny // 4))
     if not forward:
-        dp = np.empty(nx, x.dtype)
+        t = np.empty(nx, x.dtype)
         for blk in range(nb - 1, -1, -1):
-            _xline(S, x, b, (blk + 1) * ny // nb - 1, cpx, imx, five, dp)
-    for blk in prange(nb):
-        i0, i1 = blk * ny // nb, (blk + 1) * ny // nb - 1
-        dpb = np.empty(nx, x.dtype)
-        for ii in range(i1 - i0):
-            _xline(S, x, b, i0 + ii if forward else i1 - 1 - ii, cpx, imx, five, dpb)
+            _xline(S, x, b, (blk + 1) * ny // nb - 1, cpx, imx, five, t)
+    for pair in prange((nb + 1) // 2):
+        k1, k2 = 2 * pair, min(2 * pair + 1, nb - 1)
+        a1, n1 = k1 * ny // nb, (k1 + 1) * ny // nb - 1 - k1 * ny // nb
+        a2, n2 = k2 * ny // nb, (k2 + 1) * ny // nb - 1 - k2 * ny // nb
+        if k2 == k1:
+            n2 = 0
+        t1 = np.empty(nx, x.dtype)
+        t2 = np.empty(nx, x.dtype)
+        for ii in range(max(n1, n2)):
+            r1 = (a1 + ii if forward else a1 + n1 - 1 - ii) if ii < n1 else -1
+            r2 = (a2 + ii if forward else a2 + n2 - 1 - ii) if ii < n2 else -1
+            if r1 >= 0 and r2 >= 0:
+                _xline_pair(S, x, b, r1, r2, cpx, imx, five, t1, t2)
+            elif r1 >= 0:
+                _xline(S, x, b, r1, cpx, imx, five, t1)
+            else:
+                _xline(S, x, b, r2, cpx, imx, five, t2)
     if forward:
-        dp = np.empty(nx, x.dtype)
+        t = np.empty(nx, x.dtype)
         for blk in range(nb):
-            _xline(S, x, b, (blk + 1) * ny // nb - 1, cpx, imx, five, dp)
+            _xline(S, x, b, (blk + 1) * ny // nb - 1, cpx, imx, five, t)
 
 
 #: fewest columns of one colour per parallel y-line chunk (otherwise one chunk per thread)
@@ -580,7 +626,7 @@ class GridMultigrid:
         self.dtype = np.dtype(smoother_dtype)
         self.lump = lump
         self.sweeps = int(sweeps)
-        self.bands = _MAX_THREADS   # x-line Gauss-Seidel bands swept in parallel (fixed: same answer on any thread count)
+        self.bands = 2 * _MAX_THREADS   # x-line Gauss-Seidel bands, two per thread (fixed: same answer on any thread count)
         self.mask = None if mask is None else np.asarray(mask, smoother_dtype)
         self.S = S                      # the exact operator (float64), for the CG products
         self._five_S = None

@@ -82,9 +82,10 @@ def _solve_row_dense(A, x, b, i, nx):
     return xf.reshape(x.shape)
 
 
-@pytest.mark.parametrize("nblocks", [1, 2, 3])
+@pytest.mark.parametrize("nblocks", [1, 2, 3, 4, 5])
 def test_xline_sweeps_are_gauss_seidel_in_a_fixed_row_order(nblocks):
-    ny, nx = 14, 9
+    """Bands of rows swept in parallel (two interleaved per thread) = one fixed Gauss-Seidel order."""
+    ny, nx = 23, 9
     S = _random_spd_stencil(ny, nx, seed=3)
     A = mg.stencil_to_csr(S).toarray()
     rng = np.random.default_rng(2)
