@@ -313,14 +313,19 @@ def _ylines(Sc, x, b, colour, cpy, imy, five, nthreads):
 
 
 @njit(cache=True, parallel=True)
-def _colour_copy(S, colour, out):
-    """out[k, i, jj] = S[k, i, colour + 2 jj] (contiguous copy of one column colour, cast to out's dtype)."""
-    K, ny, _ = S.shape
-    nc = out.shape[2]
-    for ki in prange(K * ny):
-        k, i = ki // ny, ki % ny
-        for jj in range(nc):
-            out[k, i, jj] = S[k, i, colour + 2 * jj]
+def _split_colours(S, planes, out, even, odd):
+    """For k in planes: out[k] = S[k], even[k] = S[k][:, 0::2], odd[k] = S[k][:, 1::2] (cast to the
+    outputs' dtype), in one pass."""
+    _, ny, nx = S.shape
+    n = planes.size
+    for ki in prange(n * ny):
+        k, i = planes[ki // ny], ki % ny
+        for j in range(nx):
+            out[k, i, j] = S[k, i, j]
+        for jj in range((nx + 1) // 2):
+            even[k, i, jj] = S[k, i, 2 * jj]
+        for jj in range(nx // 2):
+            odd[k, i, jj] = S[k, i, 2 * jj + 1]
 
 
 @njit(cache=True)
@@ -641,28 +646,20 @@ class GridMultigrid:
             _, ny, nx = Sf.shape
             _use_threads(ny * nx)
             five = bool(not (Sf[0].any() or Sf[2].any() or Sf[6].any() or Sf[8].any()))
-            if five and Sf.dtype != self.dtype:     # 5-point level: cast only the planes in use
-                lv = np.zeros(Sf.shape, smoother_dtype)
-                for k in (1, 3, 4, 5, 7):
-                    lv[k] = Sf[k]
-                self.levels.append(lv)
-            else:
-                self.levels.append(Sf.astype(smoother_dtype, copy=False))
+            # the level in the smoother's dtype, and (for the y-lines) a contiguous copy of each
+            # column colour, in one pass; a 5-point level copies only its five planes
+            planes = np.array((1, 3, 4, 5, 7) if five else range(9))
+            lv = np.zeros(Sf.shape, smoother_dtype)
+            split = [np.zeros((9, ny, (nx - c + 1) // 2), smoother_dtype) for c in (0, 1)]
+            _split_colours(Sf, planes, lv, split[0], split[1])
+            self.levels.append(lv)
             factors = tuple(np.empty((ny, nx), smoother_dtype) for _ in range(4))
             _line_factors(Sf, *factors)
             self.factors.append(factors)
-            # y-line smoother data per column colour, stored contiguously (half the memory traffic)
-            lv, (_, _, cpy, imy) = self.levels[-1], factors
-            split = []
-            for c in (0, 1):
-                nc = (nx - c + 1) // 2
-                Sc = np.zeros((9, ny, nc), smoother_dtype)
-                for k in ((1, 3, 4, 5, 7) if five else range(9)):   # 5-point: the corners stay 0
-                    _colour_copy(lv[k:k + 1], c, Sc[k:k + 1])
-                fc = np.empty((2, ny, nc), smoother_dtype)
-                _colour_copy(cpy[None], c, fc[:1])
-                _colour_copy(imy[None], c, fc[1:])
-                split.append((Sc, fc[0], fc[1]))
+            cpy, imy = factors[2], factors[3]
+            fc = [np.empty((2, ny, (nx - c + 1) // 2), smoother_dtype) for c in (0, 1)]
+            _split_colours(np.stack((cpy, imy)), np.arange(2), np.empty((2, ny, nx), smoother_dtype), fc[0], fc[1])
+            split = [(split[c], fc[c][0], fc[c][1]) for c in (0, 1)]
             self.ysplit.append(tuple(split))
             self.five.append(five)
             if ny * nx <= coarsest or min(ny, nx) < 4:

@@ -114,9 +114,13 @@ def test_yline_sweeps_solve_their_columns_exactly():
     r = np.empty_like(b)
     for colour in (0, 1):
         nc = (15 - colour + 1) // 2
-        Sc, fc = np.zeros((9, 12, nc)), np.zeros((2, 12, nc))
-        mg._colour_copy(S, colour, Sc)
-        mg._colour_copy(np.stack([f[2], f[3]]), colour, fc)
+        Sc = [np.zeros((9, 12, (15 - c + 1) // 2)) for c in (0, 1)][colour]
+        fc = [np.zeros((2, 12, (15 - c + 1) // 2)) for c in (0, 1)][colour]
+        other9, other2 = np.zeros((9, 12, 15 - nc)), np.zeros((2, 12, 15 - nc))
+        mg._split_colours(S, np.arange(9), np.zeros_like(S), *((Sc, other9) if colour == 0 else (other9, Sc)))
+        f23 = np.stack([f[2], f[3]])
+        mg._split_colours(f23, np.arange(2), np.zeros_like(f23), *((fc, other2) if colour == 0 else (other2, fc)))
+        np.testing.assert_array_equal(Sc, S[:, :, colour::2])
         mg._ylines(Sc, x, b, colour, fc[0], fc[1], False, 2)
         mg._residual(S, x, b, r, False)
         assert np.abs(r[:, colour::2]).max() < 1e-12
