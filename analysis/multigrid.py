@@ -7,17 +7,20 @@ grid stays rectangular on every level. Ingredients (after Dendy, J. Comput. Phys
 * operator-dependent interpolation from the stencil (collapsed along lines), so that jumps in
   conductivity, GB resistors, holes (ZrO2, vacuum) and electrodes are seen by the coarse grids;
 * Galerkin coarse operators P^T A P (9-point on every level);
-* alternating line Gauss-Seidel smoothing (x-lines then y-lines; reversed afterwards, so the
-  V-cycle is symmetric), robust for the strong grid-aligned anisotropy of the grains;
-* the V-cycle preconditions conjugate gradients in float64.
+* alternating line Gauss-Seidel smoothing (x-lines then zebra y-lines; reversed afterwards, so
+  the V-cycle is symmetric), robust for the strong grid-aligned anisotropy of the grains;
+* the float32 V-cycle preconditions conjugate gradients in float64.
 
-The kernels are compiled with numba (cached on disk after the first run).
+The kernels are compiled with numba (cached on disk after the first run) and spread over the cores
+(rows, row bands, column chunks or row blocks; see each kernel). The sweeps are one fixed
+Gauss-Seidel order whatever the thread count; only the summation order of the dot products
+depends on it (rounding). Grids under :data:`PARALLEL_MIN_VOXELS` run on one thread.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 import scipy.sparse as sp
-import numba
 from numba import njit, prange
 
 # ALL_OFFSETS order: 0 (-1,-1) 1 (-1,0) 2 (-1,1) 3 (0,-1) 4 (0,0) 5 (0,1) 6 (1,-1) 7 (1,0) 8 (1,1)

@@ -291,7 +291,8 @@ class Engine:
         state = sm.read_state()
         self.found_state = state
         self.setpoint = float(state.level_V)
-        self.guard.reset(self.setpoint)
+        # the slew history starts from what the specimen sees: the level if the output is on, else 0 V
+        self.guard.reset(self.setpoint if state.output_on else 0.0)
         self._event("start", f"protocol '{self.protocol.name}': {len(self.flat)} steps, "
                              f"{self.timeline.duration_s:.0f} s expected, peak {self.timeline.peak_abs_V:g} V; "
                              f"source found output {'ON' if state.output_on else 'off'} at {state.level_V:g} V, "
@@ -318,7 +319,9 @@ class Engine:
         if not abs(got.current_limit_A - lim.compliance_current) <= 0.02 * lim.compliance_current:
             raise InstrumentError(f"current limit reads back {got.current_limit_A:g} A, "
                                   f"{lim.compliance_current:g} A was set: refusing to start")
-        self.guard.reset(0.0)
+        # keep the history: after a found level was ramped down, the protocol's first steps still
+        # count in the same 2-s slew window as the last steps of that ramp
+        self.guard.commit(0.0, clock.now())
         bl = self.instruments.blanker
         self.blanked = bl.is_blanked() if bl is not None else True
         self._dose_t = clock.now()
