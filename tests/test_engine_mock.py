@@ -86,6 +86,20 @@ def test_random_valid_protocols_never_break_a_limit_on_the_instrument_log(case):
     assert ends_safe(inst)
 
 
+def test_found_level_ramp_down_and_protocol_start_share_one_slew_window():
+    """A source found ON at +3.3 V is ramped down, then the protocol ramps on to -4.6 V in the same
+    direction: the 2-s window across that hand-over must hold the slew limit too (found by the
+    property test above: 0.209 V/s > 0.2 V/s when start-up forgot the ramp-down's history)."""
+    raw = {"limits": {"max_voltage": 6.86, "compliance_current": 1e-06, "max_slew_rate": 0.2},
+           "sample_interval": 0.1, "steps": [{"ramp": {"to": -4.65}}, {"hold": {"duration": 0.17}}]}
+    for _ in range(3):
+        inst = mock(scale=100.0, resistance_ohm=1e9, output_on=True, level_V=3.31)
+        eng, records, out = run(yaml.safe_dump(raw), inst)
+        assert out == "complete", out
+        assert_safe_log(inst.source_meter.log, parse_protocol(yaml.safe_dump(raw)).limits, initial_level=3.31)
+        assert ends_safe(inst)
+
+
 # ----------------------------------------------------------------------------- suspenders
 def test_compliance_hold_freezes_the_ramp_then_resumes():
     # 1 MOhm load, 1 uA limit: compliance above 1 V. The load recovers at t = 8 s (clock).
