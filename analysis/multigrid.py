@@ -592,20 +592,6 @@ def stencil_to_csr(S) -> sp.csr_matrix:
     return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(ny * nx,) * 2)
 
 
-def csr_to_stencil(A, ny, nx) -> np.ndarray:
-    """Inverse of :func:`stencil_to_csr` for a 9-point operator."""
-    A = A.tocoo()
-    r, c = A.row, A.col
-    dy = c // nx - r // nx
-    dx = c % nx - r % nx
-    if np.any(np.abs(dy) > 1) or np.any(np.abs(dx) > 1):
-        raise RuntimeError("coarse operator is not 9-point")
-    S = np.zeros((9, ny, nx))
-    k = (dy + 1) * 3 + (dx + 1)
-    S[k, r // nx, r % nx] = A.data   # (row, offset) pairs are unique after sum_duplicates
-    return S
-
-
 #: grids with fewer voxels than this run on one thread: there a parallel region costs more than it
 #: saves, and far more when another process keeps the second core busy
 PARALLEL_MIN_VOXELS = 256 * 256
