@@ -173,6 +173,29 @@ def _faces(P, gb_res: float):
     return ox, oy, gx, gy
 
 
+@njit(cache=True)
+def _block_inverse(dU, dL, dW, dE, aUL, aUR, aLL, aLR):
+    """Entries (UU, LL, WW, EE, UL, WE, UW, UE, LW, LE) of the inverse of the corner matrix
+    [[D1, C], [C^T, D2]], D1 = diag(dU, dL), D2 = diag(dW, dE), C = [[aUL, aUR], [aLL, aLR]], by its
+    Schur complement. Scalars when compiled; :func:`_corner_inverse` calls the Python source on arrays."""
+    xUL, xUR, xLL, xLR = aUL / dU, aUR / dU, aLL / dL, aLR / dL
+    s11 = dW - aUL * xUL - aLL * xLL
+    s22 = dE - aUR * xUR - aLR * xLR
+    s12 = -(aUL * xUR + aLL * xLR)
+    det = s11 * s22 - s12 * s12
+    i11, i22, i12 = s22 / det, s11 / det, -s12 / det           # S^-1 (rows/cols W, E)
+    # M^-1_12 = -X S^-1 (rows U, L; cols W, E)
+    mUW = -(xUL * i11 + xUR * i12)
+    mUE = -(xUL * i12 + xUR * i22)
+    mLW = -(xLL * i11 + xLR * i12)
+    mLE = -(xLL * i12 + xLR * i22)
+    # M^-1_11 = D1^-1 + X S^-1 X^T
+    mUU = 1.0 / dU - (mUW * xUL + mUE * xUR)
+    mLL = 1.0 / dL - (mLW * xLL + mLE * xLR)
+    mUL = -(mUW * xLL + mUE * xLR)
+    return mUU, mLL, i11, i22, mUL, i12, mUW, mUE, mLW, mLE
+
+
 def _corner_inverse(P, ox, oy, gx, gy, a0, a1):
     """Local inverse M'^-1 (entries) for corner rows a0..a1 (padded-grid corner (a, b) joins cells
     (a, b), (a, b+1), (a+1, b), (a+1, b+1)). Faces: U = x-face (a, b), L = x-face (a+1, b),
@@ -191,22 +214,8 @@ def _corner_inverse(P, ox, oy, gx, gy, a0, a1):
     aUR = np.where(oU & oE, rxy[UR], 0.0)
     aLL = np.where(oL & oW, rxy[LL], 0.0)
     aLR = np.where(oL & oE, rxy[LR], 0.0)
-    # block inverse of [[D1, C], [C^T, D2]], D1 = diag(dU, dL), D2 = diag(dW, dE), C = [[aUL, aUR], [aLL, aLR]]
-    xUL, xUR, xLL, xLR = aUL / dU, aUR / dU, aLL / dL, aLR / dL
-    s11 = dW - aUL * xUL - aLL * xLL
-    s22 = dE - aUR * xUR - aLR * xLR
-    s12 = -(aUL * xUR + aLL * xLR)
-    det = s11 * s22 - s12 * s12
-    i11, i22, i12 = s22 / det, s11 / det, -s12 / det           # S^-1 (rows/cols W, E)
-    # M^-1_12 = -X S^-1 (rows U, L; cols W, E)
-    mUW = -(xUL * i11 + xUR * i12)
-    mUE = -(xUL * i12 + xUR * i22)
-    mLW = -(xLL * i11 + xLR * i12)
-    mLE = -(xLL * i12 + xLR * i22)
-    # M^-1_11 = D1^-1 + X S^-1 X^T
-    mUU = 1.0 / dU - (mUW * xUL + mUE * xUR)
-    mLL = 1.0 / dL - (mLW * xLL + mLE * xLR)
-    mUL = -(mUW * xLL + mUE * xLR)
+    # whole-array call of the compiled scalar function's Python source: the same arithmetic
+    mUU, mLL, i11, i22, mUL, i12, mUW, mUE, mLW, mLE = _block_inverse.py_func(dU, dL, dW, dE, aUL, aUR, aLL, aLR)
     fU, fL, fW, fE = (o.astype(float) for o in (oU, oL, oW, oE))
     return dict(UU=mUU * fU, LL=mLL * fL, WW=i11 * fW, EE=i22 * fE, UL=mUL * fU * fL, WE=i12 * fW * fE,
                 UW=mUW * fU * fW, UE=mUE * fU * fE, LW=mLW * fL * fW, LE=mLE * fL * fE)
@@ -217,8 +226,8 @@ def _corner_minv(rxx, ryy, rxy, alive, el, lab, gb_res, a, b):
     """Entries (UU, LL, WW, EE, UL, WE, UW, UE, LW, LE) of M'^-1 of grid corner (a, b), 0 <= a <= ny,
     0 <= b <= nx, which joins voxels UL = (a-1, b-1), UR = (a-1, b), LL = (a, b-1), LR = (a, b)
     (outside the grid: nothing). Faces U = UL|UR, L = LL|LR, W = UL|LL, E = UR|LR; closed faces give
-    zero rows/columns. The scalar twin of :func:`_corner_inverse` (same arithmetic), reading the
-    unpadded voxel arrays. The last value is False when every face of the corner is closed.
+    zero rows/columns. The scalar twin of :func:`_corner_inverse` (both call :func:`_block_inverse`),
+    reading the unpadded voxel arrays. The last value is False when every face of the corner is closed.
 
     Written without short-circuit ``and``/``or`` on array values (clamped indices, bitwise logic):
     numba compiles those to far slower code."""
@@ -251,19 +260,7 @@ def _corner_minv(rxx, ryy, rxy, alive, el, lab, gb_res, a, b):
     aUR = rxy[i0, j1] if (oU & oE) else 0.0
     aLL = rxy[i1, j0] if (oL & oW) else 0.0
     aLR = rxy[i1, j1] if (oL & oE) else 0.0
-    xUL, xUR, xLL, xLR = aUL / dU, aUR / dU, aLL / dL, aLR / dL
-    s11 = dW - aUL * xUL - aLL * xLL
-    s22 = dE - aUR * xUR - aLR * xLR
-    s12 = -(aUL * xUR + aLL * xLR)
-    det = s11 * s22 - s12 * s12
-    i11, i22, i12 = s22 / det, s11 / det, -s12 / det
-    mUW = -(xUL * i11 + xUR * i12)
-    mUE = -(xUL * i12 + xUR * i22)
-    mLW = -(xLL * i11 + xLR * i12)
-    mLE = -(xLL * i12 + xLR * i22)
-    mUU = 1.0 / dU - (mUW * xUL + mUE * xUR)
-    mLL = 1.0 / dL - (mLW * xLL + mLE * xLR)
-    mUL = -(mUW * xLL + mUE * xLR)
+    mUU, mLL, i11, i22, mUL, i12, mUW, mUE, mLW, mLE = _block_inverse(dU, dL, dW, dE, aUL, aUR, aLL, aLR)
     fU = 1.0 if oU else 0.0
     fL = 1.0 if oL else 0.0
     fW = 1.0 if oW else 0.0
