@@ -592,6 +592,11 @@ def stencil_to_csr(S) -> sp.csr_matrix:
     return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(ny * nx,) * 2)
 
 
+def _is_five(S) -> bool:
+    """The 9-point stencil S is 5-point (its corner planes are all zero)."""
+    return not (S[0].any() or S[2].any() or S[6].any() or S[8].any())
+
+
 #: grids with fewer voxels than this run on one thread: there a parallel region costs more than it
 #: saves, and far more when another process keeps the second core busy
 PARALLEL_MIN_VOXELS = 256 * 256
@@ -621,10 +626,9 @@ class GridMultigrid:
         self.lump = lump
         self.sweeps = int(sweeps)
         self.bands = 2 * _MAX_THREADS   # x-line Gauss-Seidel bands, two per thread (fixed: same answer on any thread count)
-        self.mask = None if mask is None else np.asarray(mask, smoother_dtype)
+        self.mask = np.ones(S.shape[1:], smoother_dtype) if mask is None else np.asarray(mask, smoother_dtype)
         self.S = S                      # the exact operator (float64), for the CG products
-        self._five_S = None
-        self._work, self._rhs_work = {}, {}
+        self.five_S = _is_five(S)
         self.levels = []                # operators of the hierarchy (smoothing, coarse grids)
         self.P = []
         self.factors = []
@@ -634,7 +638,7 @@ class GridMultigrid:
         while True:
             _, ny, nx = Sf.shape
             _use_threads(ny * nx)
-            five = bool(not (Sf[0].any() or Sf[2].any() or Sf[6].any() or Sf[8].any()))
+            five = _is_five(Sf)
             # the level in the smoother's dtype, and (for the y-lines) a contiguous copy of each
             # column colour, in one pass; a 5-point level copies only its five planes
             planes = np.array((1, 3, 4, 5, 7) if five else range(9))
@@ -663,27 +667,18 @@ class GridMultigrid:
         self.coarse_shape = Sf.shape[1:]
         numba.set_num_threads(_MAX_THREADS)
         self.lu = splu(stencil_to_csr(Sf).tocsc())
-
-    def _buffers(self, level):
-        """Work arrays of a level (x, residual), allocated once: fresh 2048^2 arrays fault their
-        pages in on every V-cycle otherwise."""
-        if level not in self._work:
-            shape = self.levels[level].shape[1:]
-            self._work[level] = (np.empty(shape, self.dtype), np.empty(shape, self.dtype))
-        return self._work[level]
+        # work arrays per level (right-hand side, x, residual), allocated once: fresh 2048^2 arrays
+        # would fault their pages in on every V-cycle
+        self._b = [np.empty(lv.shape[1:], self.dtype) for lv in self.levels]
+        self._xr = [(np.empty(lv.shape[1:], self.dtype), np.empty(lv.shape[1:], self.dtype))
+                    for lv in self.levels[:-1]]
 
     def apply(self, x, out=None):
         """S x (float64 exact operator), into ``out`` if given."""
         _use_threads(x.size)
         y = np.empty_like(x) if out is None else out
-        _apply(self.S, x, y, self._five())
+        _apply(self.S, x, y, self.five_S)
         return y
-
-    def _five(self):
-        """The exact operator is 5-point (its corner planes are all zero)."""
-        if self._five_S is None:
-            self._five_S = not (self.S[0].any() or self.S[2].any() or self.S[6].any() or self.S[8].any())
-        return self._five_S
 
     def vcycle(self, b, level: int = 0):
         """One symmetric V-cycle for S x = b from x = 0. The result lives in the level's work array
@@ -692,7 +687,7 @@ class GridMultigrid:
             return self.lu.solve(b.ravel().astype(float)).reshape(b.shape).astype(b.dtype, copy=False)
         _use_threads(b.size)
         S = self.levels[level]
-        x, r = self._buffers(level)
+        x, r = self._xr[level]
         x.fill(0.0)
         cpx, imx, _, _ = self.factors[level]
         five = self.five[level]
@@ -703,7 +698,7 @@ class GridMultigrid:
                 _ylines(ys[c][0], x, b, c, ys[c][1], ys[c][2], five, numba.get_num_threads())
         _residual(S, x, b, r, five)
         W = self.P[level]
-        rc = _restrict(r, W, self._rhs(level + 1))
+        rc = _restrict(r, W, self._b[level + 1])
         ec = self.vcycle(rc, level + 1)
         _use_threads(b.size)
         if self.gamma == 2 and level + 2 < len(self.levels):   # W-cycle: a second coarse correction
@@ -719,11 +714,6 @@ class GridMultigrid:
             _xlines(S, x, b, False, cpx, imx, five, self.bands)
         return x
 
-    def _rhs(self, level):
-        if level not in self._rhs_work:
-            self._rhs_work[level] = np.empty(self.levels[level].shape[1:], self.dtype)
-        return self._rhs_work[level]
-
     def precondition(self, r, out=None):
         """z = M V(M r): one V-cycle, restricted to the masked voxels (symmetric); into ``out`` if given."""
         z = np.empty_like(r) if out is None else out
@@ -733,12 +723,11 @@ class GridMultigrid:
     def _precondition_dot(self, r, z):
         """z = M V(M r); returns r . z."""
         _use_threads(r.size)
-        rr = self._rhs(0)
-        mask = np.ones(r.shape, self.dtype) if self.mask is None else self.mask
-        _masked_cast(r, mask, rr)
+        rr = self._b[0]
+        _masked_cast(r, self.mask, rr)
         zz = self.vcycle(rr)
         _use_threads(r.size)
-        return _masked_cast_dot(zz, mask, z, r)
+        return _masked_cast_dot(zz, self.mask, z, r)
 
     def pcg(self, b, rtol: float = 1e-8, maxiter: int = 200, x0=None):
         """Preconditioned conjugate gradients on the grid; returns (x, iterations, relative residual)."""
@@ -761,7 +750,7 @@ class GridMultigrid:
         it = 0
         res = np.sqrt(_dot(r, r)) / nb
         while res > rtol and it < maxiter:
-            alpha = rz / _apply_dot(self.S, p, Ap, self._five())
+            alpha = rz / _apply_dot(self.S, p, Ap, self.five_S)
             res = np.sqrt(_cg_step(x, r, p, Ap, alpha)) / nb
             it += 1
             if res <= rtol:
