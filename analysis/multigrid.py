@@ -7,12 +7,13 @@ grid stays rectangular on every level. Ingredients (after Dendy, J. Comput. Phys
 * operator-dependent interpolation from the stencil (collapsed along lines), so that jumps in
   conductivity, GB resistors, holes (ZrO2, vacuum) and electrodes are seen by the coarse grids;
 * Galerkin coarse operators P^T A P (9-point on every level);
-* alternating line Gauss-Seidel smoothing (x-lines then zebra y-lines; reversed afterwards, so
-  the V-cycle is symmetric), robust for the strong grid-aligned anisotropy of the grains;
+* alternating line Gauss-Seidel smoothing (x-lines, then y-lines swept as the x-lines of a
+  transposed copy of the level, whose rows are contiguous; reversed afterwards, so the V-cycle is
+  symmetric), robust for the strong grid-aligned anisotropy of the grains;
 * the float32 V-cycle preconditions conjugate gradients in float64.
 
 The kernels are compiled with numba (cached on disk after the first run) and spread over the cores
-(rows, row bands, column chunks or row blocks; see each kernel). The sweeps are one fixed
+(rows, row bands, tiles or row blocks; see each kernel). The sweeps are one fixed
 Gauss-Seidel order whatever the thread count; only the summation order of the dot products
 depends on it (rounding). Grids under :data:`PARALLEL_MIN_VOXELS` run on one thread.
 """
@@ -115,29 +116,18 @@ def _masked_cast_dot(a, mask, out, r):
 
 
 @njit(cache=True, parallel=True)
-def _line_factors(S, cpx, imx, cpy, imy):
+def _line_factors(S, cp, im):
     """Thomas-algorithm factors (computed in float64, stored in the outputs' dtype) of every x-line
-    (row) and y-line (column) block of S: the x-line pivot of (i, j) is 1/imx, its upper factor cpx."""
+    (row) block of S: the pivot of (i, j) is 1/im, its upper factor cp. The y-lines are the x-lines
+    of the transposed level (:func:`_cast_and_transpose`)."""
     _, ny, nx = S.shape
     for i in prange(ny):
         c = 0.0
         for j in range(nx):
             m = float(S[4, i, j]) - (float(S[3, i, j]) * c if j > 0 else 0.0)
-            imx[i, j] = 1.0 / m
+            im[i, j] = 1.0 / m
             c = float(S[5, i, j]) / m
-            cpx[i, j] = c
-    nch = (nx + 63) // 64
-    for ch in prange(nch):
-        j0, j1 = ch * 64, min(nx, ch * 64 + 64)
-        for j in range(j0, j1):
-            m = float(S[4, 0, j])
-            imy[0, j] = 1.0 / m
-            cpy[0, j] = S[7, 0, j] / m
-        for i in range(1, ny):
-            for j in range(j0, j1):
-                m = float(S[4, i, j]) - float(S[1, i, j]) * float(cpy[i - 1, j])
-                imy[i, j] = 1.0 / m
-                cpy[i, j] = S[7, i, j] / m
+            cp[i, j] = c
 
 
 @njit(cache=True)
@@ -181,28 +171,46 @@ def _xline(S, x, b, i, cpx, imx, five, t):
 
 
 @njit(cache=True)
-def _xline_pair(S, x, b, i1, i2, cpx, imx, five, t1, t2):
-    """:func:`_xline` for two rows that do not touch, their recurrences interleaved (each alone is
-    bound by the latency of its own chain; together they overlap)."""
+def _xline_quad(S, x, b, rows, cpx, imx, five, t):
+    """:func:`_xline` for four rows that do not touch (``rows``; right-hand sides in ``t[0..3]``),
+    their recurrences interleaved: each alone is bound by the latency of its own chain."""
     nx = x.shape[1]
+    i1, i2, i3, i4 = rows[0], rows[1], rows[2], rows[3]
+    t1, t2, t3, t4 = t[0], t[1], t[2], t[3]
     _xline_rhs(S, x, b, i1, five, t1)
     _xline_rhs(S, x, b, i2, five, t2)
+    _xline_rhs(S, x, b, i3, five, t3)
+    _xline_rhs(S, x, b, i4, five, t4)
     p1 = t1[0] * imx[i1, 0]
     p2 = t2[0] * imx[i2, 0]
+    p3 = t3[0] * imx[i3, 0]
+    p4 = t4[0] * imx[i4, 0]
     t1[0] = p1
     t2[0] = p2
+    t3[0] = p3
+    t4[0] = p4
     for j in range(1, nx):
         p1 = (t1[j] - S[3, i1, j] * p1) * imx[i1, j]
         p2 = (t2[j] - S[3, i2, j] * p2) * imx[i2, j]
+        p3 = (t3[j] - S[3, i3, j] * p3) * imx[i3, j]
+        p4 = (t4[j] - S[3, i4, j] * p4) * imx[i4, j]
         t1[j] = p1
         t2[j] = p2
+        t3[j] = p3
+        t4[j] = p4
     x[i1, nx - 1] = p1
     x[i2, nx - 1] = p2
+    x[i3, nx - 1] = p3
+    x[i4, nx - 1] = p4
     for j in range(nx - 2, -1, -1):
         p1 = t1[j] - cpx[i1, j] * p1
         p2 = t2[j] - cpx[i2, j] * p2
+        p3 = t3[j] - cpx[i3, j] * p3
+        p4 = t4[j] - cpx[i4, j] * p4
         x[i1, j] = p1
         x[i2, j] = p2
+        x[i3, j] = p3
+        x[i4, j] = p4
 
 
 @njit(cache=True, parallel=True)
@@ -210,8 +218,8 @@ def _xlines(S, x, b, forward, cpx, imx, five, nblocks):
     """Line Gauss-Seidel along x (rows), in order (``forward``) or reversed (its adjoint).
 
     The rows are cut into ``nblocks`` bands. The rows inside the bands are swept at the same time
-    (no two bands touch: the last row of each band separates it from the next), two bands per
-    thread with their row solves interleaved; the bands' last rows come after them (before them
+    (no two bands touch: the last row of each band separates it from the next), four bands per
+    task with their row solves interleaved; the bands' last rows come after them (before them
     when reversed). That is exactly line Gauss-Seidel in one fixed row order, so the result does not
     depend on the threads or their timing, and the reversed sweep is the adjoint."""
     ny, nx = x.shape
@@ -220,115 +228,67 @@ def _xlines(S, x, b, forward, cpx, imx, five, nblocks):
         t = np.empty(nx, x.dtype)
         for blk in range(nb - 1, -1, -1):
             _xline(S, x, b, (blk + 1) * ny // nb - 1, cpx, imx, five, t)
-    for pair in prange((nb + 1) // 2):
-        k1, k2 = 2 * pair, min(2 * pair + 1, nb - 1)
-        a1, n1 = k1 * ny // nb, (k1 + 1) * ny // nb - 1 - k1 * ny // nb
-        a2, n2 = k2 * ny // nb, (k2 + 1) * ny // nb - 1 - k2 * ny // nb
-        if k2 == k1:
-            n2 = 0
-        t1 = np.empty(nx, x.dtype)
-        t2 = np.empty(nx, x.dtype)
-        for ii in range(max(n1, n2)):
-            r1 = (a1 + ii if forward else a1 + n1 - 1 - ii) if ii < n1 else -1
-            r2 = (a2 + ii if forward else a2 + n2 - 1 - ii) if ii < n2 else -1
-            if r1 >= 0 and r2 >= 0:
-                _xline_pair(S, x, b, r1, r2, cpx, imx, five, t1, t2)
-            elif r1 >= 0:
-                _xline(S, x, b, r1, cpx, imx, five, t1)
+    for g in prange((nb + 3) // 4):
+        k0, k1 = 4 * g, min(nb, 4 * g + 4)
+        t = np.empty((4, nx), x.dtype)
+        rows = np.empty(4, np.int64)
+        n = 0                                   # inner rows of the group's longest band
+        for k in range(k0, k1):
+            n = max(n, (k + 1) * ny // nb - 1 - k * ny // nb)
+        for ii in range(n):
+            cnt = 0
+            for k in range(k0, k1):
+                a = k * ny // nb
+                m = (k + 1) * ny // nb - 1 - a
+                if ii < m:
+                    rows[cnt] = a + ii if forward else a + m - 1 - ii
+                    cnt += 1
+            if cnt == 4:
+                _xline_quad(S, x, b, rows, cpx, imx, five, t)
             else:
-                _xline(S, x, b, r2, cpx, imx, five, t2)
+                for q in range(cnt):
+                    _xline(S, x, b, rows[q], cpx, imx, five, t[q])
     if forward:
         t = np.empty(nx, x.dtype)
         for blk in range(nb):
             _xline(S, x, b, (blk + 1) * ny // nb - 1, cpx, imx, five, t)
 
 
-#: fewest columns of one colour per parallel y-line chunk (otherwise one chunk per thread)
-_YCHUNK_MIN = 128
-
-
-@njit(cache=True)
-def _yline_step(Sc, x, b, imy, i, jj, colour, five):
-    """Forward elimination of y-line voxel (i, colour + 2 jj), any row or column (edges included)."""
-    ny, nx = x.shape
-    j = colour + 2 * jj
-    r = b[i, j]
-    if j > 0:
-        r -= Sc[3, i, jj] * x[i, j - 1]
-        if not five:
-            if i > 0:
-                r -= Sc[0, i, jj] * x[i - 1, j - 1]
-            if i < ny - 1:
-                r -= Sc[6, i, jj] * x[i + 1, j - 1]
-    if j < nx - 1:
-        r -= Sc[5, i, jj] * x[i, j + 1]
-        if not five:
-            if i > 0:
-                r -= Sc[2, i, jj] * x[i - 1, j + 1]
-            if i < ny - 1:
-                r -= Sc[8, i, jj] * x[i + 1, j + 1]
-    if i > 0:
-        r -= Sc[1, i, jj] * x[i - 1, j]
-    x[i, j] = r * imy[i, jj]
+#: side of the square tiles of the transposes (cache-sized blocks)
+_TILE = 32
+#: plane of the transposed level that holds plane k: the offset (dy, dx) becomes (dx, dy)
+_TPLANE = np.array([(k % 3) * 3 + k // 3 for k in range(9)])
 
 
 @njit(cache=True, parallel=True)
-def _ylines(Sc, x, b, colour, cpy, imy, five, nthreads):
-    """Exact solves along the y-lines (columns) j = colour, colour+2, ... (zebra line Gauss-Seidel).
-
-    The stencil and line factors of the column colour are stored contiguously (``Sc[k, i, jj] =
-    S[k, i, colour + 2 jj]``), so a colour reads only its half of the operator. The columns are solved
-    together, sweeping rows (cache-friendly), in chunks spread over the cores; inside the grid the
-    loops have no branches (the edges take :func:`_yline_step`). The forward elimination writes into
-    x itself (those columns are not read until the back substitution)."""
-    ny, nx = x.shape
-    nc = Sc.shape[2]
-    jlo = 1 - colour                           # jj >= jlo: a west neighbour (j >= 1)
-    jhi = max(0, (nx - 2 - colour) // 2 + 1)   # jj < jhi: an east neighbour (j <= nx - 2)
-    nch = max(1, min(nthreads, nc // _YCHUNK_MIN))
-    for ch in prange(nch):
-        a, e = ch * nc // nch, (ch + 1) * nc // nch
-        lo, hi = max(a, jlo), min(e, jhi)
-        for i in range(ny):
-            if i == 0 or i == ny - 1 or lo >= hi:
-                for jj in range(a, e):
-                    _yline_step(Sc, x, b, imy, i, jj, colour, five)
-                continue
-            for jj in range(a, lo):
-                _yline_step(Sc, x, b, imy, i, jj, colour, five)
-            for jj in range(hi, e):
-                _yline_step(Sc, x, b, imy, i, jj, colour, five)
-            if five:
-                for jj in range(lo, hi):
-                    j = colour + 2 * jj
-                    x[i, j] = (b[i, j] - Sc[3, i, jj] * x[i, j - 1] - Sc[5, i, jj] * x[i, j + 1]
-                               - Sc[1, i, jj] * x[i - 1, j]) * imy[i, jj]
-            else:
-                for jj in range(lo, hi):
-                    j = colour + 2 * jj
-                    x[i, j] = (b[i, j] - Sc[3, i, jj] * x[i, j - 1] - Sc[5, i, jj] * x[i, j + 1]
-                               - Sc[0, i, jj] * x[i - 1, j - 1] - Sc[2, i, jj] * x[i - 1, j + 1]
-                               - Sc[6, i, jj] * x[i + 1, j - 1] - Sc[8, i, jj] * x[i + 1, j + 1]
-                               - Sc[1, i, jj] * x[i - 1, j]) * imy[i, jj]
-        for i in range(ny - 2, -1, -1):
-            for jj in range(a, e):
-                x[i, colour + 2 * jj] -= cpy[i, jj] * x[i + 1, colour + 2 * jj]
+def _transpose(a, out):
+    """out = a.T (in out's dtype), tile by tile."""
+    ny, nx = a.shape
+    for bi in prange((ny + _TILE - 1) // _TILE):
+        i0, i1 = bi * _TILE, min(ny, bi * _TILE + _TILE)
+        for j0 in range(0, nx, _TILE):
+            for j in range(j0, min(nx, j0 + _TILE)):
+                for i in range(i0, i1):
+                    out[j, i] = a[i, j]
 
 
 @njit(cache=True, parallel=True)
-def _split_colours(S, planes, out, even, odd):
-    """For k in planes: out[k] = S[k], even[k] = S[k][:, 0::2], odd[k] = S[k][:, 1::2] (cast to the
-    outputs' dtype), in one pass."""
+def _cast_and_transpose(S, planes, out, outT, tplane):
+    """For k in planes: out[k] = S[k] and outT[tplane[k]] = S[k].T, cast to the outputs' dtype, in
+    one pass (tile by tile). ``outT`` is the stencil of the transposed grid: its x-lines are the
+    y-lines of S."""
     _, ny, nx = S.shape
-    n = planes.size
-    for ki in prange(n * ny):
-        k, i = planes[ki // ny], ki % ny
-        for j in range(nx):
-            out[k, i, j] = S[k, i, j]
-        for jj in range((nx + 1) // 2):
-            even[k, i, jj] = S[k, i, 2 * jj]
-        for jj in range(nx // 2):
-            odd[k, i, jj] = S[k, i, 2 * jj + 1]
+    for bi in prange((ny + _TILE - 1) // _TILE):
+        i0, i1 = bi * _TILE, min(ny, bi * _TILE + _TILE)
+        for k in planes:
+            kt = tplane[k]
+            for i in range(i0, i1):
+                for j in range(nx):
+                    out[k, i, j] = S[k, i, j]
+            for j0 in range(0, nx, _TILE):
+                for j in range(j0, min(nx, j0 + _TILE)):
+                    for i in range(i0, i1):
+                        outT[kt, j, i] = S[k, i, j]
 
 
 @njit(cache=True)
@@ -534,47 +494,6 @@ def _cg_dir(p, z, beta):
             p[i, j] = z[i, j] + beta * p[i, j]
 
 
-@njit(cache=True, parallel=True)
-def _positive_offdiagonals(S):
-    _, ny, nx = S.shape
-    n = 0
-    for i in prange(ny):
-        for k in range(9):
-            if k != 4:
-                for j in range(nx):
-                    if S[k, i, j] > 0.0:
-                        n += 1
-    return n
-
-
-@njit(cache=True, parallel=True)
-def _lump_into(S, L):
-    _, ny, nx = S.shape
-    for i in prange(ny):
-        for j in range(nx):
-            L[4, i, j] = S[4, i, j]
-        for k in range(9):
-            if k != 4:
-                for j in range(nx):
-                    v = S[k, i, j]
-                    if v > 0.0:
-                        L[4, i, j] += v
-                        L[k, i, j] = 0.0
-                    else:
-                        L[k, i, j] = v
-
-
-def _lumped(S):
-    """M-matrix approximation for building the interpolation: positive off-diagonal entries (which
-    the full-tensor scheme has in obliquely anisotropic grains) are added to the diagonal.
-    Returns S itself (no copy) when it has none."""
-    if _positive_offdiagonals(S) == 0:
-        return S
-    L = np.empty_like(S)
-    _lump_into(S, L)
-    return L
-
-
 def stencil_to_csr(S) -> sp.csr_matrix:
     """The grid operator as a CSR matrix (row-major voxel order)."""
     _, ny, nx = S.shape
@@ -616,50 +535,43 @@ class GridMultigrid:
     >>> x, its = mg.pcg(b, rtol=1e-8)             # doctest: +SKIP
     """
 
-    def __init__(self, S, coarsest: int = 2500, smoother_dtype=np.float64, cycle: str = "V",
-                 preconditioner_of=None, mask=None, lump: bool = True, sweeps: int = 1):
+    def __init__(self, S, coarsest: int = 2500, smoother_dtype=np.float64, preconditioner_of=None, mask=None):
         """``S``: the operator CG solves. ``preconditioner_of``: build the hierarchy from this operator
         instead (e.g. :func:`filled`). ``mask``: the preconditioned residual is kept on these voxels
         only (symmetric restriction to the unknowns)."""
-        self.gamma = 2 if cycle == "W" else 1
         self.dtype = np.dtype(smoother_dtype)
-        self.lump = lump
-        self.sweeps = int(sweeps)
-        self.bands = 2 * _MAX_THREADS   # x-line Gauss-Seidel bands, two per thread (fixed: same answer on any thread count)
+        self.bands = 4 * _MAX_THREADS   # x-line Gauss-Seidel bands, four per task (fixed: same answer on any thread count)
         self.mask = np.ones(S.shape[1:], smoother_dtype) if mask is None else np.asarray(mask, smoother_dtype)
         self.S = S                      # the exact operator (float64), for the CG products
         self.five_S = _is_five(S)
         self.levels = []                # operators of the hierarchy (smoothing, coarse grids)
+        self.levelsT = []               # the same, transposed (their x-lines are the y-lines)
         self.P = []
-        self.factors = []
-        self.ysplit = []
+        self.factors = []               # x-line factors of each level and of its transpose
         self.five = []                  # level is a 5-point stencil (corner entries all zero)
         Sf = S if preconditioner_of is None else preconditioner_of
         while True:
             _, ny, nx = Sf.shape
             _use_threads(ny * nx)
             five = _is_five(Sf)
-            # the level in the smoother's dtype, and (for the y-lines) a contiguous copy of each
-            # column colour, in one pass; a 5-point level copies only its five planes
+            # the level in the smoother's dtype and its transpose in one pass; a 5-point level
+            # copies only its five planes
             planes = np.array((1, 3, 4, 5, 7) if five else range(9))
             lv = np.zeros(Sf.shape, smoother_dtype)
-            split = [np.zeros((9, ny, (nx - c + 1) // 2), smoother_dtype) for c in (0, 1)]
-            _split_colours(Sf, planes, lv, split[0], split[1])
+            lvT = np.zeros((9, nx, ny), smoother_dtype)
+            _cast_and_transpose(Sf, planes, lv, lvT, _TPLANE)
+            factors = tuple(np.empty(a.shape[1:], smoother_dtype) for a in (lv, lv, lvT, lvT))
+            _line_factors(lv, factors[0], factors[1])
+            _line_factors(lvT, factors[2], factors[3])
             self.levels.append(lv)
-            factors = tuple(np.empty((ny, nx), smoother_dtype) for _ in range(4))
-            _line_factors(Sf, *factors)
+            self.levelsT.append(lvT)
             self.factors.append(factors)
-            cpy, imy = factors[2], factors[3]
-            fc = [np.empty((2, ny, (nx - c + 1) // 2), smoother_dtype) for c in (0, 1)]
-            _split_colours(np.stack((cpy, imy)), np.arange(2), np.empty((2, ny, nx), smoother_dtype), fc[0], fc[1])
-            split = [(split[c], fc[c][0], fc[c][1]) for c in (0, 1)]
-            self.ysplit.append(tuple(split))
             self.five.append(five)
             if ny * nx <= coarsest or min(ny, nx) < 4:
                 break
             nyc, nxc = (ny + 1) // 2, (nx + 1) // 2
             # outputs allocated by numpy (huge-page advised: faster first touch than numba's own)
-            W = _interpolation(_lumped(Sf) if self.lump else Sf, np.zeros((ny, nx, 4)))
+            W = _interpolation(Sf, np.zeros((ny, nx, 4)))
             self.P.append(W.astype(smoother_dtype, copy=False))
             Sf = _rap(Sf, W, np.zeros((9, nyc, nxc)))
         from scipy.sparse.linalg import splu
@@ -667,11 +579,12 @@ class GridMultigrid:
         self.coarse_shape = Sf.shape[1:]
         numba.set_num_threads(_MAX_THREADS)
         self.lu = splu(stencil_to_csr(Sf).tocsc())
-        # work arrays per level (right-hand side, x, residual), allocated once: fresh 2048^2 arrays
-        # would fault their pages in on every V-cycle
+        # work arrays per level (right-hand side; x, residual and the transposed x and b), allocated
+        # once: fresh 2048^2 arrays would fault their pages in on every V-cycle
         self._b = [np.empty(lv.shape[1:], self.dtype) for lv in self.levels]
-        self._xr = [(np.empty(lv.shape[1:], self.dtype), np.empty(lv.shape[1:], self.dtype))
-                    for lv in self.levels[:-1]]
+        self._work = [(np.empty(lv.shape[1:], self.dtype), np.empty(lv.shape[1:], self.dtype),
+                       np.empty(lvT.shape[1:], self.dtype), np.empty(lvT.shape[1:], self.dtype))
+                      for lv, lvT in zip(self.levels[:-1], self.levelsT[:-1])]
 
     def apply(self, x, out=None):
         """S x (float64 exact operator), into ``out`` if given."""
@@ -686,32 +599,26 @@ class GridMultigrid:
         if level == len(self.levels) - 1:
             return self.lu.solve(b.ravel().astype(float)).reshape(b.shape).astype(b.dtype, copy=False)
         _use_threads(b.size)
-        S = self.levels[level]
-        x, r = self._xr[level]
+        x, r, xT, bT = self._work[level]
         x.fill(0.0)
-        cpx, imx, _, _ = self.factors[level]
-        five = self.five[level]
-        ys = self.ysplit[level]
-        for _ in range(self.sweeps):    # x-lines, then zebra y-lines (even columns, then odd)
-            _xlines(S, x, b, True, cpx, imx, five, self.bands)
-            for c in (0, 1):
-                _ylines(ys[c][0], x, b, c, ys[c][1], ys[c][2], five, numba.get_num_threads())
+        S, ST, five = self.levels[level], self.levelsT[level], self.five[level]
+        cpx, imx, cpy, imy = self.factors[level]
+        # x-line Gauss-Seidel, then y-line Gauss-Seidel: the x-lines of the transposed level
+        _xlines(S, x, b, True, cpx, imx, five, self.bands)
+        _transpose(x, xT)
+        _transpose(b, bT)
+        _xlines(ST, xT, bT, True, cpy, imy, five, self.bands)
+        _transpose(xT, x)
         _residual(S, x, b, r, five)
         W = self.P[level]
-        rc = _restrict(r, W, self._b[level + 1])
-        ec = self.vcycle(rc, level + 1)
+        ec = self.vcycle(_restrict(r, W, self._b[level + 1]), level + 1)
         _use_threads(b.size)
-        if self.gamma == 2 and level + 2 < len(self.levels):   # W-cycle: a second coarse correction
-            ec = ec.copy()
-            t = np.empty_like(rc)
-            _apply(self.levels[level + 1], ec, t, self.five[level + 1])
-            ec += self.vcycle(rc - t, level + 1)
-            _use_threads(b.size)
         _prolong_add(x, ec, W)
-        for _ in range(self.sweeps):    # the adjoint: every line sweep in reverse order
-            for c in (1, 0):
-                _ylines(ys[c][0], x, b, c, ys[c][1], ys[c][2], five, numba.get_num_threads())
-            _xlines(S, x, b, False, cpx, imx, five, self.bands)
+        # the adjoint of the pre-smoothing: both sweeps reversed, in reverse order
+        _transpose(x, xT)
+        _xlines(ST, xT, bT, False, cpy, imy, five, self.bands)
+        _transpose(xT, x)
+        _xlines(S, x, b, False, cpx, imx, five, self.bands)
         return x
 
     def precondition(self, r, out=None):

@@ -82,15 +82,15 @@ def _solve_row_dense(A, x, b, i, nx):
     return xf.reshape(x.shape)
 
 
-@pytest.mark.parametrize("nblocks", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("nblocks", [1, 2, 3, 4, 5, 8, 9])
 def test_xline_sweeps_are_gauss_seidel_in_a_fixed_row_order(nblocks):
-    """Bands of rows swept in parallel (two interleaved per thread) = one fixed Gauss-Seidel order."""
-    ny, nx = 23, 9
+    """Bands of rows swept in parallel (four interleaved per task) = one fixed Gauss-Seidel order."""
+    ny, nx = 41, 9
     S = _random_spd_stencil(ny, nx, seed=3)
     A = mg.stencil_to_csr(S).toarray()
     rng = np.random.default_rng(2)
     b, x0 = rng.normal(size=(ny, nx)), rng.normal(size=(ny, nx))
-    f = tuple(np.empty((ny, nx)) for _ in range(4))
+    f = tuple(np.empty((ny, nx)) for _ in range(2))
     mg._line_factors(S, *f)
     cuts = [k * ny // nblocks for k in range(nblocks + 1)]
     interior = [i for k in range(nblocks) for i in range(cuts[k], cuts[k + 1] - 1)]
@@ -104,26 +104,37 @@ def test_xline_sweeps_are_gauss_seidel_in_a_fixed_row_order(nblocks):
         np.testing.assert_allclose(x, ref, rtol=1e-11, atol=1e-11)
 
 
-def test_yline_sweeps_solve_their_columns_exactly():
-    """After a y-line sweep of one colour the residual vanishes on those columns."""
-    S = _random_spd_stencil(12, 15, seed=3)
-    rng = np.random.default_rng(2)
-    b, x = rng.normal(size=(12, 15)), rng.normal(size=(12, 15))
-    f = tuple(np.empty((12, 15)) for _ in range(4))
-    mg._line_factors(S, *f)
-    r = np.empty_like(b)
-    for colour in (0, 1):
-        nc = (15 - colour + 1) // 2
-        Sc = [np.zeros((9, 12, (15 - c + 1) // 2)) for c in (0, 1)][colour]
-        fc = [np.zeros((2, 12, (15 - c + 1) // 2)) for c in (0, 1)][colour]
-        other9, other2 = np.zeros((9, 12, 15 - nc)), np.zeros((2, 12, 15 - nc))
-        mg._split_colours(S, np.arange(9), np.zeros_like(S), *((Sc, other9) if colour == 0 else (other9, Sc)))
-        f23 = np.stack([f[2], f[3]])
-        mg._split_colours(f23, np.arange(2), np.zeros_like(f23), *((fc, other2) if colour == 0 else (other2, fc)))
-        np.testing.assert_array_equal(Sc, S[:, :, colour::2])
-        mg._ylines(Sc, x, b, colour, fc[0], fc[1], False, 2)
-        mg._residual(S, x, b, r, False)
-        assert np.abs(r[:, colour::2]).max() < 1e-12
+@pytest.mark.parametrize("five", [False, True])
+def test_transposed_level_is_the_operator_of_the_transposed_grid(five):
+    """The y-lines are swept as the x-lines of the transposed level: S^T-grid applied to x^T must be
+    (S x)^T, and its x-line factors must solve the columns of S exactly."""
+    ny, nx = 14, 19
+    S = _random_spd_stencil(ny, nx, seed=5, five=five)
+    planes = np.array((1, 3, 4, 5, 7) if five else range(9))
+    lv, lvT = np.zeros_like(S), np.zeros((9, nx, ny))
+    mg._cast_and_transpose(S, planes, lv, lvT, mg._TPLANE)
+    np.testing.assert_array_equal(lv, S)
+    rng = np.random.default_rng(6)
+    x, b = rng.normal(size=(ny, nx)), rng.normal(size=(ny, nx))
+    y, yT = np.empty((ny, nx)), np.empty((nx, ny))
+    mg._apply(S, x, y, five)
+    xT = np.empty((nx, ny))
+    mg._transpose(x, xT)
+    np.testing.assert_array_equal(xT, x.T)
+    mg._apply(lvT, xT, yT, five)
+    np.testing.assert_allclose(yT, y.T, rtol=1e-13, atol=1e-13)
+    # one backward x-line sweep on the transposed level, one band: the first column is solved last,
+    # so afterwards the residual of S vanishes on column 0
+    cp, im = np.empty((nx, ny)), np.empty((nx, ny))
+    mg._line_factors(lvT, cp, im)
+    bT = np.empty((nx, ny))
+    mg._transpose(b, bT)
+    mg._xlines(lvT, xT, bT, False, cp, im, five, 1)
+    mg._transpose(xT, x)
+    r = np.empty((ny, nx))
+    mg._residual(S, x, b, r, five)
+    assert np.abs(r[:, 0]).max() < 1e-12 * np.abs(b).max()
+    assert np.abs(r[:, 1:]).max() > 1e-6
 
 
 @pytest.mark.parametrize("model", ["full", "diagonal"])
