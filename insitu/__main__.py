@@ -1,5 +1,5 @@
 import sys
 
-from insitu.cli import main
+from insitu.cli import console_main
 
-sys.exit(main())
+sys.exit(console_main())

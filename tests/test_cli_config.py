@@ -32,6 +32,22 @@ def test_console_script_runs_as_module():
     assert res.stdout.startswith("insitu ")
 
 
+def test_program_entry_returns_the_exit_code_and_freezes_the_garbage_collector(monkeypatch, tmp_path, capsys):
+    """console_main = main + gc.freeze (the process ends next: its final cycle searches are skipped)."""
+    import gc
+
+    from insitu.cli import console_main
+
+    monkeypatch.setattr(sys, "argv", ["insitu", "validate", str(tmp_path / "missing.yaml")])
+    try:
+        assert gc.get_freeze_count() == 0
+        assert console_main() == 1
+        assert "missing.yaml" in capsys.readouterr().err
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
 def test_mock_config_is_all_mock():
     cfg = parse_instruments(MOCK_TOML)
     assert cfg.is_mock
