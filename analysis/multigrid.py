@@ -132,7 +132,8 @@ def _line_factors(S, cp, im):
 
 @njit(cache=True)
 def _xline_rhs(S, x, b, i, five, t):
-    """t = b[i, :] minus the couplings of row i to rows i-1 and i+1 (the right-hand side of its line)."""
+    """t = b[i, :] minus the couplings of row i to rows i-1 and i+1 (the right-hand side of its line).
+    S must be exactly symmetric (see :func:`_mirror_lower`)."""
     ny, nx = x.shape
     for j in range(nx):
         t[j] = b[i, j]
@@ -144,14 +145,14 @@ def _xline_rhs(S, x, b, i, five, t):
                 t[j] -= S[0, i, j] * x[i - 1, j - 1]
             for j in range(nx - 1):
                 t[j] -= S[2, i, j] * x[i - 1, j + 1]
-    if i < ny - 1:
-        for j in range(nx):
-            t[j] -= S[7, i, j] * x[i + 1, j]
+    if i < ny - 1:          # by symmetry S[7, i, j] = S[1, i+1, j], S[6, i, j] = S[2, i+1, j-1], S[8, i, j] = S[0, i+1, j+1]:
+        for j in range(nx):   # row i+1's planes, read again (from cache) when row i+1 is solved
+            t[j] -= S[1, i + 1, j] * x[i + 1, j]
         if not five:
             for j in range(1, nx):
-                t[j] -= S[6, i, j] * x[i + 1, j - 1]
+                t[j] -= S[2, i + 1, j - 1] * x[i + 1, j - 1]
             for j in range(nx - 1):
-                t[j] -= S[8, i, j] * x[i + 1, j + 1]
+                t[j] -= S[0, i + 1, j + 1] * x[i + 1, j + 1]
 
 
 @njit(cache=True)
@@ -404,6 +405,23 @@ def _rap(S, W, Sc):
     return Sc
 
 
+@njit(cache=True, parallel=True)
+def _mirror_lower(S):
+    """Make S exactly symmetric in place: each upper coupling (planes 5-8) is set to the lower one it
+    mirrors (S[8 - k] at the neighbour). A Galerkin product is symmetric only up to rounding; the line
+    sweeps read the couplings to the next row from that row's lower planes."""
+    _, ny, nx = S.shape
+    for i in prange(ny):
+        for k in range(5, 9):
+            di, dj = k // 3 - 1, k % 3 - 1
+            i2 = i + di
+            for j in range(nx):
+                j2 = j + dj
+                if 0 <= i2 < ny and 0 <= j2 < nx:
+                    S[k, i, j] = S[8 - k, i2, j2]
+    return S
+
+
 @njit(cache=True)
 def _restrict_rows(r, W, rc, i0, i1):
     nx = r.shape[1]
@@ -573,7 +591,7 @@ class GridMultigrid:
             # outputs allocated by numpy (huge-page advised: faster first touch than numba's own)
             W = _interpolation(Sf, np.zeros((ny, nx, 4)))
             self.P.append(W.astype(smoother_dtype, copy=False))
-            Sf = _rap(Sf, W, np.zeros((9, nyc, nxc)))
+            Sf = _mirror_lower(_rap(Sf, W, np.zeros((9, nyc, nxc))))
         from scipy.sparse.linalg import splu
 
         self.coarse_shape = Sf.shape[1:]
