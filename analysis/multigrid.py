@@ -379,11 +379,10 @@ def _rap_rows(S, W, Sc, i0, i1):
                     if w1 == 0.0:
                         continue
                     I1, J1 = i // 2 + a, j // 2 + c
-                    for di in range(3):
-                        for dj in range(3):
-                            v = ap[a + di, c + dj]     # coarse (I1 - 1 + di, J1 - 1 + dj)
-                            if v != 0.0:
-                                Sc[di * 3 + dj, I1, J1] += w1 * v
+                    for kc in range(5):                # lower planes only: Sc is symmetric
+                        v = ap[a + kc // 3, c + kc % 3]     # coarse (I1 - 1 + kc // 3, J1 - 1 + kc % 3)
+                        if v != 0.0:
+                            Sc[kc, I1, J1] += w1 * v
 
 
 #: fine rows per parallel block of the Galerkin product (even)
@@ -392,7 +391,9 @@ _RAPBLOCK = 32
 
 @njit(cache=True, parallel=True)
 def _rap(S, W, Sc):
-    """Galerkin coarse stencil P^T S P (9-point on the coarse grid), computed voxel by voxel.
+    """Galerkin coarse stencil P^T S P (9-point on the coarse grid), computed voxel by voxel: its
+    lower planes 0-4 (the centre and the couplings to the previous row and column); the upper ones
+    follow by symmetry (:func:`_mirror_lower`).
 
     Blocks of fine rows write overlapping coarse rows only with their neighbours, so even blocks run
     in parallel, then odd ones."""
