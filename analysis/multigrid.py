@@ -83,13 +83,34 @@ def _apply_dot(S, x, y, five):
 
 
 @njit(cache=True, parallel=True)
-def _residual(S, x, b, r, five):
-    """r = b - S x (one pass)."""
+def _residual(L, x, b, r, five):
+    """r = b - S x (one pass) for a symmetric S given by its lower planes ``L`` (5, ny, nx): the
+    couplings of (i, j) to the next row and column are those rows' and columns' lower planes
+    (S[5, i, j] = L[3, i, j+1], S[6, i, j] = L[2, i+1, j-1], S[7, i, j] = L[1, i+1, j],
+    S[8, i, j] = L[0, i+1, j+1])."""
     ny, nx = x.shape
     for i in prange(ny):
-        _apply_row(S, x, r, i, five)
         for j in range(nx):
-            r[i, j] = b[i, j] - r[i, j]
+            s = L[4, i, j] * x[i, j]
+            if j > 0:
+                s += L[3, i, j] * x[i, j - 1]
+            if j < nx - 1:
+                s += L[3, i, j + 1] * x[i, j + 1]
+            if i > 0:
+                s += L[1, i, j] * x[i - 1, j]
+                if not five:
+                    if j > 0:
+                        s += L[0, i, j] * x[i - 1, j - 1]
+                    if j < nx - 1:
+                        s += L[2, i, j] * x[i - 1, j + 1]
+            if i < ny - 1:
+                s += L[1, i + 1, j] * x[i + 1, j]
+                if not five:
+                    if j > 0:
+                        s += L[2, i + 1, j - 1] * x[i + 1, j - 1]
+                    if j < nx - 1:
+                        s += L[0, i + 1, j + 1] * x[i + 1, j + 1]
+            r[i, j] = b[i, j] - s
 
 
 @njit(cache=True, parallel=True)
@@ -126,14 +147,14 @@ def _line_factors(S, cp, im):
         for j in range(nx):
             m = float(S[4, i, j]) - (float(S[3, i, j]) * c if j > 0 else 0.0)
             im[i, j] = 1.0 / m
-            c = float(S[5, i, j]) / m
+            c = float(S[3, i, j + 1]) / m if j < nx - 1 else 0.0    # S[5, i, j], by symmetry
             cp[i, j] = c
 
 
 @njit(cache=True)
 def _xline_rhs(S, x, b, i, five, t):
     """t = b[i, :] minus the couplings of row i to rows i-1 and i+1 (the right-hand side of its line).
-    S must be exactly symmetric (see :func:`_mirror_lower`)."""
+    Reads the lower planes (0-3) of a symmetric S only (see :func:`_residual`)."""
     ny, nx = x.shape
     for j in range(nx):
         t[j] = b[i, j]
@@ -275,21 +296,24 @@ def _transpose(a, out):
 
 @njit(cache=True, parallel=True)
 def _cast_and_transpose(S, planes, out, outT, tplane):
-    """For k in planes: out[k] = S[k] and outT[tplane[k]] = S[k].T, cast to the outputs' dtype, in
-    one pass (tile by tile). ``outT`` is the stencil of the transposed grid: its x-lines are the
-    y-lines of S."""
+    """The lower planes (0-4) of S and of its transpose, cast to the outputs' dtype, in one pass
+    (tile by tile), reading the planes of S listed in ``planes``: out[k] = S[k] for k < 5 and
+    outT[tplane[k]] = S[k].T for tplane[k] < 5. ``outT`` is the stencil of the transposed grid: its
+    x-lines are the y-lines of S."""
     _, ny, nx = S.shape
     for bi in prange((ny + _TILE - 1) // _TILE):
         i0, i1 = bi * _TILE, min(ny, bi * _TILE + _TILE)
         for k in planes:
+            if k < 5:
+                for i in range(i0, i1):
+                    for j in range(nx):
+                        out[k, i, j] = S[k, i, j]
             kt = tplane[k]
-            for i in range(i0, i1):
-                for j in range(nx):
-                    out[k, i, j] = S[k, i, j]
-            for j0 in range(0, nx, _TILE):
-                for j in range(j0, min(nx, j0 + _TILE)):
-                    for i in range(i0, i1):
-                        outT[kt, j, i] = S[k, i, j]
+            if kt < 5:
+                for j0 in range(0, nx, _TILE):
+                    for j in range(j0, min(nx, j0 + _TILE)):
+                        for i in range(i0, i1):
+                            outT[kt, j, i] = S[k, i, j]
 
 
 @njit(cache=True)
@@ -563,7 +587,7 @@ class GridMultigrid:
         self.mask = np.ones(S.shape[1:], smoother_dtype) if mask is None else np.asarray(mask, smoother_dtype)
         self.S = S                      # the exact operator (float64), for the CG products
         self.five_S = _is_five(S)
-        self.levels = []                # operators of the hierarchy (smoothing, coarse grids)
+        self.levels = []                # lower planes (0-4) of the hierarchy's operators, smoother dtype
         self.levelsT = []               # the same, transposed (their x-lines are the y-lines)
         self.P = []
         self.factors = []               # x-line factors of each level and of its transpose
@@ -573,11 +597,11 @@ class GridMultigrid:
             _, ny, nx = Sf.shape
             _use_threads(ny * nx)
             five = _is_five(Sf)
-            # the level in the smoother's dtype and its transpose in one pass; a 5-point level
-            # copies only its five planes
+            # the level in the smoother's dtype and its transpose, their lower planes (the level is
+            # symmetric), in one pass; a 5-point level reads only its five planes
             planes = np.array((1, 3, 4, 5, 7) if five else range(9))
-            lv = np.zeros(Sf.shape, smoother_dtype)
-            lvT = np.zeros((9, nx, ny), smoother_dtype)
+            lv = np.zeros((5, ny, nx), smoother_dtype)
+            lvT = np.zeros((5, nx, ny), smoother_dtype)
             _cast_and_transpose(Sf, planes, lv, lvT, _TPLANE)
             factors = tuple(np.empty(a.shape[1:], smoother_dtype) for a in (lv, lv, lvT, lvT))
             _line_factors(lv, factors[0], factors[1])
