@@ -643,25 +643,25 @@ class GridMultigrid:
             return self.lu.solve(b.ravel().astype(float)).reshape(b.shape).astype(b.dtype, copy=False)
         _use_threads(b.size)
         x, r, xT, bT = self._work[level]
-        x.fill(0.0)
         S, ST, five = self.levels[level], self.levelsT[level], self.five[level]
         cpx, imx, cpy, imy = self.factors[level]
-        # x-line Gauss-Seidel, then y-line Gauss-Seidel: the x-lines of the transposed level
-        _xlines(S, x, b, True, cpx, imx, five, self.bands)
-        _transpose(x, xT)
+        # y-line Gauss-Seidel (the x-lines of the transposed level; from x = 0, so nothing to
+        # transpose in), then x-line Gauss-Seidel
         _transpose(b, bT)
+        xT.fill(0.0)
         _xlines(ST, xT, bT, True, cpy, imy, five, self.bands)
         _transpose(xT, x)
+        _xlines(S, x, b, True, cpx, imx, five, self.bands)
         _residual(S, x, b, r, five)
         W = self.P[level]
         ec = self.vcycle(_restrict(r, W, self._b[level + 1]), level + 1)
         _use_threads(b.size)
         _prolong_add(x, ec, W)
         # the adjoint of the pre-smoothing: both sweeps reversed, in reverse order
+        _xlines(S, x, b, False, cpx, imx, five, self.bands)
         _transpose(x, xT)
         _xlines(ST, xT, bT, False, cpy, imy, five, self.bands)
         _transpose(xT, x)
-        _xlines(S, x, b, False, cpx, imx, five, self.bands)
         return x
 
     def precondition(self, r, out=None):
