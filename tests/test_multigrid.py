@@ -180,3 +180,25 @@ def test_filled_operator_matches_its_definition():
             ref[p, p] += g
             ref[q, q] += g
     np.testing.assert_allclose(mg.stencil_to_csr(F).toarray(), ref, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("model", ["full", "diagonal"])
+def test_grid_operators_are_exactly_symmetric(model):
+    """The smoother keeps only the lower planes of each level, so the fine operator (and its filled
+    copy) must be symmetric to the last bit, and the Galerkin levels are made so."""
+    m = voronoi_lamella((40, 52), n_grains=8, seed=9)
+    v = network.voxel_properties(m, model)
+    fixed = np.full(m.shape, np.nan)
+    for i, name in enumerate(v.names):
+        fixed[v.electrode == i] = float(i)
+    S, _ = mg.grid_system(network.assemble(v, m), v.conducting, fixed)
+    for op in (S, mg.filled(S, v.conducting)):
+        A = mg.stencil_to_csr(op)
+        assert (A != A.T).nnz == 0
+    M = mg.GridMultigrid(S, preconditioner_of=mg.filled(S, v.conducting), coarsest=50)
+    assert len(M.levels) >= 3
+    W = mg._interpolation(mg.filled(S, v.conducting), np.zeros(S.shape[1:] + (4,)))
+    Sc = mg._mirror_lower(mg._rap(mg.filled(S, v.conducting), W, np.zeros((9,) + M.levels[1].shape[1:])))
+    A = mg.stencil_to_csr(Sc)
+    assert (A != A.T).nnz == 0
+    np.testing.assert_array_equal(M.levels[1], Sc[:5].astype(M.dtype))
