@@ -569,6 +569,9 @@ def _use_threads(n_voxels: int) -> None:
 class GridMultigrid:
     """Symmetric V-cycle hierarchy for a grid stencil ``S`` (9, ny, nx), SPD with identity rows.
 
+    The operator the hierarchy is built from must be symmetric to the last bit (as
+    :func:`grid_system` and :func:`filled` make it): the smoother keeps its lower planes only.
+
     Example
     -------
     >>> mg = GridMultigrid(S)                     # doctest: +SKIP

@@ -202,3 +202,18 @@ def test_grid_operators_are_exactly_symmetric(model):
     A = mg.stencil_to_csr(Sc)
     assert (A != A.T).nnz == 0
     np.testing.assert_array_equal(M.levels[1], Sc[:5].astype(M.dtype))
+
+
+@pytest.mark.parametrize("shape", [(5, 300), (300, 5), (40, 9), (9, 40), (65, 63), (3, 3)])
+def test_pcg_solves_thin_and_odd_grids(shape):
+    """Thin, odd and tiny grids (few rows per band, transposed levels one voxel wide) against a
+    sparse direct solve."""
+    from scipy.sparse.linalg import spsolve
+
+    S = _random_spd_stencil(*shape, seed=sum(shape))
+    b = np.random.default_rng(3).normal(size=shape)
+    M = mg.GridMultigrid(S, coarsest=10, smoother_dtype=np.float32)
+    x, its, res = M.pcg(b, rtol=1e-10)
+    ref = spsolve(mg.stencil_to_csr(S).tocsc(), b.ravel()).reshape(shape)
+    assert res <= 1e-10 and its < 40
+    np.testing.assert_allclose(x, ref, rtol=0, atol=1e-8 * np.abs(ref).max())
