@@ -99,13 +99,13 @@ def _floating_clusters(grains, floating_mask) -> list:
     first voxel: ``size`` (voxels), ``grains`` (ids), ``y``, ``x`` (first voxel)."""
     from scipy import ndimage
 
-    lab, n = ndimage.label(floating_mask)
+    lab, _ = ndimage.label(floating_mask)
     out = []
-    for k in range(1, n + 1):
-        sel = lab == k
-        ys, xs = np.nonzero(sel)
-        out.append(dict(size=int(sel.sum()), grains=sorted(int(g) for g in np.unique(grains[sel])),
-                        y=int(ys[0]), x=int(xs[0])))
+    for k, box in enumerate(ndimage.find_objects(lab), start=1):   # each cluster within its bounding box
+        sel = lab[box] == k
+        ys, xs = np.nonzero(sel)                  # raster order inside the box = raster order overall
+        out.append(dict(size=int(ys.size), grains=sorted(int(g) for g in np.unique(grains[box][sel])),
+                        y=int(ys[0] + box[0].start), x=int(xs[0] + box[1].start)))
     return out
 
 

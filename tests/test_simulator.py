@@ -240,6 +240,25 @@ def test_floating_cluster_excluded_and_reported():
     assert np.isnan(r.potential[5, 5]) and np.all(r.current_density[5, 5] == 0)
 
 
+def test_floating_clusters_are_described_in_raster_order():
+    """Each cluster's size, grains and first voxel, checked against a plain per-label scan."""
+    from scipy import ndimage
+
+    from insitu.analysis.simulator import _floating_clusters
+
+    rng = np.random.default_rng(4)
+    mask = rng.random((60, 70)) < 0.35
+    grains = rng.integers(1, 9, (60, 70)).astype(np.int32)
+    got = _floating_clusters(grains, mask)
+    lab, n = ndimage.label(mask)
+    assert len(got) == n > 20
+    for k, c in enumerate(got, start=1):
+        ys, xs = np.nonzero(lab == k)
+        assert (c["size"], c["y"], c["x"]) == (ys.size, ys[0], xs[0])
+        assert c["grains"] == sorted(set(grains[lab == k].tolist()))
+    assert [(c["y"], c["x"]) for c in got] == sorted((c["y"], c["x"]) for c in got)
+
+
 def test_bad_potentials():
     m = lr_micro(np.ones((4, 6)), {1: Z})
     with pytest.raises(UserError, match="unknown electrode 'bottom'"):
