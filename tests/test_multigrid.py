@@ -139,15 +139,21 @@ def test_transposed_level_is_the_operator_of_the_transposed_grid(five):
     assert np.abs(r[:, 1:]).max() > 1e-6
 
 
-@pytest.mark.parametrize("model", ["full", "diagonal"])
-def test_vcycle_is_a_symmetric_positive_preconditioner(model):
-    """CG needs <u, M v> = <M u, v> and <u, M u> > 0 for the V-cycle M."""
-    m = voronoi_lamella((70, 90), n_grains=10, seed=4)
+def _lamella_system(shape, n_grains, seed, model):
+    """A Voronoi lamella's grid system (electrodes at 0 V and 1 V): (micro, voxels, S, b)."""
+    m = voronoi_lamella(shape, n_grains=n_grains, seed=seed)
     v = network.voxel_properties(m, model)
     fixed = np.full(m.shape, np.nan)
     for i, name in enumerate(v.names):
         fixed[v.electrode == i] = float(i)
     S, b = mg.grid_system(network.assemble(v, m), v.conducting, fixed)
+    return m, v, S, b
+
+
+@pytest.mark.parametrize("model", ["full", "diagonal"])
+def test_vcycle_is_a_symmetric_positive_preconditioner(model):
+    """CG needs <u, M v> = <M u, v> and <u, M u> > 0 for the V-cycle M."""
+    m, v, S, b = _lamella_system((70, 90), 10, 4, model)
     M = mg.GridMultigrid(S, preconditioner_of=mg.filled(S, v.conducting), mask=v.conducting, coarsest=100)
     assert len(M.levels) >= 3
     rng = np.random.default_rng(5)
@@ -186,12 +192,7 @@ def test_filled_operator_matches_its_definition():
 def test_grid_operators_are_exactly_symmetric(model):
     """The smoother keeps only the lower planes of each level, so the fine operator (and its filled
     copy) must be symmetric to the last bit, and the Galerkin levels are made so."""
-    m = voronoi_lamella((40, 52), n_grains=8, seed=9)
-    v = network.voxel_properties(m, model)
-    fixed = np.full(m.shape, np.nan)
-    for i, name in enumerate(v.names):
-        fixed[v.electrode == i] = float(i)
-    S, _ = mg.grid_system(network.assemble(v, m), v.conducting, fixed)
+    _, v, S, _ = _lamella_system((40, 52), 8, 9, model)
     for op in (S, mg.filled(S, v.conducting)):
         A = mg.stencil_to_csr(op)
         assert (A != A.T).nnz == 0
