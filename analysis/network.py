@@ -381,6 +381,16 @@ def _assemble_full(rxx, ryy, rxy, alive, el, lab, gb_res, t, nblocks, C, E, Sd, 
 
 
 @njit(cache=True)
+def _corner_fluxes(minv, k, pUL, pUR, pLL, pLR):
+    """Half-face fluxes (U, L, W, E) of a corner, k M'^-1 G^T phi, from its :func:`_corner_minv` and
+    the potentials of its four voxels."""
+    UU, LL, WW, EE, UL, WE, UW, UE, LW, LE, _ = minv
+    dU, dL, dW, dE = pUL - pUR, pLL - pLR, pUL - pLL, pUR - pLR
+    return (k * (UU * dU + UL * dL + UW * dW + UE * dE), k * (UL * dU + LL * dL + LW * dW + LE * dE),
+            k * (UW * dU + LW * dL + WW * dW + WE * dE), k * (UE * dU + LE * dL + WE * dW + EE * dE))
+
+
+@njit(cache=True)
 def _fluxes_row(jx, jy, fxf, fyf, rxx, ryy, rxy, alive, el, lab, gb_res, phi, k, a, do_up, do_lo):
     """Add corner row a's half-face fluxes to voxel row a-1 (``do_up``) and/or row a (``do_lo``)."""
     ny, nx = phi.shape
@@ -397,15 +407,10 @@ def _fluxes_row(jx, jy, fxf, fyf, rxx, ryy, rxy, alive, el, lab, gb_res, phi, k,
             if not ((r0 == key0) & (r1 == key1) & (r2 == key2)):
                 cache = _corner_minv(rxx, ryy, rxy, alive, el, lab, gb_res, a, b)
                 key0, key1, key2 = r0, r1, r2
-            UU, LL, WW, EE, UL, WE, UW, UE, LW, LE, live = cache
             le, ri = b - 1, b              # a uniform corner has all four voxels: no edge tests
-            pUL, pUR = _live(phi[up, le], alive[up, le]), _live(phi[up, ri], alive[up, ri])
-            pLL, pLR = _live(phi[lo, le], alive[lo, le]), _live(phi[lo, ri], alive[lo, ri])
-            dU, dL, dW, dE = pUL - pUR, pLL - pLR, pUL - pLL, pUR - pLR
-            fU = k * (UU * dU + UL * dL + UW * dW + UE * dE)
-            fL = k * (UL * dU + LL * dL + LW * dW + LE * dE)
-            fW = k * (UW * dU + LW * dL + WW * dW + WE * dE)
-            fE = k * (UE * dU + LE * dL + WE * dW + EE * dE)
+            fU, fL, fW, fE = _corner_fluxes(cache, k, _live(phi[up, le], alive[up, le]),
+                                            _live(phi[up, ri], alive[up, ri]), _live(phi[lo, le], alive[lo, le]),
+                                            _live(phi[lo, ri], alive[lo, ri]))
             if do_up:
                 jx[up, le] += fU
                 jx[up, ri] += fU
@@ -421,19 +426,15 @@ def _fluxes_row(jx, jy, fxf, fyf, rxx, ryy, rxy, alive, el, lab, gb_res, phi, k,
                 jy[lo, ri] += fE
                 fxf[lo, le] += 0.5 * fL
             continue
-        UU, LL, WW, EE, UL, WE, UW, UE, LW, LE, live = _corner_minv(rxx, ryy, rxy, alive, el, lab, gb_res, a, b)
-        if not live:
+        minv = _corner_minv(rxx, ryy, rxy, alive, el, lab, gb_res, a, b)
+        if not minv[10]:                   # every face of the corner is closed
             continue
         le, ri = b - 1, b
         pUL = _live(phi[up, le], alive[up, le]) if (up >= 0 and le >= 0) else 0.0
         pUR = _live(phi[up, ri], alive[up, ri]) if (up >= 0 and ri < nx) else 0.0
         pLL = _live(phi[lo, le], alive[lo, le]) if (lo < ny and le >= 0) else 0.0
         pLR = _live(phi[lo, ri], alive[lo, ri]) if (lo < ny and ri < nx) else 0.0
-        dU, dL, dW, dE = pUL - pUR, pLL - pLR, pUL - pLL, pUR - pLR
-        fU = k * (UU * dU + UL * dL + UW * dW + UE * dE)
-        fL = k * (UL * dU + LL * dL + LW * dW + LE * dE)
-        fW = k * (UW * dU + LW * dL + WW * dW + WE * dE)
-        fE = k * (UE * dU + LE * dL + WE * dW + EE * dE)
+        fU, fL, fW, fE = _corner_fluxes(minv, k, pUL, pUR, pLL, pLR)
         # closed faces carry exactly zero flux: only faces between voxels of the grid are added
         if do_up and le >= 0 and ri < nx:
             jx[up, le] += fU
