@@ -282,38 +282,38 @@ _TILE = 32
 _TPLANE = np.array([(k % 3) * 3 + k // 3 for k in range(9)])
 
 
+@njit(cache=True, inline="always")
+def _transpose_rows(a, out, i0, i1):
+    """out[:, i0:i1] = a[i0:i1, :].T, tile by tile (``out`` in its own dtype)."""
+    nx = a.shape[1]
+    for j0 in range(0, nx, _TILE):
+        for j in range(j0, min(nx, j0 + _TILE)):
+            for i in range(i0, i1):
+                out[j, i] = a[i, j]
+
+
 @njit(cache=True, parallel=True)
 def _transpose(a, out):
-    """out = a.T (in out's dtype), tile by tile."""
-    ny, nx = a.shape
+    """out = a.T (in out's dtype), in blocks of rows."""
+    ny = a.shape[0]
     for bi in prange((ny + _TILE - 1) // _TILE):
-        i0, i1 = bi * _TILE, min(ny, bi * _TILE + _TILE)
-        for j0 in range(0, nx, _TILE):
-            for j in range(j0, min(nx, j0 + _TILE)):
-                for i in range(i0, i1):
-                    out[j, i] = a[i, j]
+        _transpose_rows(a, out, bi * _TILE, min(ny, bi * _TILE + _TILE))
 
 
 @njit(cache=True, parallel=True)
 def _cast_and_transpose(S, planes, out, outT, tplane):
     """The lower planes (0-4) of S and of its transpose, cast to the outputs' dtype, in one pass
-    (tile by tile), reading the planes of S listed in ``planes``: out[k] = S[k] for k < 5 and
+    (in blocks of rows), reading the planes of S listed in ``planes``: out[k] = S[k] for k < 5 and
     outT[tplane[k]] = S[k].T for tplane[k] < 5. ``outT`` is the stencil of the transposed grid: its
     x-lines are the y-lines of S."""
-    _, ny, nx = S.shape
+    ny = S.shape[1]
     for bi in prange((ny + _TILE - 1) // _TILE):
         i0, i1 = bi * _TILE, min(ny, bi * _TILE + _TILE)
         for k in planes:
             if k < 5:
-                for i in range(i0, i1):
-                    for j in range(nx):
-                        out[k, i, j] = S[k, i, j]
-            kt = tplane[k]
-            if kt < 5:
-                for j0 in range(0, nx, _TILE):
-                    for j in range(j0, min(nx, j0 + _TILE)):
-                        for i in range(i0, i1):
-                            outT[kt, j, i] = S[k, i, j]
+                out[k, i0:i1] = S[k, i0:i1]
+            if tplane[k] < 5:
+                _transpose_rows(S[k], outT[tplane[k]], i0, i1)
 
 
 @njit(cache=True)
