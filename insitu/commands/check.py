@@ -13,7 +13,7 @@ unreachable, times out, is the wrong model or answers badly (one line naming
 the resource and the cause).
 
 example:
-  insitu check --config examples/instruments.toml
+  insitu check --config examples/keithley2450.toml
 """
 
 

@@ -89,6 +89,11 @@ def run(args) -> int:
     if args.screenshot and not str(args.screenshot).lower().endswith(".png"):
         raise UserError(f"--screenshot {args.screenshot}: must be a .png file")
 
+    # Qt aborts the process when its platform plugin cannot load: find out before any instrument is touched
+    from insitu.gui.qt_platform import check_qt_platform
+
+    check_qt_platform()
+
     from insitu.config import load_instruments, parse_instruments
 
     protocol = timeline = None
