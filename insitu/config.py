@@ -92,13 +92,19 @@ class BeamBlankerConfig(_Strict):
         return self
 
 
+#: seconds between frames when nothing says otherwise: the mock (``run --mock``, ``gui --mock``, ``demo``),
+#: ``examples/mock.toml`` and ``validate``'s prediction all use it. One HAADF frame every 25 s is
+#: ≈ 140 frames over the 1-h paper protocol, below the protocols' 30-s frame-stall limit.
+DEFAULT_FRAME_INTERVAL_S = 25.0
+
+
 class FramesConfig(_Strict):
     driver: Literal["folder", "mock", "replay"] = "mock"
     path: Optional[str] = None
     pattern: Optional[str] = None
     speed: float = Field(1.0, gt=0)
     settle_s: float = Field(0.5, ge=0)
-    rate_hz: float = Field(1.0, gt=0)
+    rate_hz: float = Field(1.0 / DEFAULT_FRAME_INTERVAL_S, gt=0)  # frames per second (mock)
 
     @model_validator(mode="after")
     def _path_needed(self):
@@ -131,6 +137,19 @@ driver = "mock"
 [frames]
 driver = "mock"
 """
+
+
+def mock_toml(frame_interval_s: float = DEFAULT_FRAME_INTERVAL_S) -> str:
+    """The mock instruments TOML (:data:`MOCK_TOML`) with a frame every ``frame_interval_s`` seconds.
+
+    Examples
+    --------
+    >>> parse_instruments(mock_toml(5.0)).frames.rate_hz
+    0.2
+    """
+    if not (frame_interval_s > 0 and frame_interval_s < float("inf")):
+        raise UserError(f"--frame-interval: must be a positive number of seconds (got {frame_interval_s!r})")
+    return f"{MOCK_TOML}rate_hz = {1.0 / frame_interval_s!r}   # one frame every {frame_interval_s:g} s\n"
 
 
 def parse_instruments(text: str, source: str = "instruments config") -> InstrumentsConfig:

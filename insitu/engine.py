@@ -45,6 +45,9 @@ from insitu.safety import LimitBreach, SlewGuard, check_measurement, check_setpo
 ACQUIRE_STALL_S = 60.0
 #: how often the blanker state is verified while running (s, experiment clock)
 BEAM_CHECK_PERIOD_S = 1.0
+#: an accelerated (mock) clock may run this fraction of a sample interval past a tick while the engine
+#: works on it (the samples' time stamps stay within it of their schedule), and no further
+CLOCK_HOLD_SLACK = 0.25
 #: status line refresh period (s, real time)
 STATUS_PERIOD_S = 0.2
 #: readings kept for per-frame interpolation (at 0.2 s: the last 2 min)
@@ -258,6 +261,7 @@ class Engine:
         except InsituError as exc:
             outcome = exc
         finally:
+            self.clock.release()
             self._status_done()
             self.state = "done"
             if self.instruments.frames is not None:
@@ -422,6 +426,9 @@ class Engine:
         so protocol time keeps pace with the clock.
         """
         clock = self.clock
+        # an accelerated (mock) clock waits for a late engine: it may run to this tick and a little
+        # beyond (the tick's own work), never past it to the next one, so no sample is lost
+        clock.hold_at(self._next_t + CLOCK_HOLD_SLACK * self.dt)
         wait = self._next_t - clock.now()
         if wait > 0:
             clock.sleep(wait)

@@ -98,7 +98,7 @@ def test_gui_ctrl_c_stops_safely(tmp_path):
     (("gui", "--mock", "--screenshot", "x.png"), "--duration"),
     (("gui", "--replay", "/nonexistent/s.h5"), "not found"),
     (("gui", "--mock", "--duration", "-1"), "--duration"),
-    (("gui", "--replay", "x.h5", "--frame-rate", "2"), "--frame-rate"),
+    (("gui", "--replay", "x.h5", "--frame-interval", "2"), "--frame-interval"),
 ])
 def test_gui_bad_arguments_give_one_line_errors(args, words):
     r = insitu(*args, timeout=60)

@@ -261,11 +261,14 @@ def test_validate_prints_the_expanded_timeline(capsys):
     out = capsys.readouterr().out
     assert "peak |V|   17 V" in out
     assert "frames     ~10" in out                       # 5 before + 5 after, beam blanked in between
-    assert "beam on    0:00:10 (10 s)" in out
-    # duration: |dV|/rate of every ramp + holds + 10 frames at 1 frame/s, from the YAML by hand
+    assert "beam on    0:04:10 (250 s)" in out              # 10 frames at the default 25 s per frame
+    # duration: |dV|/rate of every ramp + holds + 10 frames at 25 s per frame, from the YAML by hand
     ramps = 10 / 0.2 + 3 * (7 / 0.1 + 7 / 0.1) + 10 / 0.2 + 10 / 0.2 + 10 / 0.2 + 12 / 0.2 + 5 / 0.1 + 17 / 0.2
     holds = 600 + 3 * (120 + 180) + 60 + 300 + 60 + 300 + 240
-    assert f"({ramps + holds + 10:.0f} s)" in out
+    assert f"({ramps + holds + 250:.0f} s)" in out
+    # an explicit interval wins
+    assert main(["validate", str(ROOT / "examples" / "ding2023-beam-blank.yaml"), "--frame-interval", "1"]) == 0
+    assert "beam on    0:00:10 (10 s)" in capsys.readouterr().out
 
 
 def test_validate_invalid_names_the_field(tmp_path, capsys):

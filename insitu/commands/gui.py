@@ -5,6 +5,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from insitu.config import DEFAULT_FRAME_INTERVAL_S
 from insitu.errors import UserError
 
 HELP = "Start the operator GUI (live control and viewing, or replay of a recorded session)"
@@ -23,18 +24,6 @@ protocol), saves a screenshot of the window, stops safely and exits 0.
 
 #: time scale of the mock clock (and replay speed) when --screenshot is given without --time-scale (--speed)
 SCREENSHOT_TIME_SCALE = 30.0
-#: mock frame rate (frames per experiment second) unless --frame-rate says otherwise
-MOCK_FRAME_RATE_HZ = 0.2
-
-
-def mock_toml(frame_rate_hz: float = MOCK_FRAME_RATE_HZ) -> str:
-    """The mock instruments TOML with the GUI's frame rate."""
-    from insitu.config import MOCK_TOML
-
-    head, sep, tail = MOCK_TOML.partition('[frames]\ndriver = "mock"\n')
-    if not sep:
-        return MOCK_TOML
-    return f"{head}{sep}rate_hz = {frame_rate_hz!r}\n{tail}"
 
 
 def add_arguments(parser):
@@ -55,8 +44,9 @@ def add_arguments(parser):
                              f"(default 1; {SCREENSHOT_TIME_SCALE:g} with --screenshot)")
     parser.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window after --duration")
     parser.add_argument("--duration", type=float, metavar="S", help="run for S seconds, then stop safely and exit")
-    parser.add_argument("--frame-rate", type=float, default=None, metavar="HZ",
-                        help=f"mock frames per experiment second (default {MOCK_FRAME_RATE_HZ:g})")
+    parser.add_argument("--frame-interval", type=float, default=None, metavar="S",
+                        help=f"--mock: seconds between frames (default {DEFAULT_FRAME_INTERVAL_S:g}, "
+                             "as insitu run --mock and validate)")
     parser.add_argument("--view", choices=("raw", "differential", "registered"), default="raw",
                         help="initial image view (default raw)")
     parser.add_argument("--overlays", action="store_true",
@@ -79,9 +69,9 @@ def run(args) -> int:
     _positive("--duration", args.duration)
     _positive("--speed", args.speed)
     _positive("--time-scale", args.time_scale)
-    _positive("--frame-rate", args.frame_rate)
-    if args.frame_rate is not None and not args.mock:
-        raise UserError("--frame-rate is only for --mock (real frame sources set their own rate)")
+    _positive("--frame-interval", args.frame_interval)
+    if args.frame_interval is not None and not args.mock:
+        raise UserError("--frame-interval is only for --mock (real frame sources set their own rate)")
     if args.screenshot and args.duration is None:
         raise UserError("--screenshot needs --duration S (seconds to run before the screenshot)")
     if not (args.mock or args.config or args.replay):
@@ -94,7 +84,7 @@ def run(args) -> int:
 
     check_qt_platform()
 
-    from insitu.config import load_instruments, parse_instruments
+    from insitu.config import load_instruments, mock_toml, parse_instruments
 
     protocol = timeline = None
     protocol_path = ""
@@ -103,7 +93,7 @@ def run(args) -> int:
         protocol_path = f"recorded in {Path(args.replay).name}"
     else:
         if args.mock:
-            config_text = mock_toml(args.frame_rate or MOCK_FRAME_RATE_HZ)
+            config_text = mock_toml(args.frame_interval or DEFAULT_FRAME_INTERVAL_S)
             config = parse_instruments(config_text, "mock instruments")
         else:
             config, config_text = load_instruments(args.config)

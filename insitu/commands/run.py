@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+from insitu.config import DEFAULT_FRAME_INTERVAL_S
 from insitu.errors import UserError
 
 HELP = "Run a bias protocol on instruments (or --mock) and record a session file"
@@ -36,6 +37,9 @@ def add_arguments(parser):
     parser.add_argument("--time-scale", type=float, default=None, metavar="X",
                         help="run the clock X times faster than real time (only with --mock)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the simulated instruments (--mock)")
+    parser.add_argument("--frame-interval", type=float, default=None, metavar="S",
+                        help=f"--mock: seconds between frames (default {DEFAULT_FRAME_INTERVAL_S:g}, "
+                             "as insitu validate assumes)")
 
 
 def _install_signal_handlers(engine):
@@ -85,7 +89,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from insitu.clock import Clock
-    from insitu.config import MOCK_TOML, load_instruments, parse_instruments
+    from insitu.config import load_instruments, mock_toml, parse_instruments
     from insitu.engine import Engine
     from insitu.errors import StoppedEarly
     from insitu.instruments import open_instruments
@@ -93,6 +97,8 @@ def run(args) -> int:
     from insitu.session import SessionWriter
 
     protocol = load_protocol(args.protocol)          # validated in full: exit 1 before anything is touched
+    if args.frame_interval is not None and not args.mock:
+        raise UserError("--frame-interval: only with --mock (a real frame source sets its own pace)")
     if args.time_scale is not None and not args.mock:
         raise UserError("--time-scale: only with --mock (real instruments run in real time)")
     time_scale = 1.0 if args.time_scale is None else float(args.time_scale)
@@ -104,8 +110,8 @@ def run(args) -> int:
     if not out.parent.is_dir():
         raise UserError(f"{out.parent}: output folder does not exist")
     if args.mock:
-        instruments_text = MOCK_TOML
-        config = parse_instruments(MOCK_TOML, "mock instruments")
+        instruments_text = mock_toml(args.frame_interval or DEFAULT_FRAME_INTERVAL_S)
+        config = parse_instruments(instruments_text, "mock instruments")
     else:
         config, instruments_text = load_instruments(args.config)
 

@@ -20,9 +20,10 @@ def add_arguments(parser):
     parser.add_argument("protocol", metavar="PROTOCOL", help="protocol YAML file")
     parser.add_argument("--probe-current", type=float, default=None, metavar="A",
                         help="beam current for the dose (A; default: the instruments config's, else 5e-11)")
-    parser.add_argument("--frame-rate", type=float, default=1.0, metavar="HZ",
-                        help="expected frame rate for frame counts and acquire times (default 1)")
-    parser.add_argument("--config", metavar="FILE", help="instruments TOML (for the probe current)")
+    parser.add_argument("--frame-interval", type=float, default=None, metavar="S",
+                        help="seconds between frames, for frame counts and acquire times (default: the "
+                             "instruments config's frames.rate_hz, else 25 s as insitu run --mock)")
+    parser.add_argument("--config", metavar="FILE", help="instruments TOML (for the probe current and frame rate)")
 
 
 def _hms(s: float) -> str:
@@ -43,7 +44,8 @@ def format_timeline(protocol, tl) -> str:
     lines = [
         f"protocol '{protocol.name}'" + (f": {protocol.description}" if protocol.description else ""),
         f"limits: |V| <= {lim.max_voltage:g} V, current limit {lim.compliance_current:.3g} A, "
-        f"slew <= {lim.max_slew_rate:g} V/s (ramps at most {effective_rate(None, lim, protocol.sample_interval):.4g} V/s)"
+        f"slew <= {lim.max_slew_rate:g} V/s (ramps at most {effective_rate(None, lim, protocol.sample_interval):.4g} V/s, "
+        f"so that one extra {protocol.sample_interval:g}-s step in a 2-s window stays within the slew limit)"
         + ("; " + ", ".join(extra) if extra else ""),
         f"sample interval {protocol.sample_interval:g} s; on compliance: {protocol.on_compliance}",
         "",
@@ -73,16 +75,21 @@ def run(args) -> int:
     from insitu.protocol import expand, load_protocol
 
     protocol = load_protocol(args.protocol)
-    probe = args.probe_current
-    if probe is None and args.config:
-        from insitu.config import load_instruments
+    from insitu.config import DEFAULT_FRAME_INTERVAL_S, load_instruments
 
-        probe = load_instruments(args.config)[0].beam.probe_current_A
+    config = load_instruments(args.config)[0] if args.config else None
+    probe = args.probe_current
+    if probe is None and config is not None:
+        probe = config.beam.probe_current_A
     probe = 5e-11 if probe is None else probe
     if not (0 <= probe <= 1e-6):
         raise UserError(f"--probe-current: {probe!r} A outside 0..1e-6 A")
-    if not (args.frame_rate > 0):
-        raise UserError(f"--frame-rate: must be > 0 (got {args.frame_rate!r})")
-    tl = expand(protocol, probe, frame_rate_hz=args.frame_rate)
+    if args.frame_interval is not None:
+        if not (0 < args.frame_interval < float("inf")):
+            raise UserError(f"--frame-interval: must be a positive number of seconds (got {args.frame_interval!r})")
+        rate = 1.0 / args.frame_interval
+    else:   # the instruments' own rate, else the project default (what run --mock uses)
+        rate = config.frames.rate_hz if config is not None else 1.0 / DEFAULT_FRAME_INTERVAL_S
+    tl = expand(protocol, probe, frame_rate_hz=rate)
     print(format_timeline(protocol, tl))
     return 0

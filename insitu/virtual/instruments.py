@@ -22,14 +22,14 @@ import threading
 import time
 
 from insitu.clock import Clock
+from insitu.config import DEFAULT_FRAME_INTERVAL_S
 from insitu.drivers.interfaces import Frame, Measurement
 from insitu.drivers.mock import MockBeamBlanker, MockSourceMeter
 from insitu.instruments import Instruments
 
 
-#: frame rate when the config does not set ``frames.rate_hz``: one HAADF frame every 25 s
-#: (≈ 150 frames over the 1-h paper protocol; below the protocols' 30-s frame-stall limit)
-DEFAULT_RATE_HZ = 1.0 / 25.0
+#: frame rate when the config does not set ``frames.rate_hz`` (the project-wide default interval)
+DEFAULT_RATE_HZ = 1.0 / DEFAULT_FRAME_INTERVAL_S
 #: under an accelerated clock, one poll renders at most this much wall time of frames (s)
 POLL_BUDGET_WALL_S = 0.25
 
@@ -206,8 +206,8 @@ def open_virtual_instruments(config, clock: Clock, seed: int = 0, *, specimen=No
     Parameters
     ----------
     config : InstrumentsConfig
-        ``frames.rate_hz`` sets the frame rate (frames per experiment second; when the
-        config does not set it, :data:`DEFAULT_RATE_HZ`); ``beam.probe_current_A`` the probe current.
+        ``frames.rate_hz`` sets the frame rate (frames per experiment second; its
+        default is :data:`insitu.config.DEFAULT_FRAME_INTERVAL_S`); ``beam.probe_current_A`` the probe current.
     clock : Clock
         Shared by everything (``time_scale`` accelerates the whole experiment).
     seed : int
@@ -230,9 +230,7 @@ def open_virtual_instruments(config, clock: Clock, seed: int = 0, *, specimen=No
     if specimen.t <= 0.0:
         # building the specimen took wall time the experiment clock should not count
         clock.restart()
-    rate = DEFAULT_RATE_HZ
-    if config is not None and "rate_hz" in config.frames.model_fields_set:
-        rate = float(config.frames.rate_hz)
+    rate = float(config.frames.rate_hz) if config is not None else DEFAULT_RATE_HZ
     sm = VirtualSourceMeter(specimen, clock)
     blanker = VirtualBeamBlanker(clock)
     frames = VirtualFrameSource(specimen, clock, blanker=blanker, rate_hz=rate)
