@@ -54,18 +54,20 @@ def run(args) -> int:
     if not args.sigma_px >= 0:
         raise UserError(f"--sigma-px {args.sigma_px}: must be >= 0")
     tr = parse_map_transform(args.map_transform) if args.map_transform else None
-    show = not args.quiet and sys.stderr.isatty()
+    from insitu.progress import status_stream
+
+    status = status_stream(args.quiet)
 
     def progress(done, total):
-        if show and (done % 10 == 0 or done == total):
-            sys.stderr.write(f"\r  frame {done}" + (f"/{total}" if total else "") + " ")
-            sys.stderr.flush()
+        if status is not None and (done % 10 == 0 or done == total):
+            status.write(f"\r  frame {done}" + (f"/{total}" if total else "") + " ")
+            status.flush()
 
     paths = analyze(args.input, args.out, microstructure=args.microstructure, simulation=args.simulation,
                     progress=progress, live=args.live, map_transform=tr, threshold=args.threshold,
                     persistence=args.persistence, sigma_px=args.sigma_px)
-    if show:
-        sys.stderr.write("\n")
+    if status is not None:
+        status.close()
     import json
 
     summary = json.loads(paths["summary"].read_text())

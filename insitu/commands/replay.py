@@ -27,14 +27,13 @@ def add_arguments(parser):
 
 
 class _Progress:
-    """One status line on a terminal (frames, time, V, I)."""
+    """One status line (frames, time, V, I): in place on a terminal, a line every few seconds in a log."""
 
     def __init__(self, player, stream):
         self.player = player
         self.stream = stream
         self.v = self.i = float("nan")
         self.frames = 0
-        self.tty = stream.isatty()
 
     def __call__(self, rec):
         from insitu.records import BiasSample, FrameRecord
@@ -43,11 +42,10 @@ class _Progress:
             self.v, self.i = rec.voltage_V, rec.current_A
         elif isinstance(rec, FrameRecord):
             self.frames += 1
-            if self.tty:
-                p = self.player
-                self.stream.write(f"\rreplay {rec.time_s - p.t_first:8.1f}/{p.duration_s:.1f} s  frame "
-                                  f"{self.frames}/{p.session.n_frames}  V {self.v:+8.3f} V  I {self.i:+.3e} A ")
-                self.stream.flush()
+            p = self.player
+            self.stream.write(f"\rreplay {rec.time_s - p.t_first:8.1f}/{p.duration_s:.1f} s  frame "
+                              f"{self.frames}/{p.session.n_frames}  V {self.v:+8.3f} V  I {self.i:+.3e} A ")
+            self.stream.flush()
 
 
 def _copy_context(src_path, dst_path) -> None:
@@ -107,7 +105,9 @@ def run(args) -> int:
             out_dir = Path(args.analyze)
             out_dir.mkdir(parents=True, exist_ok=True)
             sinks.append(lambda r: analyzer.feed(r.data, r.time_s) if isinstance(r, FrameRecord) else None)
-        progress = _Progress(player, sys.stderr)
+        from insitu.progress import StatusLine
+
+        progress = _Progress(player, StatusLine(sys.stderr))
         if not args.quiet:
             sinks.append(progress)
         player.sinks = sinks
@@ -116,8 +116,8 @@ def run(args) -> int:
         except KeyboardInterrupt:
             player.stop()
             outcome = "stopped"
-        if progress.tty and not args.quiet:
-            sys.stderr.write("\n")
+        if not args.quiet:
+            progress.stream.close()
         if writer is not None:
             writer.close("complete" if outcome == "complete" else "aborted")
             _copy_context(args.session, args.out)

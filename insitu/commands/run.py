@@ -37,6 +37,7 @@ def add_arguments(parser):
     parser.add_argument("--time-scale", type=float, default=None, metavar="X",
                         help="run the clock X times faster than real time (only with --mock)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the simulated instruments (--mock)")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
     parser.add_argument("--frame-interval", type=float, default=None, metavar="S",
                         help=f"--mock: seconds between frames (default {DEFAULT_FRAME_INTERVAL_S:g}, "
                              "as insitu validate assumes)")
@@ -121,8 +122,9 @@ def run(args) -> int:
     try:
         writer = SessionWriter(out, overwrite=args.overwrite, start_time_iso=clock.start_iso,
                                protocol_text=protocol.text, instruments_text=instruments_text)
-        tty = sys.stderr if sys.stderr.isatty() else None
-        engine = Engine(protocol, instruments, [writer], status_stream=tty)
+        from insitu.progress import status_stream
+
+        engine = Engine(protocol, instruments, [writer], status_stream=status_stream(args.quiet))
         restore = _install_signal_handlers(engine)
         try:
             engine.run()
