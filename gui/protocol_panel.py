@@ -269,6 +269,8 @@ class ProtocolPanel(QtWidgets.QWidget):
 
     def set_run_state(self, state: str, *, can_start: bool, source_may_be_on: bool, can_pause: bool = True) -> None:
         """Enable the buttons for ``state`` (idle/running/paused/stopping/done)."""
+        if state in ("stopping", "done"):   # the last progress record may say "paused": no longer true
+            self.step_label.setText(self.step_label.text().replace("   — PAUSED", ""))
         self.start_button.setEnabled(can_start)
         self.pause_button.setEnabled(can_pause and state in ("running", "paused"))
         self.pause_button.setText("Resume" if state == "paused" else "Pause")

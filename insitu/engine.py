@@ -261,6 +261,8 @@ class Engine:
         except InsituError as exc:
             outcome = exc
         finally:
+            if outcome is not None:
+                self._blank_after_stop()
             self.clock.release()
             self._status_done()
             self.state = "done"
@@ -682,6 +684,16 @@ class Engine:
         sm.output = False
         self.output_maybe_on = False
         self._event("info", "ramped to 0 V, output off")
+
+    def _blank_after_stop(self) -> None:
+        """A run that stopped early leaves the beam blanked (no dose while nobody is imaging), and says so."""
+        bl = self.instruments.blanker
+        if bl is None or self.blanked is not False:
+            return
+        try:
+            self._set_beam(True, why="because the run stopped early")
+        except BaseException as exc:  # noqa: BLE001 - the voltage side is already safe; report, go on
+            self._event("fault", f"could not blank the beam after the stop: {type(exc).__name__}: {exc}")
 
     def _reopen(self):
         inst = self.instruments

@@ -179,3 +179,25 @@ def test_abort_while_connecting_switches_nothing_on(qtbot, tmp_path):
     assert w.thread.outcome == "aborted"
     sm = opened[0].source_meter
     assert not any(what == "output" and v for _, what, v in sm.log)   # output never switched on
+
+
+def test_abort_while_paused_says_aborted_and_blanks_the_beam(qtbot, tmp_path):
+    from insitu.session import open_session
+
+    b, w = make_window(qtbot, tmp_path)
+    qtbot.mouseClick(w.panel.start_button, 1)
+    qtbot.waitUntil(lambda: b.instruments is not None and b.instruments.source_meter.read_state().level_V >= 1.0,
+                    timeout=10_000)
+    qtbot.mouseClick(w.panel.pause_button, 1)
+    assert w.state == "paused"
+    qtbot.waitUntil(lambda: "PAUSED" in w.panel.step_label.text(), timeout=10_000)
+    qtbot.mouseClick(w.panel.abort_button, 1)
+    qtbot.waitUntil(lambda: w.state == "done", timeout=15_000)
+    qtbot.wait(300)                                   # the last records drained
+    assert "PAUSED" not in w.panel.step_label.text()  # before: still "— PAUSED" after the abort
+    assert "ABORTED" in w.header.text()
+    assert b.instruments.blanker.is_blanked()         # before: left unblanked
+    assert w.panel.r_beam.value.text() == "BLANKED"
+    with open_session(tmp_path / "s.h5") as s:
+        assert any(k == "beam" and "stopped early" in m for _, k, m in s.events)
+        assert bool(s.beam["blanked"][-1])
