@@ -212,10 +212,14 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _update_buttons(self) -> None:
         b = self.backend
-        can_start = self.state == "idle" and (b.kind != "engine" or self.protocol is not None)
+        can_start = (self.state == "idle" or (self.state == "done" and b.kind == "engine")) and \
+            (b.kind != "engine" or self.protocol is not None)
         may_be_on = self.state in ("running", "paused", "stopping")
         self.panel.set_run_state(self.state, can_start=can_start, source_may_be_on=may_be_on,
                                  can_pause=b.can_pause)
+        if b.kind == "engine":   # after a run: Retry (it failed) or New run, into the next free file name
+            outcome = self.thread.outcome if (self.state == "done" and self.thread is not None) else None
+            self.panel.start_button.setText({None: "Start", "complete": "New run"}.get(outcome, "Retry"))
         colours = {"idle": "#8a8fa0", "running": "#7fd18b", "paused": "#ffcf7a", "stopping": "#ff6b6b",
                    "done": "#8a8fa0"}
         text = {"idle": "READY", "running": "RUNNING", "paused": "PAUSED", "stopping": "STOPPING — ramping to 0 V",
@@ -259,7 +263,13 @@ class MainWindow(QtWidgets.QMainWindow):
         return True
 
     def start(self) -> None:
-        """Start the run (engine), the replay, or the feed, in the worker thread."""
+        """Start the run (engine), the replay, or the feed, in the worker thread.
+
+        After an engine run has ended (say, a connection fault), Start offers a
+        new run into the next free session name (``run-2.h5``) on fresh connections.
+        """
+        if self.state == "done" and self.backend.renew():
+            self._reset_for_new_run()
         if self.state != "idle":
             return
         if self.analysis_enabled and self.analysis is None:
@@ -279,6 +289,23 @@ class MainWindow(QtWidgets.QMainWindow):
         self.thread = SourceThread(lambda: b.run(sinks), b.stop, finish=b.finish, kind=b.kind)
         self.thread.start()
         self._set_state("running")
+
+    def _reset_for_new_run(self) -> None:
+        """Forget the last run's records (plots, progress, dose) before the next one."""
+        if self.thread is not None and self.thread.is_alive():
+            return
+        self.queue = RecordQueue()
+        self.sync = SyncTracker()
+        self.analysis = None
+        self.plots.clear()
+        self.last_record_time = self.dose = 0.0
+        self._got_progress = self._outcome_shown = self._held = False
+        self._t_start_event = self._step_event = None
+        self._pending_bias = self._pending_prog = None
+        self.status.set_session(self.backend.session_path, "session")
+        self.status.set_instruments(self.backend.identities)
+        self.panel.log_event(0.0, "info", f"new run into {self.backend.session_path}")
+        self.state = "idle"
 
     def toggle_pause(self) -> None:
         if self.state == "running":

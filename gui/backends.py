@@ -62,6 +62,30 @@ class _Backend:
     def finish(self, outcome: str) -> None:
         pass
 
+    def renew(self) -> bool:
+        """Make ready for another run after one ended (Retry / New run); False when this backend cannot."""
+        return False
+
+
+def next_free_path(path) -> Path:
+    """``run.h5`` → ``run-2.h5`` (``-3``, ... while those exist): a new session never replaces an old one.
+
+    Examples
+    --------
+    >>> next_free_path("/nonexistent/run.h5").name
+    'run-2.h5'
+    >>> next_free_path("/nonexistent/run-2.h5").name
+    'run-3.h5'
+    """
+    import re
+
+    p = Path(path)
+    m = re.fullmatch(r"(.*)-(\d+)", p.stem)
+    stem, k = (m.group(1), int(m.group(2)) + 1) if m else (p.stem, 2)
+    while (p.parent / f"{stem}-{k}{p.suffix}").exists():
+        k += 1
+    return p.parent / f"{stem}-{k}{p.suffix}"
+
 
 class FeedBackend(_Backend):
     """A :class:`~insitu.gui.feed.SyntheticFeed` (tests, benchmarks, demos without files)."""
@@ -290,6 +314,16 @@ class EngineBackend(_Backend):
         if not self._attach(engine):  # Abort came while connecting: the engine never switched anything on
             raise StoppedEarly(f"{self._stop_reason}: stopped before the run started (nothing switched on)")
         return engine.run()
+
+    def renew(self) -> bool:
+        """A new run (after a fault: Retry) into the next free session name, with fresh connections."""
+        with self._lock:
+            self._stop_reason = None
+            self.producer = None
+        self.instruments = self.writer = None
+        self.session_path = str(next_free_path(self.session_path))
+        self.identities = "connecting on Start…"
+        return True
 
     def finish(self, outcome: str) -> None:
         inst, writer = self.instruments, self.writer

@@ -201,3 +201,35 @@ def test_abort_while_paused_says_aborted_and_blanks_the_beam(qtbot, tmp_path):
     with open_session(tmp_path / "s.h5") as s:
         assert any(k == "beam" and "stopped early" in m for _, k, m in s.events)
         assert bool(s.beam["blanked"][-1])
+
+
+def test_after_a_connection_fault_retry_runs_into_a_new_file(qtbot, tmp_path):
+    from insitu.errors import InstrumentError
+    from insitu.session import open_session
+
+    calls = {"n": 0}
+
+    def flaky(config, clock, seed=0):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise InstrumentError("TCPIP0::192.0.2.10::5025::SOCKET: connection refused")
+        return plain_mocks(config, clock, seed)
+
+    config = parse_instruments(MOCK_TOML)
+    protocol = parse_protocol(PROTOCOL.replace("duration: 120", "duration: 0.5"))
+    b = EngineBackend(config, MOCK_TOML, protocol, tmp_path / "s.h5", open_instruments=flaky)
+    w = MainWindow(b, protocol=protocol, timeline=expand(protocol), protocol_path="gui-test.yaml", analysis=False)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.mouseClick(w.panel.start_button, 1)
+    qtbot.waitUntil(lambda: w.state == "done", timeout=10_000)
+    assert w.thread.outcome == "fault"
+    assert w.panel.start_button.isEnabled() and w.panel.start_button.text() == "Retry"   # before: disabled
+    qtbot.mouseClick(w.panel.start_button, 1)
+    assert w.state == "running"
+    qtbot.waitUntil(lambda: w.state == "done", timeout=20_000)
+    assert w.thread.outcome == "complete", w.thread.message
+    assert b.session_path == str(tmp_path / "s-2.h5")
+    with open_session(tmp_path / "s-2.h5") as s:
+        assert s.status == "complete" and len(s.bias["time"]) > 10
+    assert w.panel.start_button.text() == "New run"
