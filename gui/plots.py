@@ -23,6 +23,10 @@ EVENT_COLOURS = {
 }
 
 
+#: axis ranges of the empty plots (before the first sample)
+EMPTY_BIAS_RANGE_V = (-1.0, 1.0)
+EMPTY_CURRENT_RANGE_A = (-1e-6, 1e-6)
+
 class TracePlots(QtWidgets.QWidget):
     """Setpoint and measured voltage (top) and current (bottom, optional log |I|) against time.
 
@@ -77,6 +81,14 @@ class TracePlots(QtWidgets.QWidget):
         self.v_curve = self.v_plot.plot(pen=pg.mkPen((255, 190, 60), width=2), name="measured")
         self.i_curve = self.i_plot.plot(pen=pg.mkPen((90, 200, 255), width=2))
         lay.addWidget(self.glw, 1)
+        self._empty = False
+        self._show_empty()
+
+    def _show_empty(self) -> None:
+        """Before any sample: ranges of this experiment (±1 µA, ±1 V over a minute), not pyqtgraph's 0..1 A."""
+        self._empty = True
+        self.v_plot.setRange(xRange=(0.0, 60.0), yRange=EMPTY_BIAS_RANGE_V, padding=0)
+        self.i_plot.setYRange(*EMPTY_CURRENT_RANGE_A, padding=0)
 
     # ------------------------------------------------------------------ data
     def add_samples(self, t, setpoint, voltage, current) -> None:
@@ -115,6 +127,7 @@ class TracePlots(QtWidgets.QWidget):
                 p.removeItem(ln)
         self._dirty = True
         self.refresh()
+        self._show_empty()
 
     def set_log(self, on: bool) -> None:
         self.i_plot.setLogMode(y=on)
@@ -135,6 +148,10 @@ class TracePlots(QtWidgets.QWidget):
         if not self._dirty:
             return
         self._dirty = False
+        if self._empty and len(self.traces["voltage"]):
+            self._empty = False
+            for p in (self.v_plot, self.i_plot):
+                p.enableAutoRange()
         self.set_curve.setData(*self.traces["setpoint"].curve())
         self.v_curve.setData(*self.traces["voltage"].curve())
         if self.log_box.isChecked():

@@ -264,3 +264,23 @@ def test_real_protocol_expands_for_the_panel():
     spans = beam_on_spans(tl)
     assert sum(b - a for a, b in spans) == pytest.approx(tl.beam_on_s)
     assert segment_at(tl, tl.duration_s / 2) >= 0
+
+
+def test_empty_current_plot_is_labelled_in_the_experiments_units(qtbot):
+    """Before any sample the current axis reads ±1 µA (was pyqtgraph's 0..1 A: 'current (mA)' to 1000)."""
+    from insitu.gui.plots import TracePlots
+
+    p = TracePlots()
+    qtbot.addWidget(p)
+    p.resize(800, 400)
+    p.show()
+    axis = p.i_plot.getAxis("left")
+    assert "(µA)" in axis.labelString()
+    assert p.i_plot.viewRange()[1] == pytest.approx([-1e-6, 1e-6])
+    p.add_samples(np.arange(10.0), np.ones(10), np.ones(10), np.linspace(1e-9, 3e-9, 10))
+    p.refresh()
+    qtbot.waitUntil(lambda: "(nA)" in axis.labelString(), timeout=3000)    # data: auto range again
+    lo, hi = p.i_plot.viewRange()[1]
+    assert lo < 1.1e-9 and 2.9e-9 < hi < 1e-8
+    p.clear()
+    assert p.i_plot.viewRange()[1] == pytest.approx([-1e-6, 1e-6])
