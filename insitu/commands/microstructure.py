@@ -98,6 +98,10 @@ def add_electrodes(grains, sides: dict):
 def run(args) -> int:
     from pathlib import Path
 
+    from insitu.jit_notice import ORIX_KERNELS, compile_notice
+
+    compile_notice("insitu microstructure", ORIX_KERNELS)
+
     import numpy as np
 
     from insitu.analysis.microstructure import Microstructure, c_axis_from_euler, write_microstructure

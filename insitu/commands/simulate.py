@@ -53,6 +53,9 @@ def parse_potentials(items) -> dict:
 
 
 def run(args) -> int:
+    from insitu.jit_notice import compile_notice
+
+    compile_notice("insitu simulate")
     from insitu.analysis.microstructure import read_microstructure
     from insitu.analysis.simulator import save_result, simulate
 

@@ -1,0 +1,40 @@
+"""The first transport command says it is compiling instead of sitting silent for ~20 s."""
+from __future__ import annotations
+
+import io
+
+from insitu.jit_notice import TRANSPORT_KERNELS, _module_file, cache_is_warm, compile_notice
+
+
+def test_kernel_files_are_found():
+
+    for package, relative in TRANSPORT_KERNELS:
+        f = _module_file(package, relative)
+        assert f is not None and f.is_file() and f.name == relative.rsplit("/", 1)[-1]
+
+
+def test_notice_only_when_the_cache_is_cold(tmp_path, monkeypatch):
+    mod = tmp_path / "kern.py"
+    mod.write_text("")
+    monkeypatch.setattr("insitu.jit_notice._module_file", lambda package, relative: mod)
+    out = io.StringIO()
+    assert compile_notice("insitu simulate", stream=out) is True
+    assert out.getvalue().startswith("insitu simulate: compiling") and out.getvalue().count("\n") == 1
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "__pycache__" / "kern.solve-12.py311.nbi").write_bytes(b"")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", "")
+    assert cache_is_warm(mod)
+    out = io.StringIO()
+    assert compile_notice("insitu simulate", stream=out) is False and out.getvalue() == ""
+
+
+def test_numba_cache_dir_is_honoured(tmp_path, monkeypatch):
+    mod = tmp_path / "src" / "kern.py"
+    mod.parent.mkdir()
+    mod.write_text("")
+    cache = tmp_path / "cache"
+    (cache / "deep" / "src").mkdir(parents=True)
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(cache))
+    assert not cache_is_warm(mod)
+    (cache / "deep" / "src" / "kern.f-1.py311.nbi").write_bytes(b"")
+    assert cache_is_warm(mod)
