@@ -82,7 +82,10 @@ def test_random_valid_protocols_never_break_a_limit_on_the_instrument_log(case):
     # found on: the ramp-down before the protocol is held to the same limits, from the found level
     assert_safe_log(log, lim, initial_level=found or 0.0)
     if found:
-        assert next(k for _, k, _ in log if k != "level") == "output"    # found output switched off first
+        # the found limit (105 mA) is lowered to the protocol's compliance, then the found output is ramped and
+        # switched off, all before the protocol's own set-up
+        kinds = [(k, v) for _, k, v in log if k != "level"]
+        assert kinds[0] == ("limit", lim.compliance_current) and kinds[1] == ("output", 0.0)
     assert ends_safe(inst)
 
 
