@@ -203,7 +203,7 @@ def check_command(text: str, *, what: str) -> str:
 
     A ``;`` starts another command in the same message and a line end
     another message; control characters and non-ASCII have no place in a
-    command either. Returns the string without surrounding blanks.
+    command either. Returns the string without surrounding spaces.
 
     Raises
     ------
@@ -219,15 +219,16 @@ def check_command(text: str, *, what: str) -> str:
     ...
     ValueError: blank_command: ';' is not allowed (one command only; it would send ':SOUR:VOLT:LEV 10' too)
     """
-    t = str(text).strip()
+    t = str(text).strip(" ")
+    where = f"{what}: " if what else ""
     if not t:
-        raise ValueError(f"{what}: empty command")
+        raise ValueError(f"{where}empty command")
     if ";" in t:
         rest = t.split(";", 1)[1].strip()
-        raise ValueError(f"{what}: ';' is not allowed (one command only; it would send {rest[:40]!r} too)")
+        raise ValueError(f"{where}';' is not allowed (one command only; it would send {rest[:40]!r} too)")
     bad = next((c for c in t if not _SAFE_COMMAND.fullmatch(c)), None)
     if bad is not None:
-        raise ValueError(f"{what}: character {bad!r} is not allowed (printable ASCII, one command only)")
+        raise ValueError(f"{where}character {bad!r} is not allowed (printable ASCII, one command only)")
     return t
 
 

@@ -15,7 +15,6 @@ import bisect
 import time
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,7 +24,7 @@ from insitu.drivers.mock import MockBeamBlanker
 from insitu.engine import Engine
 from insitu.errors import ConnectionLost, StoppedEarly
 from insitu.instruments import Instruments
-from insitu.protocol import parse_protocol
+from insitu.protocol import parse_protocol, protocol_text
 from insitu.records import BeamSample, BiasSample, EventRecord
 from scpi_emulator import Emulator2450
 
@@ -346,7 +345,7 @@ def test_random_valid_protocols_never_break_a_limit_on_the_emulator_log(case):
     try:
         clock = Clock(10.0)
         inst = keithley_instruments(emu, clock)
-        proto = parse_protocol(yaml.safe_dump(raw))
+        proto = parse_protocol(protocol_text(raw))
         eng, records, outcome = run_engine(proto, inst)
         inst.close()
         assert outcome == "complete", outcome

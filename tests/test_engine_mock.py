@@ -7,7 +7,6 @@ import threading
 
 import numpy as np
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +17,7 @@ from insitu.drivers.mock import MockBeamBlanker, MockSourceMeter, NoiseFrameSour
 from insitu.engine import Engine
 from insitu.errors import InstrumentError, StoppedEarly, UserError
 from insitu.instruments import Instruments
-from insitu.protocol import parse_protocol
+from insitu.protocol import parse_protocol, protocol_text
 from insitu.records import BeamSample, BiasSample, EventRecord, FrameRecord, ProgressRecord
 from test_engine_emulator import assert_safe_log
 
@@ -75,9 +74,9 @@ def protocols(draw):
 def test_random_valid_protocols_never_break_a_limit_on_the_instrument_log(case):
     raw, found = case
     inst = mock(scale=100.0, resistance_ohm=1e9, output_on=found is not None, level_V=found or 0.0)
-    eng, records, out = run(yaml.safe_dump(raw), inst)
+    eng, records, out = run(protocol_text(raw), inst)
     assert out == "complete", out
-    lim = parse_protocol(yaml.safe_dump(raw)).limits
+    lim = parse_protocol(protocol_text(raw)).limits
     log = inst.source_meter.log
     # found on: the ramp-down before the protocol is held to the same limits, from the found level
     assert_safe_log(log, lim, initial_level=found or 0.0)
@@ -97,9 +96,9 @@ def test_found_level_ramp_down_and_protocol_start_share_one_slew_window():
            "sample_interval": 0.1, "steps": [{"ramp": {"to": -4.65}}, {"hold": {"duration": 0.17}}]}
     for _ in range(3):
         inst = mock(scale=100.0, resistance_ohm=1e9, output_on=True, level_V=3.31)
-        eng, records, out = run(yaml.safe_dump(raw), inst)
+        eng, records, out = run(protocol_text(raw), inst)
         assert out == "complete", out
-        assert_safe_log(inst.source_meter.log, parse_protocol(yaml.safe_dump(raw)).limits, initial_level=3.31)
+        assert_safe_log(inst.source_meter.log, parse_protocol(protocol_text(raw)).limits, initial_level=3.31)
         assert ends_safe(inst)
 
 

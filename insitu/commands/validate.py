@@ -71,6 +71,7 @@ def format_timeline(protocol, tl) -> str:
 def run(args) -> int:
     from insitu.errors import UserError
     from insitu.protocol import expand, load_protocol
+    from insitu.validation import printable
 
     protocol = load_protocol(args.protocol)
     probe = args.probe_current
@@ -84,5 +85,5 @@ def run(args) -> int:
     if not (args.frame_rate > 0):
         raise UserError(f"--frame-rate: must be > 0 (got {args.frame_rate!r})")
     tl = expand(protocol, probe, frame_rate_hz=args.frame_rate)
-    print(format_timeline(protocol, tl))
+    print(printable(format_timeline(protocol, tl), keep="\n"))   # a name cannot drive the terminal
     return 0
