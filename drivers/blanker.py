@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from insitu.errors import InstrumentError, UserError
 
-from .scpi import SCPITransport, check_command, parse_bool
+from .scpi import SCPITransport, check_command
 
 __all__ = ["DigitalLineBlanker", "SCPIBlanker", "open_blanker", "check_shared_command", "SHARED_SUBSYSTEMS"]
 
@@ -171,8 +171,7 @@ class SCPIBlanker:
 
     def is_blanked(self) -> bool:
         if self.query_command:
-            what = f"{self._t.resource}: '{self.query_command}'"
-            return parse_bool(self._t.query(self.query_command), what=what) == self.active_high
+            return self._t.query_bool(self.query_command) == self.active_high
         if self._last is None:
             raise InstrumentError(f"{self._t.resource}: blanker state unknown (no query_command configured and "
                                   f"nothing commanded yet)")
