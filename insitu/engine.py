@@ -267,6 +267,7 @@ class Engine:
             # the way out failed: its message leads (it says where the output is); the first cause follows
             outcome = exc if outcome is None else type(exc)(f"{exc} (after: {outcome})")
         finally:
+            self._record_notices()       # stray replies discarded during the way out
             self._status_done()
             self.state = "done"
             if self.instruments.frames is not None:
