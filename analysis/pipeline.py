@@ -525,9 +525,10 @@ def analyze(input_path, out_dir, microstructure=None, simulation=None, progress:
         else:
             # the interface class in frame px: from the frames' pixel size, else the map's voxel size
             px_m = frame_pixel_m or float(micro.voxel_size_m) / tr.scale
-            stats, per_seed, gbs = cor.gb_statistics(
-                table, bpix, sim.gb_table, micro.electrodes, neg, current_density=sim.current_density,
-                scale=tr.scale, interface_px=cor.INTERFACE_DISTANCE_M / px_m)
+            population = cor.gb_population(bpix, sim.gb_table, micro.electrodes, neg,
+                                           current_density=sim.current_density, scale=tr.scale,
+                                           interface_px=cor.INTERFACE_DISTANCE_M / px_m)
+            stats, per_seed, gbs = cor.gb_statistics(table, population)
             stats["interface_distance_m"] = cor.INTERFACE_DISTANCE_M
             table.update(per_seed)
             paths["statistics"] = out / "statistics.json"
