@@ -36,8 +36,8 @@ __all__ = ["MapTransform", "parse_map_transform", "gb_point_table", "electrode_d
 #: or the name of a numeric gb.csv column (e.g. a blockade indicator), whose magnitude then holds for
 #: every point of that GB. The GB-level test uses the GB's maximum of it (never its mean).
 DRIVING_FORCE = "local_jump"
-#: window (map px) over which the local jump is averaged along a GB (about a seed's diameter)
-LOCAL_WINDOW_PX = 5.0
+#: window (map px) over which the local jump is averaged along a GB (about the diameter of a grown seed)
+LOCAL_WINDOW_PX = 9.0
 #: seeds (and GB points) closer than this to the negative electrode are the interface class (m)
 INTERFACE_DISTANCE_M = 150e-9
 #: fewest seed-carrying GBs (with controls) for which a p-value is given
