@@ -62,6 +62,7 @@ class FilamentParams:
     right_margin_px: float = 24.0     #: no interface sites this close to the Na-source electrode
     interface_depth_px: float = 4.0   #: interface sites sit this far below the Au(Pt) edge
     gb_min_depth_px: float = 10.0     #: GB sites sit at least this far from the Au(Pt) (beyond the interface class)
+    junction_margin_px: float = 4.0   #: no GB sites this close to another GB (a triple junction: ambiguous GB)
     charge_scale_C: float = 1.5e-4    #: the charge over which nucleation and growth happen
     k_interface: float = 1.0          #: nucleations per site per charge_scale at unit overdrive (interface)
     k_gb: float = 10.0                #: the same for GB sites at full electron supply

@@ -214,6 +214,25 @@ class VirtualSpecimen:
             pair_b[b[yk], b[xk]] = b["grain_b"]
         return force_px, pair_a, pair_b
 
+    def _near_junction(self, margin_px: float) -> np.ndarray:
+        """GB pixels within ``margin_px`` of a boundary face of another grain pair (a triple junction):
+        a seed there could belong to either GB, so none is placed there."""
+        from scipy.spatial import cKDTree
+
+        from insitu.analysis.microstructure import boundary_pixels
+
+        b = boundary_pixels(self.scene.grains)
+        out = np.zeros(self.scene.grains.shape, bool)
+        if not len(b["x"]):
+            return out
+        pair = b["grain_a"].astype(np.int64) * 100000 + b["grain_b"]
+        tree = cKDTree(np.column_stack([b["x"], b["y"]]))
+        for yk, xk in (("ya", "xa"), ("yb", "xb")):
+            near = tree.query_ball_point(np.column_stack([b[xk], b[yk]]), margin_px)
+            mixed = np.array([np.any(pair[n] != pair[i]) for i, n in enumerate(near)], bool)
+            out[b[yk][mixed], b[xk][mixed]] = True
+        return out
+
     def _setup_filaments(self) -> None:
         sc, fp = self.scene, self.params.filaments
         ny, nx = sc.phase.shape
@@ -234,7 +253,7 @@ class VirtualSpecimen:
         gbm = sc.gb_mask & (d_bad > fp.edge_margin_px) & (self.dist_top >= fp.gb_min_depth_px)
         gbm &= self.dist_right > fp.right_margin_px
         force_px, pair_a, pair_b = self._gb_force_map()
-        gbm &= force_px > 0
+        gbm &= (force_px > 0) & ~self._near_junction(fp.junction_margin_px)
         gy, gx = spaced_points(gbm, fp.spacing_px, priority=force_px,
                                taken=list(zip(iy.tolist(), ix.tolist())))
         lab = sc.grains
