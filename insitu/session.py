@@ -35,6 +35,7 @@ during which nothing else writes.
 """
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -57,8 +58,18 @@ CLOSE_STATUSES = ("complete", "aborted", "fault")
 STATUSES = CLOSE_STATUSES + ("recording_failed", "interrupted")
 
 
+#: free space (bytes) kept on the session's disk beyond the next write: below it the recording stops as
+#: failed while HDF5 can still write the status and close the file (a write HDF5 meets with ENOSPC leaves
+#: its cache unable to close the file cleanly)
+RESERVE_BYTES = 1 << 20
+
+
 class RecordingFailed(InstrumentError):
     """Writing the session file failed (disk full, I/O error): a fault, the run must stop (exit 2)."""
+
+
+class _ReaderConflict(RuntimeError):
+    """A structural change while this process also reads the file (a usage error, not a write failure)."""
 _ISO_LEN = 64
 _STATUS_LEN = 16
 _KIND_LEN = 32
@@ -293,7 +304,9 @@ class SessionWriter:
         self._check_ok()
         try:
             self._restructure_unchecked(change)
-        except OSError as exc:
+        except _ReaderConflict:
+            raise
+        except (OSError, RuntimeError) as exc:
             raise self._fail(exc) from None
 
     def _restructure_unchecked(self, change) -> None:
@@ -309,7 +322,7 @@ class SessionWriter:
             # another process reads the file (a GUI, `insitu info`): its lock must not stop the recording
             self._f = h5py.File(self.path, "r+", libver="latest", locking=False)
         if self._f.swmr_mode:  # another handle in this process kept the file open in SWMR mode
-            raise RuntimeError(f"{self.path}: cannot add groups while this process also reads the file; "
+            raise _ReaderConflict(f"{self.path}: cannot add groups while this process also reads the file; "
                                "close readers first or give frame_shape and frame_dtype up front")
         try:
             change(self._f)
@@ -372,11 +385,11 @@ class SessionWriter:
         """Remember the first write error; from now on the file is only given its status."""
         if self.error is None:
             self.error = exc
-        return RecordingFailed(f"recording failed: {self.path}: {_reason(self.error)}")
+        return RecordingFailed(f"cannot write {self.path}: {_reason(self.error)}")
 
     def _check_ok(self) -> None:
         if self.error is not None:
-            raise RecordingFailed(f"recording failed: {self.path}: {_reason(self.error)}")
+            raise RecordingFailed(f"cannot write {self.path}: {_reason(self.error)}")
 
     # -- records -----------------------------------------------------------
     def write(self, record) -> None:
@@ -395,7 +408,9 @@ class SessionWriter:
             self._check_ok()
             try:
                 self._write_locked(record)
-            except OSError as exc:
+            except _ReaderConflict:
+                raise
+            except (OSError, RuntimeError) as exc:
                 raise self._fail(exc) from None
 
     __call__ = write
@@ -416,10 +431,23 @@ class SessionWriter:
         if time.monotonic() - self._last_flush >= self.flush_interval_s:
             self._flush_locked()
 
+    def _check_space(self, need_bytes: int) -> None:
+        """Fail (disk full) before a write that would leave less than :data:`RESERVE_BYTES` free."""
+        try:
+            st = os.statvfs(self.path.parent)
+        except (OSError, AttributeError):  # pragma: no cover - no statvfs (Windows): HDF5 reports it
+            return
+        free = st.f_bavail * st.f_frsize
+        if free < need_bytes + RESERVE_BYTES:
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: {free / 1e6:.2f} MB free on the "
+                                        f"session's disk, {need_bytes / 1e6:.2f} MB to write + "
+                                        f"{RESERVE_BYTES / 1e6:.2f} MB kept to close the file")
+
     def _write_frame(self, rec: FrameRecord) -> None:
         data = np.asarray(rec.data)
         if data.ndim != 2:
             raise ValueError(f"frame must be 2-D, got shape {data.shape}")
+        self._check_space(data.nbytes)
         if self._n_frames == 0 and (data.shape != self._frame_shape or data.dtype != self._frame_dtype
                                     or "data" not in self._f["/entry/frames"]):
             self._restructure(lambda f: self._create_frames(f, data.shape, data.dtype))
@@ -447,6 +475,7 @@ class SessionWriter:
 
     # -- flushing ------------------------------------------------------------
     def _flush_locked(self) -> None:
+        self._check_space(sum(len(t.pending) for t in self._tables.values()) * 600)  # ≤ 600 B a row
         for t in self._tables.values():
             t.commit(self._f)
         self._f.flush()
@@ -460,7 +489,7 @@ class SessionWriter:
                 self._check_ok()
                 try:
                     self._flush_locked()
-                except OSError as exc:
+                except (OSError, RuntimeError) as exc:
                     raise self._fail(exc) from None
 
     def _flush_loop(self) -> None:
@@ -529,7 +558,7 @@ class SessionWriter:
             finally:
                 self._wlock.release()
             if self.error is not None and not failed_before:
-                raise RecordingFailed(f"recording failed: {self.path}: {_reason(self.error)}")
+                raise RecordingFailed(f"cannot write {self.path}: {_reason(self.error)}")
 
     def __enter__(self):
         return self
@@ -548,11 +577,18 @@ class SessionWriter:
 
 def _reason(exc: BaseException) -> str:
     """One line for a write error (``No space left on device (errno 28)`` rather than HDF5's stack)."""
+    import re
+
+    text = str(exc).strip()
     errno_ = getattr(exc, "errno", None)
+    m = re.search(r"errno = (\d+)", text)
+    if m and not errno_:
+        errno_ = int(m.group(1))
     if errno_:
-        return f"{os.strerror(errno_)} (errno {errno_})"
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+        detail = getattr(exc, "strerror", None) or os.strerror(errno_)
+        return f"{detail} (errno {errno_})"
+    lines = text.splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _write_status(f: h5py.File, status: str, end_iso: str) -> None:
