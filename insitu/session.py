@@ -554,7 +554,7 @@ class SessionWriter:
                     pass
             try:
                 if self.error is None:
-                    _tidy_file(self.path)  # text columns HyperSpy reads; needs the file outside SWMR
+                    tidy_session(self.path)  # text columns HyperSpy reads; needs the file outside SWMR
             finally:
                 self._wlock.release()
             if self.error is not None and not failed_before:
@@ -602,9 +602,6 @@ def _write_status(f: h5py.File, status: str, end_iso: str) -> None:
             ds[()] = text
 
 
-_TEXT_COLUMNS = {"/entry/events": ("kind", "message")}
-
-
 def _tidy(f: h5py.File) -> None:
     """Make a finished file plain: every log cut to its rows with a time, frames to the rows with
     a time and an image, fixed-length text columns rewritten as variable-length text.
@@ -630,22 +627,24 @@ def _tidy(f: h5py.File) -> None:
         for c in columns:
             if c in g and g[c].shape[0] != keep:
                 g[c].resize((keep,))
-    for gpath, names in _TEXT_COLUMNS.items():
-        g = f.get(gpath)
-        for name in names if g is not None else ():
-            ds = g.get(name)
-            if ds is None or ds.dtype.kind != "S":
-                continue
-            values = [_text(v) for v in ds[()]]
-            attrs = dict(ds.attrs)
-            del g[name]
-            new = g.create_dataset(name, data=np.array(values, dtype=object), maxshape=(None,),
-                                   dtype=h5py.string_dtype("utf-8"), chunks=(max(1, min(len(values), 1024)),))
-            for k, v in attrs.items():
-                new.attrs[k] = v
+    texts = []
+    f.visititems(lambda name, obj: texts.append(obj) if isinstance(obj, h5py.Dataset) and obj.dtype.kind == "S"
+                 and obj.ndim >= 1 else None)
+    for ds in texts:
+        g, name, shape = ds.parent, ds.name.rsplit("/", 1)[1], ds.shape
+        values = np.array([_text(v) for v in ds[()].ravel()], dtype=object).reshape(shape)
+        attrs = dict(ds.attrs)
+        resizable = ds.maxshape[0] is None
+        del g[name]
+        new = g.create_dataset(name, data=values, dtype=h5py.string_dtype("utf-8"),
+                               **({"maxshape": (None,) + values.shape[1:],
+                                   "chunks": (max(1, min(len(values), 1024)),) + values.shape[1:]}
+                                  if resizable else {}))
+        for k, v in attrs.items():
+            new.attrs[k] = v
 
 
-def _tidy_file(path: Path) -> bool:
+def tidy_session(path: Path) -> bool:
     """:func:`_tidy` on a closed file; False when it cannot be opened for writing now (e.g. a reader in
     this process holds it open), in which case the file stays as the writer left it."""
     try:
@@ -991,4 +990,5 @@ def is_session_file(path) -> bool:
         return False
 
 
-__all__ = ["SessionWriter", "Session", "open_session", "is_session_file", "repair_session", "STATUSES"]
+__all__ = ["SessionWriter", "Session", "open_session", "is_session_file", "repair_session", "recover_interrupted",
+           "tidy_session", "RecordingFailed", "STATUSES"]

@@ -174,6 +174,10 @@ def test_import_series_session_layout(real_data, tmp_path):
     assert np.all(np.isnan(s.frame_table["bias"]))  # no bias log: unknown, not zero
     mic = s.group("/entry/instrument/microscope")
     assert mic["detector"] == "HAADF" and mic["ht_V"] == 200e3
+    s.close()
+    from hsload import assert_hyperspy_opens
+
+    assert_hyperspy_opens(out, n_frames=5)  # an imported session opens in HyperSpy
 
 
 def test_folder_of_single_velox_images_with_same_second(real_data, tmp_path):

@@ -54,7 +54,7 @@ def _copy_context(src_path, dst_path) -> None:
     """Copy the original's instrument groups and /entry/sample (e.g. ground truth) into the replayed file."""
     import h5py
 
-    from insitu.session import _open_h5
+    from insitu.session import _open_h5, tidy_session
 
     src, _ = _open_h5(src_path)
     try:
@@ -66,6 +66,7 @@ def _copy_context(src_path, dst_path) -> None:
                 src.copy(src["/entry/sample"], dst["/entry"], name="sample")
     finally:
         src.close()
+    tidy_session(dst_path)  # text copied from an older file in the form HyperSpy reads
 
 
 def run(args) -> int:
