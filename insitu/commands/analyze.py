@@ -8,7 +8,9 @@ DESCRIPTION = """\
 Analyse a session file or a folder of frames (TIFF / Velox .emd / DM .dm3 .dm4,
 sorted by name; an optional frames.csv with columns index,time_s gives the times).
 
-Writes to DIR: drift.csv (frame, dx_px, dy_px), differential.h5 (differential
+Writes to DIR (under a temporary name, renamed when complete; an existing DIR
+is refused, or replaced as a whole with --overwrite; after an error what was
+done is kept in DIR.incomplete): drift.csv (frame, dx_px, dy_px), differential.h5 (differential
 images in units of the local noise σ), seeds.csv (id, first_frame, first_time_s,
 x_px, y_px, sign, area_px, peak_snr, last_frame; x, y in first-frame pixels),
 report.html, summary.json; with --microstructure and --simulation also
@@ -25,7 +27,9 @@ examples:
 
 def add_arguments(parser):
     parser.add_argument("input", metavar="SESSION_OR_FOLDER", help="session file, folder of frames or one image file")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="output folder (created; written complete or not at all)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing DIR as a whole")
     parser.add_argument("--microstructure", metavar="MICRO.h5", help="microstructure for the correlation")
     parser.add_argument("--simulation", metavar="SIMDIR", help="folder written by 'insitu simulate'")
     parser.add_argument("--map-transform", metavar="S,ROT,DX,DY",
@@ -61,9 +65,16 @@ def run(args) -> int:
             sys.stderr.write(f"\r  frame {done}" + (f"/{total}" if total else "") + " ")
             sys.stderr.flush()
 
-    paths = analyze(args.input, args.out, microstructure=args.microstructure, simulation=args.simulation,
-                    progress=progress, live=args.live, map_transform=tr, threshold=args.threshold,
-                    persistence=args.persistence, sigma_px=args.sigma_px)
+    from pathlib import Path
+
+    from insitu.outputs import output_dir
+
+    out = Path(args.out)
+    with output_dir(out, args.overwrite, keep_partial=True) as tmp:  # renamed to DIR when complete, replacing an old set whole
+        paths = analyze(args.input, tmp, microstructure=args.microstructure, simulation=args.simulation,
+                        progress=progress, live=args.live, map_transform=tr, threshold=args.threshold,
+                        persistence=args.persistence, sigma_px=args.sigma_px)
+    paths = {k: out / Path(p).relative_to(tmp) if isinstance(p, (str, Path)) else p for k, p in paths.items()}
     if show:
         sys.stderr.write("\n")
     import json
