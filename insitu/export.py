@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from insitu.errors import UserError
-from insitu.outputs import check_target, output_dir, output_file
+from insitu.outputs import check_space, check_target, output_dir, output_file
 
 FORMATS = ("hspy", "zspy", "tiff")
 #: sessions with more frame data than this are exported lazily (dask), one frame in memory at a time
@@ -138,6 +138,7 @@ def export_session(session_path, to: str, out, *, overwrite: bool = False) -> li
     with open_session(session_path) as s:
         n_bytes = s.n_frames * int(np.prod(s.frame_shape or (0,))) * (s.frame_dtype.itemsize if s.frame_dtype else 0)
         lazy = n_bytes > LAZY_ABOVE_BYTES  # long sessions: frames stream from disk instead of filling memory
+        check_space(out, n_bytes + 64 * 1024 * (s.n_frames + 1))  # frames + per-frame metadata
         sig = session_to_signal(s, lazy=lazy, uniform_time=True if to == "tiff" else None)
         if to == "zspy":
             try:

@@ -63,6 +63,42 @@ def write_error(path, exc: BaseException) -> UserError:
     return UserError(f"{path}: cannot write: {reason or type(exc).__name__}; nothing was left at that name")
 
 
+def check_space(path, need_bytes: int, reserve_bytes: int = 1 << 20) -> None:
+    """UserError when the disk of ``path`` has less than ``need_bytes`` + ``reserve_bytes`` free
+    (checked before writing: HDF5 meeting a full disk cannot close its file cleanly)."""
+    p = Path(path)
+    folder = p if p.is_dir() else (p.parent if str(p.parent) else Path("."))
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # pragma: no cover - no statvfs: the write itself reports it
+        return
+    free = st.f_bavail * st.f_frsize
+    if free < need_bytes + reserve_bytes:
+        raise UserError(f"{p}: cannot write: {os.strerror(errno.ENOSPC)} ({free / 1e6:.1f} MB free, "
+                        f"{(need_bytes + reserve_bytes) / 1e6:.1f} MB needed); nothing was written")
+
+
+def _hdf5_failed(exc: BaseException) -> None:
+    """After HDF5 met a failed write its library state cannot close files cleanly: the interpreter's
+    own clean-up would then crash (SIGSEGV). End the process without that clean-up, once the
+    command has returned its exit code (streams flushed first)."""
+    import atexit
+    import sys
+    import traceback
+
+    if not any("h5py" in (fr.filename or "") for fr in traceback.extract_tb(exc.__traceback__)):
+        return
+
+    def leave():
+        code = getattr(sys, "_insitu_exit_code", 1)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+    atexit.register(leave)
+
+
 def _remove(p: Path) -> None:
     if p.is_dir() and not p.is_symlink():
         shutil.rmtree(p, ignore_errors=True)
@@ -129,6 +165,7 @@ def _atomic(path, overwrite: bool, folder: bool, keep_partial: bool = False) -> 
         if inc is not None and isinstance(exc, UserError):
             raise UserError(f"{exc} (what was done before is in {inc})") from None
         if isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and "write failed" in str(exc)):
+            _hdf5_failed(exc)
             raise write_error(p, exc) from None
         raise
 
@@ -150,4 +187,4 @@ def output_dir(path, overwrite: bool = False, keep_partial: bool = False):
     return _atomic(path, overwrite, folder=True, keep_partial=keep_partial)
 
 
-__all__ = ["check_target", "output_file", "output_dir", "write_error"]
+__all__ = ["check_target", "check_space", "output_file", "output_dir", "write_error"]

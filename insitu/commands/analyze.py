@@ -45,6 +45,29 @@ def add_arguments(parser):
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
 
+#: room kept for the report, summary and CSV files beside the differential images (bytes)
+REPORT_BYTES = 4 << 20
+
+
+def _bytes_needed(input_path) -> int:
+    """A generous estimate of what the analysis writes: the differential images (float16, one per
+    frame) plus the report; checked before starting, as HDF5 meeting a full disk cannot recover."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from insitu.readers import is_image_file
+    from insitu.session import is_session_file, open_session
+
+    p = Path(input_path)
+    if p.is_file() and is_session_file(p):
+        with open_session(p) as s:
+            return REPORT_BYTES + 2 * s.n_frames * int(np.prod(s.frame_shape or (0,)))
+    if p.is_dir():
+        return REPORT_BYTES + sum(f.stat().st_size for f in p.iterdir() if is_image_file(f))
+    return REPORT_BYTES + (p.stat().st_size if p.is_file() else 0)
+
+
 def run(args) -> int:
     import sys
 
@@ -67,9 +90,11 @@ def run(args) -> int:
 
     from pathlib import Path
 
-    from insitu.outputs import output_dir
+    from insitu.outputs import check_space, check_target, output_dir
 
     out = Path(args.out)
+    check_target(out, args.overwrite, folder=True)
+    check_space(out.parent if str(out.parent) else ".", _bytes_needed(args.input))
     with output_dir(out, args.overwrite, keep_partial=True) as tmp:  # renamed to DIR when complete, replacing an old set whole
         paths = analyze(args.input, tmp, microstructure=args.microstructure, simulation=args.simulation,
                         progress=progress, live=args.live, map_transform=tr, threshold=args.threshold,
