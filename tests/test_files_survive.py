@@ -5,6 +5,7 @@ Every test here failed on the code before the fix (named in each docstring).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -273,3 +274,60 @@ open('{mnt}/ballast', 'wb').write(bytes(free - (1 << 20) - 1500 * 1024))"
         assert s.status == "recording_failed"
         assert 1 <= s.n_frames < 400
         assert all(s.frame(i).any() for i in range(s.n_frames))  # every frame kept is a real frame
+
+
+# ------------------------------------------------------------------------------------ frames without a blanker
+FOLDER_PROTO = ("name: folder-noblank\nlimits: {max_voltage: 5, compliance_current: 1.0e-6, max_slew_rate: 2.0}\n"
+                "sample_interval: 0.1\nsteps:\n  - ramp: {to: 2.0, rate: 2.0}\n  - hold: {duration: 2.5}\n"
+                "  - ramp: {to: 0.0, rate: 2.0}\n")
+
+
+def _folder_run(real_data, tmp_path, blanker: str, n_files: int = 3):
+    """`insitu run` with a folder-watch frame source; ``n_files`` Velox files are copied in during the run."""
+    import threading
+
+    emd = real_data / "STEM HAADF Diffraction Micro.emd"
+    watch = tmp_path / "export"
+    watch.mkdir()
+    (tmp_path / "inst.toml").write_text(
+        '[source_meter]\ndriver = "mock"\nresistance_ohm = 1.0e7\n' + blanker
+        + f'[frames]\ndriver = "folder"\npath = "{watch.as_posix()}"\nsettle_s = 0.15\n')
+    (tmp_path / "p.yaml").write_text(FOLDER_PROTO)
+
+    def microscope():
+        for k in range(n_files):
+            time.sleep(0.6)
+            shutil.copy(emd, watch / f"f{k}.emd.tmp")
+            (watch / f"f{k}.emd.tmp").rename(watch / f"f{k}.emd")
+
+    th = threading.Thread(target=microscope)
+    th.start()
+    out = tmp_path / "run.h5"
+    try:
+        rc = main(["run", str(tmp_path / "p.yaml"), "--config", str(tmp_path / "inst.toml"), "--out", str(out)])
+    finally:
+        th.join()
+    return rc, out
+
+
+def test_folder_watch_without_blanker_records_every_frame(real_data, tmp_path, capsys):
+    """Old code: a folder-watch run with no [beam_blanker] recorded 0 of 3 copied Velox files, "complete"."""
+    rc, out = _folder_run(real_data, tmp_path, blanker="")
+    printed = capsys.readouterr().out
+    assert rc == 0 and "3 frames" in printed and "warning" not in printed
+    with open_session(out) as s:
+        assert s.status == "complete" and s.n_frames == 3
+        assert any(k == "beam" and "beam state unknown" in m for _, k, m in s.events)
+        assert np.all(np.isnan(s.frame_table["dose"]))  # no blanker: the dose is not known, not zero
+        assert s.frame_table["bias"].max() > 1.0
+
+
+def test_run_that_records_no_frames_says_so(real_data, tmp_path, capsys):
+    """Frames delivered while the blanker reports the beam blanked: none recorded. Old code: silent."""
+    rc, out = _folder_run(real_data, tmp_path, blanker='[beam_blanker]\ndriver = "mock"\n', n_files=2)
+    printed = capsys.readouterr().out
+    assert rc == 0
+    assert "warning: no frames recorded although the frame source delivered 2 " in printed, printed
+    with open_session(out) as s:
+        assert s.n_frames == 0
+        assert any(k == "frames" and "delivered 2" in msg for _, k, msg in s.events)

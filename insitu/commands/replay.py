@@ -72,8 +72,8 @@ def _copy_context(src_path, dst_path) -> None:
 def run(args) -> int:
     from insitu.errors import UserError
 
-    if not args.speed > 0:
-        raise UserError(f"--speed must be > 0, got {args.speed:g}")
+    if not (args.speed > 0 and args.speed < float("inf")):
+        raise UserError(f"--speed must be a finite number > 0, got {args.speed:g}")
     if args.gui:
         if args.out or args.analyze:
             raise UserError("--gui shows the replay only; drop --out/--analyze or run them without --gui")

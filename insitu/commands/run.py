@@ -146,4 +146,6 @@ def run(args) -> int:
         instruments.close()
     print(f"{out}: {status}; {engine.n_frames} frames, {engine.protocol_time:.0f} s of protocol, "
           f"dose {engine.dose:.4g} e/Å²")
+    if engine.frames_note:
+        print(f"  warning: {engine.frames_note}")
     return 0
