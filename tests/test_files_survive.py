@@ -95,29 +95,43 @@ def test_killed_session_opens_plainly_and_in_hyperspy_after_info(tmp_path, capsy
     assert isinstance(sigs[0], hs.signals.Signal2D) and sigs[0].data.shape == (n, 32, 32)
 
 
+SHORT_RUN = """\
+name: two-writers
+limits: {max_voltage: 5.0, compliance_current: 1.0e-6, max_slew_rate: 1.0, frame_stall_s: 60}
+sample_interval: 0.5
+steps:
+  - beam: unblank
+  - ramp: {to: 2.0, rate: 0.5}
+  - hold: {duration: 40}
+  - ramp: {to: 0.0, rate: 0.5}
+"""
+
+
 def test_second_writer_is_refused_and_first_finishes_good(tmp_path, capsys):
     """Old code: `run --overwrite` on a live session truncated it; the first run exited 0 with a corrupt file."""
     p = tmp_path / "live.h5"
-    proc = _start_writer(p)
+    proto = tmp_path / "p.yaml"
+    proto.write_text(SHORT_RUN)
+    cmd = [sys.executable, "-m", "insitu", "run", str(proto), "--mock", "--time-scale", "10", "--out", str(p)]
+    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        t0 = time.monotonic()
+        while writer_alive(p) is not True:
+            assert first.poll() is None and time.monotonic() - t0 < 60, first.communicate()
+            time.sleep(0.05)
         with pytest.raises(UserError, match="another insitu process is writing"):
             SessionWriter(p, start_time_iso=T0, overwrite=True)
-        rc = main(["run", str(ROOT / "examples" / "ding2023.yaml"), "--mock", "--time-scale", "300",
-                   "--out", str(p), "--overwrite"])
-        assert rc == 1 and "another insitu process is writing" in one_line_error(capsys)
-        s = open_session(p)  # still the first writer's file, still growing
-        assert s.status == "running" and not s.recovered and s.n_frames >= 1
-        n = len(s.bias["time"])
-        s.close()
-        time.sleep(0.4)
-        with open_session(p) as s:
-            assert len(s.bias["time"]) > n
+        assert main(["run", str(proto), "--mock", "--time-scale", "10", "--out", str(p), "--overwrite"]) == 1
+        assert "another insitu process is writing" in one_line_error(capsys)
+        out, err = first.communicate(timeout=120)
     finally:
-        proc.kill()
-        proc.wait()
-    with open_session(p) as s:
-        assert s.status == "interrupted" and s.n_frames >= 1
-        assert all(np.all(s.frame(i) == i * 10 + 1) for i in range(s.n_frames))
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, err
+    with open_session(p) as s:  # the first run's file, whole
+        assert s.status == "complete" and s.n_frames >= 1 and not s.recovered
+        assert s.bias["setpoint"].max() == pytest.approx(2.0) and abs(s.bias["setpoint"][-1]) < 1e-12
+        assert s.events[0][1] == "start" and s.events[-1][1] == "end"
 
 
 def test_writer_lock_is_released_at_close(tmp_path):
