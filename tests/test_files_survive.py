@@ -20,8 +20,13 @@ import pytest
 from insitu.cli import main
 from insitu.errors import UserError
 from insitu.records import BiasSample, EventRecord, FrameRecord
-from insitu.session import RecordingFailed, SessionWriter, open_session
-from insitu.writelock import writer_alive
+from insitu.session import SessionWriter, open_session
+
+
+def writer_alive(path):
+    from insitu.writelock import writer_alive as alive
+
+    return alive(path)
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = "2026-01-01T00:00:00+00:00"
@@ -203,6 +208,8 @@ def test_full_disk_is_a_recording_failure_not_silence(tmp_path, monkeypatch):
     import insitu.session as session_mod
 
     monkeypatch.setattr(session_mod.os, "statvfs", lambda path: Full(real(path)))
+    from insitu.session import RecordingFailed
+
     with pytest.raises(RecordingFailed, match="No space left on device"):
         w.write(FrameRecord(1.0, np.ones((64, 64), np.uint16), 0.0, 0.0, False, 0.0, 1e-9))
     with pytest.raises(RecordingFailed):
@@ -222,6 +229,8 @@ def test_flusher_error_reaches_the_next_write(tmp_path, monkeypatch):
 
     def fail():
         raise OSError(errno.EIO, "Input/output error")
+
+    from insitu.session import RecordingFailed
 
     monkeypatch.setattr(w, "_flush_locked", fail)
     t0 = time.monotonic()
