@@ -302,8 +302,12 @@ class SessionWriter:
     def _restructure(self, change) -> None:
         """Close, reopen without SWMR, apply ``change(h5file)``, flush, restart SWMR (lock held)."""
         self._check_ok()
+        self._guarded(self._restructure_unchecked, change)
+
+    def _guarded(self, fn, *args):
+        """``fn(*args)``; a failed write (OSError, HDF5's RuntimeError) becomes :class:`RecordingFailed`."""
         try:
-            self._restructure_unchecked(change)
+            return fn(*args)
         except _ReaderConflict:
             raise
         except (OSError, RuntimeError) as exc:
@@ -406,12 +410,7 @@ class SessionWriter:
             if self._closed:
                 return
             self._check_ok()
-            try:
-                self._write_locked(record)
-            except _ReaderConflict:
-                raise
-            except (OSError, RuntimeError) as exc:
-                raise self._fail(exc) from None
+            self._guarded(self._write_locked, record)
 
     __call__ = write
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from filetools import one_line_error
 from insitu.cli import main
 from insitu.records import BiasSample, FrameRecord
 from insitu.session import SessionWriter, open_session
@@ -21,12 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DM_TIF = "test_loading_image_saved_with_DM_stack.tif"
 PROTOCHIPS = "protochips_electrical.csv"
 EMD = "fei_emd_image.emd"
-
-
-def one_line_error(capsys):
-    err = capsys.readouterr().err.strip()
-    assert err and "\n" not in err and "Traceback" not in err, err
-    return err
 
 
 @pytest.mark.parametrize("keep", [0.75, 0.5])

@@ -5,7 +5,6 @@ Every test here failed on the code before the fix (named in each docstring).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import h5py
 import numpy as np
 import pytest
 
+from filetools import can_mount_tmpfs, one_line_error
 from insitu.cli import main
 from insitu.errors import UserError
 from insitu.records import BiasSample, EventRecord, FrameRecord
@@ -30,12 +30,6 @@ def writer_alive(path):
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = "2026-01-01T00:00:00+00:00"
-
-
-def one_line_error(capsys):
-    err = capsys.readouterr().err.strip()
-    assert err and "\n" not in err and "Traceback" not in err, err
-    return err
 
 
 def _session(path, n_frames=6, shape=(16, 24)):
@@ -244,14 +238,6 @@ def test_flusher_error_reaches_the_next_write(tmp_path, monkeypatch):
     assert open_session(p).status == "recording_failed"
 
 
-def _unshare_ok() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    r = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt 2>/dev/null || "
-                        "mount -t tmpfs -o size=1m tmpfs /tmp"], capture_output=True)
-    return r.returncode == 0
-
-
 FULL_PROTO = """
 name: full-disk
 limits: {max_voltage: 3.0, compliance_current: 1.0e-6, max_slew_rate: 4.0}
@@ -264,7 +250,7 @@ steps:
 """
 
 
-@pytest.mark.skipif(not _unshare_ok(), reason="needs `unshare -rm` to mount a small tmpfs")
+@pytest.mark.skipif(not can_mount_tmpfs(), reason="needs `unshare -rm` to mount a small tmpfs")
 def test_run_on_a_filling_filesystem_exits_2_output_off_file_says_failed(tmp_path, emulator):
     """Fault injection on a real small filesystem: a 4 MB tmpfs (user+mount namespace) with ballast,
     so the disk fills a few seconds into the run. Old code: rc 139 after thousands of error lines,

@@ -175,7 +175,7 @@ def test_import_series_session_layout(real_data, tmp_path):
     mic = s.group("/entry/instrument/microscope")
     assert mic["detector"] == "HAADF" and mic["ht_V"] == 200e3
     s.close()
-    from hsload import assert_hyperspy_opens
+    from filetools import assert_hyperspy_opens
 
     assert_hyperspy_opens(out, n_frames=5)  # an imported session opens in HyperSpy
 

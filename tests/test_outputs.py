@@ -3,27 +3,20 @@ is one line, exit 1, and nothing at the final name. Each test failed on the code
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from filetools import can_mount_tmpfs, one_line_error
 from insitu.cli import main
 from insitu.records import BiasSample, FrameRecord
 from insitu.session import SessionWriter, open_session
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = "2026-01-01T00:00:00+00:00"
-
-
-def one_line_error(capsys):
-    err = capsys.readouterr().err.strip()
-    assert err and "\n" not in err and "Traceback" not in err, err
-    return err
 
 
 def _session(path, n=8, shape=(48, 48)):
@@ -119,14 +112,7 @@ def test_failed_export_leaves_nothing_at_the_final_name(tmp_path, capsys, monkey
     assert _leftovers(tmp_path) == []
 
 
-def _unshare_ok() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    return subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
-                          capture_output=True).returncode == 0
-
-
-@pytest.mark.skipif(not _unshare_ok(), reason="needs `unshare -rm` to mount a small tmpfs")
+@pytest.mark.skipif(not can_mount_tmpfs(), reason="needs `unshare -rm` to mount a small tmpfs")
 def test_export_analyze_import_on_a_full_disk(tmp_path, real_data):
     """A real full filesystem (2 MB tmpfs, ballast leaving 200 kB): each verb one line, exit 1, and no
     file or folder at the final name. Old code: partial files at the final names."""

@@ -1,4 +1,4 @@
-"""``hs.load(session, file_format="NeXus")``, the README's own line, on a session file of any kind."""
+"""Helpers of the file tests: HyperSpy opens a session, one-line errors, a small tmpfs to fill."""
 from __future__ import annotations
 
 import pytest
@@ -23,3 +23,21 @@ def assert_hyperspy_opens(path, n_frames: int | None = None):
             assert len(stacks) == 1 and stacks[0].data.shape == (n,) + tuple(s.frame_shape)
             np.testing.assert_array_equal(stacks[0].data[-1], s.frame(-1))
     return sigs
+
+
+def one_line_error(capsys) -> str:
+    """The captured stderr, checked to be one line without a traceback."""
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def can_mount_tmpfs() -> bool:
+    """True when ``unshare -rm`` may mount a small tmpfs here (a real filesystem to fill in tests)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
+                          capture_output=True).returncode == 0
