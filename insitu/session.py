@@ -657,6 +657,8 @@ def tidy_session(path: Path) -> bool:
             return False
     try:
         _tidy(f)
+    except Exception:  # noqa: BLE001 - best effort: the file stays as the writer left it, readable by h5py
+        return False
     finally:
         f.close()
     return True
