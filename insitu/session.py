@@ -4,7 +4,7 @@ Layout (binding, see DESIGN.md)::
 
     /entry                 NXentry: start_time, end_time, program, version (also NeXus
                            program_name@version), protocol (YAML), instruments (TOML),
-                           status (running | complete | aborted | fault)
+                           status (running | complete | aborted | fault | recording_failed | interrupted)
     /entry/instrument/<n>  NXcollection per instrument: identity, settings found / set
     /entry/bias            NXlog: time (s), setpoint (V), voltage (V), current (A), compliance
     /entry/beam            NXlog: time (s), blanked, dose_rate (e/Å²/s)
@@ -19,9 +19,14 @@ run goes on, the writer only appends rows to existing datasets and overwrites
 fixed-size values (``status``, ``end_time``). Small records are buffered and
 written at least once a second (flush-on-write when a second has passed, and
 a background flusher for quiet periods); frames go to disk as they arrive.
-A ``kill -9`` therefore leaves a file that opens (``h5py.File(path, "r",
-swmr=True)``, which :func:`open_session` tries by itself) and holds
-everything up to the last flush: no repair step. Readers drop trailing rows
+A ``kill -9`` therefore leaves a file that holds everything up to the last
+flush. The writer holds an advisory lock on the file for the whole run
+(:mod:`insitu.writelock`): a second writer is refused, and the first reader
+that finds the lock gone finishes the file as ``interrupted``
+(:func:`recover_interrupted`), after which plain ``h5py.File(path)`` and
+HyperSpy open it. A failed write stops the recording (:class:`RecordingFailed`,
+status ``recording_failed``); a truncated file is refused before HDF5 reads it
+(:mod:`insitu.superblock`). Readers drop trailing rows
 whose time is still NaN (resized but not yet written when the writer died).
 A log that never received a record holds one such placeholder row (HyperSpy's
 NeXus reader cannot read zero-size datasets).
