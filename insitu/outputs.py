@@ -78,23 +78,32 @@ def check_space(path, need_bytes: int, reserve_bytes: int = 1 << 20) -> None:
                         f"{(need_bytes + reserve_bytes) / 1e6:.1f} MB needed); nothing was written")
 
 
-def _hdf5_failed(exc: BaseException) -> None:
-    """After HDF5 met a failed write its library state cannot close files cleanly: the interpreter's
-    own clean-up would then crash (SIGSEGV). End the process without that clean-up, once the
-    command has returned its exit code (streams flushed first)."""
+_AFTER_HDF5_FAILURE: dict = {}
+
+
+def hdf5_failed(exc: BaseException | None, exit_code: int = 1, *, force: bool = False) -> None:
+    """After HDF5 met a failed write (``exc`` raised inside h5py, or ``force``) its library state
+    cannot close files cleanly and the interpreter's own clean-up would crash (SIGSEGV): end the
+    process with ``exit_code`` (the latest call wins) without that clean-up, after the command has
+    returned and the streams are flushed."""
     import atexit
-    import sys
     import traceback
 
-    if not any("h5py" in (fr.filename or "") for fr in traceback.extract_tb(exc.__traceback__)):
+    if _AFTER_HDF5_FAILURE:  # already armed: the latest caller says how the process ends
+        _AFTER_HDF5_FAILURE["code"] = int(exit_code)
         return
+    tb = exc.__traceback__ if exc is not None else None
+    if not force and not any("h5py" in (fr.filename or "") for fr in traceback.extract_tb(tb)):
+        return
+    _AFTER_HDF5_FAILURE["code"] = int(exit_code)
 
     def leave():
-        code = getattr(sys, "_insitu_exit_code", 1)
+        import sys
+
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
-        os._exit(code)
+        os._exit(_AFTER_HDF5_FAILURE["code"])
 
     atexit.register(leave)
 
@@ -165,7 +174,7 @@ def _atomic(path, overwrite: bool, folder: bool, keep_partial: bool = False) -> 
         if inc is not None and isinstance(exc, UserError):
             raise UserError(f"{exc} (what was done before is in {inc})") from None
         if isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and "write failed" in str(exc)):
-            _hdf5_failed(exc)
+            hdf5_failed(exc, 1)
             raise write_error(p, exc) from None
         raise
 
@@ -187,4 +196,4 @@ def output_dir(path, overwrite: bool = False, keep_partial: bool = False):
     return _atomic(path, overwrite, folder=True, keep_partial=keep_partial)
 
 
-__all__ = ["check_target", "check_space", "output_file", "output_dir", "write_error"]
+__all__ = ["check_target", "check_space", "output_file", "output_dir", "write_error", "hdf5_failed"]

@@ -394,6 +394,9 @@ class SessionWriter:
         """Remember the first write error; from now on the file is only given its status."""
         if self.error is None:
             self.error = exc
+            from insitu.outputs import hdf5_failed
+
+            hdf5_failed(exc, 2)  # when HDF5 itself failed: a fault (exit 2), without its crash at exit
         return RecordingFailed(f"cannot write {self.path}: {_reason(self.error)}")
 
     def _check_ok(self) -> None:

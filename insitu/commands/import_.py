@@ -63,7 +63,7 @@ def import_files(sources, out, *, bias_log=None, bias_offset_s=None, bias_channe
 
     from insitu.biaslog import align_bias_log, interpolate_at, read_bias_log
     from insitu.errors import UserError
-    from insitu.outputs import check_target, output_file, write_error
+    from insitu.outputs import check_target, hdf5_failed, output_file, write_error
     from insitu.readers import read_frames
     from insitu.session import RecordingFailed
 
@@ -95,6 +95,7 @@ def import_files(sources, out, *, bias_log=None, bias_offset_s=None, bias_channe
             _write_session(tmp, stack, log, t_log, bias_at, current_at, microscope, files, start_iso,
                            bias_log, bias_offset_s)
         except RecordingFailed as exc:
+            hdf5_failed(exc.__context__, 1)  # a user error here (exit 1), also if HDF5 cannot clean up
             raise write_error(out, exc.__context__ or exc) from None
     return {"out": str(out), "n_frames": stack.n_frames, "n_bias": len(log) if log is not None else 0,
             "frame_shape": stack.frame_shape, "pixel_size_m": stack.pixel_size_m,
