@@ -40,6 +40,7 @@ during which nothing else writes.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import threading
@@ -538,21 +539,24 @@ class SessionWriter:
                 return
             self._stop.set()
             failed_before = self.error is not None
+            text_rows = 0
             try:
                 if not failed_before:
                     try:
                         for t in self._tables.values():
                             t.commit(self._f)
                             t.pad_if_empty(self._f)
-                        self._f.flush()
                     except Exception as exc:  # noqa: BLE001 - disk full at the end: say so in the file
                         self._fail(exc)
                 final = "recording_failed" if self.error is not None else status
+                with contextlib.suppress(Exception):
+                    text_rows = int(self._f["/entry/events/kind"].shape[0])
                 try:
                     _write_status(self._f, final, _now_iso())
-                    self._f.flush()
-                except Exception:  # noqa: BLE001 - nothing more can be done for this file
-                    pass
+                    self._f.flush()  # one flush: the rows and the status together
+                except Exception as exc:  # noqa: BLE001 - nothing more can be done for this file
+                    if self.error is None:
+                        self._fail(exc)
             finally:
                 self._closed = True
                 try:
@@ -560,7 +564,7 @@ class SessionWriter:
                 except Exception:  # noqa: BLE001
                     pass
             try:
-                if self.error is None:
+                if self.error is None and text_rows >= 2:
                     tidy_session(self.path)  # text columns HyperSpy reads; needs the file outside SWMR
             finally:
                 self._wlock.release()
@@ -636,7 +640,7 @@ def _tidy(f: h5py.File) -> None:
                 g[c].resize((keep,))
     texts = []
     f.visititems(lambda name, obj: texts.append(obj) if isinstance(obj, h5py.Dataset) and obj.dtype.kind == "S"
-                 and obj.ndim >= 1 else None)
+                 and obj.size >= 2 else None)  # HyperSpy skips arrays of fewer than two values
     for ds in texts:
         g, name, shape = ds.parent, ds.name.rsplit("/", 1)[1], ds.shape
         values = np.array([_text(v) for v in ds[()].ravel()], dtype=object).reshape(shape)
