@@ -63,6 +63,18 @@ def _unit(table: dict, text: str, what: str, path: Path) -> float:
     return table[key]
 
 
+def _check_times(path: Path, t: np.ndarray, lines: list[int], column: str) -> None:
+    """UserError unless every time is finite and none goes back (naming the first bad line)."""
+    bad = np.flatnonzero(~np.isfinite(t))
+    if bad.size:
+        raise UserError(f"{path}: line {lines[bad[0]]}: {column} is not a finite number")
+    back = np.flatnonzero(np.diff(t) < 0)
+    if back.size:
+        k = back[0] + 1
+        raise UserError(f"{path}: line {lines[k]}: {column} goes backwards ({t[k]:g} after {t[k - 1]:g}); "
+                        "times must be in order")
+
+
 def _read_protochips(path: Path, rows: list[list[str]], channel: str) -> BiasLog:
     header = [h.strip() for h in rows[0]]
     try:
@@ -76,6 +88,7 @@ def _read_protochips(path: Path, rows: list[list[str]], channel: str) -> BiasLog
             from None
     notes: dict[str, str] = {}
     data = []
+    lines = []
     for k, r in enumerate(rows[1:], start=2):
         if len(r) < len(header):
             if not any(c.strip() for c in r):
@@ -90,12 +103,14 @@ def _read_protochips(path: Path, rows: list[list[str]], channel: str) -> BiasLog
             data.append((float(r[i_t]), float(r[i_v]), float(r[i_i])))
         except ValueError:
             raise UserError(f"{path}: line {k}: not a number in Time/Voltage/Current") from None
+        lines.append(k)
     if not data:
         raise UserError(f"{path}: no samples in this Protochips log")
     t_unit = _unit(_TIME_UNITS, notes.get("time units", "Milliseconds"), "time", path)
     i_unit = _unit(_CURRENT_UNITS, notes.get("current units", "Amps"), "current", path)
     v_unit = _unit(_VOLTAGE_UNITS, notes.get("voltage units", "Volts"), "voltage", path)
     arr = np.asarray(data, dtype=float)
+    _check_times(path, arr[:, 0], lines, "Time")
     t = arr[:, 0] * t_unit
     start = None
     date = notes.get("date (yyyy.mm.dd)")
@@ -116,6 +131,7 @@ def _read_plain(path: Path, rows: list[list[str]], start_line: str | None) -> Bi
         missing = [n for n in ("time_s", "voltage_V", "current_A") if n not in idx]
         raise UserError(f"{path}: missing column(s) {', '.join(missing)} (header: {','.join(header)})")
     data = []
+    lines = []
     for k, r in enumerate(rows[1:], start=2):
         if not any(c.strip() for c in r):
             continue
@@ -123,11 +139,11 @@ def _read_plain(path: Path, rows: list[list[str]], start_line: str | None) -> Bi
             data.append(tuple(float(r[idx[n]]) for n in ("time_s", "voltage_V", "current_A")))
         except (ValueError, IndexError):
             raise UserError(f"{path}: line {k}: expected numbers in time_s, voltage_V, current_A") from None
+        lines.append(k)
     if not data:
         raise UserError(f"{path}: no samples")
     arr = np.asarray(data, dtype=float)
-    if np.any(np.diff(arr[:, 0]) < 0):
-        raise UserError(f"{path}: time_s goes backwards")
+    _check_times(path, arr[:, 0], lines, "time_s")
     start = None
     if start_line:
         try:

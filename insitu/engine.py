@@ -152,6 +152,8 @@ class Engine:
         self._acquiring = 0
         self._acquired = 0
         self.n_frames = 0
+        #: frames the frame source delivered, recorded or not (blanked beam, scanned before unblanking)
+        self.n_delivered = 0
         self._next_beam_check = 0.0
         self._next_frame_error_event = float("-inf")
         self._next_t = 0.0
@@ -281,6 +283,9 @@ class Engine:
                     self.instruments.frames.stop()
                 except Exception:
                     pass
+        note = self.frames_note
+        if note:
+            self._event("frames", note)
         if outcome is None:
             self._event("end", f"protocol complete: {self.n_frames} frames, dose {self.dose:.4g} e/Å²; "
                                "output off at 0 V")
@@ -293,6 +298,18 @@ class Engine:
                 outcome = StoppedEarly(f"{outcome}; {how}")
             self._event("end", f"stopped early: {outcome}")
         raise outcome
+
+    @property
+    def frames_note(self) -> str | None:
+        """Why a run that should have frames has none (None when frames were recorded or none were due)."""
+        if self.n_frames:
+            return None
+        if self.n_delivered:
+            return (f"no frames recorded although the frame source delivered {self.n_delivered} "
+                    "(all while the beam was blanked)")
+        if self.instruments.frames is not None and self.timeline.n_frames:
+            return f"no frames recorded although the protocol expected {self.timeline.n_frames}"
+        return None
 
     # ------------------------------------------------------------------ before output on
     def _check_instruments(self) -> None:
@@ -342,10 +359,14 @@ class Engine:
         # count in the same 2-s slew window as the last steps of that ramp
         self.guard.commit(0.0, clock.now())
         bl = self.instruments.blanker
-        self.blanked = bl.is_blanked() if bl is not None else True
+        self.blanked = bl.is_blanked() if bl is not None else None  # None: no blanker, state unknown
         self._dose_t = clock.now()
         self._unblank_t = self._last_frame_t = clock.now()
-        self._emit(BeamSample(clock.now(), self.blanked, 0.0 if self.blanked else self.dose_rate_on))
+        if self.blanked is not None:
+            self._emit(BeamSample(clock.now(), self.blanked, 0.0 if self.blanked else self.dose_rate_on))
+        elif self.instruments.frames is not None:
+            self._event("beam", "no beam blanker configured: beam state unknown; every frame that arrives is "
+                                "recorded (a frame shows the beam was on), dose unknown")
         if self._abort.is_set():
             raise _Stop("abort", f"aborted before the output was switched on: {self._abort_reason}")
         if self.instruments.frames is not None:
@@ -577,14 +598,16 @@ class Engine:
                 self._event("info", f"frame source error (run continues): {type(exc).__name__}: {exc}")
             return
         for fr in got:
-            if self.blanked is not False:
-                continue  # only frames taken with the beam on are recorded
+            self.n_delivered += 1
+            if self.blanked is True:
+                continue  # only frames taken with the beam on (or, without a blanker, unknown) are recorded
             if self._acquiring and fr.time_s < self._unblank_t:
                 continue  # scanned before the beam was unblanked for this acquire
             px = fr.meta.get("pixel_size_m", float("nan")) if isinstance(fr.meta, dict) else float("nan")
             v_at, i_at = self._bias_at(fr.time_s)
-            self._emit(FrameRecord(fr.time_s, fr.data, v_at, i_at, False,
-                                   self._dose_at(fr.time_s), float(px), meta=dict(fr.meta or {})))
+            dose = self._dose_at(fr.time_s) if self.blanked is False else float("nan")
+            self._emit(FrameRecord(fr.time_s, fr.data, v_at, i_at, False, dose, float(px),
+                                   meta=dict(fr.meta or {})))
             self.n_frames += 1
             self._acquired += 1
             self._last_frame_t = self.clock.now()

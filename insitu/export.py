@@ -8,11 +8,13 @@ start/end time, status and protocol to ``metadata.Insitu.session``.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
 
 from insitu.errors import UserError
+from insitu.outputs import check_space, check_target, output_dir, output_file
 
 FORMATS = ("hspy", "zspy", "tiff")
 #: sessions with more frame data than this are exported lazily (dask), one frame in memory at a time
@@ -132,28 +134,26 @@ def export_session(session_path, to: str, out, *, overwrite: bool = False) -> li
     if to == "tiff":
         written.append(out.with_name(out.name + ".frames.csv"))
     for p in written:
-        if p.exists() and not overwrite:
-            raise UserError(f"{p}: file exists; refusing to overwrite it (use --overwrite)")
-    if not out.parent.is_dir():
-        raise UserError(f"{out.parent}: output folder does not exist")
+        check_target(p, overwrite, folder=(to == "zspy" and p == out))
     with open_session(session_path) as s:
         n_bytes = s.n_frames * int(np.prod(s.frame_shape or (0,))) * (s.frame_dtype.itemsize if s.frame_dtype else 0)
         lazy = n_bytes > LAZY_ABOVE_BYTES  # long sessions: frames stream from disk instead of filling memory
+        check_space(out, n_bytes + 64 * 1024 * (s.n_frames + 1))  # frames + per-frame metadata
         sig = session_to_signal(s, lazy=lazy, uniform_time=True if to == "tiff" else None)
         if to == "zspy":
             try:
                 import zarr  # noqa: F401
             except ImportError:
                 raise UserError("zspy export needs the 'zarr' package (pip install 'zarr<3')") from None
-        if to == "tiff":
-            ft = s.frame_table
-            rows = np.column_stack([np.arange(s.n_frames), ft["time"], ft["bias"], ft["current"],
-                                    ft["blanked"].astype(int), ft["dose"]])
-            np.savetxt(written[1], rows, delimiter=",", fmt=["%d", "%.6f", "%.9g", "%.9g", "%d", "%.6g"],
-                       header="index,time_s,bias_V,current_A,blanked,dose_e_per_A2", comments="")
-        if to == "zspy" and out.exists() and overwrite:
-            import shutil
-
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        sig.save(str(out), overwrite=True, **({} if to == "tiff" else {"show_progressbar": False}))
+        # written under temporary names, renamed when complete: a failure leaves nothing that looks finished
+        with contextlib.ExitStack() as stack:
+            if to == "tiff":
+                csv_tmp = stack.enter_context(output_file(written[1], overwrite))
+                ft = s.frame_table
+                rows = np.column_stack([np.arange(s.n_frames), ft["time"], ft["bias"], ft["current"],
+                                        ft["blanked"].astype(int), ft["dose"]])
+                np.savetxt(csv_tmp, rows, delimiter=",", fmt=["%d", "%.6f", "%.9g", "%.9g", "%d", "%.6g"],
+                           header="index,time_s,bias_V,current_A,blanked,dose_e_per_A2", comments="")
+            tmp = stack.enter_context((output_dir if to == "zspy" else output_file)(out, overwrite))
+            sig.save(str(tmp), overwrite=True, **({} if to == "tiff" else {"show_progressbar": False}))
     return written

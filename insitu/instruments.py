@@ -18,7 +18,7 @@ class Instruments:
     """What the engine drives, plus the clock they share."""
 
     source_meter: SourceMeter
-    blanker: BeamBlanker
+    blanker: BeamBlanker | None
     frames: FrameSource | None
     clock: Clock
     probe_current_A: float = 5e-11
@@ -85,7 +85,11 @@ def open_instruments(config: InstrumentsConfig, clock: Clock | None = None, *, s
     sm = open_source_meter(config.source_meter, clock)
     reconnect = _reconnector(sm, config.source_meter, clock) if config.source_meter.driver != "mock" else None
     bb_cfg = config.beam_blanker
-    if bb_cfg.driver == "mock":
+    if "beam_blanker" not in config.model_fields_set and config.frames.driver in ("folder", "replay"):
+        # frames from the microscope and no blanker configured: the beam state is unknown, not "blanked"
+        # (a stand-in mock blanker would report blanked and every frame would be dropped)
+        blanker = None
+    elif bb_cfg.driver == "mock":
         from insitu.drivers.mock import MockBeamBlanker
 
         blanker = MockBeamBlanker()

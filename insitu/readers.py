@@ -276,6 +276,45 @@ def _velox_version(path: Path) -> str:
 
 
 # -- DM and TIFF ----------------------------------------------------------------------------------
+def check_tiff_complete(path: Path) -> int:
+    """Number of pages of a TIFF; UserError when it is cut short or its page chain is broken.
+
+    tifffile (and so RosettaSciIO) only logs "invalid page offset" and returns the
+    pages before the break: a truncated two-frame stack would import as one frame.
+    Every page's image data must also lie within the file.
+    """
+    import logging
+
+    import tifffile
+
+    problems: list[str] = []
+
+    class _Catch(logging.Handler):
+        def emit(self, record):
+            problems.append(record.getMessage())
+
+    log = logging.getLogger("tifffile")
+    handler = _Catch(logging.WARNING)
+    log.addHandler(handler)
+    size = path.stat().st_size
+    try:
+        with tifffile.TiffFile(path) as tf:
+            pages = list(tf.pages)
+            for k, page in enumerate(pages):
+                ends = [o + c for o, c in zip(page.dataoffsets or (), page.databytecounts or ())]
+                if ends and max(ends) > size:
+                    problems.append(f"page {k + 1} needs {max(ends)} bytes")
+    except tifffile.TiffFileError as exc:
+        raise UserError(f"{path}: cannot read as TIFF: {exc}") from None
+    finally:
+        log.removeHandler(handler)
+    bad = [m for m in problems if "offset" in m or "bytes" in m or "truncat" in m.lower()]
+    if bad:
+        raise UserError(f"{path}: truncated or damaged TIFF ({size} bytes; {bad[0].split('> ')[-1]}); "
+                        f"{len(pages)} page(s) readable before the break, nothing imported")
+    return len(pages)
+
+
 def _read_rsciio(path: Path, frame_interval_s) -> FrameStack:
     suffix = path.suffix.lower()
     if suffix in (".dm3", ".dm4"):
@@ -284,6 +323,7 @@ def _read_rsciio(path: Path, frame_interval_s) -> FrameStack:
     else:
         from rsciio import tiff as mod
         fmt = "TIFF"
+        check_tiff_complete(path)
     try:
         sigs = mod.file_reader(str(path))
     except Exception as exc:

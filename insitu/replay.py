@@ -56,8 +56,8 @@ class Player:
         from insitu.errors import UserError
         from insitu.session import open_session
 
-        if not speed > 0:
-            raise UserError(f"replay speed must be > 0, got {speed!r}")
+        if not (speed > 0 and np.isfinite(speed)):
+            raise UserError(f"replay speed must be a finite number > 0, got {speed!r}")
         self.path = Path(session_path)
         self.speed = float(speed)
         self.sinks = list(sinks)

@@ -4,7 +4,7 @@ Layout (binding, see DESIGN.md)::
 
     /entry                 NXentry: start_time, end_time, program, version (also NeXus
                            program_name@version), protocol (YAML), instruments (TOML),
-                           status (running | complete | aborted | fault)
+                           status (running | complete | aborted | fault | recording_failed | interrupted)
     /entry/instrument/<n>  NXcollection per instrument: identity, settings found / set
     /entry/bias            NXlog: time (s), setpoint (V), voltage (V), current (A), compliance
     /entry/beam            NXlog: time (s), blanked, dose_rate (e/Å²/s)
@@ -19,9 +19,14 @@ run goes on, the writer only appends rows to existing datasets and overwrites
 fixed-size values (``status``, ``end_time``). Small records are buffered and
 written at least once a second (flush-on-write when a second has passed, and
 a background flusher for quiet periods); frames go to disk as they arrive.
-A ``kill -9`` therefore leaves a file that opens (``h5py.File(path, "r",
-swmr=True)``, which :func:`open_session` tries by itself) and holds
-everything up to the last flush: no repair step. Readers drop trailing rows
+A ``kill -9`` therefore leaves a file that holds everything up to the last
+flush. The writer holds an advisory lock on the file for the whole run
+(:mod:`insitu.writelock`): a second writer is refused, and the first reader
+that finds the lock gone finishes the file as ``interrupted``
+(:func:`recover_interrupted`), after which plain ``h5py.File(path)`` and
+HyperSpy open it. A failed write stops the recording (:class:`RecordingFailed`,
+status ``recording_failed``); a truncated file is refused before HDF5 reads it
+(:mod:`insitu.superblock`). Readers drop trailing rows
 whose time is still NaN (resized but not yet written when the writer died).
 A log that never received a record holds one such placeholder row (HyperSpy's
 NeXus reader cannot read zero-size datasets).
@@ -35,9 +40,12 @@ during which nothing else writes.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -45,10 +53,29 @@ import h5py
 import numpy as np
 
 from insitu import __version__
-from insitu.errors import StoppedEarly, UserError
+from insitu.errors import InstrumentError, StoppedEarly, UserError
 from insitu.records import BeamSample, BiasSample, EventRecord, FrameRecord, ProgressRecord
+from insitu.superblock import check_not_truncated, repair_session
+from insitu.writelock import WriteLock, try_lock, writer_alive
 
-STATUSES = ("complete", "aborted", "fault")
+#: statuses a writer closes with (``recording_failed`` replaces any of them after a failed write)
+CLOSE_STATUSES = ("complete", "aborted", "fault")
+#: every final status: ``interrupted`` is written by the first reader that finds the writer dead
+STATUSES = CLOSE_STATUSES + ("recording_failed", "interrupted")
+
+
+#: free space (bytes) kept on the session's disk beyond the next write: below it the recording stops as
+#: failed while HDF5 can still write the status and close the file (a write HDF5 meets with ENOSPC leaves
+#: its cache unable to close the file cleanly)
+RESERVE_BYTES = 1 << 20
+
+
+class RecordingFailed(InstrumentError):
+    """Writing the session file failed (disk full, I/O error): a fault, the run must stop (exit 2)."""
+
+
+class _ReaderConflict(RuntimeError):
+    """A structural change while this process also reads the file (a usage error, not a write failure)."""
 _ISO_LEN = 64
 _STATUS_LEN = 16
 _KIND_LEN = 32
@@ -192,12 +219,17 @@ class SessionWriter:
                  instruments_text: str = "", program: str = "insitu", frame_shape=None, frame_dtype=None,
                  flush_interval_s: float = 1.0):
         self.path = Path(path)
-        if self.path.exists() and not overwrite:
+        existed = self.path.exists()
+        if existed and not overwrite:
             raise UserError(f"{self.path}: file exists; refusing to overwrite it (use --overwrite)")
         if not self.path.parent.is_dir():
             raise UserError(f"{self.path.parent}: output folder does not exist")
+        # held for the whole run: readers know the writer is alive, a second writer is refused
+        self._wlock = WriteLock(self.path, create=True)
         self._lock = threading.RLock()
         self._closed = False
+        #: the first write error (disk full, I/O error); once set nothing more is written but the status
+        self.error: BaseException | None = None
         self.flush_interval_s = float(flush_interval_s)
         self._tables = {"bias": _Table("/entry/bias", BIAS_COLUMNS),
                         "beam": _Table("/entry/beam", BEAM_COLUMNS),
@@ -212,6 +244,9 @@ class SessionWriter:
         try:
             f = h5py.File(self.path, "w", libver="latest")
         except OSError as exc:
+            self._wlock.release()
+            if not existed:
+                self.path.unlink(missing_ok=True)
             raise UserError(f"{self.path}: cannot create session file: {exc}") from None
         self._f = f
         entry = f.create_group("entry")
@@ -272,6 +307,19 @@ class SessionWriter:
 
     def _restructure(self, change) -> None:
         """Close, reopen without SWMR, apply ``change(h5file)``, flush, restart SWMR (lock held)."""
+        self._check_ok()
+        self._guarded(self._restructure_unchecked, change)
+
+    def _guarded(self, fn, *args):
+        """``fn(*args)``; a failed write (OSError, HDF5's RuntimeError) becomes :class:`RecordingFailed`."""
+        try:
+            return fn(*args)
+        except _ReaderConflict:
+            raise
+        except (OSError, RuntimeError) as exc:
+            raise self._fail(exc) from None
+
+    def _restructure_unchecked(self, change) -> None:
         for t in self._tables.values():
             t.commit(self._f)
         self._f.flush()
@@ -284,7 +332,7 @@ class SessionWriter:
             # another process reads the file (a GUI, `insitu info`): its lock must not stop the recording
             self._f = h5py.File(self.path, "r+", libver="latest", locking=False)
         if self._f.swmr_mode:  # another handle in this process kept the file open in SWMR mode
-            raise RuntimeError(f"{self.path}: cannot add groups while this process also reads the file; "
+            raise _ReaderConflict(f"{self.path}: cannot add groups while this process also reads the file; "
                                "close readers first or give frame_shape and frame_dtype up front")
         try:
             change(self._f)
@@ -342,35 +390,72 @@ class SessionWriter:
         with self._lock:
             return np.asarray(self._f["/entry/frames/time"][:self.n_frames], float) if self.n_frames else np.empty(0)
 
+    # -- failures ------------------------------------------------------------
+    def _fail(self, exc: BaseException) -> RecordingFailed:
+        """Remember the first write error; from now on the file is only given its status."""
+        if self.error is None:
+            self.error = exc
+            from insitu.outputs import hdf5_failed
+
+            hdf5_failed(exc, 2)  # when HDF5 itself failed: a fault (exit 2), without its crash at exit
+        return RecordingFailed(f"cannot write {self.path}: {_reason(self.error)}")
+
+    def _check_ok(self) -> None:
+        if self.error is not None:
+            raise RecordingFailed(f"cannot write {self.path}: {_reason(self.error)}")
+
     # -- records -----------------------------------------------------------
     def write(self, record) -> None:
-        """Record one engine record; thread-safe. ProgressRecord is ignored."""
+        """Record one engine record; thread-safe. ProgressRecord is ignored.
+
+        Raises
+        ------
+        RecordingFailed
+            Writing failed now or earlier (also in the background flusher): a fault.
+        """
         if isinstance(record, ProgressRecord):
             return
         with self._lock:
             if self._closed:
                 return
-            if isinstance(record, BiasSample):
-                self._tables["bias"].pending.append((record.time_s, record.setpoint_V, record.voltage_V,
-                                                     record.current_A, bool(record.compliance)))
-            elif isinstance(record, BeamSample):
-                self._tables["beam"].pending.append((record.time_s, bool(record.blanked), record.dose_rate))
-            elif isinstance(record, EventRecord):
-                self._tables["events"].pending.append((record.time_s, record.kind, record.message))
-            elif isinstance(record, FrameRecord):
-                self._write_frame(record)
-            else:
-                raise TypeError(f"SessionWriter cannot record {type(record).__name__}")
-            self._dirty = True
-            if time.monotonic() - self._last_flush >= self.flush_interval_s:
-                self._flush_locked()
+            self._check_ok()
+            self._guarded(self._write_locked, record)
 
     __call__ = write
+
+    def _write_locked(self, record) -> None:
+        if isinstance(record, BiasSample):
+            self._tables["bias"].pending.append((record.time_s, record.setpoint_V, record.voltage_V,
+                                                 record.current_A, bool(record.compliance)))
+        elif isinstance(record, BeamSample):
+            self._tables["beam"].pending.append((record.time_s, bool(record.blanked), record.dose_rate))
+        elif isinstance(record, EventRecord):
+            self._tables["events"].pending.append((record.time_s, record.kind, record.message))
+        elif isinstance(record, FrameRecord):
+            self._write_frame(record)
+        else:
+            raise TypeError(f"SessionWriter cannot record {type(record).__name__}")
+        self._dirty = True
+        if time.monotonic() - self._last_flush >= self.flush_interval_s:
+            self._flush_locked()
+
+    def _check_space(self, need_bytes: int) -> None:
+        """Fail (disk full) before a write that would leave less than :data:`RESERVE_BYTES` free."""
+        try:
+            st = os.statvfs(self.path.parent)
+        except (OSError, AttributeError):  # pragma: no cover - no statvfs (Windows): HDF5 reports it
+            return
+        free = st.f_bavail * st.f_frsize
+        if free < need_bytes + RESERVE_BYTES:
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: {free / 1e6:.2f} MB free on the "
+                                        f"session's disk, {need_bytes / 1e6:.2f} MB to write + "
+                                        f"{RESERVE_BYTES / 1e6:.2f} MB kept to close the file")
 
     def _write_frame(self, rec: FrameRecord) -> None:
         data = np.asarray(rec.data)
         if data.ndim != 2:
             raise ValueError(f"frame must be 2-D, got shape {data.shape}")
+        self._check_space(data.nbytes)
         if self._n_frames == 0 and (data.shape != self._frame_shape or data.dtype != self._frame_dtype
                                     or "data" not in self._f["/entry/frames"]):
             self._restructure(lambda f: self._create_frames(f, data.shape, data.dtype))
@@ -398,6 +483,7 @@ class SessionWriter:
 
     # -- flushing ------------------------------------------------------------
     def _flush_locked(self) -> None:
+        self._check_space(sum(len(t.pending) for t in self._tables.values()) * 600)  # ≤ 600 B a row
         for t in self._tables.values():
             t.commit(self._f)
         self._f.flush()
@@ -405,10 +491,14 @@ class SessionWriter:
         self._dirty = False
 
     def flush(self) -> None:
-        """Write buffered records and flush the file to disk."""
+        """Write buffered records and flush the file to disk (RecordingFailed when that fails)."""
         with self._lock:
             if not self._closed:
-                self._flush_locked()
+                self._check_ok()
+                try:
+                    self._flush_locked()
+                except (OSError, RuntimeError) as exc:
+                    raise self._fail(exc) from None
 
     def _flush_loop(self) -> None:
         period = max(0.05, self.flush_interval_s / 4)
@@ -416,11 +506,11 @@ class SessionWriter:
             with self._lock:
                 if self._closed:
                     return
-                if self._dirty and time.monotonic() - self._last_flush >= self.flush_interval_s:
+                if self.error is None and self._dirty and time.monotonic() - self._last_flush >= self.flush_interval_s:
                     try:
                         self._flush_locked()
-                    except Exception:  # never kill the writer from the background thread
-                        pass
+                    except Exception as exc:  # noqa: BLE001 - the next write() raises it: a fault
+                        self._fail(exc)
 
     # -- end -------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -436,25 +526,50 @@ class SessionWriter:
         return self._n_frames
 
     def close(self, status: str = "complete") -> None:
-        """Flush everything, write ``end_time`` and ``status`` and close (idempotent)."""
-        if status not in STATUSES:
-            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        """Flush everything, write ``end_time`` and ``status`` and close (idempotent).
+
+        After a write error the status is ``recording_failed`` whatever was asked, and
+        close raises nothing (the run's own outcome says what happened); a write error
+        met here raises :class:`RecordingFailed` after the status has been tried.
+        """
+        if status not in CLOSE_STATUSES:
+            raise ValueError(f"status must be one of {CLOSE_STATUSES}, got {status!r}")
         with self._lock:
             if self._closed:
                 return
             self._stop.set()
+            failed_before = self.error is not None
+            text_rows = 0
             try:
-                for t in self._tables.values():
-                    t.commit(self._f)
-                    t.pad_if_empty(self._f)
-                _write_fixed_text(self._f["/entry/end_time"], None,
-                                  np.array(_fixed(_now_iso(), _ISO_LEN), dtype=f"S{_ISO_LEN}"))
-                _write_fixed_text(self._f["/entry/status"], None,
-                                  np.array(_fixed(status, _STATUS_LEN), dtype=f"S{_STATUS_LEN}"))
-                self._f.flush()
+                if not failed_before:
+                    try:
+                        for t in self._tables.values():
+                            t.commit(self._f)
+                            t.pad_if_empty(self._f)
+                    except Exception as exc:  # noqa: BLE001 - disk full at the end: say so in the file
+                        self._fail(exc)
+                final = "recording_failed" if self.error is not None else status
+                with contextlib.suppress(Exception):
+                    text_rows = int(self._f["/entry/events/kind"].shape[0])
+                try:
+                    _write_status(self._f, final, _now_iso())
+                    self._f.flush()  # one flush: the rows and the status together
+                except Exception as exc:  # noqa: BLE001 - nothing more can be done for this file
+                    if self.error is None:
+                        self._fail(exc)
             finally:
                 self._closed = True
-                self._f.close()
+                try:
+                    self._f.close()
+                except Exception:  # noqa: BLE001
+                    pass
+            try:
+                if self.error is None and text_rows >= 2:
+                    tidy_session(self.path)  # text columns HyperSpy reads; needs the file outside SWMR
+            finally:
+                self._wlock.release()
+            if self.error is not None and not failed_before:
+                raise RecordingFailed(f"cannot write {self.path}: {_reason(self.error)}")
 
     def __enter__(self):
         return self
@@ -462,11 +577,166 @@ class SessionWriter:
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
             self.close("complete")
+        elif self.error is not None:
+            self.close("fault")  # written as recording_failed; the exception in flight says why
         elif issubclass(exc_type, (StoppedEarly, KeyboardInterrupt)):
             self.close("aborted")
         else:
             self.close("fault")
         return False
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for a write error (``No space left on device (errno 28)`` rather than HDF5's stack)."""
+    import re
+
+    text = str(exc).strip()
+    errno_ = getattr(exc, "errno", None)
+    m = re.search(r"errno = (\d+)", text)
+    if m and not errno_:
+        errno_ = int(m.group(1))
+    if errno_:
+        detail = getattr(exc, "strerror", None) or os.strerror(errno_)
+        return f"{detail} (errno {errno_})"
+    lines = text.splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _write_status(f: h5py.File, status: str, end_iso: str) -> None:
+    """Overwrite the fixed-size ``status`` and ``end_time`` (allowed in SWMR mode)."""
+    e = f["/entry"]
+    for name, text, n in (("end_time", end_iso, _ISO_LEN), ("status", status, _STATUS_LEN)):
+        ds = e[name]
+        if ds.dtype.kind == "S":
+            _write_fixed_text(ds, None, np.array(_fixed(text, n), dtype=f"S{n}"))
+        else:
+            ds[()] = text
+
+
+def _tidy(f: h5py.File) -> None:
+    """Make a finished file plain: every log cut to its rows with a time, frames to the rows with
+    a time and an image, fixed-length text columns rewritten as variable-length text.
+
+    HyperSpy's NeXus reader loads every array of two or more values and refuses
+    fixed-length text ("Data type bytes256 not understood"); it skips variable-length
+    text. Those cannot be appended in SWMR mode, so the writer appends fixed-length
+    rows and converts them here, outside SWMR, when the file is finished.
+    """
+    entry = f["/entry"]
+    for gname, columns in (("bias", BIAS_COLUMNS), ("beam", BEAM_COLUMNS), ("events", EVENT_COLUMNS),
+                           ("frames", FRAME_COLUMNS)):
+        g = entry.get(gname)
+        if g is None or "time" not in g:
+            continue
+        t = np.asarray(g["time"][()], dtype=float)
+        n = min([_valid_rows(t)] + [g[c].shape[0] for c in columns if c in g])
+        if gname == "frames" and "data" in g:
+            n = min(n, g["data"].shape[0])
+            if g["data"].shape[0] != n:
+                g["data"].resize(n, axis=0)  # rows resized but never filled: no zeros as frames
+        keep = max(n, 1)  # a placeholder row (time NaN) for an empty log: HyperSpy cannot read 0 rows
+        for c in columns:
+            if c in g and g[c].shape[0] != keep:
+                g[c].resize((keep,))
+    texts = []
+    f.visititems(lambda name, obj: texts.append(obj) if isinstance(obj, h5py.Dataset) and obj.dtype.kind == "S"
+                 and obj.size >= 2 else None)  # HyperSpy skips arrays of fewer than two values
+    for ds in texts:
+        g, name, shape = ds.parent, ds.name.rsplit("/", 1)[1], ds.shape
+        values = np.array([_text(v) for v in ds[()].ravel()], dtype=object).reshape(shape)
+        attrs = dict(ds.attrs)
+        resizable = ds.maxshape[0] is None
+        del g[name]
+        new = g.create_dataset(name, data=values, dtype=h5py.string_dtype("utf-8"),
+                               **({"maxshape": (None,) + values.shape[1:],
+                                   "chunks": (max(1, min(len(values), 1024)),) + values.shape[1:]}
+                                  if resizable else {}))
+        for k, v in attrs.items():
+            new.attrs[k] = v
+
+
+def tidy_session(path: Path) -> bool:
+    """:func:`_tidy` on a closed file; False when it cannot be opened for writing now (e.g. a reader in
+    this process holds it open), in which case the file stays as the writer left it."""
+    try:
+        f = h5py.File(path, "r+", libver="latest")
+    except OSError as exc:
+        if "lock" not in str(exc):
+            return False
+        try:
+            f = h5py.File(path, "r+", libver="latest", locking=False)
+        except OSError:
+            return False
+    try:
+        _tidy(f)
+    except Exception:  # noqa: BLE001 - best effort: the file stays as the writer left it, readable by h5py
+        return False
+    finally:
+        f.close()
+    return True
+
+
+def _last_time(f: h5py.File) -> float:
+    """Latest finite time (s) in any log of the file (nan when none)."""
+    ts = []
+    for g in ("bias", "beam", "events", "frames"):
+        ds = f.get(f"/entry/{g}/time")
+        if ds is not None and ds.shape[0]:
+            t = np.asarray(ds[()], dtype=float)
+            ts.extend(t[np.isfinite(t)][-1:])
+    return float(max(ts)) if ts else float("nan")
+
+
+def recover_interrupted(path) -> bool:
+    """Finish the file of a writer that died (``kill -9``, crash): status ``interrupted``.
+
+    Only when nobody holds the writer's lock (:mod:`insitu.writelock`); the
+    lock is taken for the repair. Clears the superblock's write flags (so plain
+    ``h5py.File(path)`` and ``hs.load(path, file_format="NeXus")`` open it),
+    drops rows resized but never written, converts text columns
+    (:func:`_tidy`), sets ``end_time`` to the start plus the last sample time
+    and adds an ``interrupted`` event saying so. Returns True when it repaired
+    the file, False when a writer is alive or the file cannot be written here.
+    """
+    p = Path(path)
+    lock = try_lock(p)
+    if lock is None:
+        return False
+    with lock:
+        try:
+            repair_session(p)
+            try:
+                f = h5py.File(p, "r+", libver="latest")
+            except OSError:
+                f = h5py.File(p, "r+", libver="latest", locking=False)
+        except (OSError, UserError):
+            return False
+        with f:
+            e = f.get("entry")
+            if not isinstance(e, h5py.Group) or "status" not in e:
+                return False
+            if _text(e["status"][()]) != "running":
+                _tidy(f)  # the writer died after writing its status
+                return True
+            last = _last_time(f)
+            _tidy(f)
+            try:
+                start = datetime.fromisoformat(_text(e["start_time"][()]))
+                end_iso = (start + timedelta(seconds=last)).isoformat() if np.isfinite(last) else ""
+            except ValueError:
+                end_iso = ""
+            msg = (f"the writer stopped without closing the file (killed or crashed); the recording ends "
+                   f"at its last sample, t = {last:.3f} s" if np.isfinite(last)
+                   else "the writer stopped without closing the file (killed or crashed) before any sample")
+            ev = e["events"]
+            n = _valid_rows(np.asarray(ev["time"][()], float))
+            for name, value in (("time", last if np.isfinite(last) else 0.0), ("kind", "interrupted"),
+                                ("message", msg)):
+                ev[name].resize((n + 1,))
+                ev[name][n] = value
+            e["status"].attrs["last_sample_time_s"] = last
+            _write_status(f, "interrupted", end_iso)
+    return True
 
 
 def _write_dict(g: h5py.Group, d: dict) -> None:
@@ -483,6 +753,10 @@ def _write_dict(g: h5py.Group, d: dict) -> None:
             g.create_dataset(k, data=v)
         elif isinstance(v, (list, tuple)) and v and all(isinstance(x, str) for x in v):
             g.create_dataset(k, data=[str(x) for x in v], dtype=h5py.string_dtype("utf-8"))
+        elif isinstance(v, np.ndarray) and v.dtype.kind in "SUO":
+            # variable-length text: HyperSpy's NeXus reader refuses fixed-length text arrays
+            g.create_dataset(k, data=np.array([_text(x) for x in v.ravel()], dtype=object).reshape(v.shape),
+                             dtype=h5py.string_dtype("utf-8"))
         else:
             g.create_dataset(k, data=np.asarray(v))
 
@@ -508,75 +782,30 @@ def _open_h5(path: Path, retry_s: float = 1.0) -> tuple[h5py.File, bool]:
                     time.sleep(0.05)
                     continue
                 if "already open for write" in str(first):
-                    raise UserError(f"{path}: the file is open for writing outside SWMR (a writer changing its "
-                                    f"structure right now, or one that died doing so); if nothing writes it, "
-                                    f"'insitu info {path}' repairs it") from None
+                    raise UserError(f"{path}: the file is open for writing outside SWMR by a live writer "
+                                    "(changing its structure); try again in a moment") from None
                 raise UserError(f"{path}: cannot open as HDF5: {first}") from None
 
 
-def _rot(x: int, k: int) -> int:
-    return ((x << k) | (x >> (32 - k))) & 0xFFFFFFFF
-
-
-def _lookup3(data: bytes, initval: int = 0) -> int:
-    """Bob Jenkins' lookup3 ``hashlittle``: the checksum HDF5 puts on version 2/3 superblocks."""
-    m = 0xFFFFFFFF
-    n = len(data)
-    a = b = c = (0xDEADBEEF + n + initval) & m
-    i = 0
-    while n > 12:
-        a = (a + int.from_bytes(data[i:i + 4], "little")) & m
-        b = (b + int.from_bytes(data[i + 4:i + 8], "little")) & m
-        c = (c + int.from_bytes(data[i + 8:i + 12], "little")) & m
-        a = (a - c) & m; a ^= _rot(c, 4); c = (c + b) & m  # noqa: E702
-        b = (b - a) & m; b ^= _rot(a, 6); a = (a + c) & m  # noqa: E702
-        c = (c - b) & m; c ^= _rot(b, 8); b = (b + a) & m  # noqa: E702
-        a = (a - c) & m; a ^= _rot(c, 16); c = (c + b) & m  # noqa: E702
-        b = (b - a) & m; b ^= _rot(a, 19); a = (a + c) & m  # noqa: E702
-        c = (c - b) & m; c ^= _rot(b, 4); b = (b + a) & m  # noqa: E702
-        i += 12
-        n -= 12
-    if n == 0:
-        return c
-    tail = data[i:i + n] + bytes(12 - n)
-    a = (a + int.from_bytes(tail[0:4], "little")) & m
-    b = (b + int.from_bytes(tail[4:8], "little")) & m
-    c = (c + int.from_bytes(tail[8:12], "little")) & m
-    c ^= b; c = (c - _rot(b, 14)) & m  # noqa: E702
-    a ^= c; a = (a - _rot(c, 11)) & m  # noqa: E702
-    b ^= a; b = (b - _rot(a, 25)) & m  # noqa: E702
-    c ^= b; c = (c - _rot(b, 16)) & m  # noqa: E702
-    a ^= c; a = (a - _rot(c, 4)) & m  # noqa: E702
-    b ^= a; b = (b - _rot(a, 14)) & m  # noqa: E702
-    c ^= b; c = (c - _rot(b, 24)) & m  # noqa: E702
-    return c
-
-
-def repair_session(path) -> bool:
-    """Clear the "open for writing" flags a dead writer left in the superblock (what ``h5clear -s`` does).
-
-    Only needed when a writer died in the few milliseconds while it had the
-    file open outside SWMR mode (adding groups). The superblock checksum is
-    verified before and rewritten after. Returns True when a flag was cleared.
-    Never call it on a file that a live process is writing.
-    """
-    p = Path(path)
-    with open(p, "r+b") as fh:
-        head = fh.read(8 + 4)
-        if head[:8] != b"\x89HDF\r\n\x1a\n" or head[8] not in (2, 3):
-            return False
-        size_o = head[9]
-        n = 12 + 4 * size_o
-        fh.seek(0)
-        block = fh.read(n + 4)
-        if int.from_bytes(block[n:n + 4], "little") != _lookup3(block[:n]):
-            raise UserError(f"{p}: superblock checksum does not match; not repairing")
-        if block[11] == 0:
-            return False
-        fixed = block[:11] + b"\x00" + block[12:n]
-        fh.seek(0)
-        fh.write(fixed + _lookup3(fixed).to_bytes(4, "little"))
-    return True
+def _check_extents(f: h5py.File, path: Path) -> None:
+    """UserError when a dataset's stored bytes lie beyond the end of the file (cut short after the
+    end-of-file address a killed writer left): such frames would read back as zeros."""
+    size = os.path.getsize(path)
+    for name in ("frames/data",) + tuple(f"{g}/time" for g in ("bias", "beam", "events", "frames")):
+        ds = f.get(f"/entry/{name}")
+        if not isinstance(ds, h5py.Dataset):
+            continue
+        end = [0]
+        if ds.chunks is not None:
+            def last(info, end=end):
+                end[0] = max(end[0], info.byte_offset + info.size)
+            ds.id.chunk_iter(last)
+        else:
+            off = ds.id.get_offset()
+            end[0] = (off or 0) + ds.id.get_storage_size()
+        if end[0] > size:
+            raise UserError(f"{path}: truncated: /entry/{name} needs {end[0]} bytes, the file has {size} "
+                            "(an interrupted copy?); nothing read from it")
 
 
 def _read_group(g: h5py.Group) -> dict:
@@ -612,13 +841,31 @@ class Session:
         self.path = Path(path)
         if not self.path.exists():
             raise UserError(f"{self.path}: no such file")
+        if self.path.is_dir():
+            raise UserError(f"{self.path}: is a folder, not a session file")
+        #: True when this reader found the writer dead and marked the file ``interrupted``
+        self.recovered = False
+        self._open()
+
+    def _open(self) -> None:
+        """Open (or reopen) and read; finishes a dead writer's file first (:func:`recover_interrupted`)."""
+        sb = check_not_truncated(self.path)  # before HDF5: in SWMR mode it would spin on a cut file
+        if sb is not None and sb.flags and writer_alive(self.path) is False:
+            self.recovered |= recover_interrupted(self.path)
         self._f, self.live = _open_h5(self.path)
         try:
             entry = self._f.get("entry")
             if not isinstance(entry, h5py.Group) or _text(entry.attrs.get("NX_class", b"")) != "NXentry" \
                     or "bias" not in entry or "frames" not in entry:
                 raise UserError(f"{self.path}: not an insitu session file (no /entry with bias and frames)")
+            _check_extents(self._f, self.path)
             self._read()
+            if self.status == "running" and writer_alive(self.path) is False:
+                # the writer died while the file was closed between two structural steps
+                self._f.close()
+                self.recovered |= recover_interrupted(self.path)
+                self._f, self.live = _open_h5(self.path)
+                self._read()
         except Exception:
             self._f.close()
             raise
@@ -722,11 +969,10 @@ class Session:
         only a few milliseconds.
         """
         self._reopen()
-        self._read()
 
     def _reopen(self) -> None:
         self._f.close()
-        self._f, self.live = _open_h5(self.path)
+        self._open()
 
     def close(self) -> None:
         self._f.close()
@@ -757,4 +1003,5 @@ def is_session_file(path) -> bool:
         return False
 
 
-__all__ = ["SessionWriter", "Session", "open_session", "is_session_file", "repair_session", "STATUSES"]
+__all__ = ["SessionWriter", "Session", "open_session", "is_session_file", "repair_session", "recover_interrupted",
+           "tidy_session", "RecordingFailed", "STATUSES"]

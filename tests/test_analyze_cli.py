@@ -239,8 +239,11 @@ def test_mixed_shapes_exit_1_and_keep_what_was_done(tiff_folder, tmp_path, capsy
     assert "frame_30.tif" in err and "64×64" in err and "128×128" in err
     # one error line; the rest is the progress log ("frame N" lines when stderr is not a terminal)
     assert len([ln for ln in err.strip().splitlines() if not ln.strip().startswith("frame ")]) == 1
-    assert len(_rows(out / "drift.csv")) == 25            # the 24 good frames stay on disk
-    assert _rows(out / "seeds.csv")[0] == list(SEED_COLUMNS)
+    assert not out.exists()                               # nothing that looks finished ...
+    inc = tmp_path / "out.incomplete"
+    assert str(inc) in err
+    assert len(_rows(inc / "drift.csv")) == 25            # ... but the 24 good frames stay on disk
+    assert _rows(inc / "seeds.csv")[0] == list(SEED_COLUMNS)
 
 
 def test_unreadable_file_exit_1(tiff_folder, tmp_path, capsys):
@@ -248,7 +251,8 @@ def test_unreadable_file_exit_1(tiff_folder, tmp_path, capsys):
     assert main(["analyze", str(tiff_folder), "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert "frame_5.tif" in err
-    assert len(_rows(tmp_path / "out" / "drift.csv")) == 6   # frames 0..4 were analysed
+    assert not (tmp_path / "out").exists()
+    assert len(_rows(tmp_path / "out.incomplete" / "drift.csv")) == 6   # frames 0..4 were analysed
 
 
 def test_empty_folder_missing_path_and_bad_frames_csv(tmp_path, capsys):

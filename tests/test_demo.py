@@ -77,6 +77,9 @@ def test_demo_end_to_end_fast(tmp_path, capsys):
     assert f"F1 {score['f1']:.2f}" in lines[0]
     html = (out / "report.html").read_text()
     assert html.count("data:image/png") >= 4 and "Virtual specimen: ground truth" in html
+    from filetools import assert_hyperspy_opens
+
+    assert_hyperspy_opens(out / "session.h5")  # the demo's session opens in HyperSpy
 
 
 def test_beam_blank_reference_shows_filaments_before_after(tmp_path):

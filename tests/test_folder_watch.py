@@ -184,3 +184,6 @@ def test_insitu_run_with_folder_frames_config(real_data, tmp_path, capsys):
         near = s.bias["voltage"][(s.bias["time"] >= t[i] - 0.1) & (s.bias["time"] <= t[i] + 0.5)]
         assert near.min() - 1e-6 <= s.frame_table["bias"][i] <= near.max() + 1e-6
     assert s.frame_table["bias"][0] < 1.8 and s.frame_table["bias"][1] == pytest.approx(2.0, abs=0.05)
+    from filetools import assert_hyperspy_opens
+
+    assert_hyperspy_opens(out, n_frames=2)  # a folder-watch run opens in HyperSpy

@@ -160,6 +160,11 @@ def test_import_protochips_against_velox_image(real_data, tmp_path, capsys):
     assert s.start_time.startswith("2017-03-06") or s.start_time.startswith("2017-03-05")
     assert main(args + ["--bias-offset-s", "0"]) == 1  # exists: refused
     assert "overwrite" in capsys.readouterr().err
+    s.close()
+    from filetools import assert_hyperspy_opens
+
+    assert len(s.events) >= 2  # text columns of two or more rows: what HyperSpy's reader refused before
+    assert_hyperspy_opens(out, n_frames=1)  # an imported session (frames + bias log) opens in HyperSpy
 
 
 def test_import_series_session_layout(real_data, tmp_path):

@@ -92,6 +92,10 @@ def test_replay_cli_writes_identical_frames(recorded, tmp_path):
     assert b.group("/entry/instrument/source_meter")["idn"] == "MOCK"
     assert b.group("/entry/instrument/replay")["speed"] == 10.0
     assert main(["replay", str(recorded), "--out", str(out), "--quiet"]) == 1  # exists
+    from filetools import assert_hyperspy_opens
+
+    a.close(), b.close()
+    assert_hyperspy_opens(out, n_frames=6)  # a replayed session opens in HyperSpy
 
 
 def test_replay_frame_source_paces_frames(recorded):

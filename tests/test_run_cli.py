@@ -257,6 +257,9 @@ def test_paper_protocol_runs_with_mock_in_seconds(tmp_path):
         assert sp.max() == pytest.approx(17.0) and sp.min() == pytest.approx(-10.0)   # extraction and reversal
         assert abs(sp[-1]) < 1e-12
         assert s.n_frames >= 10
+    from filetools import assert_hyperspy_opens
+
+    assert_hyperspy_opens(out)  # a mock run (with the virtual specimen's truth table) opens in HyperSpy
     print(f"paper protocol (3285 s) with --mock --time-scale 500: {wall:.1f} s wall")
 
 

@@ -66,5 +66,5 @@ def test_floating_cluster_warns_or_fails_when_strict(tmp_path, capsys):
     base = ["simulate", str(p), "--potential", "top=0", "--potential", "right=1", "--out", str(tmp_path / "o")]
     assert main(base) == 0
     assert "touch no electrode" in capsys.readouterr().err
-    assert main(base + ["--strict"]) == 1
+    assert main(base + ["--strict", "--overwrite"]) == 1
     assert "row 18, column 18" in capsys.readouterr().err

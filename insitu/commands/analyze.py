@@ -8,7 +8,9 @@ DESCRIPTION = """\
 Analyse a session file or a folder of frames (TIFF / Velox .emd / DM .dm3 .dm4,
 sorted by name; an optional frames.csv with columns index,time_s gives the times).
 
-Writes to DIR: drift.csv (frame, dx_px, dy_px), differential.h5 (differential
+Writes to DIR (under a temporary name, renamed when complete; an existing DIR
+is refused, or replaced as a whole with --overwrite; after an error what was
+done is kept in DIR.incomplete): drift.csv (frame, dx_px, dy_px), differential.h5 (differential
 images in units of the local noise σ), seeds.csv (id, first_frame, first_time_s,
 x_px, y_px, sign, area_px, peak_snr, last_frame; x, y in first-frame pixels),
 report.html, summary.json; with --microstructure and --simulation also
@@ -27,7 +29,9 @@ examples:
 
 def add_arguments(parser):
     parser.add_argument("input", metavar="SESSION_OR_FOLDER", help="session file, folder of frames or one image file")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="output folder (created; written complete or not at all)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing DIR as a whole")
     parser.add_argument("--microstructure", metavar="MICRO.h5", help="microstructure for the correlation")
     parser.add_argument("--simulation", metavar="SIMDIR", help="folder written by 'insitu simulate'")
     parser.add_argument("--map-transform", metavar="S,ROT,DX,DY",
@@ -41,6 +45,29 @@ def add_arguments(parser):
     parser.add_argument("--sigma-px", type=float, default=1.5, metavar="PX",
                         help="smoothing of the differential image, px (default 1.5: seeds from ~2 px radius)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+#: room kept for the report, summary and CSV files beside the differential images (bytes)
+REPORT_BYTES = 4 << 20
+
+
+def _bytes_needed(input_path) -> int:
+    """A generous estimate of what the analysis writes: the differential images (float16, one per
+    frame) plus the report; checked before starting, as HDF5 meeting a full disk cannot recover."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from insitu.readers import is_image_file
+    from insitu.session import is_session_file, open_session
+
+    p = Path(input_path)
+    if p.is_file() and is_session_file(p):
+        with open_session(p) as s:
+            return REPORT_BYTES + 2 * s.n_frames * int(np.prod(s.frame_shape or (0,)))
+    if p.is_dir():
+        return REPORT_BYTES + sum(f.stat().st_size for f in p.iterdir() if is_image_file(f))
+    return REPORT_BYTES + (p.stat().st_size if p.is_file() else 0)
 
 
 def run(args) -> int:
@@ -65,9 +92,18 @@ def run(args) -> int:
             status.write(f"\r  frame {done}" + (f"/{total}" if total else "") + " ")
             status.flush()
 
-    paths = analyze(args.input, args.out, microstructure=args.microstructure, simulation=args.simulation,
-                    progress=progress, live=args.live, map_transform=tr, threshold=args.threshold,
-                    persistence=args.persistence, sigma_px=args.sigma_px)
+    from pathlib import Path
+
+    from insitu.outputs import check_space, check_target, output_dir
+
+    out = Path(args.out)
+    check_target(out, args.overwrite, folder=True)
+    check_space(out.parent if str(out.parent) else ".", _bytes_needed(args.input))
+    with output_dir(out, args.overwrite, keep_partial=True) as tmp:  # renamed to DIR when complete, replacing an old set whole
+        paths = analyze(args.input, tmp, microstructure=args.microstructure, simulation=args.simulation,
+                        progress=progress, live=args.live, map_transform=tr, threshold=args.threshold,
+                        persistence=args.persistence, sigma_px=args.sigma_px)
+    paths = {k: out / Path(p).relative_to(tmp) if isinstance(p, (str, Path)) else p for k, p in paths.items()}
     if status is not None:
         status.close()
     import json

@@ -263,6 +263,8 @@ def write_demo_report(path: Path, analysis_report: Path | None, *, truth: dict, 
 
 
 def run(args) -> int:
+    if args.seed < 0:
+        raise UserError(f"--seed {args.seed}: must be >= 0")
     import json
     import shutil
 

@@ -61,8 +61,8 @@ def default_protocol_path() -> Path:
 
 
 def _positive(name: str, v):
-    if v is not None and not (v > 0):
-        raise UserError(f"{name} must be > 0, got {v:g}")
+    if v is not None and not (0 < v < float("inf")):
+        raise UserError(f"{name} must be a finite number > 0, got {v:g}")
 
 
 def run(args) -> int:
@@ -78,6 +78,10 @@ def run(args) -> int:
         raise UserError("choose a source: --mock, --config FILE or --replay SESSION")
     if args.screenshot and not str(args.screenshot).lower().endswith(".png"):
         raise UserError(f"--screenshot {args.screenshot}: must be a .png file")
+    if args.screenshot:
+        from insitu.outputs import check_target
+
+        check_target(args.screenshot, overwrite=True)  # its folder must exist: checked before the window opens
 
     # Qt aborts the process when its platform plugin cannot load: find out before any instrument is touched
     from insitu.gui.qt_platform import check_qt_platform

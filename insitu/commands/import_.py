@@ -63,13 +63,15 @@ def import_files(sources, out, *, bias_log=None, bias_offset_s=None, bias_channe
 
     from insitu.biaslog import align_bias_log, interpolate_at, read_bias_log
     from insitu.errors import UserError
+    from insitu.outputs import check_target, hdf5_failed, output_file, write_error
     from insitu.readers import read_frames
-    from insitu.records import BiasSample, EventRecord, FrameRecord
-    from insitu.session import SessionWriter
+    from insitu.session import RecordingFailed
 
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out}: file exists; refusing to overwrite it (use --overwrite)")
+    out = check_target(out, overwrite)
+    if bias_offset_s is not None and not np.isfinite(bias_offset_s):
+        raise UserError(f"--bias-offset-s {bias_offset_s}: must be a finite number of seconds")
+    if frame_interval_s is not None and not (np.isfinite(frame_interval_s) and frame_interval_s > 0):
+        raise UserError(f"--frame-interval-s {frame_interval_s}: must be a finite number of seconds > 0")
     stack = read_frames(list(sources), detector=detector, frame_interval_s=frame_interval_s)
     log = read_bias_log(bias_log, channel=bias_channel) if bias_log else None
     t_log = align_bias_log(log, stack.times_s, stack.start_epoch_s, bias_offset_s) if log is not None else None
@@ -88,7 +90,26 @@ def import_files(sources, out, *, bias_log=None, bias_offset_s=None, bias_channe
                   if v is not None and k != "frame_datetime_s" and isinstance(v, (str, int, float, list))}
     microscope["files"] = [str(Path(f).resolve()) for f in files]
     microscope["start_time_known"] = stack.start_epoch_s is not None
-    w = SessionWriter(out, overwrite=overwrite, start_time_iso=start_iso, program="insitu import",
+    with output_file(out, overwrite) as tmp:  # renamed to OUT when complete: never a partial session there
+        try:
+            _write_session(tmp, stack, log, t_log, bias_at, current_at, microscope, files, start_iso,
+                           bias_log, bias_offset_s)
+        except RecordingFailed as exc:
+            hdf5_failed(exc.__context__, 1)  # a user error here (exit 1), also if HDF5 cannot clean up
+            raise write_error(out, exc.__context__ or exc) from None
+    return {"out": str(out), "n_frames": stack.n_frames, "n_bias": len(log) if log is not None else 0,
+            "frame_shape": stack.frame_shape, "pixel_size_m": stack.pixel_size_m,
+            "time_source": stack.meta.get("time_source", ""),
+            "duration_s": float(stack.times_s[-1] - stack.times_s[0])}
+
+
+def _write_session(path, stack, log, t_log, bias_at, current_at, microscope, files, start_iso, bias_log,
+                   bias_offset_s) -> None:
+    """The session file of an import (``path`` is the temporary name)."""
+    from insitu.records import BiasSample, EventRecord, FrameRecord
+    from insitu.session import SessionWriter
+
+    w = SessionWriter(path, start_time_iso=start_iso, program="insitu import",
                       frame_shape=stack.frame_shape, frame_dtype=stack.frames.dtype)
     try:
         w.set_instrument("microscope", microscope)
@@ -114,10 +135,10 @@ def import_files(sources, out, *, bias_log=None, bias_offset_s=None, bias_channe
         w.close("fault")
         raise
     w.close("complete")
-    return {"out": str(out), "n_frames": stack.n_frames, "n_bias": len(log) if log is not None else 0,
-            "frame_shape": stack.frame_shape, "pixel_size_m": stack.pixel_size_m,
-            "time_source": stack.meta.get("time_source", ""),
-            "duration_s": float(stack.times_s[-1] - stack.times_s[0])}
+    if w.error is not None:
+        from insitu.session import RecordingFailed
+
+        raise RecordingFailed(str(w.error))
 
 
 def run(args) -> int:

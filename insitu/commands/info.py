@@ -5,7 +5,9 @@ HELP = "Summarise a session file"
 DESCRIPTION = """\
 Summarise a session file: protocol name, status, duration, bias samples,
 frames, events. Works on complete, aborted and killed (crashed) sessions and
-on files still being written; no repair step is ever needed.
+on files still being written. A file whose writer died (no process holds the
+writer's lock) is finished on the way: status "interrupted", with the last
+sample time, and a plain HDF5 file again (any verb that reads it does this).
 
 example:
   insitu info run1.h5
@@ -41,8 +43,7 @@ def summary_lines(s, list_events: bool = False) -> list[str]:
     if s.closed_cleanly:
         status = s.status
     else:
-        status = (f"{s.status} (not closed: still being written, or the writer stopped without closing; "
-                  "everything up to its last flush is here)")
+        status = f"{s.status} (being written: everything up to the writer's last flush is here)"
     lines.append(f"status:     {status}")
     lines.append(f"protocol:   {s.protocol_name or '(none)'}")
     lines.append(f"started:    {s.start_time}" + (f"   ended: {s.end_time}" if s.end_time else ""))
@@ -81,29 +82,11 @@ def summary_lines(s, list_events: bool = False) -> list[str]:
     return lines
 
 
-#: a file untouched this long is not being written: its leftover write flags may be cleared
-REPAIR_IDLE_S = 10.0
-
-
 def run(args) -> int:
-    import time
-    from pathlib import Path
+    from insitu.session import open_session
 
-    from insitu.errors import UserError
-    from insitu.session import open_session, repair_session
-
-    try:
-        s = open_session(args.session)
-    except UserError as exc:
-        p = Path(args.session)
-        if "open for writing outside SWMR" not in str(exc):
-            raise
-        if time.time() - p.stat().st_mtime < REPAIR_IDLE_S:
-            raise UserError(f"{p}: a writer is changing the file right now; try again in a moment") from None
-        if not repair_session(p):
-            raise
-        print(f"repaired {p}: cleared the write flags left by a writer that stopped while adding groups")
-        s = open_session(p)
-    with s:
+    with open_session(args.session) as s:  # a dead writer's file is finished as "interrupted" on the way
+        if s.recovered:
+            print(f"{s.path}: its writer had stopped without closing it; marked interrupted, flags cleared")
         print("\n".join(summary_lines(s, args.events)))
     return 0

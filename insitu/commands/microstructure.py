@@ -109,8 +109,11 @@ def run(args) -> int:
     sides = parse_electrodes(args.electrode)
     src = Path(args.map)
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise UserError(f"{out} exists (use --overwrite)")
+    if out.parent != Path("") and not out.parent.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)  # documented: the folder of --out is created
+    from insitu.outputs import check_target, output_file
+
+    check_target(out, args.overwrite)
     if not src.is_file():
         raise UserError(f"input {src} not found")
     ext = src.suffix.lower()
@@ -158,8 +161,8 @@ def run(args) -> int:
                        gb_ratio=args.gb_ratio, gb_thickness_m=args.gb_thickness_m,
                        backbone_ratio=args.backbone_ratio, euler_bunge=euler)
     m.validate(str(src))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_microstructure(out, m)
+    with output_file(out, args.overwrite) as tmp:  # renamed to OUT when complete
+        write_microstructure(tmp, m)
     print(f"{src.name}: {labels.shape[0]} x {labels.shape[1]} map, voxel {vs:.4g} m, "
           f"{int(np.unique(labels[labels > 0]).size)} grains, electrodes "
           f"{', '.join(f'{k} ({v})' for k, v in sides.items())}")

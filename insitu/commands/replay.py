@@ -52,7 +52,7 @@ def _copy_context(src_path, dst_path) -> None:
     """Copy the original's instrument groups and /entry/sample (e.g. ground truth) into the replayed file."""
     import h5py
 
-    from insitu.session import _open_h5
+    from insitu.session import _open_h5, tidy_session
 
     src, _ = _open_h5(src_path)
     try:
@@ -64,13 +64,14 @@ def _copy_context(src_path, dst_path) -> None:
                 src.copy(src["/entry/sample"], dst["/entry"], name="sample")
     finally:
         src.close()
+    tidy_session(dst_path)  # text copied from an older file in the form HyperSpy reads
 
 
 def run(args) -> int:
     from insitu.errors import UserError
 
-    if not args.speed > 0:
-        raise UserError(f"--speed must be > 0, got {args.speed:g}")
+    if not (args.speed > 0 and args.speed < float("inf")):
+        raise UserError(f"--speed must be a finite number > 0, got {args.speed:g}")
     if args.gui:
         if args.out or args.analyze:
             raise UserError("--gui shows the replay only; drop --out/--analyze or run them without --gui")

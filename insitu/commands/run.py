@@ -152,6 +152,13 @@ def run(args) -> int:
             writer.close(status)
     finally:
         instruments.close()
+    if writer.error is not None:  # the protocol ended, but the file could not take everything
+        from insitu.session import RecordingFailed, _reason
+
+        raise RecordingFailed(f"recording failed: {out}: {_reason(writer.error)}; the protocol itself ended "
+                              f"{status} (output off at 0 V); the file's status is recording_failed")
     print(f"{out}: {status}; {engine.n_frames} frames, {engine.protocol_time:.0f} s of protocol, "
           f"dose {engine.dose:.4g} e/Å²")
+    if engine.frames_note:
+        print(f"  warning: {engine.frames_note}")
     return 0

@@ -22,7 +22,8 @@ def add_arguments(parser):
     parser.add_argument("microstructure", help="microstructure HDF5 file (layout in docs/simulator.md)")
     parser.add_argument("--potential", action="append", default=[], metavar="NAME=VOLTS",
                         help="potential of an electrode (repeat for each electrode)")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", required=True, help="output folder (written complete or not at all)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder as a whole")
     parser.add_argument("--model", choices=("full", "diagonal"), default="full",
                         help="full 2x2 conductivity tensor (default) or the paper's diagonal network")
     parser.add_argument("--plots", action="store_true", help="also write PNG figures")
@@ -59,6 +60,13 @@ def run(args) -> int:
     from insitu.analysis.microstructure import read_microstructure
     from insitu.analysis.simulator import save_result, simulate
 
+    from insitu.outputs import check_target
+
+    check_target(args.out, args.overwrite, folder=True)  # before a long solve, not after
+    if not args.rtol > 0 or not args.rtol < 1:
+        raise UserError(f"--rtol {args.rtol}: must be between 0 and 1 (a relative residual)")
+    if not args.gb_tol >= 0:
+        raise UserError(f"--gb-tol {args.gb_tol}: must be >= 0 degrees")
     pots = parse_potentials(args.potential)
     if not pots:
         raise UserError("give the electrode potentials, e.g. --potential top=0 --potential right=1")
@@ -71,11 +79,18 @@ def run(args) -> int:
         if args.strict:
             raise UserError(msg)
         print(f"warning: {msg} (excluded)", file=sys.stderr)
-    paths = save_result(result, args.out)
-    if args.plots:
-        from insitu.analysis.simulator_plots import plot_result
+    from pathlib import Path
 
-        paths.update(plot_result(result, micro, args.out))
+    from insitu.outputs import output_dir
+
+    out = Path(args.out)
+    with output_dir(out, args.overwrite) as tmp:  # renamed to OUT when complete
+        paths = save_result(result, tmp)
+        if args.plots:
+            from insitu.analysis.simulator_plots import plot_result
+
+            paths.update(plot_result(result, micro, tmp))
+    paths = {k: out / Path(p).relative_to(tmp) if isinstance(p, (str, Path)) else p for k, p in paths.items()}
     i = result.info
     print(f"model {result.model}: {i['unknowns']} unknowns, solver {i['method']}, "
           f"{i['t_solve_s']:.2f} s solve")
