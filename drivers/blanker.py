@@ -11,9 +11,38 @@ from __future__ import annotations
 
 from insitu.errors import InstrumentError, UserError
 
-from .scpi import SCPITransport, parse_bool
+from .scpi import SCPITransport, check_command
 
-__all__ = ["DigitalLineBlanker", "SCPIBlanker", "open_blanker"]
+__all__ = ["DigitalLineBlanker", "SCPIBlanker", "open_blanker", "check_shared_command", "SHARED_SUBSYSTEMS"]
+
+#: headers (short and long form, upper case, no leading colon) a configured blanker command may start with when
+#: it shares the source-meter's connection: the digital outputs (2450 ``:DIGital:LINE<n>``, 2400 ``:SOURce2:TTL``)
+SHARED_SUBSYSTEMS = ("DIG:", "DIGITAL:", "SOUR2:TTL", "SOURCE2:TTL")
+
+
+def check_shared_command(command: str, *, what: str) -> str:
+    """Refuse a blanker command outside the digital-output subsystems (it would share the source-meter's line).
+
+    Raises
+    ------
+    ValueError
+        Naming ``what`` and the allowed subsystems.
+
+    Examples
+    --------
+    >>> check_shared_command(":DIG:LINE1:STAT 1", what="blank_command")
+    ':DIG:LINE1:STAT 1'
+    >>> check_shared_command(":SOUR:VOLT:LEV 10", what="blank_command")
+    Traceback (most recent call last):
+    ...
+    ValueError: blank_command: ':SOUR:VOLT:LEV 10' is not a digital-output command; on the source-meter's own connection only :DIGital:... and :SOURce2:TTL... are allowed
+    """
+    t = check_command(command, what=what)
+    header = t.split()[0].lstrip(":").upper()
+    if not header.startswith(SHARED_SUBSYSTEMS):
+        raise ValueError(f"{what}: {t!r} is not a digital-output command; on the source-meter's own connection "
+                         "only :DIGital:... and :SOURce2:TTL... are allowed")
+    return t
 
 
 class DigitalLineBlanker:
@@ -96,7 +125,8 @@ class SCPIBlanker:
     ----------
     transport : SCPITransport
     blank_command, unblank_command : str
-        Sent verbatim.
+        Sent as they are; each must be one command (no ``;``, no line end,
+        printable ASCII: :func:`~insitu.drivers.scpi.check_command`).
     query_command : str, optional
         Query whose reply is 1/0/ON/OFF; with ``active_high`` True a 1 means
         blanked. Without it the blanker reports the last state it commanded
@@ -105,6 +135,18 @@ class SCPIBlanker:
 
     def __init__(self, transport: SCPITransport, blank_command: str, unblank_command: str,
                  query_command: str | None = None, active_high: bool = True, *, owns_transport=True):
+        try:
+            blank_command = check_command(blank_command, what="beam_blanker.blank_command")
+            unblank_command = check_command(unblank_command, what="beam_blanker.unblank_command")
+            if query_command:
+                query_command = check_command(query_command, what="beam_blanker.query_command")
+            if not owns_transport:   # the source-meter's own connection: digital outputs only
+                for key, cmd in (("blank_command", blank_command), ("unblank_command", unblank_command),
+                                 ("query_command", query_command)):
+                    if cmd:
+                        check_shared_command(cmd, what=f"beam_blanker.{key}")
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
         self._t = transport
         self.blank_command = blank_command
         self.unblank_command = unblank_command
@@ -129,8 +171,7 @@ class SCPIBlanker:
 
     def is_blanked(self) -> bool:
         if self.query_command:
-            what = f"{self._t.resource}: '{self.query_command}'"
-            return parse_bool(self._t.query(self.query_command), what=what) == self.active_high
+            return self._t.query_bool(self.query_command) == self.active_high
         if self._last is None:
             raise InstrumentError(f"{self._t.resource}: blanker state unknown (no query_command configured and "
                                   f"nothing commanded yet)")

@@ -12,7 +12,15 @@ experiment needs. What the drivers guarantee:
   it; then it reads the current limit and the range back.
 * :meth:`set_voltage` refuses non-finite values and values outside the
   configured range (before :meth:`configure`: the range found at connect),
-  and checks the error queue after the level is sent.
+  and checks the error queue after the level is sent. The one exception is
+  a ramp down from a level that :meth:`read_state` found beyond that range
+  (someone else set it): levels of the same sign and at most that size are
+  allowed, and the allowance shrinks with every level sent.
+* :meth:`set_current_limit` changes the current limit alone (the engine
+  lowers it to the protocol's compliance before ramping down a source found
+  on) and reads it back.
+* Every reply is checked against the form its query expects and kept in
+  step with it (see :meth:`~insitu.drivers.scpi.SCPITransport.query_parsed`).
 * :meth:`measure` takes source value and reading from one query where the
   model allows (2450: ``:READ? "defbuffer1", READ, SOUR, REL``; 2400:
   ``:READ?`` with ``VOLT,CURR,RES,TIME,STAT``) plus the compliance state
@@ -33,7 +41,7 @@ from insitu.clock import Clock
 from insitu.errors import InstrumentError
 
 from .interfaces import Measurement, SourceState
-from .scpi import SCPITransport, fmt, parse_numbers, parse_number
+from .scpi import SCPITransport, fmt, parse_number, parse_numbers, parse_word
 
 __all__ = ["Keithley2450", "Keithley2400", "KeithleySourceMeter"]
 
@@ -80,6 +88,7 @@ class KeithleySourceMeter:
         self._range_V: float | None = None        # configured range (set_voltage limit)
         self._found_range_V: float | None = None  # range found at connect
         self._limit_A: float | None = None
+        self._above_range_V: float | None = None  # a level read back beyond the range: ramp down from it
         self.found: SourceState | None = None     # state as found at connect
         self.found_function: str | None = None
         self.stale_errors: list[tuple[int, str]] = []
@@ -140,19 +149,23 @@ class KeithleySourceMeter:
     reconnect = reopen
 
     def _identify(self) -> None:
-        idn = self._t.query(self.Q_IDN)
-        fields = [f.strip() for f in idn.split(",")]
-        ok = (len(fields) >= 2 and fields[0].upper().startswith("KEITHLEY")
+        self.idn = self._t.query_parsed(self.Q_IDN, self._parse_idn)
+
+    def _parse_idn(self, text: str, *, what: str) -> str:
+        """The ``*IDN?`` reply if it names this model (maker KEITHLEY..., ``MODEL <model>``); else an error."""
+        fields = [f.strip() for f in text.split(",")]
+        ok = (len(fields) == 4 and fields[0].upper().startswith("KEITHLEY")
               and fields[1].upper().replace(" ", "") == f"MODEL{self.model}")
         if not ok:
-            raise InstrumentError(f"{self.resource}: expected a Keithley {self.model}, found '{idn}'")
-        self.idn = idn
+            raise InstrumentError(f"{self.resource}: expected a Keithley {self.model}, found {text.strip()!r}")
+        return text.strip()
 
     def _read_found(self) -> SourceState:
-        self.found_function = self._t.query(self.Q_SOURCE_FUNC).strip().upper()
+        self.found_function = self._t.query_parsed(self.Q_SOURCE_FUNC, parse_word)
         self._found_range_V = self._t.query_number(self.Q_RANGE)
         state = self._read_state_unchecked()
         self._output = state.output_on
+        self._note_level(state.level_V)
         return state
 
     # ------------------------------------------------------------------ state
@@ -170,9 +183,10 @@ class KeithleySourceMeter:
         sources current (its "level" would not be a voltage to ramp from).
         """
         with self._t.lock:
-            func = self._t.query(self.Q_SOURCE_FUNC).strip().upper()
+            func = self._t.query_parsed(self.Q_SOURCE_FUNC, parse_word)
             state = self._read_state_unchecked()
         self._output = state.output_on
+        self._note_level(state.level_V)
         if state.output_on and not func.startswith("VOLT"):
             raise InstrumentError(f"{self.resource}: output is on while sourcing {func} (not voltage); "
                                   f"switch the output off at the instrument first")
@@ -181,7 +195,7 @@ class KeithleySourceMeter:
     def describe(self) -> dict:
         """Everything ``insitu check`` prints: identity and state as found, plus the error queue (drained)."""
         with self._t.lock:
-            func = self._t.query(self.Q_SOURCE_FUNC).strip().upper()
+            func = self._t.query_parsed(self.Q_SOURCE_FUNC, parse_word)
             rng = self._t.query_number(self.Q_RANGE)
             state = self._read_state_unchecked()
             errors = self._t.drain_errors(self.Q_ERROR)
@@ -231,10 +245,7 @@ class KeithleySourceMeter:
             A value outside what the model accepts, an error-queue entry
             (naming the command), or a limit/range that does not read back.
         """
-        lo, hi = self.LIMIT_SPAN_A
-        c, r, n = float(compliance_current), float(voltage_range), float(nplc)
-        if not (math.isfinite(c) and lo <= c <= hi):
-            raise InstrumentError(f"{self.resource}: current limit {compliance_current!r} A outside {lo:g}..{hi:g} A")
+        c, r, n = self._check_limit(compliance_current), float(voltage_range), float(nplc)
         if not (math.isfinite(r) and 0 < r <= self.MAX_LEVEL_V):
             raise InstrumentError(f"{self.resource}: voltage range {voltage_range!r} V outside 0..{self.MAX_LEVEL_V:g} V")
         if not (math.isfinite(n) and self.NPLC_SPAN[0] <= n <= self.NPLC_SPAN[1]):
@@ -245,14 +256,43 @@ class KeithleySourceMeter:
                 self._t.write_checked(command, self.Q_ERROR)
             got_limit = self._t.query_number(self.Q_LIMIT)
             got_range = self._t.query_number(self.Q_RANGE)
-        if not math.isclose(got_limit, c, rel_tol=1e-3):
-            raise InstrumentError(f"{self.resource}: current limit reads back as {got_limit:g} A, "
-                                  f"{c:g} A was sent ('{self.Q_LIMIT}')")
+        self._check_limit_read_back(got_limit, c)
         if got_range < r * (1 - 1e-6):
             raise InstrumentError(f"{self.resource}: source range reads back as {got_range:g} V, "
                                   f"below the {r:g} V asked for ('{self.Q_RANGE}')")
         self._range_V = r
         self._limit_A = got_limit
+
+    def _check_limit(self, compliance_current: float) -> float:
+        lo, hi = self.LIMIT_SPAN_A
+        c = float(compliance_current)
+        if not (math.isfinite(c) and lo <= c <= hi):
+            raise InstrumentError(f"{self.resource}: current limit {compliance_current!r} A outside {lo:g}..{hi:g} A")
+        return c
+
+    def _check_limit_read_back(self, got: float, sent: float) -> None:
+        if not math.isclose(got, sent, rel_tol=1e-3):
+            raise InstrumentError(f"{self.resource}: current limit reads back as {got:g} A, "
+                                  f"{sent:g} A was sent ('{self.Q_LIMIT}')")
+
+    def set_current_limit(self, current_A: float) -> None:
+        """Set the current limit alone (A), with the output as it is; error queue checked, value read back.
+
+        The engine calls it before ramping down a source found on, so that the
+        ramp runs under the protocol's compliance rather than the limit found.
+
+        Raises
+        ------
+        InstrumentError
+            A value outside what the model accepts, an error-queue entry, or a
+            limit that does not read back.
+        """
+        c = self._check_limit(current_A)
+        with self._t.lock:
+            self._t.write_checked(self.CMD_LIMIT.format(fmt(c)), self.Q_ERROR)
+            got = self._t.query_number(self.Q_LIMIT)
+        self._check_limit_read_back(got, c)
+        self._limit_A = got
 
     # ------------------------------------------------------------------ source
     @property
@@ -260,15 +300,34 @@ class KeithleySourceMeter:
         """The |level| limit in V that :meth:`set_voltage` enforces (configured, else as found)."""
         return self._range_V if self._range_V is not None else self._found_range_V
 
+    def _note_level(self, level_V: float) -> None:
+        """Remember a level read back beyond the range (set by someone else): :meth:`set_voltage` may ramp down from it."""
+        lim = self.voltage_range
+        beyond = lim is not None and math.isfinite(level_V) and abs(level_V) > lim * (1 + 1e-9)
+        self._above_range_V = float(level_V) if beyond else None
+
+    def _level_allowed(self, v: float) -> bool:
+        lim = self.voltage_range
+        if lim is not None and abs(v) <= lim * (1 + 1e-9):
+            return True
+        above = self._above_range_V
+        return above is not None and v * above > 0 and abs(v) <= abs(above)
+
     def set_voltage(self, v: float) -> None:
-        """Set the source level in V; refused when non-finite or outside ±range; error queue checked."""
+        """Set the source level in V; refused when non-finite or outside ±range; error queue checked.
+
+        Beyond the range only a step down from a level :meth:`read_state` found
+        there is allowed (same sign, smaller size).
+        """
         v = float(v)
         lim = self.voltage_range
         if not math.isfinite(v):
             raise InstrumentError(f"{self.resource}: refusing non-finite level {v!r} V")
-        if lim is None or abs(v) > lim * (1 + 1e-9):
+        if lim is None or not self._level_allowed(v):
             raise InstrumentError(f"{self.resource}: refusing level {v:g} V outside the ±{lim:g} V range")
         self._t.write_checked(self.CMD_LEVEL.format(fmt(v)), self.Q_ERROR)
+        if self._above_range_V is not None:
+            self._note_level(v if abs(v) < abs(self._above_range_V) else self._above_range_V)
 
     @property
     def output(self) -> bool:
@@ -296,11 +355,16 @@ class KeithleySourceMeter:
     def _measure(self) -> Measurement:  # pragma: no cover - model classes implement it
         raise NotImplementedError
 
-    def _timed_query(self, command: str) -> tuple[float, str]:
+    def _timed_query(self, command: str, parse):
+        """(clock time at the middle of the query, parsed reply); see ``SCPITransport.query_parsed``."""
         t0 = self.clock.now()
-        reply = self._t.query(command)
+        value = self._t.query_parsed(command, parse)
         t1 = self.clock.now()
-        return 0.5 * (t0 + t1), reply
+        return 0.5 * (t0 + t1), value
+
+    def take_notices(self) -> list[str]:
+        """Notes about stray replies the connection discarded since the last call (for the event log)."""
+        return self._t.take_notices()
 
     # ------------------------------------------------------------------ closing
     def close(self) -> None:
@@ -327,7 +391,7 @@ class Keithley2450(KeithleySourceMeter):
 
     def _identify(self) -> None:
         super()._identify()
-        lang = self._t.query(self.Q_LANG).strip().strip('"').upper()
+        lang = self._t.query_parsed(self.Q_LANG, parse_word)
         if lang != "SCPI":
             raise InstrumentError(f"{self.resource}: the 2450 runs the '{lang}' command set; insitu needs 'SCPI' "
                                   f"(front panel: MENU > System > Settings > Command Set)")
@@ -338,8 +402,7 @@ class Keithley2450(KeithleySourceMeter):
 
     def _measure(self) -> Measurement:
         with self._t.lock:
-            t, reply = self._timed_query(self.Q_READ)
-            i, v, _rel = parse_numbers(reply, 3, what=f"{self.resource}: '{self.Q_READ}'")
+            t, (i, v, _rel) = self._timed_query(self.Q_READ, _three_numbers)
             tripped = self._t.query_bool(self.Q_TRIPPED)
         return Measurement(t, v, i, tripped)
 
@@ -366,11 +429,15 @@ class Keithley2400(KeithleySourceMeter):
         return cmds + [self.CMD_FIXED_MODE, self.CMD_ONE_READING, self.CMD_ELEMENTS]
 
     def _measure(self) -> Measurement:
-        what = f"{self.resource}: '{self.Q_READ}'"
-        t, reply = self._timed_query(self.Q_READ)
-        parts = reply.strip().split(",")
+        t, (v, i, compliance) = self._timed_query(self.Q_READ, self._parse_reading)
+        return Measurement(t, v, i, compliance)
+
+    @classmethod
+    def _parse_reading(cls, text: str, *, what: str) -> tuple[float, float, bool]:
+        """``V,I,R,t,status`` -> (voltage V, current A, compliance); over range and bad fields raise."""
+        parts = text.strip().split(",")
         if len(parts) != 5:
-            raise InstrumentError(f"{what}: expected 5 values (V,I,R,t,status), got {len(parts)}: {reply.strip()!r}")
+            raise InstrumentError(f"{what}: expected 5 values (V,I,R,t,status), got {len(parts)}: {text.strip()!r}")
         v = parse_number(parts[0], what=what + " voltage")
         i = parse_number(parts[1], what=what + " current")
         # parts[2] (resistance) is 9.91e37 when not measured; parts[3] is the instrument's own time stamp
@@ -378,6 +445,10 @@ class Keithley2400(KeithleySourceMeter):
         if status_f < 0 or status_f != int(status_f):
             raise InstrumentError(f"{what}: status word {parts[4].strip()!r} is not a non-negative integer")
         status = int(status_f)
-        if status & self.STATUS_OVERFLOW:
+        if status & cls.STATUS_OVERFLOW:
             raise InstrumentError(f"{what}: reading over range (status word {status}, OFLO bit set)")
-        return Measurement(t, v, i, bool(status & self.STATUS_COMPLIANCE))
+        return v, i, bool(status & cls.STATUS_COMPLIANCE)
+
+
+def _three_numbers(text: str, *, what: str) -> list[float]:
+    return parse_numbers(text, 3, what=what)

@@ -111,6 +111,15 @@ class MockSourceMeter:
             self._range = float(voltage_range)
             self.log.append((self.clock.now(), "limit", self._limit))
 
+    def set_current_limit(self, current_A: float) -> None:
+        """Set the current limit alone (A), with the output as it is."""
+        with self._lock:
+            self._check_link()
+            if not (0 < current_A <= 1.05):
+                raise InstrumentError(f"mock: current limit {current_A!r} A out of range")
+            self._limit = float(current_A)
+            self.log.append((self.clock.now(), "limit", self._limit))
+
     def set_voltage(self, v: float) -> None:
         with self._lock:
             self._check_link()

@@ -13,23 +13,46 @@ exceptions, each naming the resource and the command:
   badly: garbage, too few values, ``NaN``, the ``9.91e37`` "no value"
   sentinel, or an entry in its error queue.
 
+Replies are kept in step with the queries that asked for them
+(:meth:`SCPITransport.query_parsed`): input nobody asked for is discarded
+before each query, and a reply that does not have the form its query expects
+(count, format) makes the transport clear its input; when stray lines were
+found there the query is sent once more. Discarded lines are kept in
+:attr:`SCPITransport.notices` for the caller to record.
+
+Every message written and every reply read is logged at DEBUG level on the
+``insitu.drivers`` logger (``logging.getLogger("insitu.drivers")``).
+
 Numbers are sent with :func:`fmt` (``%.6e``), never ``%f``, so a 100 nA
 limit goes out as ``1.000000e-07`` and not ``0.000000``.
 """
 from __future__ import annotations
 
+import logging
 import math
-from decimal import ROUND_DOWN, Decimal
 import re
+import select
+import socket
 import threading
+from decimal import ROUND_DOWN, Decimal
+from typing import Callable, TypeVar
 
 from insitu.errors import ConnectionLost, InstrumentError
+
+T = TypeVar("T")
 
 #: SCPI "no value / overflow" sentinel (Keithley, Agilent, ...)
 NO_VALUE = 9.91e37
 
 #: how many ``SYST:ERR?`` entries are drained at most (a real queue holds ~10-100)
 MAX_ERRORS = 64
+
+#: how long the input must stay quiet while it is being cleared (s)
+CLEAR_QUIET_S = 0.1
+#: at most this many stray lines are read while clearing the input
+MAX_STRAY_LINES = 64
+
+log = logging.getLogger("insitu.drivers")
 
 
 def fmt(value: float) -> str:
@@ -154,6 +177,61 @@ def parse_error(text: str, *, what: str) -> tuple[int, str]:
     return int(m.group(1)), m.group(2).split(";")[0].strip()
 
 
+def parse_word(text: str, *, what: str) -> str:
+    """One SCPI word (character data such as ``VOLT``, ``SCPI``; quotes dropped) in upper case; else an error.
+
+    Examples
+    --------
+    >>> parse_word('"SCPI"', what="lang")
+    'SCPI'
+    >>> parse_word("VOLT", what="func")
+    'VOLT'
+    """
+    t = text.strip().strip('"').strip()
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_:]*", t):
+        raise InstrumentError(f"{what}: expected a word such as VOLT or SCPI, got {text.strip()!r}")
+    return t.upper()
+
+
+#: characters a configured SCPI string may hold: printable ASCII without ``;`` (which would start a
+#: second command in the same message)
+_SAFE_COMMAND = re.compile(r"[\x20-\x3a\x3c-\x7e]+")
+
+
+def check_command(text: str, *, what: str) -> str:
+    """Refuse a configured SCPI string that could send more than one command.
+
+    A ``;`` starts another command in the same message and a line end
+    another message; control characters and non-ASCII have no place in a
+    command either. Returns the string without surrounding spaces.
+
+    Raises
+    ------
+    ValueError
+        Naming ``what`` and the offending character.
+
+    Examples
+    --------
+    >>> check_command(":DIG:LINE1:STAT 1", what="blank_command")
+    ':DIG:LINE1:STAT 1'
+    >>> check_command(":DIG:LINE1:STAT 1;:SOUR:VOLT:LEV 10", what="blank_command")
+    Traceback (most recent call last):
+    ...
+    ValueError: blank_command: ';' is not allowed (one command only; it would send ':SOUR:VOLT:LEV 10' too)
+    """
+    t = str(text).strip(" ")
+    where = f"{what}: " if what else ""
+    if not t:
+        raise ValueError(f"{where}empty command")
+    if ";" in t:
+        rest = t.split(";", 1)[1].strip()
+        raise ValueError(f"{where}';' is not allowed (one command only; it would send {rest[:40]!r} too)")
+    bad = next((c for c in t if not _SAFE_COMMAND.fullmatch(c)), None)
+    if bad is not None:
+        raise ValueError(f"{where}character {bad!r} is not allowed (printable ASCII, one command only)")
+    return t
+
+
 def default_terminations(resource: str) -> tuple[str, str]:
     """(read_termination, write_termination) for a resource string.
 
@@ -164,6 +242,16 @@ def default_terminations(resource: str) -> tuple[str, str]:
     match the instrument's RS-232 terminator setting.
     """
     return "\n", "\n"
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    try:
+        import pyvisa.constants as pc
+        import pyvisa.errors as pe
+    except ImportError:  # pragma: no cover
+        return isinstance(exc, TimeoutError)
+    return (isinstance(exc, pe.VisaIOError) and exc.error_code == pc.StatusCode.error_timeout) or \
+        isinstance(exc, (TimeoutError, socket.timeout))
 
 
 def _is_transport_error(exc: BaseException) -> bool:
@@ -212,6 +300,8 @@ class SCPITransport:
         self._broken: str | None = None
         #: every message written, for debugging (bounded)
         self.sent: list[str] = []
+        #: notes about stray input that was discarded (see :meth:`take_notices`)
+        self.notices: list[str] = []
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -276,9 +366,15 @@ class SCPITransport:
                 raise InstrumentError(f"{self.resource}: '{command}': {one_line(exc)}") from exc
 
     def query(self, command: str) -> str:
-        """Send a query and return the reply without its termination (empty reply -> InstrumentError)."""
+        """Send a query and return the reply without its termination (empty reply -> InstrumentError).
+
+        Input that arrived before the query and that no query asked for is discarded first (and noted in
+        :attr:`notices`), so a stray line cannot be taken for this reply.
+        """
         with self._lock:
             self._check_usable(command)
+            if self._input_pending():
+                self._discard_stray(f"before '{command}'")
             self._remember(command)
             try:
                 reply = self._inst.query(command)
@@ -289,29 +385,137 @@ class SCPITransport:
                 if _is_transport_error(exc):
                     raise self._lost(command, exc) from exc
                 raise InstrumentError(f"{self.resource}: '{command}': {one_line(exc)}") from exc
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s <- %r", self.resource, reply)
         reply = reply.strip()
         if not reply:
             raise InstrumentError(f"{self.resource}: '{command}': empty reply")
         return reply
 
+    def query_parsed(self, command: str, parse: Callable[..., T]) -> T:
+        """Send a query and parse its reply with ``parse(text, what=...)``; re-query once when out of step.
+
+        A reply that ``parse`` refuses (wrong count of values, wrong format) may
+        belong to an earlier query: the input is then cleared, and when stray
+        lines were found there the query is sent again. A second refusal, or a
+        refusal with nothing stray in the input (a genuinely bad reply), raises
+        :class:`~insitu.errors.InstrumentError`.
+
+        Parameters
+        ----------
+        command : str
+            The query.
+        parse : callable
+            ``parse(text, what=str) -> value``; raises InstrumentError on a reply of the wrong form.
+
+        Example
+        -------
+        >>> t.query_parsed(":SOUR:VOLT:LEV?", parse_number)      # doctest: +SKIP
+        3.0
+        """
+        what = f"{self.resource}: '{command}'"
+        with self._lock:
+            try:
+                return parse(self.query(command), what=what)
+            except ConnectionLost:
+                raise
+            except InstrumentError as exc:
+                stray = self._discard_stray(f"after the reply to '{command}' was refused ({exc})")
+                if not stray:
+                    raise
+            try:
+                return parse(self.query(command), what=what)
+            except ConnectionLost:
+                raise
+            except InstrumentError as exc:
+                raise InstrumentError(f"{exc} (re-queried after {len(stray)} stray reply line(s) were discarded: "
+                                      f"the replies are out of step with the queries)") from None
+
+    # ------------------------------------------------------------------ keeping replies in step
+    def _input_pending(self) -> bool:
+        """True when unread input is waiting (pyvisa-py sockets; other VISA libraries cannot say cheaply)."""
+        inst = self._inst
+        try:
+            session = inst.visalib.sessions[inst.session]
+        except Exception:
+            return False
+        if getattr(session, "_pending_buffer", None):
+            return True
+        sock = getattr(session, "interface", None)
+        if isinstance(sock, socket.socket):
+            try:
+                readable, _, _ = select.select([sock], [], [], 0)
+            except (OSError, ValueError):
+                return False
+            return bool(readable)
+        return False
+
+    def clear_input(self) -> list[str]:
+        """Read and discard whatever input waits (until it stays quiet for ``CLEAR_QUIET_S``); return the lines."""
+        lines: list[str] = []
+        with self._lock:
+            inst = self._inst
+            if inst is None or self._broken is not None:
+                return lines
+            old = inst.timeout
+            try:
+                inst.timeout = max(1, int(CLEAR_QUIET_S * 1000))
+                for _ in range(MAX_STRAY_LINES):
+                    try:
+                        line = inst.read()
+                    except UnicodeDecodeError:
+                        lines.append("<not text>")
+                        continue
+                    except Exception as exc:
+                        if _is_timeout(exc):
+                            break
+                        if _is_transport_error(exc):
+                            raise self._lost("(clearing the input)", exc) from exc
+                        break
+                    lines.append(line.strip())
+            finally:
+                try:
+                    inst.timeout = old
+                except Exception:
+                    pass
+        return lines
+
+    def _discard_stray(self, when: str) -> list[str]:
+        lines = self.clear_input()
+        if lines:
+            shown = "; ".join(repr(x) for x in lines[:3]) + (" ..." if len(lines) > 3 else "")
+            note = f"{self.resource}: {len(lines)} reply line(s) nobody asked for discarded {when}: {shown}"
+            log.warning(note)
+            self.notices.append(one_line(note))
+            del self.notices[:-100]
+        return lines
+
+    def take_notices(self) -> list[str]:
+        """Return and forget the notes about discarded stray input (for the caller's event log)."""
+        with self._lock:
+            out, self.notices = self.notices, []
+        return out
+
     def _remember(self, command: str) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s -> %r", self.resource, command)
         self.sent.append(command)
         if len(self.sent) > 1000:
             del self.sent[:500]
 
     # ------------------------------------------------------------------ helpers
     def query_number(self, command: str) -> float:
-        return parse_number(self.query(command), what=f"{self.resource}: '{command}'")
+        return self.query_parsed(command, parse_number)
 
     def query_bool(self, command: str) -> bool:
-        return parse_bool(self.query(command), what=f"{self.resource}: '{command}'")
+        return self.query_parsed(command, parse_bool)
 
     def drain_errors(self, command: str = "SYST:ERR?") -> list[tuple[int, str]]:
         """Read the error queue until it reports code 0; returns the entries (oldest first)."""
         errors = []
         with self._lock:
             for _ in range(MAX_ERRORS):
-                code, msg = parse_error(self.query(command), what=f"{self.resource}: '{command}'")
+                code, msg = self.query_parsed(command, parse_error)
                 if code == 0:
                     return errors
                 errors.append((code, msg))

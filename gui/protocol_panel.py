@@ -110,6 +110,8 @@ class ProtocolPanel(QtWidgets.QWidget):
         self.name_label = QtWidgets.QLabel("no protocol")
         self.name_label.setObjectName("protocolName")
         self.name_label.setWordWrap(True)
+        # the name, the path and error messages come from the file: shown as text, never as rich text/HTML
+        self.name_label.setTextFormat(QtCore.Qt.PlainText)
         self.load_button = QtWidgets.QPushButton("Load…")
         self.load_button.clicked.connect(self._browse)
         top.addWidget(self.name_label, 1)
@@ -199,9 +201,10 @@ class ProtocolPanel(QtWidgets.QWidget):
         name = getattr(protocol, "name", None) or path or "protocol"
         dur = getattr(timeline, "duration_s", float("nan"))
         peak = getattr(timeline, "peak_abs_V", float("nan"))
-        self.name_label.setText(f"<b>{name}</b><br><span style='color:#8a8fa0'>{path}</span><br>"
-                                f"{format_duration(dur)} · peak |V| {peak:.1f} V · "
-                                f"{len(getattr(timeline, 'segments', ()))} segments")
+        self.name_label.setStyleSheet("")
+        lines = [str(name)] + ([path] if path else []) + [
+            f"{format_duration(dur)} · peak |V| {peak:.1f} V · {len(getattr(timeline, 'segments', ()))} segments"]
+        self.name_label.setText("\n".join(lines))
         lim = getattr(protocol, "limits", None)
         if lim is not None:
             parts = [f"max |V| {lim.max_voltage:g} V", f"compliance {format_current(lim.compliance_current)}",
@@ -225,7 +228,8 @@ class ProtocolPanel(QtWidgets.QWidget):
         self.tl_plot.autoRange()
 
     def set_protocol_error(self, message: str) -> None:
-        self.name_label.setText(f"<span style='color:#ff6b6b'><b>invalid protocol</b><br>{message}</span>")
+        self.name_label.setStyleSheet("color: #ff6b6b")
+        self.name_label.setText(f"invalid protocol\n{message}")
         self.limits_label.setText("")
 
     # ------------------------------------------------------------------ live

@@ -19,14 +19,15 @@ Errors name the offending key: ``instruments.toml: source_meter.resource: requir
 """
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from insitu.errors import UserError
-from insitu.validation import first_error_line
+from insitu.validation import first_error_line, one_line
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -64,11 +65,23 @@ def _check_resource_syntax(resource: Optional[str]) -> None:
         from pyvisa import rname
     except ImportError:  # pragma: no cover
         return
+    example = "(e.g. TCPIP0::192.0.2.10::5025::SOCKET, GPIB0::24::INSTR)"
     try:
-        rname.parse_resource_name(resource)
+        parsed = rname.parse_resource_name(resource)
     except Exception:
-        raise ValueError(f"resource: {resource!r} is not a VISA resource string "
-                         f"(e.g. TCPIP0::192.0.2.10::5025::SOCKET, GPIB0::24::INSTR)") from None
+        raise ValueError(f"resource: {resource!r} is not a VISA resource string {example}") from None
+    # the grammar takes any text for the numbers; a socket port, a board or a GPIB address must be a number
+    for field, lo, hi in _RESOURCE_NUMBERS:
+        value = getattr(parsed, field, None)
+        if value is None or (field == "board" and value == ""):
+            continue
+        if not (str(value).isdigit() and lo <= int(value) <= hi):
+            raise ValueError(f"resource: {resource!r}: {field.replace('_', ' ')} {value!r} is not a number "
+                             f"{lo}..{hi} {example}")
+
+
+#: numeric fields of a VISA resource string: (attribute of pyvisa's parsed name, lowest, highest)
+_RESOURCE_NUMBERS = (("board", 0, 999), ("port", 1, 65535), ("primary_address", 0, 30), ("secondary_address", 0, 31))
 
 
 class BeamBlankerConfig(_Strict):
@@ -90,6 +103,16 @@ class BeamBlankerConfig(_Strict):
             raise ValueError("blank_command/unblank_command: required for driver 'scpi'")
         _check_resource_syntax(self.resource)
         return self
+
+    @field_validator("blank_command", "unblank_command", "query_command")
+    @classmethod
+    def _one_command(cls, v: Optional[str]) -> Optional[str]:
+        """One SCPI command each: ``;`` (a second command), line ends and control characters are refused."""
+        if v is None:
+            return v
+        from insitu.drivers.scpi import check_command
+
+        return check_command(v, what="")
 
 
 #: seconds between frames when nothing says otherwise: the mock (``run --mock``, ``gui --mock``, ``demo``),
@@ -122,6 +145,18 @@ class InstrumentsConfig(_Strict):
     beam_blanker: BeamBlankerConfig = BeamBlankerConfig()
     frames: FramesConfig = FramesConfig()
     beam: BeamConfig = BeamConfig()
+
+    @model_validator(mode="after")
+    def _shared_connection(self):
+        """A SCPI blanker on the source-meter's own connection may only drive the digital outputs."""
+        bb = self.beam_blanker
+        if bb.driver == "scpi" and bb.resource and bb.resource == self.source_meter.resource:
+            from insitu.drivers.blanker import check_shared_command
+
+            for key in ("blank_command", "unblank_command", "query_command"):
+                if getattr(bb, key):
+                    check_shared_command(getattr(bb, key), what=f"beam_blanker.{key}")
+        return self
 
     @property
     def is_mock(self) -> bool:
@@ -157,11 +192,13 @@ def parse_instruments(text: str, source: str = "instruments config") -> Instrume
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{source}: not valid TOML: {exc}") from None
+        raise UserError(one_line(f"{source}: not valid TOML: {exc}")) from None
     try:
         return InstrumentsConfig.model_validate(raw)
     except ValidationError as exc:
-        raise UserError(f"{source}: {first_error_line(exc)}") from None
+        # a check of a whole section names its key first ("source_meter: resource: ..."): join the two
+        line = re.sub(r"^(\w+): (\w+): ", r"\1.\2: ", first_error_line(exc))
+        raise UserError(one_line(f"{source}: {line}")) from None
 
 
 def load_instruments(path: str | Path) -> tuple[InstrumentsConfig, str]:
@@ -169,6 +206,9 @@ def load_instruments(path: str | Path) -> tuple[InstrumentsConfig, str]:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{p}: not a text file (byte {exc.object[exc.start]:#04x} at offset {exc.start} is not "
+                        "UTF-8); an instruments config is TOML text") from None
     except OSError as exc:
         raise UserError(f"{p}: cannot read instruments config: {exc.strerror or exc}") from None
     return parse_instruments(text, str(p)), text

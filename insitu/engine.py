@@ -6,7 +6,9 @@ What it guarantees (see ``docs/protocols.md``):
   against its limits (that happens when it is parsed) and the instruments can
   do it (frame source for ``acquire``, blanker for ``beam``).
 * Found state: a source found ON is ramped down from its level at the allowed
-  slew (never a jump) and switched off before anything else.
+  slew (never a jump) and switched off before anything else; where the
+  instrument allows it, its current limit is first lowered to the protocol's
+  compliance, so the ramp runs under the protocol's limit.
 * Then the current limit and range go to the instrument and are read back,
   the level is set to 0 V, and only then is the output switched on.
 * Every sample tick (``sample_interval``, on the clock's schedule): one
@@ -18,7 +20,11 @@ What it guarantees (see ``docs/protocols.md``):
   event.
 * Every exit ends at 0 V with the output off, or says LOUDLY that it could
   not: end of protocol, error, operator abort / Ctrl-C / SIGTERM (via
-  :meth:`Engine.request_abort`), suspender. A lost connection: reconnect for
+  :meth:`Engine.request_abort`), suspender. Every ramp-down starts from the
+  level the instrument reads back (else the level last measured), never from
+  the engine's own last setpoint alone. An output switched off above 0 V
+  (a short, or a ramp-down that kept failing) is named with its level in the
+  exit message. A lost connection: reconnect for
   up to ``reconnect_timeout_s``, ramp down from the level found, output off,
   :class:`~insitu.errors.ConnectionLost` (exit 2).
 
@@ -133,6 +139,8 @@ class Engine:
         self._recent: deque[Measurement] = deque(maxlen=RECENT_SAMPLES)
         self.found_state = None
         self.output_maybe_on = False
+        #: the level (V) the output was switched off at without a ramp (a short, a failed ramp-down), else None
+        self.off_at_V: float | None = None
         self._was_on = False          # the output was on at some point of this run (found or switched)
         self.blanked: bool | None = None
         self.dose = 0.0
@@ -259,8 +267,10 @@ class Engine:
             if lost is not None:
                 outcome = self._recover(lost)
         except InsituError as exc:
-            outcome = exc
+            # the way out failed: its message leads (it says where the output is); the first cause follows
+            outcome = exc if outcome is None else type(exc)(f"{exc} (after: {outcome})")
         finally:
+            self._record_notices()       # stray replies discarded during the way out
             if outcome is not None:
                 self._blank_after_stop()
             self.clock.release()
@@ -277,7 +287,9 @@ class Engine:
             return "complete"
         if isinstance(outcome, StoppedEarly):
             if self._was_on:
-                how = "output switched off at once" if off_now else "ramped to 0 V, output off"
+                how = "ramped to 0 V, output off"
+                if self.off_at_V is not None:
+                    how = f"output switched off at once at {self.off_at_V:g} V"
                 outcome = StoppedEarly(f"{outcome}; {how}")
             self._event("end", f"stopped early: {outcome}")
         raise outcome
@@ -308,6 +320,7 @@ class Engine:
             if state.level_V != 0.0:
                 self._event("info", f"source found ON at {state.level_V:g} V: ramping down at "
                                     f"{self.ramp_rate:.3g} V/s before the protocol starts")
+            self._limit_found_output(state)
             self.last = sm.measure()
             self._ramp_to_zero(checks=False)
             sm.output = False
@@ -344,6 +357,28 @@ class Engine:
         self._next_t = clock.now()
         self._prev_t = None
         self._next_beam_check = clock.now() + BEAM_CHECK_PERIOD_S
+
+    def _limit_found_output(self, state) -> None:
+        """Before ramping down a source found on: lower its current limit to the protocol's compliance where the
+        instrument allows it (never raise it); say what was done."""
+        want, found = self.limits.compliance_current, state.current_limit_A
+        if not abs(found) > want * (1 + 1e-6):
+            return
+        setter = getattr(self.sm, "set_current_limit", None)
+        if setter is None:
+            self._event("info", f"this source-meter cannot change its current limit alone: ramping down under "
+                                f"the limit found, {found:.3g} A")
+            return
+        try:
+            setter(want)
+        except InstrumentError as exc:
+            if _is_transport_failure(exc):
+                raise
+            self._event("info", f"could not lower the current limit to {want:.3g} A with the output on ({exc}); "
+                                f"ramping down under the limit found, {found:.3g} A")
+            return
+        self._event("info", f"current limit lowered from {found:.3g} A to the protocol's {want:.3g} A "
+                            "before ramping down")
 
     # ------------------------------------------------------------------ protocol
     def _must_hold(self, target_V: float) -> bool:
@@ -467,6 +502,7 @@ class Engine:
             m = sm.measure()
         finally:
             self.guard.commit(self.setpoint, clock.now())
+            self._record_notices()
         self.last = m
         self._recent.append(m)
         self._emit(BiasSample(m.time_s, self.setpoint, m.voltage_V, m.current_A, bool(m.compliance_hit)))
@@ -492,6 +528,13 @@ class Engine:
                 raise InstrumentError(f"recording failed: {self._sink_error}")
         self._progress(now)
         self._status(m)
+
+    def _record_notices(self) -> None:
+        """Stray replies the source-meter's connection discarded (replies out of step) go to the event log."""
+        take = getattr(self.sm, "take_notices", None)
+        if take is not None:
+            for note in take():
+                self._event("fault", note)
 
     def _update_dose(self, now: float) -> None:
         if self.blanked is False and now > self._dose_t:
@@ -629,12 +672,55 @@ class Engine:
                 pass
 
     # ------------------------------------------------------------------ stopping
+    def _level_now(self) -> tuple[float, bool]:
+        """(level in V, output on) as the instrument reads them back now; else the level last measured."""
+        try:
+            state = self.sm.read_state()
+        except InstrumentError as exc:
+            if _is_transport_failure(exc):
+                raise
+            level = float(self.last.voltage_V)
+            self._event("fault", f"cannot read the level back ({exc}): ramping down from the level last "
+                                 f"measured, {level:g} V")
+            return level, True
+        return float(state.level_V), bool(state.output_on)
+
+    def _start_ramp_down(self) -> bool:
+        """Take the level the instrument holds as the start of the ramp-down; False when there is nothing to ramp.
+
+        The engine's own setpoint may be stale: a read-back beyond the limit, or a
+        level changed by someone else, means the instrument sources something else.
+        """
+        level, on = self._level_now()
+        if not on:
+            self.sm.set_voltage(0.0)
+            self.setpoint = 0.0
+            self._event("info", f"output reads back off (level {level:g} V): level set to 0 V, nothing to ramp")
+            return False
+        if abs(level - self.setpoint) > 1e-6 * max(1.0, abs(level)):
+            self._event("fault", f"the instrument holds {level:g} V, not the {self.setpoint:g} V last set: "
+                                 f"ramping down from {level:g} V")
+            self.setpoint = level
+            self.guard.reset(level)
+        return True
+
     def _ramp_to_zero(self, *, checks: bool = False) -> None:
-        """Ramp from the present setpoint to 0 V at the allowed slew, reading back every tick."""
+        """Ramp from the level the instrument holds to 0 V at the allowed slew, reading back every tick.
+
+        After a failed step the level is read back again and the ramp goes on from there (a refused
+        command leaves the instrument where it was); five failures in a row raise.
+        """
         failures = 0
-        targets = ramp_levels(self.setpoint, 0.0, self.ramp_rate * self.dt)
+        restart = True
+        targets: list[float] = []
         i = 0
-        while self.setpoint != 0.0:
+        while restart or self.setpoint != 0.0:
+            if restart:
+                restart = False
+                if not self._start_ramp_down():
+                    return
+                targets, i = ramp_levels(self.setpoint, 0.0, self.ramp_rate * self.dt), 0
+                continue
             target = targets[i] if i < len(targets) else 0.0
             try:
                 self._tick(target, checks=checks)
@@ -651,36 +737,69 @@ class Engine:
                 self._event("fault", f"during ramp-down: {exc}")
                 if failures >= 5:
                     raise
+                restart = True
+                continue
             if self.setpoint == target:
                 i += 1
+
+    def _level_for_report(self) -> float:
+        """The level to name when the output goes off without a ramp: read back if possible, else the setpoint."""
+        try:
+            return float(self.sm.read_state().level_V)
+        except InstrumentError as exc:
+            if _is_transport_failure(exc):
+                raise
+            return self.setpoint
+
+    def _off_at_once(self, why: str) -> None:
+        """Output off now, then level 0 V; records the level it was switched off at."""
+        sm = self.sm
+        level = self.setpoint
+        sm.output = False
+        self.output_maybe_on = False
+        self.off_at_V = level
+        sm.set_voltage(0.0)
+        self.setpoint = 0.0
+        self._event("info", f"output switched off at once at {level:g} V ({why}), level set to 0 V")
 
     def _shutdown(self, off_now: bool) -> None:
         sm = self.sm
         if not self.output_maybe_on:
             return
         if off_now:
-            sm.output = False
-            sm.set_voltage(0.0)
-            self.setpoint = 0.0
-            self.output_maybe_on = False
-            self._event("info", "output switched off at once, level set to 0 V")
+            self._off_at_once("short")
             return
         try:
             self._ramp_to_zero(checks=False)
         except _Stop as stop:  # a short while ramping down: off at once
             self._event("short", stop.message)
-            sm.output = False
-            sm.set_voltage(0.0)
-            self.setpoint = 0.0
-            self.output_maybe_on = False
+            self._off_at_once("short while ramping down")
             return
         except InstrumentError as exc:
             if _is_transport_failure(exc):
                 raise
-            sm.output = False  # cannot ramp: switching off is the safe choice
-            self.output_maybe_on = False
-            self._event("fault", f"could not ramp down ({exc}); output switched off at {self.setpoint:g} V")
-            raise
+            level = self._level_for_report()
+            try:
+                sm.output = False  # cannot ramp: switching off is the safe choice, and it is said loudly
+            except InstrumentError as off_exc:
+                if _is_transport_failure(off_exc):
+                    raise
+                msg = (f"COULD NOT RAMP DOWN ({exc}) AND COULD NOT SWITCH THE OUTPUT OFF ({off_exc}): "
+                       f"THE OUTPUT MAY STILL BE ON at {level:g} V - switch it off at the instrument NOW")
+            else:
+                self.output_maybe_on = False
+                self.off_at_V = level
+                msg = f"COULD NOT RAMP DOWN ({exc}): OUTPUT SWITCHED OFF AT {level:g} V WITHOUT RAMPING"
+                try:  # with the output off the level no longer reaches the specimen; 0 V is still the safe level
+                    sm.set_voltage(0.0)
+                    self.setpoint = 0.0
+                except InstrumentError as zero_exc:
+                    if _is_transport_failure(zero_exc):
+                        raise
+                    msg += f"; the level could not be set to 0 V ({zero_exc})"
+            self._event("fault", msg)
+            self._say("!" * 20 + " " + msg)
+            raise InstrumentError(msg) from exc
         sm.output = False
         self.output_maybe_on = False
         self._event("info", "ramped to 0 V, output off")
@@ -732,7 +851,12 @@ class Engine:
                 self._prev_t = None
                 if state.output_on:
                     self.output_maybe_on = True
-                    self._shutdown(False)
+                    try:
+                        self._shutdown(False)
+                    except InstrumentError as down:
+                        if _is_transport_failure(down):
+                            raise
+                        return InstrumentError(f"connection to the source-meter lost ({exc}); reconnected; {down}")
                 else:
                     sm.set_voltage(0.0)
                     self.setpoint = 0.0

@@ -20,6 +20,8 @@ A protocol is a YAML file (the schema is binding, see ``docs/protocols.md``)::
 
 Every problem is reported as ONE line naming the field, e.g.
 ``protocol.yaml: steps[3].ramp.to: 20 V exceeds limits.max_voltage 17.5 V``.
+A key given twice, anchors (``&a``) and aliases (``*a``) are refused: a
+protocol says each value once, where it is read.
 
 Ramps are staircases: one setpoint step every ``sample_interval``. The step
 size is capped so that any 2-s window holds at most ``2 s × max_slew_rate``
@@ -35,16 +37,19 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError,
+                      field_validator)
 
 from insitu.dose import DEFAULT_FIELD_OF_VIEW_M, dose_rate
 from insitu.errors import UserError
 from insitu.safety import n_ramp_steps
-from insitu.validation import first_error_line
+from insitu.validation import first_error_line, one_line
 
-#: hard bounds that no protocol may exceed (what a 2450 can do at all)
+#: hard bounds that no protocol may exceed (what a 2400/2450 can do at all: source ±210 V; current limit
+#: 1 nA .. 1.05 A, see ../shared/reference/smu-scpi.md and ``insitu.drivers.keithley``)
 ABS_MAX_VOLTAGE_V = 210.0
 ABS_MAX_CURRENT_A = 1.05
+ABS_MIN_CURRENT_LIMIT_A = 1e-9
 MAX_FLAT_STEPS = 100_000
 #: ramps stay this fraction below the slew cap, so the slew guard (which keeps its own, smaller
 #: headroom for rounding) never has to clip a nominal staircase
@@ -71,10 +76,19 @@ class Limits(_Strict):
     """Safety limits (all required except the two suspender thresholds)."""
 
     max_voltage: Num = Field(gt=0, le=ABS_MAX_VOLTAGE_V, description="V, |setpoint| never above")
-    compliance_current: Num = Field(gt=0, le=ABS_MAX_CURRENT_A, description="A, instrument current limit")
+    compliance_current: Num = Field(description="A, instrument current limit (1 nA .. 1.05 A)")
     max_slew_rate: Num = Field(gt=0, le=100.0, description="V/s")
     short_current: Optional[Num] = Field(None, gt=0, le=ABS_MAX_CURRENT_A, description="A")
     frame_stall_s: Optional[Num] = Field(None, gt=0, le=86400.0, description="s")
+
+    @field_validator("compliance_current")
+    @classmethod
+    def _settable(cls, v: float) -> float:
+        """The current limit goes to the instrument: it must be one the source-meters accept."""
+        if not ABS_MIN_CURRENT_LIMIT_A <= v <= ABS_MAX_CURRENT_A:
+            raise ValueError(f"{v:g} A is outside the current limits a source-meter can set "
+                             f"({ABS_MIN_CURRENT_LIMIT_A:g} .. {ABS_MAX_CURRENT_A:g} A)")
+        return v
 
 
 class Ramp(_Strict):
@@ -403,8 +417,36 @@ def _first_error(exc: ValidationError) -> str:
     return first_error_line(exc, _loc_text, _step_kind_message)
 
 
-def _one_line(s: str) -> str:
-    return " ".join(str(s).split())
+_one_line = one_line
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses anchors, aliases and keys given twice (the last would silently win)."""
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise yaml.constructor.ConstructorError(None, None, f"alias *{event.anchor} is not allowed "
+                                                    "(write the value out)", event.start_mark)
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            raise yaml.constructor.ConstructorError(None, None, f"anchor &{anchor} is not allowed "
+                                                    "(write the value out where it is used)", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:   # an unhashable key: the base class says so
+                break
+            if first is not key_node:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' appears twice (first at line {first.start_mark.line + 1}); "
+                    "give it once", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 def parse_protocol(text: str, source: str = "protocol") -> Protocol:
@@ -428,12 +470,13 @@ def parse_protocol(text: str, source: str = "protocol") -> Protocol:
     insitu.errors.UserError: p.yaml: steps[0].ramp.to: 20 V exceeds limits.max_voltage 17.5 V
     """
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise UserError(_one_line(f"{source}: not valid YAML{where}: {problem}")) from None
+        what = "refused" if isinstance(exc, yaml.constructor.ConstructorError) else "not valid YAML"
+        raise UserError(_one_line(f"{source}: {what}{where}: {problem}")) from None
     except Exception as exc:  # e.g. RecursionError on absurd nesting
         raise UserError(_one_line(f"{source}: cannot read YAML: {type(exc).__name__}")) from None
     if raw is None:
@@ -456,6 +499,29 @@ def parse_protocol(text: str, source: str = "protocol") -> Protocol:
         raise UserError(f"{source}: steps nested too deeply") from None
     proto._text = text
     return proto
+
+
+class _WrittenOutDumper(yaml.SafeDumper):
+    """Writes every value where it is used: no anchors or aliases (which :func:`parse_protocol` refuses)."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
+def protocol_text(raw: dict) -> str:
+    """YAML text of a protocol given as plain data (e.g. built in code), ready for :func:`parse_protocol`.
+
+    ``yaml.safe_dump`` writes an object that occurs twice as an anchor and an
+    alias, which protocols may not contain; this writes each occurrence out.
+
+    Examples
+    --------
+    >>> step = {"ramp": {"to": 1.0}}
+    >>> raw = {"limits": {"max_voltage": 5, "compliance_current": 1e-6, "max_slew_rate": 1}, "steps": [step, step]}
+    >>> len(parse_protocol(protocol_text(raw)).steps)
+    2
+    """
+    return yaml.dump(raw, Dumper=_WrittenOutDumper, sort_keys=False)
 
 
 def load_protocol(path: str | Path) -> Protocol:

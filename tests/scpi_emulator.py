@@ -270,6 +270,7 @@ class Emulator2450:
         self._thread: threading.Thread | None = None
         self._running = threading.Event()
         self._overrides: list[list] = []       # [prefix_upper, reply_or_None, remaining]
+        self._extras: list[list] = []          # [prefix_upper, stray line, remaining]
         self.silent = False                    # True: answer no query (the controller times out)
         self._commands = self._command_table()
 
@@ -329,6 +330,20 @@ class Emulator2450:
         """
         with self._lock:
             self._overrides.append([command_prefix.upper(), reply, int(count)])
+
+    def extra_reply_line(self, after_prefix: str, line: str, count: int = 1) -> None:
+        """After the reply to the next ``count`` queries starting with ``after_prefix``, send ``line`` as one more
+        reply line that no query asked for (a desynchronising stray line)."""
+        with self._lock:
+            self._extras.append([after_prefix.upper(), line, int(count)])
+
+    def front_panel_level(self, level_V: float) -> None:
+        """Someone else (front panel, another program) sets the source level: the change is logged as ``level``."""
+        with self._lock:
+            self.level_V = float(level_V)
+            if self.range_auto or abs(level_V) > self.range_V:
+                self.range_V = self._range_for(abs(level_V))
+            self._change("level", self.level_V)
 
     # ------------------------------------------------------------------ log helpers
     def _changes_of(self, kind: str):
@@ -507,8 +522,19 @@ class Emulator2450:
                     self.errors.append((exc.code, exc.message))
                 continue
             if is_query and reply is not None and not self.silent:
-                replies.append(reply)
+                replies.append(reply + self._take_extra(unit))
         return replies
+
+    def _take_extra(self, unit: str) -> str:
+        u = unit.upper()
+        with self._lock:
+            for ex in self._extras:
+                if u.startswith(ex[0]) and ex[2] > 0:
+                    ex[2] -= 1
+                    if ex[2] == 0:
+                        self._extras.remove(ex)
+                    return "\n" + ex[1]
+        return ""
 
     def _take_override(self, unit: str):
         u = unit.upper()

@@ -85,7 +85,7 @@ def test_check_timeout_exits_2_with_one_line(tmp_path, capsys):
 def test_check_bad_resource_string_and_bad_config(tmp_path, capsys):
     assert main(["check", "--config", _config(tmp_path, "not-a-resource")]) == 1
     err = capsys.readouterr().err
-    assert "source_meter: resource" in err and "not-a-resource" in err
+    assert "source_meter.resource: " in err and "not-a-resource" in err
     p = tmp_path / "bad.toml"
     p.write_text('[source_meter]\ndriver = "keithley2450"\n', encoding="utf-8")
     assert main(["check", "--config", str(p)]) == 1

@@ -15,7 +15,6 @@ import bisect
 import time
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,7 +24,7 @@ from insitu.drivers.mock import MockBeamBlanker
 from insitu.engine import Engine
 from insitu.errors import ConnectionLost, StoppedEarly
 from insitu.instruments import Instruments
-from insitu.protocol import parse_protocol
+from insitu.protocol import parse_protocol, protocol_text
 from insitu.records import BeamSample, BiasSample, EventRecord
 from scpi_emulator import Emulator2450
 
@@ -212,10 +211,14 @@ steps: [{ramp: {to: 0.5}}, {hold: {duration: 0.4}}]
     ts_, vs_ = level_steps(changes, initial_level=2.0)
     assert max(abs(b - a) for a, b in zip(vs_, vs_[1:])) <= 0.5 + TOL
     assert max_window_change(ts_, vs_) <= 1.0 + TOL
-    # limit set only after the found output went off, and before our output on
-    lim_t = [t for t, k, v in changes if k == "limit"]
+    # the protocol's current limit was set BEFORE the found level was ramped down (the ramp ran under it),
+    # and again with the configuration before our output on
+    limits = [(t, v) for t, k, v in changes if k == "limit"]
+    first_level = next(t for t, k, v in changes if k == "level")
     on_t = [t for t, k, v in changes if k == "output" and v]
-    assert first_off < lim_t[0] < on_t[0]
+    assert limits[0][0] < first_level and limits[0][1] == pytest.approx(1e-6)
+    assert all(v == pytest.approx(1e-6) for _, v in limits)
+    assert any(first_off < t < on_t[0] for t, _ in limits)
     assert emu.output is False and emu.level_V == 0.0
     ev = [r.message for r in records if isinstance(r, EventRecord)]
     assert any("found ON at 2 V" in m for m in ev)
@@ -345,7 +348,7 @@ def test_random_valid_protocols_never_break_a_limit_on_the_emulator_log(case):
     try:
         clock = Clock(10.0)
         inst = keithley_instruments(emu, clock)
-        proto = parse_protocol(yaml.safe_dump(raw))
+        proto = parse_protocol(protocol_text(raw))
         eng, records, outcome = run_engine(proto, inst)
         inst.close()
         assert outcome == "complete", outcome
@@ -376,3 +379,113 @@ steps: [{ramp: {to: 1.0}}]
     # after the found level, the protocol never went beyond its own limit
     assert max(abs(v) for t, k, v in changes if k == "level" and t > first_off) <= 2.5
     assert emu.output is False and emu.level_V == 0.0
+
+
+# ----------------------------------------------------------------------------- issue 18: ramp-down and replies
+PROTO_HOLD = """
+name: hold-at-1V
+limits: {max_voltage: 2.5, compliance_current: 1.0e-6, max_slew_rate: 0.5}
+sample_interval: 0.2
+steps:
+  - ramp: {to: 1.0}
+  - hold: {duration: 6}
+"""
+
+
+def _levels_after(changes, t0):
+    return [v for t, k, v in changes if k == "level" and t > t0]
+
+
+def test_readback_over_the_limit_ramps_down_from_the_level_the_instrument_holds(emulator):
+    """Someone else sets 10 V (beyond the 2.5 V limit) while the engine holds 1 V: the read-back trips the fault
+    and the ramp-down starts from 10 V, in steps of at most one second of slew, never one jump to the stale
+    setpoint (the old code stepped 10 V -> its setpoint at once, or could not step at all)."""
+    emu = emulator()
+    clock = Clock(TIME_SCALE)
+    inst = keithley_instruments(emu, clock)
+    proto = parse_protocol(PROTO_HOLD)
+    when_level_reaches(emu, 1.0, lambda: (time.sleep(0.2), emu.front_panel_level(10.0)))
+    eng, records, outcome = run_engine(proto, inst)
+    inst.close()
+    assert outcome.exit_code == 2 and "read-back" in str(outcome), outcome
+    changes = clock_changes(emu, clock)
+    t10 = next(t for t, k, v in changes if k == "level" and v == 10.0)
+    down = _levels_after(changes, t10)
+    t_off = [t for t, k, v in changes if k == "output" and not v][-1]
+    assert all(t < t_off for t, k, v in changes if k == "level" and t > t10), "level changed after output off"
+    steps = [a - b for a, b in zip([10.0] + down, down)]
+    assert down[-1] == 0.0 and len(down) >= 20
+    assert all(0 < s <= proto.limits.max_slew_rate * 1.0 + TOL for s in steps), max(steps)
+    assert down[0] > 9.0                                    # the first step starts at the real 10 V
+    assert emu.output is False and emu.level_V == 0.0
+    ev = [r.message for r in records if isinstance(r, EventRecord)]
+    assert any("holds 10 V, not the 1 V last set" in m for m in ev), ev
+
+
+def test_a_false_readback_over_the_limit_never_ramps_up_to_it(emulator):
+    """A single reading that claims 10 V while the instrument holds 1 V: the ramp-down starts from the 1 V read
+    back (`:SOUR:VOLT:LEV?`), not from the 10 V reading, so no level is ever set above 1 V."""
+    emu = emulator()
+    clock = Clock(TIME_SCALE)
+    inst = keithley_instruments(emu, clock)
+    proto = parse_protocol(PROTO_HOLD)
+    read = ':READ? "defbuffer1", READ, SOUR, REL'
+    when_level_reaches(emu, 1.0, lambda: emu.override(read, "+2.0E-08,+1.000000E+01,+1.0E+00"))
+    eng, records, outcome = run_engine(proto, inst)
+    inst.close()
+    assert outcome.exit_code == 2 and "read-back 10 V" in str(outcome), outcome
+    levels = [v for _, k, v in clock_changes(emu, clock) if k == "level"]
+    assert max(levels) == pytest.approx(1.0) and levels[-1] == 0.0
+    assert_safe_log(clock_changes(emu, clock), proto.limits)
+    assert emu.output is False and emu.level_V == 0.0
+
+
+@pytest.mark.parametrize("after", [":SOUR:VOLT:ILIM:TRIP?", "SYST:ERR?", ":READ?"])
+def test_a_stray_reply_line_is_discarded_and_the_run_completes_safely(emulator, after):
+    """One reply line nobody asked for, sent during the ramp: the old driver took it for the next answer and
+    stayed one reply behind for good (after 5 failed ramp steps: output off at 1.39 V without a ramp). Now it is
+    discarded before the next query, the run completes, and the event log says what was discarded."""
+    emu = emulator()
+    clock = Clock(TIME_SCALE)
+    inst = keithley_instruments(emu, clock)
+    proto = parse_protocol(PROTO_RHR)
+    when_level_reaches(emu, 1.0, lambda: emu.extra_reply_line(after, "+1.390000E+00"))
+    eng, records, outcome = run_engine(proto, inst)
+    inst.close()
+    assert outcome == "complete", outcome
+    changes = clock_changes(emu, clock)
+    assert_safe_log(changes, proto.limits)
+    levels = [v for _, k, v in changes if k == "level"]
+    assert max(levels) == pytest.approx(2.0) and min(levels) == pytest.approx(-1.5)
+    assert emu.output is False and emu.level_V == 0.0 and len(emu.errors) == 0
+    faults = [r.message for r in records if isinstance(r, EventRecord) and r.kind == "fault"]
+    assert len(faults) == 1 and "'+1.390000E+00'" in faults[0] and "nobody asked for" in faults[0]
+    # every reading after the stray line is the instrument's own (read-back = setpoint on a resistive load)
+    bias = [r for r in records if isinstance(r, BiasSample)]
+    assert all(abs(b.voltage_V - b.setpoint_V) < 1e-6 for b in bias[1:])
+
+
+def test_a_ramp_down_that_keeps_failing_says_loudly_where_the_output_went_off(emulator):
+    """The instrument refuses every level above 0.21 V from 1 V on (a range it was switched to behind our back):
+    the ramp-down cannot proceed, the output is switched off at the level it holds, and the exit message says
+    so in capitals with that level (the old message named only the refused command)."""
+    emu = emulator()
+    clock = Clock(TIME_SCALE)
+    inst = keithley_instruments(emu, clock)
+    proto = parse_protocol(PROTO_HOLD)
+
+    def narrow_range():
+        emu.range_auto, emu.range_V = False, 0.2
+
+    when_level_reaches(emu, 1.0, narrow_range)
+    eng, records, outcome = run_engine(proto, inst)
+    inst.close()
+    assert outcome.exit_code == 2
+    msg = str(outcome)
+    assert "OUTPUT SWITCHED OFF AT 1 V WITHOUT RAMPING" in msg and "\n" not in msg, msg
+    changes = clock_changes(emu, clock)
+    t_off = [t for t, k, v in changes if k == "output" and not v][-1]
+    held = [v for t, k, v in changes if k == "level" and t < t_off][-1]
+    assert held == pytest.approx(1.0)
+    assert emu.output is False and emu.level_V == 0.0       # level set to 0 V once the output was off
+    assert any(r.kind == "fault" and "WITHOUT RAMPING" in r.message for r in records if isinstance(r, EventRecord))

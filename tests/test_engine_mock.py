@@ -7,7 +7,6 @@ import threading
 
 import numpy as np
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +17,7 @@ from insitu.drivers.mock import MockBeamBlanker, MockSourceMeter, NoiseFrameSour
 from insitu.engine import Engine
 from insitu.errors import InstrumentError, StoppedEarly, UserError
 from insitu.instruments import Instruments
-from insitu.protocol import parse_protocol
+from insitu.protocol import parse_protocol, protocol_text
 from insitu.records import BeamSample, BiasSample, EventRecord, FrameRecord, ProgressRecord
 from test_engine_emulator import assert_safe_log
 
@@ -75,14 +74,17 @@ def protocols(draw):
 def test_random_valid_protocols_never_break_a_limit_on_the_instrument_log(case):
     raw, found = case
     inst = mock(scale=100.0, resistance_ohm=1e9, output_on=found is not None, level_V=found or 0.0)
-    eng, records, out = run(yaml.safe_dump(raw), inst)
+    eng, records, out = run(protocol_text(raw), inst)
     assert out == "complete", out
-    lim = parse_protocol(yaml.safe_dump(raw)).limits
+    lim = parse_protocol(protocol_text(raw)).limits
     log = inst.source_meter.log
     # found on: the ramp-down before the protocol is held to the same limits, from the found level
     assert_safe_log(log, lim, initial_level=found or 0.0)
     if found:
-        assert next(k for _, k, _ in log if k != "level") == "output"    # found output switched off first
+        # the found limit (105 mA) is lowered to the protocol's compliance, then the found output is ramped and
+        # switched off, all before the protocol's own set-up
+        kinds = [(k, v) for _, k, v in log if k != "level"]
+        assert kinds[0] == ("limit", lim.compliance_current) and kinds[1] == ("output", 0.0)
     assert ends_safe(inst)
 
 
@@ -94,9 +96,9 @@ def test_found_level_ramp_down_and_protocol_start_share_one_slew_window():
            "sample_interval": 0.1, "steps": [{"ramp": {"to": -4.65}}, {"hold": {"duration": 0.17}}]}
     for _ in range(3):
         inst = mock(scale=100.0, resistance_ohm=1e9, output_on=True, level_V=3.31)
-        eng, records, out = run(yaml.safe_dump(raw), inst)
+        eng, records, out = run(protocol_text(raw), inst)
         assert out == "complete", out
-        assert_safe_log(inst.source_meter.log, parse_protocol(yaml.safe_dump(raw)).limits, initial_level=3.31)
+        assert_safe_log(inst.source_meter.log, parse_protocol(protocol_text(raw)).limits, initial_level=3.31)
         assert ends_safe(inst)
 
 
@@ -388,3 +390,43 @@ def test_late_frames_carry_the_bias_at_their_own_time_not_at_delivery():
         # the reading at delivery (1.5 s later on a 0.45 V/s ramp) would be ~0.7 V higher
         assert f.bias_V == pytest.approx(np.interp(f.time_s, t_b, v_b), abs=0.06)
         assert f.current_A == pytest.approx(f.bias_V / 1e7, rel=0.02)
+
+
+# ----------------------------------------------------------------------------- issue 18: found output, loud off
+def test_found_output_ramped_under_the_protocols_limit_or_says_why_not():
+    """A source found on at 3 V with a 105 mA limit: the limit goes down to the protocol's 1 µA before the first
+    ramp step (old code: the whole ramp-down ran under 105 mA). An instrument that refuses the change (output
+    on) still gets its ramp-down, and the event log says under which limit."""
+    text = LIM % "" + "steps: [{ramp: {to: 1.0}}]\n"
+    inst = mock(scale=100.0, resistance_ohm=1e9, output_on=True, level_V=3.0)
+    eng, records, out = run(text, inst)
+    assert out == "complete", out
+    log = inst.source_meter.log
+    assert log[0][1:] == ("limit", 1e-6) and log[1][1] == "level" and log[1][2] < 3.0
+    assert any("lowered from 0.105 A to the protocol's 1e-06 A" in e.message for e in of(records, EventRecord))
+
+    class Refuses(MockSourceMeter):
+        def set_current_limit(self, current_A):
+            raise InstrumentError("mock: -221,\"Settings conflict\"")
+
+    clock = Clock(100.0)
+    inst = Instruments(Refuses(clock=clock, resistance_ohm=1e9, output_on=True, level_V=3.0), MockBeamBlanker(),
+                       None, clock)
+    eng, records, out = run(text, inst)
+    assert out == "complete", out
+    assert_safe_log(inst.source_meter.log, parse_protocol(text).limits, initial_level=3.0)
+    msgs = [e.message for e in of(records, EventRecord)]
+    assert any("could not lower the current limit" in m and "under the limit found, 0.105 A" in m for m in msgs)
+    assert ends_safe(inst)
+
+
+def test_short_exit_message_names_the_level_it_was_switched_off_at():
+    inst = mock(scale=50.0, resistance_ohm=1e9, short_after_s=2.0, short_resistance_ohm=1e3)
+    eng, records, out = run(LIM % ", short_current: 5.0e-7" + "steps: [{ramp: {to: 4.0}}]\n", inst)
+    assert isinstance(out, StoppedEarly)
+    off = [v for t, k, v in inst.source_meter.log if k == "output"]
+    levels = [(t, v) for t, k, v in inst.source_meter.log if k == "level"]
+    t_off = [t for t, k, v in inst.source_meter.log if k == "output" and v == 0.0][-1]
+    held = [v for t, v in levels if t <= t_off][-1]
+    assert off[-1] == 0.0 and held > 0.5
+    assert f"output switched off at once at {held:g} V" in str(out), str(out)

@@ -5,7 +5,6 @@ import math
 from pathlib import Path
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -13,7 +12,7 @@ from insitu.cli import main
 from insitu.dose import dose_rate
 from insitu.errors import UserError
 from insitu.plan import is_done, level_at
-from insitu.protocol import effective_rate, expand, flatten, load_protocol, parse_protocol
+from insitu.protocol import effective_rate, expand, flatten, load_protocol, parse_protocol, protocol_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -168,7 +167,7 @@ def valid_protocols(draw):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(valid_protocols())
 def test_valid_protocols_expand_within_limits(raw):
-    p = parse_protocol(yaml.safe_dump(raw))
+    p = parse_protocol(protocol_text(raw))
     tl = expand(p)
     lim = p.limits
     assert tl.peak_abs_V <= lim.max_voltage
@@ -203,7 +202,7 @@ def invalid_yaml(draw):
         tgt[draw(st.sampled_from(["foo", "speed", "Max_voltage"]))] = 1
     else:                                            # a step replaced by garbage
         base["steps"][1] = draw(st.one_of(_bad_value(), st.just({"ramp": {"to": 1}, "hold": {"duration": 1}})))
-    return yaml.safe_dump(base)
+    return protocol_text(base)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,

@@ -73,6 +73,7 @@ def format_timeline(protocol, tl) -> str:
 def run(args) -> int:
     from insitu.errors import UserError
     from insitu.protocol import expand, load_protocol
+    from insitu.validation import printable
 
     protocol = load_protocol(args.protocol)
     from insitu.config import DEFAULT_FRAME_INTERVAL_S, load_instruments
@@ -91,5 +92,5 @@ def run(args) -> int:
     else:   # the instruments' own rate, else the project default (what run --mock uses)
         rate = config.frames.rate_hz if config is not None else 1.0 / DEFAULT_FRAME_INTERVAL_S
     tl = expand(protocol, probe, frame_rate_hz=rate)
-    print(format_timeline(protocol, tl))
+    print(printable(format_timeline(protocol, tl), keep="\n"))   # a name cannot drive the terminal
     return 0
