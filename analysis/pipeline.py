@@ -490,8 +490,11 @@ def analyze(input_path, out_dir, microstructure=None, simulation=None, progress:
 
     # -- ground truth (virtual specimen sessions) ----------------------------------------------------
     bias = None
+    frame_pixel_m = None
     if kind == "session":
         bias = dict(time=src.bias["time"], voltage=src.bias["voltage"], current=src.bias["current"])
+        ps = np.asarray(src.frame_table.get("pixel_size", []), float) if src.n_frames else np.zeros(0)
+        frame_pixel_m = float(ps[0]) if ps.size and np.isfinite(ps[0]) and ps[0] > 0 else None
         if src.has("/entry/sample/truth/seeds"):
             from insitu.analysis.seeds import match_seeds
 
@@ -514,24 +517,27 @@ def analyze(input_path, out_dir, microstructure=None, simulation=None, progress:
         tr = map_transform or cor.MapTransform()
         bpix = boundary_pixels(micro.grains)
         table = cor.correlate_seeds(seeds, micro.grains, sim.gb_table, micro.electrodes, transform=tr, bpix=bpix)
-        paths["correlation"] = out / "correlation.csv"
-        _write_columns(table, paths["correlation"])
         neg = cor.negative_electrode(getattr(sim, "potentials", {}) or {})
         pts = cor.gb_point_table(bpix, sim.gb_table)
         if neg is None or neg not in micro.electrodes:
             notes.append("No statistics: the simulation has no negative electrode (two electrodes at "
                          "different potentials are needed).")
         else:
-            dmap = cor.electrode_distances({neg: micro.electrodes[neg]})[neg]
-            on = table["on_gb"]
-            # gb.csv's jump is j_a − j_b, its sign set by the grain numbering: compare magnitudes
-            stats = cor.jump_statistics(np.abs(table["jump"][on]), table[f"dist_{neg}_px"][on], np.abs(pts["jump"]),
-                                        cor._sample(dmap, pts["x"], pts["y"]))
-            stats["quantity"] = "|jump| = |j_a - j_b| (A/m^2)"
-            stats = dict(negative_electrode=neg, seeds_on_gb=int(on.sum()), seeds_total=int(len(on)), **stats)
+            # the interface class in frame px: from the frames' pixel size, else the map's voxel size
+            px_m = frame_pixel_m or float(micro.voxel_size_m) / tr.scale
+            population = cor.gb_population(bpix, sim.gb_table, micro.electrodes, neg,
+                                           current_density=sim.current_density, scale=tr.scale,
+                                           interface_px=cor.INTERFACE_DISTANCE_M / px_m)
+            stats, per_seed, gbs = cor.gb_statistics(table, population)
+            stats["interface_distance_m"] = cor.INTERFACE_DISTANCE_M
+            table.update(per_seed)
             paths["statistics"] = out / "statistics.json"
             paths["statistics"].write_text(json.dumps(stats, indent=2))
+            paths["gb_statistics"] = out / "gb_statistics.csv"
+            _write_columns(gbs, paths["gb_statistics"])
             summary["statistics"] = stats
+        paths["correlation"] = out / "correlation.csv"
+        _write_columns(table, paths["correlation"])
         jm = np.full(micro.grains.shape, np.nan)
         iy = np.clip(np.rint(pts["y"]).astype(int), 0, jm.shape[0] - 1)
         ix = np.clip(np.rint(pts["x"]).astype(int), 0, jm.shape[1] - 1)

@@ -99,7 +99,8 @@ def write_report(path, *, title: str, source: str, n_frames: int, seeds: dict, d
     bias : ``time, voltage, current`` (s, V, A) for sessions.
     gb_map : ``grains`` (map), ``jump_map`` (jump per pixel, NaN off boundaries), ``seeds_x``, ``seeds_y``
         (in map pixels) and optionally ``electrodes`` (name -> mask).
-    stats : from :func:`insitu.analysis.correlate.jump_statistics`.
+    stats : from :func:`insitu.analysis.correlate.gb_statistics` (lists ``controls_for``,
+        ``does_not_control`` and optional ``caveats`` are shown as lists).
     notes : sentences shown at the top (e.g. why nothing was found).
     params : analysis parameters, listed at the end.
     pixel_size_m : frame pixel size (m), for the scale bars (none when unknown).
@@ -209,11 +210,7 @@ def write_report(path, *, title: str, source: str, n_frames: int, seeds: dict, d
         parts.append("<h2>Seeds on the GB map</h2>" + _img(_png(fig), "GB map"))
 
     if stats is not None:
-        rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in stats.items())
-        parts.append("<h2>Statistics</h2><p>Do seeds sit on GBs with larger simulated current jumps (|j_a − j_b|) than GB "
-                     "points at the same distance from the negative electrode? ROC AUC 0.5 = no difference, "
-                     "1 = every seed GB beats its distance-matched controls; p from a stratified permutation "
-                     f"test.</p><table>{rows}</table>")
+        parts.append(_stats_section(stats))
 
     if n_seeds:
         cols = list(seeds.keys())
@@ -233,6 +230,31 @@ def write_report(path, *, title: str, source: str, n_frames: int, seeds: dict, d
     path = Path(path)
     path.write_text(doc, encoding="utf-8")
     return path
+
+
+def _stats_section(stats: dict) -> str:
+    """The correlation section: the GB-level result, then what the test controls for and what it does not."""
+    lists = {k: stats[k] for k in ("controls_for", "does_not_control", "caveats") if k in stats}
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>"
+                   for k, v in stats.items() if k not in lists)
+    p = stats.get("p_value")
+    head = ("<h2>Statistics</h2><p>Do GBs that carry seeds have a larger simulated driving force than GBs "
+            "equally connected to, and as far from, the negative electrode? The GB is the unit: a GB with "
+            "several seeds counts once; seeds at the electrode interface are counted apart and left out. "
+            "AUC 0.5 = no difference, 1 = every seed-carrying GB beats every control GB of its stratum; "
+            "p from an exact stratified rank test over GBs"
+            + ("" if p is not None else f" (<b>{html.escape(str(stats.get('p_value_note') or 'no p-value'))}</b>)")
+            + ".</p>")
+
+    def ul(title, items):
+        return f"<h3>{title}</h3><ul>" + "".join(f"<li>{html.escape(str(i))}</li>" for i in items) + "</ul>"
+
+    out = head + f"<table>{rows}</table>"
+    for key, title in (("caveats", "Read this first"), ("controls_for", "What the test controls for"),
+                       ("does_not_control", "What it does not control for")):
+        if lists.get(key):
+            out += ul(title, lists[key])
+    return out
 
 
 def _fmt(v) -> str:

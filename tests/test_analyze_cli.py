@@ -179,7 +179,11 @@ def test_correlation_outputs(tmp_path, series):
     n_seeds = len(_rows(out / "seeds.csv")) - 1
     assert len(rows) - 1 == n_seeds > 0
     st = json.loads((out / "statistics.json").read_text())
-    assert st["negative_electrode"] == "top" and 0.0 <= st["auc"] <= 1.0 and 0.0 < st["p_value"] <= 1.0
+    assert st["negative_electrode"] == "top" and st["unit"] == "GB"
+    assert st["interface_seeds"] + st["seeds_on_gb"] + st["off_gb_seeds"] == st["seeds_total"] == n_seeds
+    assert st["p_value"] is None or 0.0 < st["p_value"] <= 1.0
+    assert {r[rows[0].index("seed_class")] for r in rows[1:]} <= {"interface", "gb", "off_gb"}
+    assert (out / "gb_statistics.csv").is_file()
     assert "Seeds on the GB map" in (out / "report.html").read_text()
     # a map of another shape without --map-transform is refused, naming the file ...
     m2 = Microstructure(grains=grains[:100], grain_ids=np.arange(1, 31), c_axis=c,

@@ -59,37 +59,67 @@ def _line_world(n_iface=3, n_gb=3, gb_drive=(1.0, 0.5, 0.1)):
 
 
 def test_interface_seeds_come_before_gb_seeds_and_supply_decays_along_the_gb():
-    p = FilamentParams(spacing_px=5, charge_scale_C=1e-4, supply_length_px=20.0)
+    """No incubation constant: interface seeds come first because the electrons are there (supply 1)."""
+    p = FilamentParams(spacing_px=5, charge_scale_C=1e-4)      # supply length 12 px, reach 40 px
+    assert not hasattr(p, "gb_incubation")
     firsts = []
     for seed in range(12):
         sites, gb, el = _line_world()
         m = FilamentModel(sites, gb, el, p, np.random.default_rng(seed))
         sup = m.supply()
-        # interface sites touch the electrode; GB supply = exp(-d/λ) with d the distance along the GB
+        # interface sites touch the electrode; GB supply = exp(-d/λ) with d the distance along the GB,
+        # and none beyond the reach (the site at y=55)
         assert np.allclose(sup[:3], 1.0)
-        assert sup[3] == pytest.approx(np.exp(-15 / 20.0), rel=0.1)
-        assert sup[3] > sup[4] > sup[5]
+        assert sup[3] == pytest.approx(np.exp(-15 / 12.0), rel=0.1)
+        assert sup[3] > sup[4] > 0 and sup[5] == 0.0
         for k in range(60):
-            m.advance(1e-5, k)
+            m.advance(1e-5, k, 17.0)
         kinds = [s.kind for s in m.seeds]
         assert kinds, "nothing nucleated"
-        if "gb" in kinds:
-            g = kinds.index("gb")
-            assert m.seeds[g].q_nucleation_C >= p.gb_incubation * p.charge_scale_C
         firsts.append(kinds[0])
-    assert firsts.count("interface") >= 10
+    assert firsts.count("interface") >= 8
+
+
+def test_gb_nucleation_needs_the_bias_above_threshold():
+    """drive * V must exceed the threshold (gb_onset_V for drive 1): a bias well below it gives no GB
+    seed whatever the charge, while the interface (lower threshold) still nucleates."""
+    p = FilamentParams(spacing_px=5, charge_scale_C=1e-4, gb_onset_V=6.0, interface_onset_V=3.0,
+                       electron_reach_px=100.0)
+    for v, expect_gb in ((5.0, False), (17.0, True)):
+        sites, gb, el = _line_world(gb_drive=(1.0, 1.0, 1.0))
+        m = FilamentModel(sites, gb, el, p, np.random.default_rng(0))
+        assert np.all(m.overdrive(v)[3:] == (0.0 if not expect_gb else 17.0 / 6.0 - 1.0))
+        for k in range(200):
+            m.advance(1e-5, k, v)
+        kinds = [s.kind for s in m.seeds]
+        assert ("gb" in kinds) == expect_gb and "interface" in kinds
+    m = FilamentModel(*_line_world(), p, np.random.default_rng(0))
+    m.advance(1.0, 0.0, -10.0)                       # reverse bias: no nucleation at all
+    assert m.seeds == []
+
+
+def test_far_sites_never_nucleate():
+    """A strong GB site beyond the electron reach of the path gets no electrons and never nucleates."""
+    p = FilamentParams(spacing_px=5, charge_scale_C=1e-4, electron_reach_px=20.0, k_gb=100.0)
+    sites, gb, el = _line_world(n_iface=0, n_gb=3, gb_drive=(0.0, 0.0, 1.0))   # only the far site (y=55) drives
+    m = FilamentModel(sites, gb, el, p, np.random.default_rng(0))
+    for k in range(100):
+        m.advance(1e-4, k, 17.0)
+    assert m.seeds == [] and m.supply()[2] == 0.0
 
 
 def test_a_gb_filament_brings_electrons_to_sites_further_down():
     p = FilamentParams(spacing_px=5, r0_px=4, r_max_px=12, supply_length_px=10.0)
     sites, gb, el = _line_world(n_iface=0, n_gb=3, gb_drive=(1, 1, 1))
     m = FilamentModel(sites, gb, el, p, np.random.default_rng(0))
-    before = m.supply()[1]
+    before = m.supply()
+    assert before[2] == 0.0       # y=55: beyond the reach (40 px) of the electrode
     m._nucleate(0, 0.0)           # a seed at y=15 on the GB
     m._grow(10 * p.charge_scale_C)  # fully grown: covers y = 3..27
     m._update_supply()
-    after = m.supply()[1]         # site at y=35
-    assert after > 3 * before
+    after = m.supply()
+    assert after[1] > 3 * before[1]   # site at y=35
+    assert after[2] > 0.0             # the filament extends the electron path
 
 
 def test_growth_with_charge_reverse_shrinks_to_the_floor_and_regrows():

@@ -144,7 +144,7 @@ def test_the_papers_story_holds_statistically(base):
     assert first_kind.count("interface") >= 4
     assert np.median(q_if) < np.median(q_gb)
     assert len(pct) >= 6
-    assert np.mean(pct) > 0.7                 # GB seeds sit on the boundaries with the largest jumps
+    assert np.mean(pct) > 0.6                 # GB seeds sit on the sites with the largest driving force
     assert np.mean(sup_seeded) > 1.3 * mean_supply   # ... and where electrons come from the Au(Pt)
 
 
@@ -171,7 +171,7 @@ def test_the_beam_has_no_effect(base):
 
 
 def test_a_bridging_filament_shorts_the_electrodes(base):
-    fp = FilamentParams(r0_px=20.0, r_max_px=80.0, k_interface=20.0, k_gb=50.0, gb_incubation=0.0,
+    fp = FilamentParams(r0_px=20.0, r_max_px=80.0, k_interface=20.0, k_gb=50.0,
                         right_margin_px=1.0, spacing_px=10.0)
     sp = fresh(base, params=SpecimenParams(filaments=fp))
     clk = ManualClock()
@@ -290,20 +290,24 @@ def test_write_truth_into_a_session(base, tmp_path):
     assert set(m.electrodes) == {"top", "right"}
 
 
-def test_gb_drive_is_the_simulated_jump_boosted_at_blocking_gbs(base):
-    tab = base.simulation.gb_table
-    drive = base._gb_drive_table()
-    boost = base.params.filaments.blocking_boost
-    assert boost > 1
-    for a, b, j, blk in zip(tab["grain_a"], tab["grain_b"], tab["jump"], tab["blocking"]):
-        assert drive[(min(a, b), max(a, b))] == pytest.approx(abs(j) * (boost if blk else 1.0))
-    # GB site drives are (boundary drive)^power up to one normalisation (<= 1)
+def test_gb_drive_is_the_shared_driving_force_at_the_site(base):
+    """A GB site's drive is correlate.DRIVING_FORCE at the site (the statistics' quantity), divided by the
+    gb_drive_quantile of the sites' forces and capped at 1."""
+    from insitu.analysis.correlate import DRIVING_FORCE, face_driving_force
+    from insitu.analysis.microstructure import boundary_pixels
+
+    b = boundary_pixels(base.microstructure.grains)
+    f = face_driving_force(b, base.simulation.gb_table, base.simulation.current_density, DRIVING_FORCE)
     s = base.model.sites
     gbk = np.nonzero(s.kind == 1)[0]
-    p = base.params.filaments.gb_drive_power
-    raw = np.array([drive[tuple(sorted(s.grains[i]))] ** p for i in gbk])
-    assert np.allclose(s.drive[gbk] / s.drive[gbk].max(), raw / raw.max())
-    assert s.drive[gbk].max() <= 1.0
+    raw = []
+    for i in gbk:       # the largest force of the boundary faces beside the site pixel
+        at = ((b["ya"] == s.y[i]) & (b["xa"] == s.x[i])) | ((b["yb"] == s.y[i]) & (b["xb"] == s.x[i]))
+        raw.append(np.nanmax(f[at]))
+    raw = np.array(raw)
+    q = np.quantile(raw, base.params.filaments.gb_drive_quantile)
+    assert np.allclose(s.drive[gbk], np.minimum(raw / q, 1.0))
+    assert np.mean(s.drive[gbk] == 1.0) == pytest.approx(1 - base.params.filaments.gb_drive_quantile, abs=0.05)
 
 
 def test_frame_source_skips_a_backlog_instead_of_rendering_it():
@@ -327,3 +331,40 @@ def test_frame_source_skips_a_backlog_instead_of_rendering_it():
     assert wall < 20 * POLL_BUDGET_WALL_S
     assert t_poll - got[-1].time_s <= 1.0                 # the newest due frames, not the oldest
     assert [f.index for f in got] == list(range(len(got)))
+
+
+def test_no_gb_seeds_well_below_threshold(base):
+    """The same charge at 5 V gives no GB seeds; at 17 V it does (the threshold scales with the bias)."""
+    low, high = fresh(base, seed=7), fresh(base, seed=7)
+    run_profile(high, [(2500.0, 17.0)])
+    q = high.charge_C
+    low.set_drive(0.0, 5.0)
+    t = 0.0
+    while low.charge_C < q:
+        t += 500.0
+        low.advance(t)
+    kinds_low = [s.kind for s in low.model.seeds]
+    kinds_high = [s.kind for s in high.model.seeds]
+    assert low.charge_C >= q and kinds_low.count("gb") == 0
+    assert kinds_high.count("gb") >= 1
+
+
+def test_no_seed_nucleates_far_from_an_electron_path():
+    """Every seed nucleates within 1 um of the Au(Pt) or of an earlier seed (a filament connected to it),
+    checked on the demo's specimen through the whole paper protocol with Euclidean distances."""
+    from insitu.commands.demo import DEFAULT_SEED
+    from insitu.protocol import expand, load_protocol
+    from insitu.commands.demo import find_example
+    from insitu.virtual.specimen import run_timeline
+
+    sp = VirtualSpecimen(seed=DEFAULT_SEED)
+    run_timeline(sp, expand(load_protocol(find_example("ding2023.yaml")), 50e-12), frame_period_s=1e9)
+    seeds = sorted(sp.model.seeds, key=lambda s: s.q_nucleation_C)
+    assert sum(s.kind == "gb" for s in seeds) >= 4
+    limit_px = 1e-6 / sp.pixel_size_m
+    for k, s in enumerate(seeds):
+        d = sp.dist_top[int(s.y), int(s.x)]
+        for e in seeds[:k]:
+            d = min(d, np.hypot(s.x - e.x, s.y - e.y) - sp.params.filaments.r_max_px)
+        assert d <= limit_px, (s.kind, s.x, s.y, d)
+        assert s.path_distance_px <= sp.params.filaments.electron_reach_px

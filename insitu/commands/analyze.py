@@ -12,8 +12,10 @@ Writes to DIR: drift.csv (frame, dx_px, dy_px), differential.h5 (differential
 images in units of the local noise σ), seeds.csv (id, first_frame, first_time_s,
 x_px, y_px, sign, area_px, peak_snr, last_frame; x, y in first-frame pixels),
 report.html, summary.json; with --microstructure and --simulation also
-correlation.csv and statistics.json (ROC AUC of seed GB jumps against GB points
-at the same distance from the negative electrode, permutation p-value).
+correlation.csv, gb_statistics.csv and statistics.json (the GB-level test: do
+seed-carrying GBs have a larger simulated current jump than GBs equally connected
+to, and as far from, the negative electrode? AUC and exact p; interface seeds
+counted apart).
 
 examples:
   insitu analyze session.h5 --out analysis/
@@ -76,7 +78,8 @@ def run(args) -> int:
         print(f"  {note}")
     st = summary.get("statistics")
     if st:
-        print(f"  seed GB jumps vs distance-matched GB points: AUC {st['auc']:.3f}, p = {st['p_value']:.3g} "
-              f"({st['seeds_on_gb']} of {st['seeds_total']} seeds on a GB)")
+        from insitu.analysis.correlate import stats_line
+
+        print(f"  {stats_line(st)}")
     print(f"  report: {paths['report']}")
     return 0

@@ -6,23 +6,32 @@ it encodes the story of Ding et al. 2023 (DOMAIN.md), not a first-principles the
 * **Candidate sites** are fixed at start-up, spaced ``spacing_px`` apart:
   grain pixels just below the Au(Pt) electrode (the *interface*) and grain-boundary
   pixels (*GB* sites). Nothing else nucleates.
-* **Drive** (ionic): at an interface site the local current density |j| from the
+* **Driving force** (ionic): at an interface site the local current density |j| from the
   transport simulator, normalised to the strongest interface site; at a GB site the
-  simulator's |GB current jump| of that boundary (× ``blocking_boost`` when the
-  simulator classifies the boundary as blocking, II b1 / III a2), normalised to the
-  largest, raised to ``gb_drive_power`` (only the most blocking boundaries matter).
-* **Electron supply**: interface sites touch the electrode (supply 1). A GB site's
-  supply decays as ``exp(-d / supply_length_px)`` with ``d`` the geodesic distance
-  along the GB network from the electrode, where pixels covered by an existing
-  filament cost nothing: a filament on a GB that ends at the electrode brings
-  electrons to the neighbouring boundaries (P4 first, then P5/P6 of the paper).
-* **Nucleation** is a Poisson process in the forward charge ``Q`` (C) that has
-  passed through the specimen: a site's hazard per coulomb is
-  ``k * drive * supply / (norm * charge_scale_C)``, with ``norm`` the sum of
-  ``drive * supply`` over the sites of its kind at start-up, so ``k_interface`` and
-  ``k_gb`` are expected nucleations per ``charge_scale_C`` on any specimen. GB sites first need an incubation charge
-  (``gb_incubation``): Na must pile up at the blocking boundary, so interface seeds
-  come first.
+  local GB driving force (``insitu.analysis.correlate.DRIVING_FORCE``: the local
+  current-density jump across the GB at the site, or a gb.csv column such as a
+  blockade indicator), divided by the ``gb_drive_quantile`` quantile of the GB sites'
+  forces and capped at 1 (the strongest tenth of the GB sites count alike). The
+  simulation is run at 1 V, so at a bias ``V`` the force is ``drive * V``.
+* **Threshold**: a site can nucleate only while ``drive * V`` exceeds its kind's
+  threshold, written as the bias at which the strongest site reaches it
+  (``interface_onset_V``, ``gb_onset_V``); the rate grows with the overdrive
+  ``drive * V / onset - 1``. A bias well below ``gb_onset_V`` gives no GB seeds at all.
+* **Electron supply**: Na+ needs electrons to become Na. They come only from the
+  Au(Pt) electrode and through grown filaments connected to it (the *electron path*).
+  Interface sites touch the electrode (supply 1). A GB site's supply is
+  ``exp(-d / supply_length_px)`` with ``d`` the geodesic distance along the GB network
+  from the electron path (pixels covered by a filament cost nothing), and **zero** beyond
+  ``electron_reach_px``: far GBs with large jumps do not nucleate (the paper). A seed
+  nucleates only within reach of the path, so every seed is connected to the Au(Pt)
+  through the GB it drew its electrons along, and itself extends the path: a filament on
+  a GB that ends at the electrode brings electrons to the neighbouring boundaries (P4
+  first, then P5/P6 of the paper).
+* **Nucleation** is a Poisson process in the forward charge ``Q`` (C) that has passed
+  through the specimen: a site's hazard per coulomb is
+  ``k * overdrive * supply / charge_scale_C`` with ``k_interface`` or ``k_gb``. Interface seeds come first because the
+  interface is where the electrons are (supply 1 and a low threshold), not because of
+  an incubation constant.
 * **Growth** with charge: a seed's radius goes from ``r0_px`` to ``r_max_px`` as
   ``1 - exp(-q / q_grow)``, ``q`` accumulating ``max(drive, growth_floor) * dQ``.
   **Reverse bias** (Na stripping) removes ``strip_efficiency * |dQ|`` from ``q``,
@@ -52,14 +61,17 @@ class FilamentParams:
     edge_margin_px: float = 8.0       #: no sites this close to vacuum, ZrO2, backbone or the Na source
     right_margin_px: float = 24.0     #: no interface sites this close to the Na-source electrode
     interface_depth_px: float = 4.0   #: interface sites sit this far below the Au(Pt) edge
+    gb_min_depth_px: float = 10.0     #: GB sites sit at least this far from the Au(Pt) (beyond the interface class)
+    junction_margin_px: float = 4.0   #: no GB sites this close to another GB (a triple junction: ambiguous GB)
     charge_scale_C: float = 1.5e-4    #: the charge over which nucleation and growth happen
-    k_interface: float = 3.0          #: expected interface nucleations per charge_scale (fresh specimen)
-    k_gb: float = 5.0                 #: expected GB nucleations per charge_scale (after incubation, initial supply)
-    interface_drive_power: float = 1.0
-    gb_drive_power: float = 2.0
-    blocking_boost: float = 4.0       #: |jump| factor for GBs the simulator classifies as blocking
-    gb_incubation: float = 0.6        #: forward charge (in charge_scale) before GB sites can nucleate
-    supply_length_px: float = 60.0    #: decay length of electron supply along the GB network
+    k_interface: float = 1.0          #: nucleations per site per charge_scale at unit overdrive (interface)
+    k_gb: float = 10.0                #: the same for GB sites at full electron supply
+    interface_onset_V: float = 3.0    #: bias (V) at which the strongest interface site reaches its threshold
+    gb_onset_V: float = 6.0           #: bias (V) at which the strongest GB sites reach their threshold
+    gb_drive_quantile: float = 0.9    #: GB drive = force / this quantile of the GB sites' forces, capped at 1
+    reference_V: float = 17.0         #: bias assumed when :meth:`FilamentModel.advance` is given none
+    supply_length_px: float = 12.0    #: decay length of electron supply along the GB network
+    electron_reach_px: float = 40.0   #: no electron supply farther than this from the electron path (0.8 µm)
     r0_px: float = 2.0                #: radius of a new seed
     r_max_px: float = 4.5             #: radius a seed grows towards
     q_grow: float = 0.6               #: growth charge (in charge_scale) for 63 % of the radius gain
@@ -82,6 +94,7 @@ class Seed:
     t_nucleation_s: float
     q_nucleation_C: float  # forward charge passed when it nucleated
     drive: float
+    path_distance_px: float = 0.0  # geodesic distance (px) from the electron path when it nucleated
     q: float = 0.0       # growth charge (C, drive-weighted)
     q_peak: float = 0.0
     first_frame: int = -1  # index of the first delivered frame that showed it
@@ -219,10 +232,8 @@ class FilamentModel:
         self.q_forward = 0.0     # C, total forward charge so far
         self.q_reverse = 0.0     # C
         self._supply = None
+        self._path_d = np.zeros(sites.x.size)
         self._update_supply()
-        # normalise so that k_* are expected nucleations per charge_scale whatever the specimen
-        w = sites.drive * self._supply
-        self._norm = np.array([max(float(w[sites.kind == k].sum()), 1e-12) for k in (0, 1)])
 
     # -- electron supply ----------------------------------------------------
     def _filament_mask(self) -> np.ndarray:
@@ -239,30 +250,40 @@ class FilamentModel:
     def _update_supply(self) -> None:
         s = self.sites
         supply = np.ones(s.x.size)
+        path_d = np.zeros(s.x.size)
         gb = s.kind == 1
         if gb.any():
             d = geodesic_distance(self.gb_mask, self._filament_mask(), self.electrode)
             dd = d[s.y[gb].astype(int), s.x[gb].astype(int)]
-            supply[gb] = np.exp(-np.where(np.isfinite(dd), dd, 1e9) / self.p.supply_length_px)
+            dd = np.where(np.isfinite(dd), dd, np.inf)
+            path_d[gb] = dd
+            supply[gb] = np.where(dd <= self.p.electron_reach_px, np.exp(-np.minimum(dd, 1e9) /
+                                                                         self.p.supply_length_px), 0.0)
         self._supply = supply
+        self._path_d = path_d
 
     def supply(self) -> np.ndarray:
         """Electron supply (0..1) per candidate site at the current state."""
         return self._supply.copy()
 
-    def hazard_per_C(self) -> np.ndarray:
-        """Nucleation hazard per coulomb of forward charge, per site (0 where unavailable)."""
+    def overdrive(self, voltage_V: float) -> np.ndarray:
+        """``max(0, drive * V / onset - 1)`` per site at bias ``voltage_V`` (forward bias only)."""
         s, p = self.sites, self.p
-        k = np.where(s.kind == 0, p.k_interface / self._norm[0], p.k_gb / self._norm[1])
-        h = k * s.drive * self._supply / p.charge_scale_C
-        if p.gb_incubation > 0:
-            ramp = min(1.0, max(0.0, (self.q_forward / p.charge_scale_C - p.gb_incubation) / p.gb_incubation))
-            h = np.where(s.kind == 1, h * ramp, h)
+        onset = np.where(s.kind == 0, p.interface_onset_V, p.gb_onset_V)
+        return np.maximum(0.0, s.drive * max(float(voltage_V), 0.0) / onset - 1.0)
+
+    def hazard_per_C(self, voltage_V: float | None = None) -> np.ndarray:
+        """Nucleation hazard per coulomb of forward charge at bias ``voltage_V``, per site (0 where unavailable)."""
+        s, p = self.sites, self.p
+        v = p.reference_V if voltage_V is None else voltage_V
+        k = np.where(s.kind == 0, p.k_interface, p.k_gb)
+        h = k * self.overdrive(v) * self._supply / p.charge_scale_C
         return np.where(s.available, h, 0.0)
 
     # -- evolution --------------------------------------------------------------
-    def advance(self, dq_C: float, t_s: float) -> list[Seed]:
-        """Pass charge ``dq_C`` (C; > 0 forward = plating, < 0 reverse = stripping) at time ``t_s``.
+    def advance(self, dq_C: float, t_s: float, voltage_V: float | None = None) -> list[Seed]:
+        """Pass charge ``dq_C`` (C; > 0 forward = plating, < 0 reverse = stripping) at time ``t_s``
+        under bias ``voltage_V`` (V; default ``reference_V``).
 
         Returns the seeds nucleated in this step.
         """
@@ -274,7 +295,7 @@ class FilamentModel:
             n_sub = 0
             while remaining > 0 and n_sub < p.max_events_per_step:
                 n_sub += 1
-                h = self.hazard_per_C()
+                h = self.hazard_per_C(voltage_V)
                 total = float(h.sum())
                 if total <= 0:
                     self._grow(remaining)
@@ -306,7 +327,8 @@ class FilamentModel:
         s = self.sites
         sd = Seed(id=len(self.seeds), x=float(s.x[i]), y=float(s.y[i]),
                   kind="interface" if s.kind[i] == 0 else "gb", grains=tuple(s.grains[i]),
-                  t_nucleation_s=float(t_s), q_nucleation_C=self.q_forward, drive=float(s.drive[i]))
+                  t_nucleation_s=float(t_s), q_nucleation_C=self.q_forward, drive=float(s.drive[i]),
+                  path_distance_px=float(self._path_d[i]))
         self.seeds.append(sd)
         # this site and any site closer than spacing are used up
         d2 = (s.x - s.x[i]) ** 2 + (s.y - s.y[i]) ** 2

@@ -10,7 +10,9 @@ One :class:`VirtualSpecimen` holds
   (× ``conductance_scale``: the paper's sub-µA currents) and the current density /
   GB jumps that drive the filament model;
 * the filament state (:mod:`insitu.virtual.filaments`), advanced by the charge
-  that the applied bias drives through the specimen (never by the beam);
+  that the applied bias drives through the specimen and by that bias (nucleation
+  needs the local driving force, scaled by the bias, above a threshold, and electrons
+  from the Au(Pt) or a filament connected to it); never by the beam;
 * the ground truth (which seed appeared in which delivered frame), written into
   the session by :meth:`VirtualSpecimen.write_truth`.
 
@@ -165,6 +167,7 @@ class VirtualSpecimen:
         self.shorted = False
         self.charge_C = 0.0          # net charge through the specimen (C)
         self._pending_C = 0.0        # charge since the last grid update of the filament model
+        self._pending_CV = 0.0       # its integral of charge x bias (C V): the step's charge-weighted bias
         self.frames_delivered = 0
         self.frame_times: list[float] = []
 
@@ -192,16 +195,43 @@ class VirtualSpecimen:
         jd = np.asarray(sim.current_density, float)
         self.jmag = np.hypot(jd[..., 0], jd[..., 1])
 
-    def _gb_drive_table(self) -> dict:
-        """(grain_a, grain_b) -> GB drive before normalisation: |jump| of the simulator's GB table,
-        times ``blocking_boost`` for boundaries the simulator classifies as blocking (II b1, III a2)."""
-        tab = self.simulation.gb_table
-        ga = np.asarray(tab["grain_a"]).astype(int)
-        gb_ = np.asarray(tab["grain_b"]).astype(int)
-        jump = np.abs(np.asarray(tab["jump"], float))
-        if "blocking" in tab:
-            jump = jump * np.where(np.asarray(tab["blocking"], bool), self.params.filaments.blocking_boost, 1.0)
-        return {(min(a, b), max(a, b)): j for a, b, j in zip(ga, gb_, jump)}
+    def _gb_force_map(self):
+        """The GB driving force (``correlate.DRIVING_FORCE``, at 1 V) on each GB pixel (both sides of a
+        boundary face; the larger where faces share a pixel), and the grain pair of each GB pixel."""
+        from insitu.analysis.correlate import DRIVING_FORCE, face_driving_force
+        from insitu.analysis.microstructure import boundary_pixels
+
+        lab = self.scene.grains
+        b = boundary_pixels(lab)
+        force = np.nan_to_num(face_driving_force(b, self.simulation.gb_table, self.simulation.current_density,
+                                                 DRIVING_FORCE), nan=0.0)
+        force_px = np.zeros(lab.shape)
+        pair_a = np.zeros(lab.shape, np.int32)
+        pair_b = np.zeros(lab.shape, np.int32)
+        for yk, xk in (("ya", "xa"), ("yb", "xb")):
+            np.maximum.at(force_px, (b[yk], b[xk]), force)
+            pair_a[b[yk], b[xk]] = b["grain_a"]
+            pair_b[b[yk], b[xk]] = b["grain_b"]
+        return force_px, pair_a, pair_b
+
+    def _near_junction(self, margin_px: float) -> np.ndarray:
+        """GB pixels within ``margin_px`` of a boundary face of another grain pair (a triple junction):
+        a seed there could belong to either GB, so none is placed there."""
+        from scipy.spatial import cKDTree
+
+        from insitu.analysis.microstructure import boundary_pixels
+
+        b = boundary_pixels(self.scene.grains)
+        out = np.zeros(self.scene.grains.shape, bool)
+        if not len(b["x"]):
+            return out
+        pair = b["grain_a"].astype(np.int64) * 100000 + b["grain_b"]
+        tree = cKDTree(np.column_stack([b["x"], b["y"]]))
+        for yk, xk in (("ya", "xa"), ("yb", "xb")):
+            near = tree.query_ball_point(np.column_stack([b[xk], b[yk]]), margin_px)
+            mixed = np.array([np.any(pair[n] != pair[i]) for i, n in enumerate(near)], bool)
+            out[b[yk][mixed], b[xk][mixed]] = True
+        return out
 
     def _setup_filaments(self) -> None:
         sc, fp = self.scene, self.params.filaments
@@ -219,31 +249,20 @@ class VirtualSpecimen:
         iface &= ndimage.distance_transform_edt(~solid) > fp.edge_margin_px
         jm = self.jmag
         iy, ix = spaced_points(iface, fp.spacing_px, priority=jm * grain)
-        # GB sites: boundary pixels away from edges and the electrode itself
-        gbm = sc.gb_mask & (d_bad > fp.edge_margin_px) & (self.dist_top > fp.spacing_px * 0.6)
+        # GB sites: boundary pixels away from edges, beyond the interface class below the electrode
+        gbm = sc.gb_mask & (d_bad > fp.edge_margin_px) & (self.dist_top >= fp.gb_min_depth_px)
         gbm &= self.dist_right > fp.right_margin_px
-        jump_lut = self._gb_drive_table()
-        # the simulator's jump of the boundary each GB pixel belongs to
-        from insitu.analysis.microstructure import boundary_pixels
-
-        lab = sc.grains
-        b = boundary_pixels(lab)
-        pair_a = np.zeros(lab.shape, np.int32)
-        pair_b = np.zeros(lab.shape, np.int32)
-        for yk, xk in (("ya", "xa"), ("yb", "xb")):
-            pair_a[b[yk], b[xk]] = b["grain_a"]
-            pair_b[b[yk], b[xk]] = b["grain_b"]
-        jump_px = np.zeros(lab.shape)
-        ys, xs = np.nonzero(gbm)
-        for y, x in zip(ys, xs):
-            jump_px[y, x] = jump_lut.get((int(pair_a[y, x]), int(pair_b[y, x])), 0.0)
-        gbm &= jump_px > 0
-        jmax = float(jump_px.max()) or 1.0
-        gy, gx = spaced_points(gbm, fp.spacing_px, priority=jump_px,
+        force_px, pair_a, pair_b = self._gb_force_map()
+        gbm &= (force_px > 0) & ~self._near_junction(fp.junction_margin_px)
+        gy, gx = spaced_points(gbm, fp.spacing_px, priority=force_px,
                                taken=list(zip(iy.tolist(), ix.tolist())))
+        lab = sc.grains
         j_if = jm[iy, ix]
-        d_if = (j_if / (float(j_if.max()) or 1.0)) ** fp.interface_drive_power if j_if.size else j_if
-        d_gb = (jump_px[gy, gx] / jmax) ** fp.gb_drive_power
+        d_if = j_if / (float(j_if.max()) or 1.0) if j_if.size else j_if
+        f_gb = force_px[gy, gx]
+        # normalised to the strongest GB sites (the quantile gb_drive_quantile), which all count alike
+        scale = float(np.quantile(f_gb, fp.gb_drive_quantile)) if f_gb.size else 1.0
+        d_gb = np.minimum(f_gb / (scale or 1.0), 1.0)
         sites = Sites(
             x=np.concatenate([ix, gx]).astype(float), y=np.concatenate([iy, gy]).astype(float),
             kind=np.concatenate([np.zeros(ix.size, int), np.ones(gx.size, int)]),
@@ -281,10 +300,12 @@ class VirtualSpecimen:
                 dq = self._current_now() * (t_next - self.t)
                 self.charge_C += dq
                 self._pending_C += dq
+                self._pending_CV += dq * self.v_applied
                 self.t = t_next
                 if t_next >= grid - 1e-9:
-                    self.model.advance(self._pending_C, grid)
-                    self._pending_C = 0.0
+                    v_step = self._pending_CV / self._pending_C if self._pending_C > 0 else 0.0
+                    self.model.advance(self._pending_C, grid, v_step)
+                    self._pending_C = self._pending_CV = 0.0
                     if not self.shorted and self.model.seeds and self.model.bridges(self.dist_top, self.dist_right):
                         self.shorted = True
 
