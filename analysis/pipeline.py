@@ -551,7 +551,8 @@ def analyze(input_path, out_dir, microstructure=None, simulation=None, progress:
                  drift=la.drift_table(), first_frame=first, last_frame=last,
                  last_drift=la.drift[-1] if la.drift else (0.0, 0.0),
                  differential=best_z.differential if best_z is not None else None,
-                 differential_index=best_idx, bias=bias, gb_map=gb_map, stats=stats, notes=notes, params=la.params)
+                 differential_index=best_idx, bias=bias, gb_map=gb_map, stats=stats, notes=notes, params=la.params,
+                 pixel_size_m=getattr(src, "pixel_size_m", None))
     paths["summary"].write_text(json.dumps(summary, indent=2, default=float))
     return paths
 

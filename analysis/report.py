@@ -49,17 +49,42 @@ def _mark(ax, seeds: dict, dx: float = 0.0, dy: float = 0.0, only_before: int | 
     y = np.asarray(seeds["y_px"])[sel] + dy
     sign = np.asarray(seeds["sign"])[sel]
     r = np.sqrt(np.maximum(np.asarray(seeds["area_px"])[sel], 4) / np.pi) + 3
+    from matplotlib import patheffects
+    from matplotlib.patches import Circle
+
+    outline = [patheffects.withStroke(linewidth=2.5, foreground="black")]
     for xi, yi, si, ri, sid in zip(x, y, sign, r, np.asarray(seeds["id"])[sel]):
-        ax.add_patch(__import__("matplotlib.patches", fromlist=["Circle"]).Circle(
-            (xi, yi), ri, fill=False, lw=1.2, color="#ff3030" if si > 0 else "#30a0ff"))
-        ax.text(xi + ri, yi - ri, str(sid), color="yellow", fontsize=7)
+        ax.add_patch(Circle((xi, yi), ri, fill=False, lw=1.4, color="#ff3030" if si > 0 else "#30a0ff"))
+        # seed numbers: white on a black outline, legible on any grey
+        ax.text(xi + ri, yi - ri, str(sid), color="white", fontsize=9, fontweight="bold", path_effects=outline)
+
+
+def _scale_bar(ax, pixel_size_m: float | None, width_px: int) -> None:
+    """A 1-2-5 scale bar about a fifth of the image wide (nothing when the pixel size is unknown)."""
+    if pixel_size_m is None or not (pixel_size_m > 0 and np.isfinite(pixel_size_m)):
+        return
+    from matplotlib import patheffects
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    from insitu.units import format_length, nice_length
+
+    length_m = nice_length(0.2 * width_px * pixel_size_m)
+    bar = AnchoredSizeBar(ax.transData, length_m / pixel_size_m, format_length(length_m), "lower left",
+                          pad=0.6, color="white", frameon=False, size_vertical=max(1.0, width_px / 150),
+                          fontproperties={"size": 10, "weight": "bold"})
+    bar.txt_label._text.set_path_effects([patheffects.withStroke(linewidth=2.5, foreground="black")])
+    for rect in bar.size_bar.get_children():       # a black rim: visible on light and dark images alike
+        rect.set_edgecolor("black")
+        rect.set_linewidth(1.0)
+    ax.add_artist(bar)
 
 
 def write_report(path, *, title: str, source: str, n_frames: int, seeds: dict, drift: dict,
                  first_frame: np.ndarray | None = None, last_frame: np.ndarray | None = None,
                  last_drift=(0.0, 0.0), differential: np.ndarray | None = None, differential_index: int | None = None,
                  bias: dict | None = None, gb_map: dict | None = None, stats: dict | None = None,
-                 notes: list[str] | None = None, params: dict | None = None) -> Path:
+                 notes: list[str] | None = None, params: dict | None = None,
+                 pixel_size_m: float | None = None) -> Path:
     """Write ``path`` (HTML) and return it.
 
     Parameters
@@ -78,6 +103,7 @@ def write_report(path, *, title: str, source: str, n_frames: int, seeds: dict, d
         ``does_not_control`` and optional ``caveats`` are shown as lists).
     notes : sentences shown at the top (e.g. why nothing was found).
     params : analysis parameters, listed at the end.
+    pixel_size_m : frame pixel size (m), for the scale bars (none when unknown).
     """
     import matplotlib
 
@@ -101,11 +127,13 @@ def write_report(path, *, title: str, source: str, n_frames: int, seeds: dict, d
         axes[0].imshow(first_frame, cmap="gray", vmin=lo, vmax=hi)
         axes[0].set_title("first frame, all seeds (red brighter, blue darker)")
         _mark(axes[0], seeds)
+        _scale_bar(axes[0], pixel_size_m, first_frame.shape[1])
         if last_frame is not None:
             lo, hi = _robust_limits(last_frame)
             axes[1].imshow(last_frame, cmap="gray", vmin=lo, vmax=hi)
             axes[1].set_title("last frame, seeds at their drifted place")
             _mark(axes[1], seeds, *last_drift)
+            _scale_bar(axes[1], pixel_size_m, last_frame.shape[1])
         for a in axes:
             a.set_axis_off()
         parts.append("<h2>Frames and seeds</h2>" + _img(_png(fig), "first and last frame"))
@@ -116,6 +144,7 @@ def write_report(path, *, title: str, source: str, n_frames: int, seeds: dict, d
         fig.colorbar(im, ax=ax, label="change (σ)")
         if differential_index is not None:
             _mark(ax, seeds, only_before=differential_index)
+        _scale_bar(ax, pixel_size_m, differential.shape[1])
         ax.set_title(f"differential image, frame {differential_index}")
         ax.set_axis_off()
         parts.append("<h2>Differential image</h2>" + _img(_png(fig), "differential image"))
@@ -137,8 +166,13 @@ def write_report(path, *, title: str, source: str, n_frames: int, seeds: dict, d
         ax.set_xlabel("time (s)")
         ax.set_ylabel("bias (V)", color="C0")
         ax2 = ax.twinx()
-        ax2.plot(bias["time"], np.asarray(bias["current"]) * 1e9, color="C1", lw=1)
-        ax2.set_ylabel("current (nA)", color="C1")
+        from insitu.units import current_scale
+
+        cur = np.asarray(bias["current"], float)
+        scale, unit = current_scale(np.nanmax(np.abs(cur)) if np.isfinite(cur).any() else 0.0)
+        ax2.plot(bias["time"], cur / scale, color="C1", lw=1)
+        ax2.set_ylabel(f"current ({unit})", color="C1")
+        ax2.ticklabel_format(axis="y", useOffset=False, style="plain")   # no "×1e7" offset on the axis
         for t0, s in zip(np.asarray(seeds.get("first_time_s", [])), np.asarray(seeds.get("sign", []))):
             ax.axvline(t0, color="#ff3030" if s > 0 else "#30a0ff", lw=0.8, alpha=0.8)
         ax.set_title("seed appearance times (vertical lines) on bias and current")
@@ -157,9 +191,20 @@ def write_report(path, *, title: str, source: str, n_frames: int, seeds: dict, d
         jm = np.asarray(gb_map["jump_map"], float)
         im = ax.imshow(np.ma.masked_invalid(jm), cmap="inferno")
         fig.colorbar(im, ax=ax, label="GB current jump |j_a − j_b| (A/m²)")
+        from matplotlib.lines import Line2D
+
+        handles = []
         for name, m in (gb_map.get("electrodes") or {}).items():
             ax.contour(np.asarray(m, float), levels=[0.5], colors="cyan", linewidths=1)
+        if gb_map.get("electrodes"):
+            handles.append(Line2D([], [], color="cyan", lw=1.5,
+                                  label="electrodes (" + ", ".join(map(str, gb_map["electrodes"])) + ")"))
         ax.scatter(gb_map["seeds_x"], gb_map["seeds_y"], s=40, facecolors="none", edgecolors="lime")
+        handles.append(Line2D([], [], ls="", marker="o", mfc="none", mec="lime", ms=8, label="seeds"))
+        handles.append(Line2D([], [], color="0.85", lw=6, label="grains"))
+        handles.append(Line2D([], [], color="0.55", lw=6, label="no grain (ZrO₂, vacuum)"))
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, -0.02), ncol=2, fontsize=8,
+                  frameon=False)
         ax.set_title("GB map coloured by jump, seeds (green)")
         ax.set_axis_off()
         parts.append("<h2>Seeds on the GB map</h2>" + _img(_png(fig), "GB map"))

@@ -6,6 +6,43 @@ from pathlib import Path
 import numpy as np
 
 
+#: a grain is labelled only when its equivalent diameter is at least this fraction of the map's edge
+LABEL_MIN_DIAMETER_FRACTION = 0.05
+#: and at most this many labels (the largest grains first)
+MAX_GRAIN_LABELS = 60
+
+
+def legible_grain_labels(grains: np.ndarray, grain_ids) -> list[tuple[int, float, float]]:
+    """``(grain id, x, y)`` (pixel centroids) of the grains large enough to carry a legible label.
+
+    Parameters
+    ----------
+    grains : (ny, nx) int array
+        Grain id per pixel (≤ 0: no grain).
+    grain_ids : iterable of int
+        The grains that may be labelled.
+
+    Examples
+    --------
+    >>> g = np.zeros((100, 100), int); g[:, :50] = 1; g[:, 50:] = 2; g[0, 0] = 3
+    >>> [gid for gid, x, y in legible_grain_labels(g, [1, 2, 3])]     # grain 3 (one pixel) is too small
+    [1, 2]
+    """
+    g = np.asarray(grains)
+    ids = np.asarray([int(i) for i in grain_ids if int(i) > 0], int)
+    if ids.size == 0:
+        return []
+    flat = np.where(g > 0, g, 0).ravel()
+    n = int(max(flat.max(), ids.max())) + 1
+    area = np.bincount(flat, minlength=n).astype(float)
+    yy, xx = np.divmod(np.arange(flat.size), g.shape[1])
+    sx, sy = np.bincount(flat, weights=xx, minlength=n), np.bincount(flat, weights=yy, minlength=n)
+    min_area = np.pi / 4 * (LABEL_MIN_DIAMETER_FRACTION * max(g.shape)) ** 2
+    keep = [i for i in ids if area[i] >= min_area]
+    keep = sorted(keep, key=lambda i: -area[i])[:MAX_GRAIN_LABELS]
+    return [(int(i), sx[i] / area[i], sy[i] / area[i]) for i in sorted(keep)]
+
+
 def _extent(shape, h):
     ny, nx = shape
     return (0, nx * h * 1e6, ny * h * 1e6, 0)   # µm, rows down
@@ -32,11 +69,17 @@ def plot_result(result, micro, out_dir) -> dict:
     ext = _extent(result.potential.shape, h)
     paths = {}
 
+    from matplotlib import patheffects
+
+    outline = [patheffects.withStroke(linewidth=2.5, foreground="black")]
+
     def electrodes_outline(ax):
+        # white with a black rim: legible on every colour map used here (was gold on viridis' yellow)
         for name, mask in micro.electrodes.items():
-            ax.contour(mask.astype(float), levels=[0.5], colors="gold", linewidths=1.0, extent=ext, origin="upper")
+            ax.contour(mask.astype(float), levels=[0.5], colors="white", linewidths=1.2, extent=ext, origin="upper")
             ys, xs = np.nonzero(mask)
-            ax.text(xs.mean() * h * 1e6, ys.mean() * h * 1e6, name, color="gold", fontsize=8, ha="center")
+            ax.text(xs.mean() * h * 1e6, ys.mean() * h * 1e6, name, color="white", fontsize=9, fontweight="bold",
+                    ha="center", va="center", path_effects=outline)
 
     fig, ax = plt.subplots(figsize=(6, 5))
     im = ax.imshow(result.potential, cmap="viridis", extent=ext)
@@ -74,11 +117,13 @@ def plot_result(result, micro, out_dir) -> dict:
         sc = ax.scatter((bp["x"] + 0.5) * h * 1e6, (bp["y"] + 0.5) * h * 1e6, c=jump, s=size, cmap="coolwarm",
                         norm=TwoSlopeNorm(0.0, -lim, lim))
         fig.colorbar(sc, ax=ax, label="GB current jump j_a − j_b (A/m²)")
-    for gid in micro.grain_ids:
-        ys, xs = np.nonzero(g == gid)
-        if ys.size:
-            ax.text((xs.mean() + 0.5) * h * 1e6, (ys.mean() + 0.5) * h * 1e6, f"G{gid}", fontsize=6,
-                    ha="center", va="center")
+    labels = legible_grain_labels(g, micro.grain_ids)
+    for gid, x, y in labels:
+        ax.text((x + 0.5) * h * 1e6, (y + 0.5) * h * 1e6, f"G{gid}", fontsize=6, ha="center", va="center")
+    n_grains = int(np.count_nonzero(np.asarray(micro.grain_ids) > 0))
+    if len(labels) < n_grains:
+        ax.text(0.0, -0.17, f"{len(labels)} of {n_grains} grains labelled (the ones large enough to read)",
+                transform=ax.transAxes, fontsize=7, color="0.3")
     electrodes_outline(ax)
     ax.set(title="GB network coloured by current jump", xlabel="x (µm)", ylabel="y (µm)")
     paths["gb_network"] = out / "gb_network.png"

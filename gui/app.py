@@ -24,7 +24,7 @@ from .image_view import LiveImageView
 from .plots import TracePlots
 from .protocol_panel import ProtocolPanel
 from .status import RateMeter, StatusBar, SyncTracker
-from .units import format_duration
+from insitu.units import format_duration
 from .worker import FrameInfo, LatestSlot, RecordQueue, SourceThread
 
 #: engine step events: "[k/n] label"

@@ -16,7 +16,7 @@ from PyQt5 import QtCore, QtGui, QtWidgets
 
 from insitu.records import FrameRecord
 
-from .units import format_current, format_length, nice_length
+from insitu.units import format_current, format_length, nice_length
 
 pg.setConfigOptions(imageAxisOrder="row-major")
 

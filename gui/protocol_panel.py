@@ -14,7 +14,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt5 import QtCore, QtWidgets
 
-from .units import format_current, format_duration
+from insitu.units import format_current, format_duration
 
 
 def timeline_curve(timeline) -> tuple[np.ndarray, np.ndarray]:

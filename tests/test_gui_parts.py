@@ -9,7 +9,7 @@ import pytest
 
 from insitu.gui.decimate import DecimatedTrace
 from insitu.gui.status import RateMeter, SyncTracker
-from insitu.gui.units import format_current, format_duration, format_length, nice_length
+from insitu.units import format_current, format_duration, format_length, nice_length
 from insitu.gui.worker import FrameInfo, LatestSlot, RecordQueue
 from insitu.records import BiasSample, EventRecord, FrameRecord
 

@@ -68,3 +68,22 @@ def test_floating_cluster_warns_or_fails_when_strict(tmp_path, capsys):
     assert "touch no electrode" in capsys.readouterr().err
     assert main(base + ["--strict", "--overwrite"]) == 1
     assert "row 18, column 18" in capsys.readouterr().err
+
+
+def test_grain_labels_only_where_legible():
+    """238 grains (twins.ctf) drew 238 overlapping labels; now only grains big enough, at most 60."""
+    import numpy as np
+
+    from insitu.analysis.simulator_plots import MAX_GRAIN_LABELS, legible_grain_labels
+
+    rng = np.random.default_rng(1)
+    g = np.zeros((400, 400), int)
+    g[:200, :200], g[:200, 200:], g[200:, :] = 1, 2, 3                 # three big grains
+    ys, xs = rng.integers(0, 400, 300), rng.integers(0, 400, 300)
+    g[ys, xs] = np.arange(4, 304)                                      # 300 one-pixel "grains"
+    labels = legible_grain_labels(g, range(1, 304))
+    assert [gid for gid, _, _ in labels] == [1, 2, 3]
+    gid, x, y = labels[2]
+    assert abs(x - 199.5) < 2 and abs(y - 299.5) < 2                    # centroid of the lower half
+    many = np.repeat(np.repeat(np.arange(1, 101).reshape(10, 10), 40, 0), 40, 1)   # 100 grains of 40x40 px
+    assert len(legible_grain_labels(many, range(1, 101))) == MAX_GRAIN_LABELS

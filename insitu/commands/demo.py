@@ -231,7 +231,7 @@ def write_demo_report(path: Path, analysis_report: Path | None, *, truth: dict, 
             "<p class='note'><b>Read this first:</b> " + html.escape(CIRCULARITY) + ". A real lamella's seeds "
             "against its own simulation are the scientific test; see the Statistics section for what the "
             "GB-level test controls for and what it does not.</p>",
-            "<pre>" + html.escape("\n".join(summary_lines)) + "</pre>",
+            "<pre style='white-space:pre-wrap'>" + html.escape("\n".join(summary_lines)) + "</pre>",
             "<table border=1 cellpadding=3><tr><th>true seeds</th><th>found</th><th>TP</th><th>FP</th>"
             "<th>FN</th><th>F1</th><th>mean error (px)</th><th>median latency (frames)</th></tr>",
             f"<tr><td>{len(truth['x_px'])}</td><td>{len(found['x_px'])}</td><td>{score['tp']}</td>"

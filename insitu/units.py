@@ -1,4 +1,7 @@
-"""Readable numbers for the operator: SI prefixes for lengths and currents."""
+"""Readable numbers for people: SI prefixes for lengths and currents, 1-2-5 lengths, durations.
+
+Pure functions, used by the GUI and the analysis report alike.
+"""
 from __future__ import annotations
 
 import math
@@ -7,17 +10,37 @@ _LENGTH = ((1.0, "m"), (1e-3, "mm"), (1e-6, "µm"), (1e-9, "nm"), (1e-12, "pm"))
 _CURRENT = ((1.0, "A"), (1e-3, "mA"), (1e-6, "µA"), (1e-9, "nA"), (1e-12, "pA"), (1e-15, "fA"))
 
 
+def _scale(value: float, table) -> tuple[float, str]:
+    """The largest (scale, unit) of ``table`` that ``|value|`` reaches (the smallest for tiny values)."""
+    a = abs(value)
+    for scale, unit in table:
+        if a >= scale * 0.9995:
+            return scale, unit
+    return table[-1]
+
+
 def _prefixed(value: float, table, digits: int = 3) -> str:
     if not math.isfinite(value):
         return "—"
     if value == 0:
         return f"0 {table[0][1]}"
-    a = abs(value)
-    for scale, unit in table:
-        if a >= scale * 0.9995:
-            return f"{value / scale:.{digits}g} {unit}"
-    scale, unit = table[-1]
+    scale, unit = _scale(value, table)
     return f"{value / scale:.{digits}g} {unit}"
+
+
+def current_scale(i_max_A: float) -> tuple[float, str]:
+    """(scale, unit) for a current axis whose largest magnitude is ``i_max_A``.
+
+    Examples
+    --------
+    >>> current_scale(3.4e-7)
+    (1e-09, 'nA')
+    >>> current_scale(0.0)
+    (1e-09, 'nA')
+    """
+    if not (math.isfinite(i_max_A) and i_max_A != 0):
+        return 1e-9, "nA"
+    return _scale(i_max_A, _CURRENT)
 
 
 def format_length(m: float) -> str:
