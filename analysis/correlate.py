@@ -7,7 +7,7 @@ positions. Positions are pixels of the microstructure map (x = column, y = row,
 pixel centres at integers) unless a :class:`MapTransform` says how the map sits
 on the frames.
 
-The question asked (DOMAIN.md, "What is observed"): do seeds sit on GBs with a
+The question asked (docs/analysis.md, "How it works"): do seeds sit on GBs with a
 larger simulated driving force (:data:`DRIVING_FORCE`) than GBs that are just as
 close to the negative electrode (electron supply)? :func:`gb_statistics` answers
 with the GB as the unit of inference: a GB carrying seeds is one observation;

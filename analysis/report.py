@@ -13,6 +13,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+from insitu.units import count
 
 __all__ = ["write_report"]
 
@@ -113,7 +114,7 @@ def write_report(path, *, title: str, source: str, n_frames: int, seeds: dict, d
     parts: list[str] = []
     n_seeds = len(seeds.get("id", []))
     parts.append(f"<h1>{html.escape(title)}</h1>")
-    parts.append(f"<p>Input: <code>{html.escape(str(source))}</code> — {n_frames} frames, "
+    parts.append(f"<p>Input: <code>{html.escape(str(source))}</code> — {count(n_frames, 'frame')}, "
                  f"<b>{n_seeds} seed{'s' if n_seeds != 1 else ''}</b> found.</p>")
     for n in notes or []:
         parts.append(f'<p class="note">{html.escape(n)}</p>')

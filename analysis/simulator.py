@@ -1,4 +1,4 @@
-"""The transport simulator: DC ion current through the voxelised lamella (DOMAIN.md, "The transport model").
+"""The transport simulator: DC ion current through the voxelised lamella (docs/simulator.md, "Model").
 
 >>> from insitu.analysis.lamella import voronoi_lamella
 >>> r = simulate(voronoi_lamella((64, 64)), {"top": 0.0, "right": 1.0})   # doctest: +SKIP

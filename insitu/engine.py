@@ -46,6 +46,7 @@ from insitu.plan import is_done, level_at, plan
 from insitu.protocol import Protocol, effective_rate, expand
 from insitu.records import BeamSample, BiasSample, EventRecord, FrameRecord, ProgressRecord
 from insitu.safety import LimitBreach, SlewGuard, check_measurement, check_setpoint, ramp_levels
+from insitu.units import count
 
 #: frame-stall time used while an ``acquire`` step waits and the protocol sets none (s)
 ACQUIRE_STALL_S = 60.0
@@ -287,7 +288,7 @@ class Engine:
         if note:
             self._event("frames", note)
         if outcome is None:
-            self._event("end", f"protocol complete: {self.n_frames} frames, dose {self.dose:.4g} e/Å²; "
+            self._event("end", f"protocol complete: {count(self.n_frames, 'frame')}, dose {self.dose:.4g} e/Å²; "
                                "output off at 0 V")
             return "complete"
         if isinstance(outcome, StoppedEarly):
@@ -441,7 +442,7 @@ class Engine:
     def _acquire(self, n: int) -> None:
         was_blanked = bool(self.blanked)
         if was_blanked:
-            self._set_beam(False, why=f"to acquire {n} frames")
+            self._set_beam(False, why=f"to acquire {count(n, 'frame')}")
         self._acquiring, self._acquired = n, 0
         try:
             while self._acquired < n:
@@ -452,7 +453,7 @@ class Engine:
         finally:
             self._acquiring = 0
         if was_blanked:
-            self._set_beam(True, why=f"after {n} frames")
+            self._set_beam(True, why=f"after {count(n, 'frame')}")
 
     def _set_beam(self, blank: bool, why: str = "") -> None:
         bl = self.instruments.blanker

@@ -44,6 +44,7 @@ from insitu.dose import DEFAULT_FIELD_OF_VIEW_M, dose_rate
 from insitu.errors import UserError
 from insitu.safety import n_ramp_steps
 from insitu.validation import first_error_line, one_line
+from insitu.units import count
 
 #: hard bounds that no protocol may exceed (what a 2400/2450 can do at all: source ±210 V; current limit
 #: 1 nA .. 1.05 A, see ../shared/reference/smu-scpi.md and ``insitu.drivers.keithley``)
@@ -247,7 +248,7 @@ def _walk(steps, prefix: str, protocol: Protocol, out: list, v: float, rep: str)
         elif isinstance(st, BeamStep):
             out.append(FlatStep(len(out), "beam", f"{rep}beam {st.beam}", path, v, v, blank=(st.beam == "blank")))
         elif isinstance(st, AcquireStep):
-            out.append(FlatStep(len(out), "acquire", f"{rep}acquire {st.acquire.frames} frames", path, v, v,
+            out.append(FlatStep(len(out), "acquire", f"{rep}acquire {count(st.acquire.frames, 'frame')}", path, v, v,
                                 frames=st.acquire.frames))
         elif isinstance(st, RepeatStep):
             for k in range(st.repeat.times):

@@ -103,3 +103,14 @@ def format_duration(s: float) -> str:
     h, rem = divmod(s, 3600)
     m, sec = divmod(rem, 60)
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and the noun, singular or plural as English wants it.
+
+    Examples
+    --------
+    >>> count(1, "frame"), count(141, "frame"), count(0, "seed")
+    ('1 frame', '141 frames', '0 seeds')
+    """
+    return f"{n} {noun if n == 1 else (plural or noun + 's')}"

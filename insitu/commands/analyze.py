@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from insitu.errors import UserError
+from insitu.units import count
 
 HELP = "Drift-correct, difference, detect and track filament seeds, correlate, report"
 DESCRIPTION = """\
@@ -109,7 +110,7 @@ def run(args) -> int:
     import json
 
     summary = json.loads(paths["summary"].read_text())
-    print(f"{summary['n_frames']} frames, {summary['n_seeds']} seeds -> {args.out}")
+    print(f"{count(summary['n_frames'], 'frame')}, {count(summary['n_seeds'], 'seed')} -> {args.out}")
     for note in summary.get("notes", []):
         print(f"  {note}")
     st = summary.get("statistics")

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from insitu.errors import UserError
+from insitu.units import count
 
 HELP = "Run the virtual-specimen experiment end to end: run, simulate, analyse, report"
 DESCRIPTION = """\
@@ -329,7 +330,7 @@ def run(args) -> int:
                                summary_lines=lines)
     total = time.monotonic() - t0
     print(f"insitu demo: {status} in {total:.0f} s (run {t_run:.0f} s at {engine.clock.time_scale if engine else 0:.0f}x)")
-    print(f"  session     {session_path}  ({n_frames} frames, bias {v.min():.0f}..{v.max():.0f} V, "
+    print(f"  session     {session_path}  ({count(n_frames, 'frame')}, bias {v.min():.0f}..{v.max():.0f} V, "
           f"dose {dose:.4g} e/Å², specimen seed {args.seed})")
     print(f"  simulation  {sim_dir}/")
     print(f"  analysis    {out / 'analysis'}/  (seeds.csv, drift.csv, differential.h5, statistics.json)")

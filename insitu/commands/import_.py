@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from insitu.units import count
 
 HELP = "Import microscope files (Velox EMD, DM3/DM4, TIFF) and a bias log into a session file"
 DESCRIPTION = """\
@@ -118,7 +119,7 @@ def _write_session(path, stack, log, t_log, bias_at, current_at, microscope, fil
                                           "offset_s": float(t_log[0]),
                                           "aligned_by": "--bias-offset-s" if bias_offset_s is not None
                                           else "absolute timestamps"})
-        w.write(EventRecord(0.0, "info", f"imported {stack.n_frames} frames from {len(files)} file(s); "
+        w.write(EventRecord(0.0, "info", f"imported {count(stack.n_frames, 'frame')} from {len(files)} file(s); "
                                          f"frame times: {stack.meta.get('time_source', '')}"))
         if stack.start_epoch_s is None:
             w.write(EventRecord(0.0, "info", "the files carry no acquisition time: start_time is the first "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from insitu.units import count
 
 HELP = "Replay a recorded session through the pipeline at its recorded timing"
 DESCRIPTION = """\
@@ -122,7 +123,7 @@ def run(args) -> int:
         if writer is not None:
             writer.close("complete" if outcome == "complete" else "aborted")
             _copy_context(args.session, args.out)
-        msg = f"replayed {player.n_emitted} records ({player.session.n_frames} frames, {player.duration_s:.1f} s " \
+        msg = f"replayed {player.n_emitted} records ({count(player.session.n_frames, 'frame')}, {player.duration_s:.1f} s " \
               f"recorded) at {args.speed:g}×: {outcome}"
         if writer is not None:
             msg += f"; wrote {args.out}"

@@ -5,6 +5,7 @@ import sys
 
 from insitu.config import DEFAULT_FRAME_INTERVAL_S
 from insitu.errors import UserError
+from insitu.units import count
 
 HELP = "Run a bias protocol on instruments (or --mock) and record a session file"
 DESCRIPTION = """\
@@ -157,7 +158,7 @@ def run(args) -> int:
 
         raise RecordingFailed(f"recording failed: {out}: {_reason(writer.error)}; the protocol itself ended "
                               f"{status} (output off at 0 V); the file's status is recording_failed")
-    print(f"{out}: {status}; {engine.n_frames} frames, {engine.protocol_time:.0f} s of protocol, "
+    print(f"{out}: {status}; {count(engine.n_frames, 'frame')}, {engine.protocol_time:.0f} s of protocol, "
           f"dose {engine.dose:.4g} e/Å²")
     if engine.frames_note:
         print(f"  warning: {engine.frames_note}")

@@ -6,7 +6,7 @@ import sys
 from insitu.errors import UserError
 
 HELP = "Run the resistor-network transport simulator on a microstructure file"
-DESCRIPTION = """Run the transport simulator (DOMAIN.md, "The transport model") on a microstructure file.
+DESCRIPTION = """Run the transport simulator (docs/simulator.md: the model and its limits) on a microstructure file.
 
 Writes OUT/result.h5 (potential, current_density, field, electrode_current/<name>) and
 OUT/gb.csv (grain_a, grain_b, length_m, j_a, j_b, jump, delta_phi, gb_type,

@@ -1,7 +1,7 @@
 """Na filament seeds on the virtual specimen: where they nucleate, how they grow.
 
 The model is deliberately simple and fully parameterised (:class:`FilamentParams`);
-it encodes the story of Ding et al. 2023 (DOMAIN.md), not a first-principles theory:
+it encodes the story of Ding et al. 2023 (docs/virtual-specimen.md), not a first-principles theory:
 
 * **Candidate sites** are fixed at start-up, spaced ``spacing_px`` apart:
   grain pixels just below the Au(Pt) electrode (the *interface*) and grain-boundary

@@ -6,7 +6,7 @@ vacuum dark, Na-β''-alumina grains mid-grey with a small orientation-dependent
 the Au(Pt) electrode bright, the thick backbone/Na-source frame brighter than the
 window (thicker). **Na filaments are brighter** than the grain they sit on: they
 grow out of the lamella surface, so they add projected mass (Na is light, so the
-contrast is weak and grows with the seed's size; DOMAIN.md: early seeds are only
+contrast is weak and grows with the seed's size; in the paper early seeds are only
 seen in differential images).
 
 Noise: detector counts are Poisson with mean ``intensity × electrons per pixel ×
