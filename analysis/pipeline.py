@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from insitu.analysis.differential import DifferentialImager, upsample_fourier
+from insitu.analysis.evidence import EvidenceAccumulator
 from insitu.analysis.registration import PhaseCorrelator
 from insitu.analysis.seeds import SEED_COLUMNS, Candidate, Seed, SeedTracker, find_candidates
 from insitu.errors import UserError
@@ -95,12 +96,22 @@ class LiveAnalyzer:
     ([4], [22], [32])
     """
 
-    def __init__(self, *, sigma_px: float = 1.5, threshold: float = 4.5, low: float = 2.5,
+    def __init__(self, *, sigma_px: float = 1.5, threshold: float = 6.0, low: float = 2.5,
                  persistence: int = 2, gate_px: float = 4.0, reg_crop: int = 512,
-                 ref_every: int = 5, min_quality: float = 7.0, step: int | str = "auto", workers: int = 2):
+                 ref_every: int = 5, min_quality: float = 7.0, step: int | str = "auto", workers: int = 2,
+                 scales_px=(0.0, 2.0, 3.7), lags=(1, 2, 4, 8), alpha: float = 0.02, freeze_level: float = 4.0,
+                 mature_frames: int = 5):
         self.params = dict(sigma_px=sigma_px, threshold=threshold, low=low, persistence=persistence,
                            gate_px=gate_px, reg_crop=reg_crop, ref_every=ref_every,
-                           min_quality=min_quality, step=step)
+                           min_quality=min_quality, step=step, scales_px=list(scales_px), lags=list(lags),
+                           alpha=alpha, freeze_level=freeze_level)
+        self.scales_px = tuple(float(v) for v in scales_px)
+        self.lags = tuple(int(v) for v in lags)
+        self.alpha = float(alpha)
+        self.freeze_level = float(freeze_level)
+        self.mature_frames = int(mature_frames)
+        #: working px next to the edge of the drift-corrected region where no seed is looked for
+        self.border = 4
         self.step_option = step
         self.threshold = float(threshold)
         self.low = float(low)
@@ -131,7 +142,12 @@ class LiveAnalyzer:
         if st not in (1, 2):
             raise ValueError(f"step must be 1, 2 or 'auto', got {st!r}")
         self.step = int(st)
-        self._imager = DifferentialImager(self.shape, sigma_px=self.sigma_px, workers=self.workers, step=self.step)
+        self._imager = DifferentialImager(self.shape, sigma_px=self.sigma_px, alpha=self.alpha,
+                                          workers=self.workers, step=self.step)
+        # matched filters for blobs of σ 1.5 (the smoothing itself) to about 5 frame px
+        self._evidence = EvidenceAccumulator(self._imager.shape,
+                                             scales=tuple(s / self.step for s in self.scales_px), lags=self.lags)
+        self._freeze = None
         m = (self._imager.margin + 1) * self.step   # the reference is empty within the margin
         cy = max(8, min(ny - 2 * m, self.reg_crop))
         cx = max(8, min(nx - 2 * m, self.reg_crop))
@@ -174,16 +190,27 @@ class LiveAnalyzer:
             return FrameResult(index=k, time_s=float(time_s), dx_px=float("nan"), dy_px=float("nan"),
                                differential_raw=None)
         dx, dy = self._register(frame)
-        z = self._imager.update(frame, dx, dy)
+        z = self._imager.update(frame, dx, dy, freeze=self._freeze)
+        self.times.append(float(time_s))
         cands: list[Candidate] = []
         new: list[Seed] = []
         if z is not None:
-            cands = find_candidates(z, self.threshold, self.low, region=self._imager.last_valid)
-            if self.step > 1:
-                st = self.step
-                cands = [Candidate(x=c.x * st, y=c.y * st, sign=c.sign, peak=c.peak, area=c.area * st * st)
-                         for c in cands]
+            sl = self._imager.last_valid
+            outside = np.ones(z.shape, bool)
+            outside[sl] = False
+            if self._freeze is not None:
+                outside |= self._freeze
+            z = self._evidence.push(z, exclude=outside)
+            b = self.border
+            inner = (slice(sl[0].start + b, max(sl[0].start + b, sl[0].stop - b)),
+                     slice(sl[1].start + b, max(sl[1].start + b, sl[1].stop - b)))
+            cands = find_candidates(z, self.threshold, self.low, region=inner)
+            cands = [self._scaled(c, k) for c in cands]
             new = self.tracker.update(k, time_s, cands)
+            # the reference stops following where a change is under way, once it holds enough frames
+            # that its own noise cannot lock it (a young reference is still averaging)
+            if self._imager.count - self._imager.n_init >= self.mature_frames:
+                self._freeze = np.abs(z) > self.freeze_level
         # refresh the registration reference from the running (drift-corrected) reference
         if k == self._imager.n_init - 1 or (k > 0 and k % self.ref_every == 0):
             ref, seen = self._reference_crop()
@@ -191,11 +218,18 @@ class LiveAnalyzer:
                 ref = np.where(seen, ref, ref[seen].mean() if seen.any() else 0.0)
             self._ref_spec = self._pc.spectrum(ref)
         self.n_frames += 1
-        self.times.append(float(time_s))
         self.drift.append((float(dx), float(dy)))
         return FrameResult(index=k, time_s=float(time_s), dx_px=float(dx), dy_px=float(dy), differential_raw=z,
                            candidates=cands, seeds=list(self.tracker.seeds), new_seeds=new,
                            differential_step=self.step, frame_shape=self.shape)
+
+    def _scaled(self, c: Candidate, k: int) -> Candidate:
+        """A candidate of the working grid in frame px, with the frame at which its change began."""
+        st = self.step
+        back = self._evidence.onset(int(round(c.y)), int(round(c.x)), c.sign)
+        on = max(0, k - back)
+        return Candidate(x=c.x * st, y=c.y * st, sign=c.sign, peak=c.peak, area=c.area * st * st,
+                         onset=on, onset_time_s=self.times[on])
 
     def _reference_crop(self):
         """The running reference over the registration crop, at frame resolution, and where it holds data."""

@@ -34,6 +34,8 @@ class Candidate:
     sign: int      # +1 brighter, -1 darker
     peak: float    # |z| at the peak (σ)
     area: int      # px above the low threshold
+    onset: int | None = None          # frame at which the change began (estimated), if known
+    onset_time_s: float | None = None
 
 
 def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
@@ -206,7 +208,9 @@ class SeedTracker:
             if j < 0 and near:
                 continue  # a confirmed seed losing material (reverse bias), not a new seed
             if j < 0:
-                s = Seed(id=self._tentative_id, sign=c.sign, first_frame=frame, first_time_s=float(time_s),
+                on = frame if c.onset is None else min(frame, int(c.onset))
+                t_on = float(time_s) if c.onset is None or c.onset_time_s is None else float(c.onset_time_s)
+                s = Seed(id=self._tentative_id, sign=c.sign, first_frame=on, first_time_s=t_on,
                          last_frame=frame)
                 self._tentative_id -= 1
                 s.add(frame, c)
