@@ -116,12 +116,13 @@ def valid_slices(shape, dx: float, dy: float, margin: int) -> tuple[slice, slice
     return slice(y0, max(y0, y1)), slice(x0, max(x0, x1))
 
 
-def remove_row_offsets(diff: np.ndarray, clip: float | None = None) -> np.ndarray:
+def remove_row_offsets(diff: np.ndarray, clip: float | None = None, exclude: np.ndarray | None = None) -> np.ndarray:
     """Subtract each row's (clipped) mean in place (scan-line noise) and return ``diff``.
 
     ``clip``: values are limited to ±clip (around a first, widely clipped estimate) before
     averaging, so a bright streak or a seed in a row does not shift the whole row (a clipped mean
-    is as robust as a median here, and much cheaper).
+    is as robust as a median here, and much cheaper). ``exclude`` (bool, like ``diff``): pixels
+    left out of the means (known changes).
 
     Example
     -------
@@ -130,6 +131,16 @@ def remove_row_offsets(diff: np.ndarray, clip: float | None = None) -> np.ndarra
     >>> float(np.abs(remove_row_offsets(d)).max())
     0.0
     """
+    if exclude is not None:
+        # rows through known changes (growing seeds) are measured on the rest of the row only, so
+        # that a row of seeds does not shift the whole row the other way
+        w = (~exclude).astype(np.float32)
+        n = np.maximum(w.sum(axis=1, keepdims=True), 1.0)
+        lim = np.inf if clip is None else 4 * clip
+        diff -= (np.clip(diff, -lim, lim) * w).sum(axis=1, keepdims=True) / n
+        if clip is not None:
+            diff -= (np.clip(diff, -clip, clip) * w).sum(axis=1, keepdims=True) / n
+        return diff
     if clip is None:
         diff -= diff.mean(axis=1, keepdims=True)
         return diff
@@ -177,6 +188,11 @@ class DifferentialImager:
         self.n_bins = int(n_bins)
         self.step = int(step)
         self.n_init = 3
+        #: frames a pixel's reference must hold (beyond the first n_init) before it gives a differential,
+        #: where the drift brought it into view later than the rest
+        self.young_frames = 6
+        #: |z| above which a pixel of a frame does not update the reference
+        self.outlier_sigma = 3.5
         self.pixel_floor = 0.5
         self._lvar = None     # variance of the differential per reference-level bin
         self._s2 = 0.0        # its median
@@ -204,7 +220,10 @@ class DifferentialImager:
     def _level_bins(self, sl) -> None:
         """Fix the level bins: quantiles of the reference (dense where most pixels are)."""
         r = self.reference[sl][::2, ::2].ravel()
-        q = np.unique(np.percentile(r, np.linspace(0, 100, self.n_bins + 1)))
+        # quantiles (dense where most pixels are) and equal steps (the few bright particles get
+        # bins of their own)
+        q = np.unique(np.r_[np.percentile(r, np.linspace(0, 100, self.n_bins + 1)),
+                            np.linspace(r.min(), r.max(), self.n_bins + 1)])
         if q.size < 2:
             q = np.array([r.min() - 1.0, r.max() + 1.0])
         self._edges = q
@@ -255,7 +274,8 @@ class DifferentialImager:
         np.maximum(v, np.float32(1e-6 * self._s2 + 1e-30), out=v)
         self._sd = np.sqrt(v)
 
-    def _match_brightness(self, av: np.ndarray, rv: np.ndarray, ready: np.ndarray | None) -> None:
+    def _match_brightness(self, av: np.ndarray, rv: np.ndarray, ready: np.ndarray | None,
+                          keep: np.ndarray | None = None) -> None:
         """Bring the frame to the reference's brightness, in place: av ← (av − o) / g.
 
         Gain g and offset o come from a straight-line fit of the frame against the reference
@@ -279,9 +299,43 @@ class DifferentialImager:
             if 0.2 < g < 5.0:
                 av -= np.float32(ma - g * mr)
                 av *= np.float32(1.0 / g)
+                self._match_levels(av, rv, ready, keep)
                 return
         if mr > 0 and ma > 0:
             av *= np.float32(mr / ma)
+
+    def _match_levels(self, av: np.ndarray, rv: np.ndarray, ready, keep) -> None:
+        """What the straight line leaves, per reference level: av ← av − median(av − rv | level).
+
+        A detector that clips at zero, or any non-linear response, makes a dose decay change
+        dark and bright pixels by different factors; a straight-line fit then leaves a persistent
+        residual on the brightest features (particles) that the fixed reference would report
+        as a change. Indexed by the reference level, so a seed keeps its own signal.
+        """
+        if self._lvar is None:
+            return
+        sa, sr = av[::4, ::4], rv[::4, ::4]
+        m = np.ones(sa.shape, bool)
+        if ready is not None:
+            m &= ready[::4, ::4]
+        if keep is not None:
+            m &= keep[::4, ::4]
+        sa, sr = sa[m], sr[m]
+        idx = np.clip(np.searchsorted(self._edges, sr, "right") - 1, 0, len(self._lvl) - 1)
+        order = np.argsort(idx, kind="stable")
+        res, lev = (sa - sr)[order], sr[order]
+        bounds = np.searchsorted(idx[order], np.arange(len(self._lvl) + 1))
+        pairs = [(np.median(lev[a:b]), np.median(res[a:b])) for a, b in zip(bounds[:-1], bounds[1:]) if b - a >= 30]
+        if len(pairs) < 2:
+            return
+        xp, fp = np.array(pairs).T
+        corr = np.interp(rv, xp, fp).astype(np.float32)
+        # beyond the last bin: continue its straight line (the brightest pixels of a particle)
+        top = rv > xp[-1]
+        if top.any():
+            slope = (fp[-1] - fp[-2]) / max(xp[-1] - xp[-2], 1e-12)
+            corr[top] += np.float32(slope) * (rv[top] - np.float32(xp[-1]))
+        av -= corr
 
     @property
     def seen(self) -> np.ndarray:
@@ -345,11 +399,11 @@ class DifferentialImager:
             return None
         part = n_ready < ready.size
         new = ~ready if part else None
-        self._match_brightness(av, rv, ready if part else None)
+        fz = freeze[sl] if freeze is not None else None
+        self._match_brightness(av, rv, ready if part else None, None if fz is None else ~fz)
         d = np.subtract(av, rv)
         if part:
             d[new] = 0.0
-        fz = freeze[sl] if freeze is not None else None
         if self._grad is not None:
             self._refine_shift(d, fz, new)
         first = self._lvar is None
@@ -361,7 +415,7 @@ class DifferentialImager:
                 return np.zeros(self.shape, np.float32)
             self._gradients()
             self._sd_map()
-        remove_row_offsets(d, clip=3.0 * float(np.sqrt(self._s2)))
+        remove_row_offsets(d, clip=3.0 * float(np.sqrt(self._s2)), exclude=fz)
         if part:
             d[new] = 0.0
         sd = self._sd[sl]
@@ -396,11 +450,22 @@ class DifferentialImager:
         step = np.clip(zv, -lim, lim, out=d)
         step *= sd
         step *= np.float32(max(self.alpha, 1.0 / max(1, self.count - self.n_init + 1)))
+        # the reference is the specimen before any change: no update where a change is under way,
+        # nor where this frame is an outlier (a one-frame artefact must not enter it, even while
+        # the first frames are averaged with large weights)
+        step[np.abs(zv) > self.outlier_sigma] = 0.0
         if fz is not None:
             step[fz] = 0.0
         rv += step
         if part:
             self._probation(sl, av, new)
+        # pixels whose reference is much younger than the rest (brought into view by the drift):
+        # their reference still carries the noise of a few frames, so no differential there yet
+        np.add(ns, 1, out=ns, where=ready & (ns < 255))
+        young = ns < min(self.count, self.n_init + self.young_frames) - 1
+        if young.any():
+            zv[young] = 0.0
+            new = young if new is None else (new | young)
         excl = new if fz is None else (fz if new is None else (fz | new))
         if not first:
             self._update_level_var(zv * sd, sl, excl, False)

@@ -41,8 +41,8 @@ class EvidenceAccumulator:
     shape : (ny, nx) of the differential images.
     scales : extra Gaussian smoothing (px of the images) per scale; 0 keeps the image as it is.
     lags : window lengths (frames) of the sums.
-    clip : each frame adds at most ± clip σ (of its scale) per pixel to the sums, so a one-frame
-        artefact cannot pass a threshold above ``clip`` σ in the lag-1 statistic, nor carry over.
+    clip : a frame adds at most ± max(clip σ, |previous frame|) per pixel to the sums, so a
+        one-frame artefact cannot pass a threshold above ``clip`` σ, nor carry over.
 
     Example
     -------
@@ -69,41 +69,51 @@ class EvidenceAccumulator:
         self.spread = np.ones((ns, nl))
         self.frame_spread = np.ones(ns)
         self.clip = float(clip)
+        #: level (σ of a scale) a frame must show to count as part of a change when dating its onset
+        self.onset_sigma = 2.5
+        #: evidence of each scale alone (signed, σ), after :meth:`push`
+        self.per_scale: np.ndarray | None = None
+        self.prev: np.ndarray | None = None
         self.count = 0
 
     def _filtered(self, z: np.ndarray):
         for s in self.scales:
-            if s > 0:
-                f = ndi.gaussian_filter(z, s, mode="constant", truncate=3.0)
-                yield f
-            else:
-                yield z
+            yield ndi.gaussian_filter(z, s, mode="constant", truncate=3.0) if s > 0 else z
 
     def push(self, z: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
         """Add one differential image; return the evidence image (signed, σ).
 
-        ``exclude`` (bool): pixels left out of the calibration (known changes, invalid border).
+        The evidence of each scale alone (signed, largest over the lags) is kept in
+        :attr:`per_scale`. ``exclude`` (bool): pixels left out of the calibration (known changes,
+        invalid border).
         """
         z = np.asarray(z, np.float32)
         slot = self.count % self.depth
         sub = (slice(None, None, 4), slice(None, None, 4))
         keep = None if exclude is None else ~exclude[sub]
-        pos = np.full(self.shape, -np.inf, np.float32)
-        neg = np.full(self.shape, np.inf, np.float32)
+        if self.per_scale is None:
+            self.per_scale = np.zeros((len(self.scales),) + self.shape, np.float32)
+            self.prev = np.zeros((len(self.scales),) + self.shape, np.float32)
         for i, zs in enumerate(self._filtered(z)):
-            # a one-frame artefact (a speck, a streak) must not stay in the sums for max(lags)
-            # frames: each frame's contribution is limited to ± clip σ of this scale
             v = zs[sub]
             v = v[keep] if keep is not None else v
             sd = robust_sigma(v[v != 0]) if v.size else 0.0
             if sd > 0:
                 self.frame_spread[i] = sd
-            lim = np.float32(self.clip * self.frame_spread[i])
-            zs = np.clip(zs, -lim, lim)
+            # a one-frame artefact (a speck, a streak) must not stay in the sums for max(lags)
+            # frames: a frame adds at most ± clip σ (of this scale) more than the previous frame
+            # showed at that pixel, so only a change seen in two frames running adds in full
+            prev = self.prev[i]
+            lim = np.abs(prev)
+            np.maximum(lim, np.float32(self.clip * self.frame_spread[i]), out=lim)
+            prev[...] = zs
+            zc = np.clip(zs, -lim, lim)
             ring = self.ring[i]
+            pos = np.full(self.shape, -np.inf, np.float32)
+            neg = np.full(self.shape, np.inf, np.float32)
             for j, lag in enumerate(self.lags):
                 s = self.sums[i, j]
-                s += zs
+                s += zc
                 if self.count >= lag:
                     s -= ring[(self.count - lag) % self.depth]
                 v = s[sub]
@@ -114,9 +124,12 @@ class EvidenceAccumulator:
                 t = s * np.float32(1.0 / self.spread[i, j])
                 np.maximum(pos, t, out=pos)
                 np.minimum(neg, t, out=neg)
-            ring[slot] = zs
+            ring[slot] = zc
+            np.copyto(self.per_scale[i], np.where(pos >= -neg, pos, neg))
         self.count += 1
-        return np.where(pos >= -neg, pos, neg)
+        a = np.abs(self.per_scale)
+        best = np.argmax(a, axis=0)
+        return np.take_along_axis(self.per_scale, best[None], axis=0)[0]
 
     def onset(self, y: int, x: int, sign: int) -> int:
         """Frames back from the newest (0 = newest) at which the change at pixel (y, x) began.
@@ -128,11 +141,16 @@ class EvidenceAccumulator:
         if n == 0:
             return 0
         idx = [(self.count - 1 - b) % self.depth for b in range(n)]     # newest first
-        best, back = -np.inf, 0
+        best, back, scale = -np.inf, 0, 0
         for i in range(len(self.scales)):
             v = sign * self.ring[i, idx, y, x].astype(np.float64)
             stat = np.cumsum(v) / np.sqrt(np.arange(1, n + 1))
             b = int(np.argmax(stat))
             if stat[b] > best:
-                best, back = stat[b], b
+                best, back, scale = stat[b], b, i
+        # the first frame of a change adds at most ``clip`` σ (see :meth:`push`), which can make the
+        # change point one frame late: go back over frames that already show the change clearly
+        v = sign * self.ring[scale, idx, y, x]
+        while back + 1 < n and v[back + 1] > self.onset_sigma * self.frame_spread[scale]:
+            back += 1
         return back

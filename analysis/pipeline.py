@@ -41,6 +41,7 @@ class FrameResult:
     dx_px: float
     dy_px: float
     differential_raw: np.ndarray | None
+    evidence_raw: np.ndarray | None = None
     candidates: list[Candidate] = field(default_factory=list)
     seeds: list[Seed] = field(default_factory=list)
     new_seeds: list[Seed] = field(default_factory=list)
@@ -50,17 +51,25 @@ class FrameResult:
 
     @property
     def differential(self) -> np.ndarray | None:
-        if self.differential_raw is None or self.differential_step == 1:
-            return self.differential_raw
         if self._full is None:
-            st = self.differential_step
-            full = np.zeros(self.frame_shape, np.float32)
-            rep = np.repeat(np.repeat(self.differential_raw, st, axis=0), st, axis=1)
-            # working pixel j sits at frame position st·j: centre the blocks on it
-            h = st // 2
-            full[:rep.shape[0] - h, :rep.shape[1] - h] = rep[h:, h:]
-            self._full = full
+            self._full = self._enlarged(self.differential_raw)
         return self._full
+
+    @property
+    def evidence(self) -> np.ndarray | None:
+        """The accumulated evidence of change (σ, frame-sized; see :mod:`insitu.analysis.evidence`)."""
+        return self._enlarged(self.evidence_raw)
+
+    def _enlarged(self, raw):
+        if raw is None or self.differential_step == 1:
+            return raw
+        st = self.differential_step
+        full = np.zeros(self.frame_shape, np.float32)
+        rep = np.repeat(np.repeat(raw, st, axis=0), st, axis=1)
+        # working pixel j sits at frame position st·j: centre the blocks on it
+        h = st // 2
+        full[:rep.shape[0] - h, :rep.shape[1] - h] = rep[h:, h:]
+        return full
 
 
 class LiveAnalyzer:
@@ -100,7 +109,7 @@ class LiveAnalyzer:
                  persistence: int = 2, gate_px: float = 4.0, reg_crop: int = 512,
                  ref_every: int = 5, min_quality: float = 7.0, step: int | str = "auto", workers: int = 2,
                  scales_px=(0.0, 2.0, 3.7), lags=(1, 2, 4, 8), alpha: float = 0.02, freeze_level: float = 4.0,
-                 mature_frames: int = 5):
+                 mature_frames: int = 5, min_roundness: float = 0.25, warmup: int = 1):
         self.params = dict(sigma_px=sigma_px, threshold=threshold, low=low, persistence=persistence,
                            gate_px=gate_px, reg_crop=reg_crop, ref_every=ref_every,
                            min_quality=min_quality, step=step, scales_px=list(scales_px), lags=list(lags),
@@ -110,8 +119,11 @@ class LiveAnalyzer:
         self.alpha = float(alpha)
         self.freeze_level = float(freeze_level)
         self.mature_frames = int(mature_frames)
+        self.min_roundness = float(min_roundness)
+        self.gate_px = float(gate_px)
+        self.warmup = int(warmup)
         #: working px next to the edge of the drift-corrected region where no seed is looked for
-        self.border = 4
+        self.border = 1
         self.step_option = step
         self.threshold = float(threshold)
         self.low = float(low)
@@ -191,6 +203,7 @@ class LiveAnalyzer:
                                differential_raw=None)
         dx, dy = self._register(frame)
         z = self._imager.update(frame, dx, dy, freeze=self._freeze)
+        ev = None
         self.times.append(float(time_s))
         cands: list[Candidate] = []
         new: list[Seed] = []
@@ -200,17 +213,24 @@ class LiveAnalyzer:
             outside[sl] = False
             if self._freeze is not None:
                 outside |= self._freeze
-            z = self._evidence.push(z, exclude=outside)
+            if self._imager.count > self._imager.n_init + self.warmup:
+                ev = self._evidence.push(z, exclude=outside)
+            else:
+                # the first differentials share the error of a reference of only a few frames, which
+                # would look persistent: they do not enter the evidence (a seed that began meanwhile
+                # is dated from the first frame that does)
+                ev = np.zeros_like(z)
+                self._evidence.per_scale = None
             b = self.border
             inner = (slice(sl[0].start + b, max(sl[0].start + b, sl[0].stop - b)),
                      slice(sl[1].start + b, max(sl[1].start + b, sl[1].stop - b)))
-            cands = find_candidates(z, self.threshold, self.low, region=inner)
+            cands = self._candidates(inner) if self._evidence.per_scale is not None else []
             cands = [self._scaled(c, k) for c in cands]
             new = self.tracker.update(k, time_s, cands)
             # the reference stops following where a change is under way, once it holds enough frames
             # that its own noise cannot lock it (a young reference is still averaging)
             if self._imager.count - self._imager.n_init >= self.mature_frames:
-                self._freeze = np.abs(z) > self.freeze_level
+                self._freeze = np.abs(ev) > self.freeze_level
         # refresh the registration reference from the running (drift-corrected) reference
         if k == self._imager.n_init - 1 or (k > 0 and k % self.ref_every == 0):
             ref, seen = self._reference_crop()
@@ -219,9 +239,24 @@ class LiveAnalyzer:
             self._ref_spec = self._pc.spectrum(ref)
         self.n_frames += 1
         self.drift.append((float(dx), float(dy)))
-        return FrameResult(index=k, time_s=float(time_s), dx_px=float(dx), dy_px=float(dy), differential_raw=z,
+        return FrameResult(index=k, time_s=float(time_s), dx_px=float(dx), dy_px=float(dy), differential_raw=z, evidence_raw=ev,
                            candidates=cands, seeds=list(self.tracker.seeds), new_seeds=new,
                            differential_step=self.step, frame_shape=self.shape)
+
+    def _candidates(self, region) -> list[Candidate]:
+        """Blobs of each scale's evidence; where scales overlap, the finest one that sees the blob.
+
+        A coarse scale detects a weak, growing seed first but merges close neighbours and
+        places them less well; a finer scale separates and places them.
+        """
+        out: list[Candidate] = []
+        for i, ev in enumerate(self._evidence.per_scale):
+            reach = self.gate_px / self.step + 2 * self._evidence.scales[i]
+            for c in find_candidates(ev, self.threshold, self.low, region=region, min_roundness=self.min_roundness):
+                if not any(o.sign == c.sign and np.hypot(o.x - c.x, o.y - c.y) <= reach for o in out):
+                    out.append(c)
+        out.sort(key=lambda c: -c.peak)
+        return out
 
     def _scaled(self, c: Candidate, k: int) -> Candidate:
         """A candidate of the working grid in frame px, with the frame at which its change began."""

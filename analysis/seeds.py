@@ -39,7 +39,8 @@ class Candidate:
 
 
 def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
-                    region: tuple[slice, slice] | None = None, max_candidates: int = 500) -> list[Candidate]:
+                    region: tuple[slice, slice] | None = None, max_candidates: int = 500,
+                    min_roundness: float = 0.0) -> list[Candidate]:
     """Blobs of either sign in a differential image.
 
     A blob is a connected region where |z| > ``low`` that contains at least one pixel with
@@ -53,6 +54,8 @@ def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
     low : the blob's extent (area, centroid) is taken at this |z|.
     region : (rows, cols) slices to search (default: whole image).
     max_candidates : keep only the strongest (protects against a frame that is all change).
+    min_roundness : drop blobs whose principal second moments (weights |z| − low) have a ratio
+        below this: changes along a line (an edge, an interface) rather than a seed. 0: keep all.
 
     Returns
     -------
@@ -92,6 +95,19 @@ def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
     peaks = np.zeros(n + 1, np.float64)
     np.maximum.at(peaks, labs, az.ravel()[idx])
     peak = peaks[sel]
+    if min_roundness > 0:
+        # a seed is round; a change along a line (an edge, an interface changing along its length)
+        # is not: ratio of the principal second moments of the blob (weights |z| − low)
+        mx, my = sx / np.maximum(sw, 1e-30), sy / np.maximum(sw, 1e-30)
+        dxx = xx - mx[labs]
+        dyy = yy - my[labs]
+        vxx = np.bincount(labs, weights=w * dxx * dxx, minlength=n + 1)[sel]
+        vyy = np.bincount(labs, weights=w * dyy * dyy, minlength=n + 1)[sel]
+        vxy = np.bincount(labs, weights=w * dxx * dyy, minlength=n + 1)[sel]
+        half = 0.5 * (vxx + vyy)
+        disc = np.sqrt(np.maximum(0.0, half * half - (vxx * vyy - vxy * vxy)))
+        round_ok = (half - disc) >= min_roundness * (half + disc)
+        sel, peak = sel[round_ok], peak[round_ok]
     out = [Candidate(x=float(sx[i] / sw[i]) + ox, y=float(sy[i] / sw[i]) + oy, sign=1 if ssign[i] > 0 else -1,
                      peak=float(p), area=int(area[i])) for i, p in zip(sel, np.atleast_1d(peak))]
     out.sort(key=lambda c: -c.peak)
@@ -123,6 +139,8 @@ class Seed:
 
     _peak: float = 0.0
     _area: int = 0
+    #: hits that set the position (peak-weighted mean)
+    position_hits: int = 6
 
     @property
     def peak_snr(self) -> float:
@@ -144,6 +162,8 @@ class Seed:
         elif c.peak > self.hits[-1][3]:  # a second blob of the same seed in one frame: keep the stronger
             self.hits[-1] = (frame, self.hits[-1][1], self.hits[-1][2], c.peak, max(c.area, self.hits[-1][4]))
         self.last_frame = frame
+        if len(self.hits) > self.position_hits:
+            return   # the position is that of the first hits: later a grown seed may touch a neighbour
         w = c.peak
         self._sx += w * c.x
         self._sy += w * c.y
@@ -195,7 +215,7 @@ class SeedTracker:
             ty = np.array([s.y_px for s in tracks])
             ts = np.array([s.sign for s in tracks])
             # a confirmed seed grows: its gate grows with it; a tentative track keeps the plain gate
-            tg = np.array([self.gate_px + (s.radius_px if s.confirmed_frame is not None else 0.0) for s in tracks])
+            tg = np.array([self.gate_px + s.radius_px for s in tracks])
             cx = np.array([c.x for c in candidates])
             cy = np.array([c.y for c in candidates])
             cs = np.array([c.sign for c in candidates])
