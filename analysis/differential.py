@@ -278,15 +278,21 @@ class DifferentialImager:
                           keep: np.ndarray | None = None) -> None:
         """Bring the frame to the reference's brightness, in place: av ← (av − o) / g.
 
-        Gain g and offset o come from a straight-line fit of the frame against the reference
-        (on a 1-in-16 subsample), so a detector offset does not turn a dose-dependent signal
-        decay into false changes on bright particles. When the reference has too little
-        contrast for a fit, only the mean ratio is matched.
+        Gain g and offset o come from a straight line through the frame's mean against the
+        reference's mean in bins of equal width in reference level (on a 1-in-16 subsample): the
+        slope is the median of the slopes between all pairs of bins (Theil–Sen), so the few bright
+        particles weigh as much as the background, and bins that do not follow the line (a
+        detector clipping the dark end at zero) do not bend it. A detector offset then does not
+        turn a dose-dependent signal decay into false changes on bright particles. With too
+        little contrast for a fit, only the mean ratio is matched.
         """
         sa, sr = av[::4, ::4], rv[::4, ::4]
+        m = np.ones(sa.shape, bool)
         if ready is not None:
-            m = ready[::4, ::4]
-            sa, sr = sa[m], sr[m]
+            m &= ready[::4, ::4]
+        if keep is not None:
+            m &= keep[::4, ::4]
+        sa, sr = sa[m], sr[m]
         if sa.size < 16:
             return
         sa = sa.astype(np.float64).ravel()
@@ -295,47 +301,23 @@ class DifferentialImager:
         vr = float(np.mean((sr - mr) ** 2))
         noise = self._s2 if self._lvar is not None else np.inf
         if vr > 25.0 * noise:
-            g = float(np.mean((sa - ma) * (sr - mr))) / vr
-            if 0.2 < g < 5.0:
-                av -= np.float32(ma - g * mr)
-                av *= np.float32(1.0 / g)
-                self._match_levels(av, rv, ready, keep)
-                return
+            lo, hi = np.percentile(sr, [0.5, 99.9])
+            nb = 24
+            idx = np.clip(((sr - lo) / max(hi - lo, 1e-12) * nb).astype(int), 0, nb - 1)
+            n = np.bincount(idx, minlength=nb)
+            ok = n >= 8
+            if ok.sum() >= 3:
+                xr = (np.bincount(idx, weights=sr, minlength=nb) / np.maximum(n, 1))[ok]
+                xa = (np.bincount(idx, weights=sa, minlength=nb) / np.maximum(n, 1))[ok]
+                i, j = np.triu_indices(len(xr), 1)
+                g = float(np.median((xa[j] - xa[i]) / (xr[j] - xr[i])))
+                if 0.2 < g < 5.0:
+                    o = float(np.median(xa - g * xr))
+                    av -= np.float32(o)
+                    av *= np.float32(1.0 / g)
+                    return
         if mr > 0 and ma > 0:
             av *= np.float32(mr / ma)
-
-    def _match_levels(self, av: np.ndarray, rv: np.ndarray, ready, keep) -> None:
-        """What the straight line leaves, per reference level: av ← av − median(av − rv | level).
-
-        A detector that clips at zero, or any non-linear response, makes a dose decay change
-        dark and bright pixels by different factors; a straight-line fit then leaves a persistent
-        residual on the brightest features (particles) that the fixed reference would report
-        as a change. Indexed by the reference level, so a seed keeps its own signal.
-        """
-        if self._lvar is None:
-            return
-        sa, sr = av[::4, ::4], rv[::4, ::4]
-        m = np.ones(sa.shape, bool)
-        if ready is not None:
-            m &= ready[::4, ::4]
-        if keep is not None:
-            m &= keep[::4, ::4]
-        sa, sr = sa[m], sr[m]
-        idx = np.clip(np.searchsorted(self._edges, sr, "right") - 1, 0, len(self._lvl) - 1)
-        order = np.argsort(idx, kind="stable")
-        res, lev = (sa - sr)[order], sr[order]
-        bounds = np.searchsorted(idx[order], np.arange(len(self._lvl) + 1))
-        pairs = [(np.median(lev[a:b]), np.median(res[a:b])) for a, b in zip(bounds[:-1], bounds[1:]) if b - a >= 30]
-        if len(pairs) < 2:
-            return
-        xp, fp = np.array(pairs).T
-        corr = np.interp(rv, xp, fp).astype(np.float32)
-        # beyond the last bin: continue its straight line (the brightest pixels of a particle)
-        top = rv > xp[-1]
-        if top.any():
-            slope = (fp[-1] - fp[-2]) / max(xp[-1] - xp[-2], 1e-12)
-            corr[top] += np.float32(slope) * (rv[top] - np.float32(xp[-1]))
-        av -= corr
 
     @property
     def seen(self) -> np.ndarray:
