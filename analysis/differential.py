@@ -433,9 +433,10 @@ class DifferentialImager:
         step *= sd
         step *= np.float32(max(self.alpha, 1.0 / max(1, self.count - self.n_init + 1)))
         # the reference is the specimen before any change: no update where a change is under way,
-        # nor where this frame is an outlier (a one-frame artefact must not enter it, even while
-        # the first frames are averaged with large weights)
-        step[np.abs(zv) > self.outlier_sigma] = 0.0
+        # nor, once it holds a few frames, where this frame is an outlier (a one-frame artefact
+        # must not enter it)
+        if self.count > self.n_init + 5:   # (a young reference must still correct its own errors)
+            step[np.abs(zv) > self.outlier_sigma] = 0.0
         if fz is not None:
             step[fz] = 0.0
         rv += step
@@ -452,7 +453,9 @@ class DifferentialImager:
         if not first:
             self._update_level_var(zv * sd, sl, excl, False)
         self._update_shift_var(zv, sd, sl, excl)
-        if self.count % 4 == 0:
+        # the noise model settles over the first frames (the shift term starts at 0): refresh the
+        # σ map every frame then, later every 4 frames (the reference changes slowly)
+        if self.count % 4 == 0 or self.count < self.n_init + 10:
             self._gradients()
             self._sd_map()
         return z

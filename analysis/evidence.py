@@ -73,12 +73,26 @@ class EvidenceAccumulator:
         self.onset_sigma = 2.5
         #: evidence of each scale alone (signed, σ), after :meth:`push`
         self.per_scale: np.ndarray | None = None
+        #: per scale, pixels near steep edges (see :meth:`set_edges`), or None
+        self.edges: list | None = None
         self.prev: np.ndarray | None = None
         self.count = 0
 
     def _filtered(self, z: np.ndarray):
         for s in self.scales:
             yield ndi.gaussian_filter(z, s, mode="constant", truncate=3.0) if s > 0 else z
+
+    def set_edges(self, g2: np.ndarray, fraction: float = 0.04) -> None:
+        """Mark the pixels near steep edges (``g2``: squared gradient of the reference), per scale.
+
+        What registration leaves at an edge is the same all along it, so a filter of a larger
+        scale adds it up coherently: near edges each statistic gets its own spread (measured
+        there), apart from that of the rest of the image.
+        """
+        cut = np.percentile(g2, 100 * (1 - fraction))
+        steep = g2 > cut
+        self.edges = [ndi.binary_dilation(steep, iterations=max(1, int(np.ceil(2 * sc)))) if sc > 0 else steep
+                      for sc in self.scales]
 
     def push(self, z: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
         """Add one differential image; return the evidence image (signed, σ).
@@ -117,11 +131,17 @@ class EvidenceAccumulator:
                 if self.count >= lag:
                     s -= ring[(self.count - lag) % self.depth]
                 v = s[sub]
-                v = v[keep] if keep is not None else v
-                sd = robust_sigma(v[v != 0]) if v.size else 0.0
+                vk = v[keep] if keep is not None else v
+                sd = robust_sigma(vk[vk != 0]) if vk.size else 0.0
                 if sd > 0:
                     self.spread[i, j] = sd
                 t = s * np.float32(1.0 / self.spread[i, j])
+                if self.edges is not None:
+                    e = self.edges[i]
+                    ve = v[e[sub] if keep is None else (e[sub] & keep)]
+                    sde = robust_sigma(ve[ve != 0]) if ve.size >= 50 else 0.0
+                    if sde > self.spread[i, j]:
+                        t[e] = s[e] * np.float32(1.0 / sde)
                 np.maximum(pos, t, out=pos)
                 np.minimum(neg, t, out=neg)
             ring[slot] = zc

@@ -109,7 +109,7 @@ class LiveAnalyzer:
                  persistence: int = 2, gate_px: float = 4.0, reg_crop: int = 512,
                  ref_every: int = 5, min_quality: float = 7.0, step: int | str = "auto", workers: int = 2,
                  scales_px=(0.0, 2.0, 3.7), lags=(1, 2, 4, 8), alpha: float = 0.02, freeze_level: float = 4.0,
-                 mature_frames: int = 5, min_roundness: float = 0.25, warmup: int = 1):
+                 mature_frames: int = 5, min_roundness: float = 0.25, warmup: int = 2):
         self.params = dict(sigma_px=sigma_px, threshold=threshold, low=low, persistence=persistence,
                            gate_px=gate_px, reg_crop=reg_crop, ref_every=ref_every,
                            min_quality=min_quality, step=step, scales_px=list(scales_px), lags=list(lags),
@@ -123,7 +123,7 @@ class LiveAnalyzer:
         self.gate_px = float(gate_px)
         self.warmup = int(warmup)
         #: working px next to the edge of the drift-corrected region where no seed is looked for
-        self.border = 1
+        self.border = 2
         self.step_option = step
         self.threshold = float(threshold)
         self.low = float(low)
@@ -214,6 +214,8 @@ class LiveAnalyzer:
             if self._freeze is not None:
                 outside |= self._freeze
             if self._imager.count > self._imager.n_init + self.warmup:
+                if self._evidence.edges is None or k % 8 == 0:
+                    self._evidence.set_edges(self._imager._grad[2])
                 ev = self._evidence.push(z, exclude=outside)
             else:
                 # the first differentials share the error of a reference of only a few frames, which

@@ -185,3 +185,30 @@ def test_live_analysis_shows_differential_and_marks_a_new_seed(qtbot):
     seed_lines = [ln for lines in w.plots._markers for _, ln in lines
                   if ln.pen.color().getRgb()[:3] == (90, 230, 120)]
     assert seed_lines                                             # a green seed marker on the plots
+
+
+def test_differential_view_has_fixed_sigma_levels_and_a_colour_bar(qtbot):
+    """Issue 15: the differential view shows calibrated σ on a fixed ±8 σ scale (as the report):
+    noise stays dim, a seed stands out, and a colour bar says what the colours mean."""
+    from types import SimpleNamespace
+
+    from insitu.gui.image_view import DIFF_SIGMA, LiveImageView
+
+    v = LiveImageView()
+    qtbot.addWidget(v)
+    v.show()
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 1, (128, 128)).astype(np.float32)
+    z[60:66, 60:66] += 20.0                                  # a seed at 20 σ
+    z[10, 10] = 60.0                                         # one extreme pixel must not rescale the view
+    v.set_mode("Differential")
+    assert v.color_bar.isVisible()
+    v.show_analysis(SimpleNamespace(dx_px=0.0, dy_px=0.0, differential=z, seeds=[]))
+    assert v._levels == (-DIFF_SIGMA, DIFF_SIGMA) and DIFF_SIGMA == 8.0
+    assert tuple(v.color_bar.levels()) == (-DIFF_SIGMA, DIFF_SIGMA)
+    shown = v.image.image.astype(float)                      # 0..255, 127.5 = 0 σ (black)
+    noise = np.abs(shown[80:120, 80:120] - 127.5)
+    assert np.median(noise) < 0.15 * 127.5                   # |z| ~ 1 of 8: dim
+    assert shown[62, 62] >= 250                              # the seed saturates
+    v.set_mode("Raw")
+    assert not v.color_bar.isVisible()
