@@ -346,7 +346,24 @@ class DifferentialImager:
             else:
                 a1, a2 = p1[m], p2[m]
                 rv[m] = np.maximum(np.minimum(a1, a2), np.minimum(np.maximum(a1, a2), x))
+                if self._early is not None:
+                    self._early[0][sl][m] = x
             ns[m] = n + 1
+
+    def _restart_median(self, sl, av: np.ndarray, ready: np.ndarray) -> None:
+        """At the 5th frame, the reference of the pixels seen from the start becomes the median of
+        the first 5 frames: a one-frame artefact at the same place in two of the first three
+        (which the median of 3 kept) is then outvoted, before any evidence is accumulated."""
+        k = self.count - self.n_init
+        if k == 1:
+            self._early[1][sl] = av
+        elif k == 2:
+            m = ready & (self.nseen[sl] >= self.n_init + 1)
+            if m.any():
+                stack = np.stack([self._p1[sl][m], self._p2[sl][m], self._early[0][sl][m],
+                                  self._early[1][sl][m], av[m]])
+                self.reference[sl][m] = np.median(stack, axis=0)
+            self._early = None
 
     def update(self, frame: np.ndarray, dx: float, dy: float, freeze: np.ndarray | None = None) -> np.ndarray | None:
         """Feed one frame with its drift (dx, dy) (frame px); return the differential in σ (float32).
@@ -369,6 +386,7 @@ class DifferentialImager:
             self.nseen = np.zeros(self.shape, np.uint8)
             self._p1 = np.zeros(self.shape, np.float32)
             self._p2 = np.zeros(self.shape, np.float32)
+            self._early = [np.zeros(self.shape, np.float32), np.zeros(self.shape, np.float32)]
             self._pvar = np.zeros(self.shape, np.float32)
             self._pmean = np.zeros(self.shape, np.float32)
         av, rv, ns = a[sl], self.reference[sl], self.nseen[sl]
@@ -442,6 +460,7 @@ class DifferentialImager:
         rv += step
         if part:
             self._probation(sl, av, new)
+        self._restart_median(sl, av, ready)
         # pixels whose reference is much younger than the rest (brought into view by the drift):
         # their reference still carries the noise of a few frames, so no differential there yet
         np.add(ns, 1, out=ns, where=ready & (ns < 255))

@@ -123,7 +123,7 @@ class LiveAnalyzer:
         self.gate_px = float(gate_px)
         self.warmup = int(warmup)
         #: working px next to the edge of the drift-corrected region where no seed is looked for
-        self.border = 2
+        self.border = 4
         self.step_option = step
         self.threshold = float(threshold)
         self.low = float(low)
