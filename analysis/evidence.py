@@ -67,6 +67,8 @@ class EvidenceAccumulator:
         self.ring = np.zeros((ns, self.depth) + self.shape, np.float32)
         self.sums = np.zeros((ns, nl) + self.shape, np.float32)
         self.spread = np.ones((ns, nl))
+        self.edge_spread = np.zeros((ns, nl))
+        self.inv: dict = {}
         self.frame_spread = np.ones(ns)
         self.clip = float(clip)
         #: level (σ of a scale) a frame must show to count as part of a change when dating its onset
@@ -93,6 +95,9 @@ class EvidenceAccumulator:
         steep = g2 > cut
         self.edges = [ndi.binary_dilation(steep, iterations=max(1, int(np.ceil(2 * sc)))) if sc > 0 else steep
                       for sc in self.scales]
+        for i, j in list(self.inv):
+            self.inv[(i, j)] = np.where(self.edges[i], np.float32(1.0 / max(self.edge_spread[i, j], self.spread[i, j])),
+                                        np.float32(1.0 / self.spread[i, j]))
 
     def push(self, z: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
         """Add one differential image; return the evidence image (signed, σ).
@@ -130,26 +135,35 @@ class EvidenceAccumulator:
                 s += zc
                 if self.count >= lag:
                     s -= ring[(self.count - lag) % self.depth]
+                # the spreads change slowly: measured every frame at first, then every 4th
+                measure = self.count < 16 or self.count % 4 == i % 4
                 v = s[sub]
-                vk = v[keep] if keep is not None else v
-                sd = robust_sigma(vk[vk != 0]) if vk.size else 0.0
-                if sd > 0:
-                    self.spread[i, j] = sd
-                t = s * np.float32(1.0 / self.spread[i, j])
-                if self.edges is not None:
+                if measure:
+                    vk = v[keep] if keep is not None else v
+                    sd = robust_sigma(vk[vk != 0]) if vk.size else 0.0
+                    if sd > 0:
+                        self.spread[i, j] = sd
+                if measure and self.edges is not None:
                     e = self.edges[i]
                     ve = v[e[sub] if keep is None else (e[sub] & keep)]
                     sde = robust_sigma(ve[ve != 0]) if ve.size >= 50 else 0.0
-                    if sde > self.spread[i, j]:
-                        t[e] = s[e] * np.float32(1.0 / sde)
+                    self.edge_spread[i, j] = sde
+                    # 1/spread per pixel: the edge's own spread near edges where it is larger
+                    self.inv[(i, j)] = np.where(e, np.float32(1.0 / max(sde, self.spread[i, j])),
+                                                np.float32(1.0 / self.spread[i, j]))
+                if self.edges is not None and (i, j) in self.inv:
+                    t = s * self.inv[(i, j)]
+                else:
+                    t = s * np.float32(1.0 / self.spread[i, j])
                 np.maximum(pos, t, out=pos)
                 np.minimum(neg, t, out=neg)
             ring[slot] = zc
             np.copyto(self.per_scale[i], np.where(pos >= -neg, pos, neg))
         self.count += 1
-        a = np.abs(self.per_scale)
-        best = np.argmax(a, axis=0)
-        return np.take_along_axis(self.per_scale, best[None], axis=0)[0]
+        best = self.per_scale[0].copy()
+        for ps in self.per_scale[1:]:
+            np.copyto(best, ps, where=np.abs(ps) > np.abs(best))
+        return best
 
     def onset(self, y: int, x: int, sign: int) -> int:
         """Frames back from the newest (0 = newest) at which the change at pixel (y, x) began.

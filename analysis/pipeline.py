@@ -227,7 +227,7 @@ class LiveAnalyzer:
             inner = (slice(sl[0].start + b, max(sl[0].start + b, sl[0].stop - b)),
                      slice(sl[1].start + b, max(sl[1].start + b, sl[1].stop - b)))
             cands = self._candidates(inner) if self._evidence.per_scale is not None else []
-            cands = [self._scaled(c, k) for c in cands]
+            cands = self._scaled(cands, k)
             new = self.tracker.update(k, time_s, cands)
             # the reference stops following where a change is under way, once it holds enough frames
             # that its own noise cannot lock it (a young reference is still averaging)
@@ -254,19 +254,38 @@ class LiveAnalyzer:
         out: list[Candidate] = []
         for i, ev in enumerate(self._evidence.per_scale):
             reach = self.gate_px / self.step + 2 * self._evidence.scales[i]
-            for c in find_candidates(ev, self.threshold, self.low, region=region, min_roundness=self.min_roundness):
-                if not any(o.sign == c.sign and np.hypot(o.x - c.x, o.y - c.y) <= reach for o in out):
-                    out.append(c)
+            new = find_candidates(ev, self.threshold, self.low, region=region, min_roundness=self.min_roundness)
+            if out and new:
+                ox, oy, os_ = (np.array([getattr(o, a) for o in out]) for a in ("x", "y", "sign"))
+                cx, cy, cs = (np.array([getattr(c, a) for c in new]) for a in ("x", "y", "sign"))
+                near = (np.hypot(cx[:, None] - ox[None], cy[:, None] - oy[None]) <= reach) & (cs[:, None] == os_[None])
+                new = [c for c, n in zip(new, near.any(axis=1)) if not n]
+            out += new
         out.sort(key=lambda c: -c.peak)
         return out
 
-    def _scaled(self, c: Candidate, k: int) -> Candidate:
-        """A candidate of the working grid in frame px, with the frame at which its change began."""
+    def _scaled(self, cands: list[Candidate], k: int) -> list[Candidate]:
+        """Candidates of the working grid in frame px; those that may start a new track (not
+        near a track of their sign) with the frame at which their change began."""
         st = self.step
-        back = self._evidence.onset(int(round(c.y)), int(round(c.x)), c.sign)
-        on = max(0, k - back)
-        return Candidate(x=c.x * st, y=c.y * st, sign=c.sign, peak=c.peak, area=c.area * st * st,
-                         onset=on, onset_time_s=self.times[on])
+        tracks = self.tracker.seeds + self.tracker.tentative
+        fresh = np.ones(len(cands), bool)
+        if tracks and cands:
+            tx, ty, ts = (np.array(v) for v in zip(*[(t.x_px, t.y_px, t.sign) for t in tracks]))
+            tg = np.array([self.tracker.gate_px + t.radius_px for t in tracks])
+            cx = np.array([c.x for c in cands]) * st
+            cy = np.array([c.y for c in cands]) * st
+            cs = np.array([c.sign for c in cands])
+            d = np.hypot(cx[:, None] - tx[None], cy[:, None] - ty[None])
+            fresh = ~((d <= tg[None]) & (cs[:, None] == ts[None])).any(axis=1)
+        out = []
+        for c, f in zip(cands, fresh):
+            on = None
+            if f:
+                on = max(0, k - self._evidence.onset(int(round(c.y)), int(round(c.x)), c.sign))
+            out.append(Candidate(x=c.x * st, y=c.y * st, sign=c.sign, peak=c.peak, area=c.area * st * st,
+                                 onset=on, onset_time_s=None if on is None else self.times[on]))
+        return out
 
     def _reference_crop(self):
         """The running reference over the registration crop, at frame resolution, and where it holds data."""
