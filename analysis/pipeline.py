@@ -214,7 +214,7 @@ class LiveAnalyzer:
             if self._freeze is not None:
                 outside |= self._freeze
             if self._imager.count > self._imager.n_init + self.warmup:
-                if self._evidence.edges is None or k % 8 == 0:
+                if self._imager._grad is not None and (self._evidence.edges is None or k % 8 == 0):
                     self._evidence.set_edges(self._imager._grad[2])
                 ev = self._evidence.push(z, exclude=outside)
             else:
