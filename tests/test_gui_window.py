@@ -162,9 +162,11 @@ def test_live_analysis_shows_differential_and_marks_a_new_seed(qtbot):
     base = np.full((128, 128), 400.0)
     yy, xx = np.mgrid[0:128, 0:128]
     blob = 300.0 * np.exp(-((xx - 80) ** 2 + (yy - 40) ** 2) / (2 * 2.0 ** 2))   # appears at (x=80, y=40)
-    frames = [rng.poisson(base).astype(np.uint16) for _ in range(4)]
-    frames += [rng.poisson(base + blob).astype(np.uint16) for _ in range(20)]
-    b = FeedBackend(duration_s=2.35, time_scale=1.0, frame_rate_hz=10, frames=frames, sample_interval_s=0.1)
+    # the analysis takes about every third frame; a change within the first 5 analysed frames
+    # is part of the reference (docs/analysis.md), so the blob comes after 16 frames
+    frames = [rng.poisson(base).astype(np.uint16) for _ in range(16)]
+    frames += [rng.poisson(base + blob).astype(np.uint16) for _ in range(24)]
+    b = FeedBackend(duration_s=3.95, time_scale=1.0, frame_rate_hz=10, frames=frames, sample_interval_s=0.1)
     w = MainWindow(b, analysis=True)
     qtbot.addWidget(w)
     w.show()
