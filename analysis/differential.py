@@ -469,9 +469,11 @@ class DifferentialImager:
             zv[young] = 0.0
             new = young if new is None else (new | young)
         excl = new if fz is None else (fz if new is None else (fz | new))
-        if not first:
-            self._update_level_var(zv * sd, sl, excl, False)
-        self._update_shift_var(zv, sd, sl, excl)
+        # the noise model settles in the first frames; later it changes slowly: every 2nd frame
+        if self.count < self.n_init + 10 or self.count % 2 == 0:
+            if not first:
+                self._update_level_var(zv * sd, sl, excl, False)
+            self._update_shift_var(zv, sd, sl, excl)
         # the noise model settles over the first frames (the shift term starts at 0): refresh the
         # σ map every frame then, later every 4 frames (the reference changes slowly)
         if self.count % 4 == 0 or self.count < self.n_init + 10:

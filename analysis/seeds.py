@@ -93,7 +93,8 @@ def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
     sy = np.bincount(labs, weights=w * yy, minlength=n + 1)
     ssign = np.bincount(labs, weights=zr.ravel()[idx], minlength=n + 1)
     peaks = np.zeros(n + 1, np.float64)
-    np.maximum.at(peaks, labs, az.ravel()[idx])
+    hflat = np.flatnonzero(hi)          # a blob's peak is among its pixels above threshold
+    np.maximum.at(peaks, flat[hflat], az.ravel()[hflat])
     peak = peaks[sel]
     if min_roundness > 0:
         # a seed is round; a change along a line (an edge, an interface changing along its length)
