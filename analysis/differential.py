@@ -116,12 +116,13 @@ def valid_slices(shape, dx: float, dy: float, margin: int) -> tuple[slice, slice
     return slice(y0, max(y0, y1)), slice(x0, max(x0, x1))
 
 
-def remove_row_offsets(diff: np.ndarray, clip: float | None = None) -> np.ndarray:
+def remove_row_offsets(diff: np.ndarray, clip: float | None = None, exclude: np.ndarray | None = None) -> np.ndarray:
     """Subtract each row's (clipped) mean in place (scan-line noise) and return ``diff``.
 
     ``clip``: values are limited to ±clip (around a first, widely clipped estimate) before
     averaging, so a bright streak or a seed in a row does not shift the whole row (a clipped mean
-    is as robust as a median here, and much cheaper).
+    is as robust as a median here, and much cheaper). ``exclude`` (bool, like ``diff``): pixels
+    left out of the means (known changes).
 
     Example
     -------
@@ -130,6 +131,16 @@ def remove_row_offsets(diff: np.ndarray, clip: float | None = None) -> np.ndarra
     >>> float(np.abs(remove_row_offsets(d)).max())
     0.0
     """
+    if exclude is not None:
+        # rows through known changes (growing seeds) are measured on the rest of the row only, so
+        # that a row of seeds does not shift the whole row the other way
+        w = (~exclude).astype(np.float32)
+        n = np.maximum(w.sum(axis=1, keepdims=True), 1.0)
+        lim = np.inf if clip is None else 4 * clip
+        diff -= (np.clip(diff, -lim, lim) * w).sum(axis=1, keepdims=True) / n
+        if clip is not None:
+            diff -= (np.clip(diff, -clip, clip) * w).sum(axis=1, keepdims=True) / n
+        return diff
     if clip is None:
         diff -= diff.mean(axis=1, keepdims=True)
         return diff
@@ -139,36 +150,6 @@ def remove_row_offsets(diff: np.ndarray, clip: float | None = None) -> np.ndarra
     diff -= m
     diff -= np.clip(diff, -clip, clip).mean(axis=1, keepdims=True)
     return diff
-
-
-def _noise_model(level: np.ndarray, var: np.ndarray, n_bins: int = 12):
-    """Fit var = icpt + slope·level over blocks (binned medians, bins equally spaced in level).
-
-    Equal spacing keeps the few bright blocks (particles) as their own bins, so they set the
-    slope instead of being outvoted by the many background blocks. Returns (slope, icpt), or
-    None when there is no usable positive slope.
-    """
-    x = np.asarray(level, np.float64).ravel()
-    y = np.asarray(var, np.float64).ravel()
-    ok = np.isfinite(x) & np.isfinite(y) & (y > 0)
-    x, y = x[ok], y[ok]
-    if x.size < 8:
-        return None
-    lo, hi = np.percentile(x, [1, 99.9])
-    if not hi > lo:
-        return None
-    edges = np.linspace(lo, hi, n_bins + 1)
-    idx = np.clip(np.searchsorted(edges, x, "right") - 1, 0, n_bins - 1)
-    bx, by = [], []
-    for i in range(n_bins):
-        m = idx == i
-        if m.sum() >= 3:
-            bx.append(np.median(x[m]))
-            by.append(np.median(y[m]))
-    if len(bx) < 2:
-        return None
-    slope, icpt = np.polyfit(bx, by, 1)
-    return (float(slope), float(icpt)) if slope > 0 else None
 
 
 class DifferentialImager:
@@ -185,7 +166,7 @@ class DifferentialImager:
     alpha : reference update rate per frame (after the first ``1/alpha`` frames, which are averaged).
     beta : variance update rate per frame.
     clip_sigma : per-frame change of the reference is clipped to ± clip_sigma·σ.
-    block : the noise is estimated per block of block × block working px.
+    n_bins : number of reference-level bins of the noise model.
     step : working grid step (frame px).
 
     Example
@@ -203,13 +184,19 @@ class DifferentialImager:
     """
 
     def __init__(self, shape, sigma_px: float = 1.5, alpha: float = 0.1, beta: float = 0.1,
-                 clip_sigma: float = 2.5, block: int = 8, step: int = 1, workers: int = 2):
-        self.block = int(block)
+                 clip_sigma: float = 2.5, n_bins: int = 24, step: int = 1, workers: int = 2):
+        self.n_bins = int(n_bins)
         self.step = int(step)
         self.n_init = 3
+        #: frames a pixel's reference must hold (beyond the first n_init) before it gives a differential,
+        #: where the drift brought it into view later than the rest
+        self.young_frames = 6
+        #: |z| above which a pixel of a frame does not update the reference
+        self.outlier_sigma = 3.5
         self.pixel_floor = 0.5
-        self._model = None
-        self._level = 0.0
+        self._lvar = None     # variance of the differential per reference-level bin
+        self._s2 = 0.0        # its median
+        self._sd = None       # σ per working pixel
         st = int(step)
         self.frame_shape = (int(shape[0]) // st * st, int(shape[1]) // st * st)
         self.shape = (self.frame_shape[0] // st, self.frame_shape[1] // st)  # working grid
@@ -220,116 +207,115 @@ class DifferentialImager:
         self.margin = int(np.ceil(3 * self.sigma_px / self.step)) + 2      # working px
         self.smoother = ShiftSmoother(self.frame_shape, self.sigma_px, workers=workers, step=self.step)
         self.reference: np.ndarray | None = None   # smoothed, first-frame coordinates
-        self.var: np.ndarray | None = None         # variance of the smoothed difference, per block
         self.nseen: np.ndarray | None = None       # frames that went into the reference, per pixel
         self.count = 0
         self.last_valid: tuple[slice, slice] | None = None
+        self._grad = None          # (gx, gy, gx² + gy²) of the reference, working grid
+        #: variance (working px²) of the residual shift left after registration, measured
+        self.shift_var = 0.0
 
-    # -- noise variance on a coarse grid of block × block px (a per-pixel estimate from a
-    #    few frames would be too noisy: its errors give the σ image heavy tails)
-    def _init_var(self, s2: float, sl) -> None:
-        """Prior: the global variance s2, scaled per block by the reference level (counting noise)."""
-        b = self.block
-        cy, cx = -(-self.shape[0] // b), -(-self.shape[1] // b)
-        self.var = np.full((cy, cx), s2, np.float32)
-        ref = self.reference
-        by0, bx0 = -(-sl[0].start // b), -(-sl[1].start // b)
-        by1, bx1 = sl[0].stop // b, sl[1].stop // b
-        if by1 > by0 and bx1 > bx0 and self._level > 0:
-            blocks = ref[by0 * b:by1 * b, bx0 * b:bx1 * b].reshape(by1 - by0, b, bx1 - bx0, b).mean(axis=(1, 3))
-            rel = np.clip(blocks / self._level, 0.25, 4.0)
-            self.var[by0:by1, bx0:bx1] = s2 * rel / float(np.mean(rel))
+    # -- noise: the variance of the differential as a function of the reference level (counting
+    #    noise grows with the signal, a detector offset and read noise add a constant), measured
+    #    from the frames themselves, plus the residual-shift term ∝ |∇R|²
+    def _level_bins(self, sl) -> None:
+        """Fix the level bins: quantiles of the reference (dense where most pixels are)."""
+        r = self.reference[sl][::2, ::2].ravel()
+        # quantiles (dense where most pixels are) and equal steps (the few bright particles get
+        # bins of their own)
+        q = np.unique(np.r_[np.percentile(r, np.linspace(0, 100, self.n_bins + 1)),
+                            np.linspace(r.min(), r.max(), self.n_bins + 1)])
+        if q.size < 2:
+            q = np.array([r.min() - 1.0, r.max() + 1.0])
+        self._edges = q
+        self._lvl = 0.5 * (q[:-1] + q[1:])
+        self._lvar = None
 
-    def _rep(self, coarse: np.ndarray, sl) -> np.ndarray:
-        """A per-block array repeated to pixels over the region ``sl``."""
-        b = self.block
-        rows = np.repeat(coarse[sl[0].start // b:(sl[0].stop - 1) // b + 1], b, axis=0)
-        rows = rows[sl[0].start % b:sl[0].start % b + (sl[0].stop - sl[0].start)]
-        full = np.repeat(rows[:, sl[1].start // b:(sl[1].stop - 1) // b + 1], b, axis=1)
-        return full[:, sl[1].start % b:sl[1].start % b + (sl[1].stop - sl[1].start)]
+    def _update_level_var(self, d: np.ndarray, sl, exclude, first: bool) -> None:
+        """Per level bin: the clipped mean of d² over pixels without known change (running average).
 
-    def _block_means(self, img: np.ndarray) -> np.ndarray:
-        b = self.block
-        cy, cx = self.var.shape
-        pad = np.pad(img, ((0, cy * b - img.shape[0]), (0, cx * b - img.shape[1])), mode="edge")
-        return pad.reshape(cy, b, cx, b).mean(axis=(1, 3))
-
-    def _sd_full(self, sl) -> np.ndarray:
-        """σ per pixel of the region ``sl``.
-
-        Per block from the running estimate, shaped within the block by a noise model
-        var = a + b·reference fitted over the blocks (counting noise grows with the signal; the
-        fit absorbs a detector offset). Without it a bright particle inside a block of dim
-        background would be given the background's σ and flicker as a false change.
+        Pixels at the steepest 10 % of the gradients are left to the shift term.
         """
-        floor = np.float32(max(1e-20, 1e-10 * self._level ** 2))
-        sd = self._rep(np.sqrt(np.maximum(self.var, floor)), sl)
-        if self._model is None or self.count % 4 == 0:   # the level map and the model change slowly
-            rb = self._block_means(self.reference)
-            self._model = (rb, _noise_model(rb, self.var))
-        rb, fit = self._model
-        if fit is not None:
-            slope, icpt = np.float32(fit[0]), np.float32(fit[1])
-            small = np.float32(0.05 * max(float(np.median(icpt + slope * rb)), 1e-30))
-            num = np.maximum(self.reference[sl] * slope + icpt, small)
-            den = np.maximum(self._rep(rb.astype(np.float32), sl) * slope + icpt, small)
-            num /= den
-            np.clip(num, 0.05, 20.0, out=num)
-            sd = sd * np.sqrt(num)
-        return sd
-
-    def _update_var(self, zv: np.ndarray, sl, exclude: np.ndarray | None) -> None:
-        """Blocks fully inside ``sl``: new variance = old × mean(z² over |z| < 3) / 0.9733.
-
-        Pixels that changed (|z| >= 3) do not count, so a seed does not raise its own noise
-        level; 0.9733 = E[z² | |z| < 3] for a normal z.
-        """
-        b = self.block
-        y0, x0 = sl[0].start, sl[1].start
-        by0, bx0 = -(-y0 // b), -(-x0 // b)
-        by1, bx1 = sl[0].stop // b, sl[1].stop // b
-        if by1 <= by0 or bx1 <= bx0:
-            return
-        sub = zv[by0 * b - y0:by1 * b - y0, bx0 * b - x0:bx1 * b - x0]
-        q = sub * sub
-        ok = q < 9.0
+        r = self.reference[sl][::2, ::2]
+        dd = d[::2, ::2]
+        ok = self._inner(r.shape)
         if exclude is not None:
-            ok &= ~exclude[by0 * b - y0:by1 * b - y0, bx0 * b - x0:bx1 * b - x0]
-        q *= ok
-        shp = (by1 - by0, b, bx1 - bx0, b)
-        n = ok.reshape(shp).sum(axis=(1, 3))
-        ratio = q.reshape(shp).sum(axis=(1, 3)) / np.maximum(n, 1) / 0.9733
-        blk = self.var[by0:by1, bx0:bx1]
-        good = n >= (b * b) // 4
-        # plain average at first, the prior counting as 4 frames
-        beta = max(self.beta, 1.0 / (self.count - self.n_init + 4))
-        blk += np.where(good, np.float32(beta) * blk * (ratio.astype(np.float32) - 1), 0).astype(np.float32)
+            ok &= ~exclude[::2, ::2]
+        if self._grad is not None:
+            g2 = self._grad[2][sl][::2, ::2]
+            ok &= g2 <= np.percentile(g2, 90)
+        q = dd * dd
+        if self._lvar is not None:
+            lim = 16.0 * np.interp(r, self._lvl, self._lvar)
+            ok &= q < lim
+            corr = 0.9989   # E[z² | |z| < 4] of a normal z
+        else:   # first estimate: clip at 4 robust σ of the whole frame
+            s2 = (1.4826 * np.median(np.abs(dd[ok]))) ** 2
+            ok &= q < 16 * s2
+            corr = 0.9989
+        idx = np.clip(np.searchsorted(self._edges, r[ok], "right") - 1, 0, len(self._lvl) - 1)
+        n = np.bincount(idx, minlength=len(self._lvl))
+        m = np.bincount(idx, weights=q[ok], minlength=len(self._lvl)) / np.maximum(n, 1) / corr
+        good = n >= 20
+        if not good.any():
+            return
+        m = np.where(good, m, np.interp(self._lvl, self._lvl[good], m[good]))
+        if self._lvar is None:
+            self._lvar = m
+        else:
+            beta = max(self.beta, 1.0 / max(1, self.count - self.n_init + 1))
+            self._lvar = np.where(good, self._lvar + beta * (m - self._lvar), self._lvar)
+        self._s2 = float(np.median(self._lvar))
 
-    def _match_brightness(self, av: np.ndarray, rv: np.ndarray, ready: np.ndarray | None) -> None:
+    def _sd_map(self) -> None:
+        """σ per working pixel from the level model and the shift term (refreshed every 4 frames)."""
+        v = np.interp(self.reference, self._lvl, self._lvar).astype(np.float32)
+        if self._grad is not None and self.shift_var > 0:
+            v += np.float32(self.shift_var) * self._grad[2]
+        np.maximum(v, np.float32(1e-6 * self._s2 + 1e-30), out=v)
+        self._sd = np.sqrt(v)
+
+    def _match_brightness(self, av: np.ndarray, rv: np.ndarray, ready: np.ndarray | None,
+                          keep: np.ndarray | None = None) -> None:
         """Bring the frame to the reference's brightness, in place: av ← (av − o) / g.
 
-        Gain g and offset o come from a straight-line fit of the frame against the reference
-        (on a 1-in-16 subsample), so a detector offset does not turn a dose-dependent signal
-        decay into false changes on bright particles. When the reference has too little
-        contrast for a fit, only the mean ratio is matched.
+        Gain g and offset o come from a straight line through the frame's mean against the
+        reference's mean in bins of equal width in reference level (on a 1-in-16 subsample): the
+        slope is the median of the slopes between all pairs of bins (Theil–Sen), so the few bright
+        particles weigh as much as the background, and bins that do not follow the line (a
+        detector clipping the dark end at zero) do not bend it. A detector offset then does not
+        turn a dose-dependent signal decay into false changes on bright particles. With too
+        little contrast for a fit, only the mean ratio is matched.
         """
         sa, sr = av[::4, ::4], rv[::4, ::4]
+        m = np.ones(sa.shape, bool)
         if ready is not None:
-            m = ready[::4, ::4]
-            sa, sr = sa[m], sr[m]
+            m &= ready[::4, ::4]
+        if keep is not None:
+            m &= keep[::4, ::4]
+        sa, sr = sa[m], sr[m]
         if sa.size < 16:
             return
         sa = sa.astype(np.float64).ravel()
         sr = sr.astype(np.float64).ravel()
         ma, mr = sa.mean(), sr.mean()
         vr = float(np.mean((sr - mr) ** 2))
-        noise = float(np.median(self.var)) if self.var is not None else np.inf
+        noise = self._s2 if self._lvar is not None else np.inf
         if vr > 25.0 * noise:
-            g = float(np.mean((sa - ma) * (sr - mr))) / vr
-            if 0.2 < g < 5.0:
-                av -= np.float32(ma - g * mr)
-                av *= np.float32(1.0 / g)
-                return
+            lo, hi = np.percentile(sr, [0.5, 99.9])
+            nb = 24
+            idx = np.clip(((sr - lo) / max(hi - lo, 1e-12) * nb).astype(int), 0, nb - 1)
+            n = np.bincount(idx, minlength=nb)
+            ok = n >= 8
+            if ok.sum() >= 3:
+                xr = (np.bincount(idx, weights=sr, minlength=nb) / np.maximum(n, 1))[ok]
+                xa = (np.bincount(idx, weights=sa, minlength=nb) / np.maximum(n, 1))[ok]
+                i, j = np.triu_indices(len(xr), 1)
+                g = float(np.median((xa[j] - xa[i]) / (xr[j] - xr[i])))
+                if 0.2 < g < 5.0:
+                    o = float(np.median(xa - g * xr))
+                    av -= np.float32(o)
+                    av *= np.float32(1.0 / g)
+                    return
         if mr > 0 and ma > 0:
             av *= np.float32(mr / ma)
 
@@ -360,14 +346,35 @@ class DifferentialImager:
             else:
                 a1, a2 = p1[m], p2[m]
                 rv[m] = np.maximum(np.minimum(a1, a2), np.minimum(np.maximum(a1, a2), x))
+                if self._early is not None:
+                    self._early[0][sl][m] = x
             ns[m] = n + 1
 
-    def update(self, frame: np.ndarray, dx: float, dy: float) -> np.ndarray | None:
+    def _restart_median(self, sl, av: np.ndarray, ready: np.ndarray) -> None:
+        """At the 5th frame, the reference of the pixels seen from the start becomes the median of
+        the first 5 frames: a one-frame artefact at the same place in two of the first three
+        (which the median of 3 kept) is then outvoted, before any evidence is accumulated."""
+        k = self.count - self.n_init
+        if k == 1:
+            self._early[1][sl] = av
+        elif k == 2:
+            m = ready & (self.nseen[sl] >= self.n_init + 1)
+            if m.any():
+                stack = np.stack([self._p1[sl][m], self._p2[sl][m], self._early[0][sl][m],
+                                  self._early[1][sl][m], av[m]])
+                self.reference[sl][m] = np.median(stack, axis=0)
+            self._early = None
+
+    def update(self, frame: np.ndarray, dx: float, dy: float, freeze: np.ndarray | None = None) -> np.ndarray | None:
         """Feed one frame with its drift (dx, dy) (frame px); return the differential in σ (float32).
 
         The differential is on the working grid (``shape``). Returns None for the first
         ``n_init`` (3) frames: their pixel-wise median starts the reference. Outside the region
         covered by both the frame and a ready reference the differential is 0.
+
+        ``freeze`` (bool, working grid): pixels where a change is under way. The reference and
+        the noise estimates are not updated there, so the reference stays the specimen as it
+        was before the change (a growing seed does not fade out of the differential image).
         """
         ny, nx = self.frame_shape
         a = self.smoother.apply(np.asarray(frame)[:ny, :nx], -dx, -dy)
@@ -379,11 +386,12 @@ class DifferentialImager:
             self.nseen = np.zeros(self.shape, np.uint8)
             self._p1 = np.zeros(self.shape, np.float32)
             self._p2 = np.zeros(self.shape, np.float32)
+            self._early = [np.zeros(self.shape, np.float32), np.zeros(self.shape, np.float32)]
             self._pvar = np.zeros(self.shape, np.float32)
             self._pmean = np.zeros(self.shape, np.float32)
         av, rv, ns = a[sl], self.reference[sl], self.nseen[sl]
         if av.size == 0:
-            return None if self.var is None else np.zeros(self.shape, np.float32)
+            return None if self._lvar is None else np.zeros(self.shape, np.float32)
         ready = ns >= self.n_init
         n_ready = int(np.count_nonzero(ready))
         if n_ready == 0:
@@ -391,21 +399,26 @@ class DifferentialImager:
             return None
         part = n_ready < ready.size
         new = ~ready if part else None
-        self._match_brightness(av, rv, ready if part else None)
+        fz = freeze[sl] if freeze is not None else None
+        self._match_brightness(av, rv, ready if part else None, None if fz is None else ~fz)
         d = np.subtract(av, rv)
         if part:
             d[new] = 0.0
-        if self.var is None:
-            self._level = float(np.abs(rv[ready]).mean())
-            dd = d - d.mean(axis=1, keepdims=True)
-            dd = dd[ready] if part else dd
-            med = np.median(dd)
-            s2 = (1.4826 * np.median(np.abs(dd - med))) ** 2
-            self._init_var(max(float(s2), 1e-12), sl)
-        remove_row_offsets(d, clip=3.0 * float(np.sqrt(np.median(self.var))))
+        if self._grad is not None:
+            self._refine_shift(d, fz, new)
+        first = self._lvar is None
+        if first:
+            self._level_bins(sl)
+            dd = d - np.median(d, axis=1, keepdims=True)
+            self._update_level_var(dd, sl, new, True)
+            if self._lvar is None:
+                return np.zeros(self.shape, np.float32)
+            self._gradients()
+            self._sd_map()
+        remove_row_offsets(d, clip=3.0 * float(np.sqrt(self._s2)), exclude=fz)
         if part:
             d[new] = 0.0
-        sd = self._sd_full(sl)
+        sd = self._sd[sl]
         # per-pixel floor: the running variance of d about its running mean can only raise σ where
         # the block model is too low (inside bright particles). About the mean, so that a seed
         # (a persistent change) does not raise its own σ; a 3×3 mean keeps the scatter small.
@@ -415,10 +428,14 @@ class DifferentialImager:
         dc = np.clip(d, -lim3, lim3)
         if part:
             dc[new] = pm[new]
+        if fz is not None:
+            dc[fz] = pm[fz]
         pm += beta * (dc - pm)
         dc *= dc
         if part:
             dc[new] = pv[new]
+        if fz is not None:
+            dc[fz] = pv[fz]
         pv += beta * (dc - pv)
         spread = pv - pm * pm
         np.maximum(spread, 0, out=spread)
@@ -433,8 +450,92 @@ class DifferentialImager:
         step = np.clip(zv, -lim, lim, out=d)
         step *= sd
         step *= np.float32(max(self.alpha, 1.0 / max(1, self.count - self.n_init + 1)))
+        # the reference is the specimen before any change: no update where a change is under way,
+        # nor, once it holds a few frames, where this frame is an outlier (a one-frame artefact
+        # must not enter it)
+        if self.count > self.n_init + 5:   # (a young reference must still correct its own errors)
+            step[np.abs(zv) > self.outlier_sigma] = 0.0
+        if fz is not None:
+            step[fz] = 0.0
         rv += step
         if part:
             self._probation(sl, av, new)
-        self._update_var(zv, sl, new)
+        self._restart_median(sl, av, ready)
+        # pixels whose reference is much younger than the rest (brought into view by the drift):
+        # their reference still carries the noise of a few frames, so no differential there yet
+        np.add(ns, 1, out=ns, where=ready & (ns < 255))
+        young = ns < min(self.count, self.n_init + self.young_frames) - 1
+        if young.any():
+            zv[young] = 0.0
+            new = young if new is None else (new | young)
+        excl = new if fz is None else (fz if new is None else (fz | new))
+        # the noise model settles in the first frames; later it changes slowly: every 2nd frame
+        if self.count < self.n_init + 10 or self.count % 2 == 0:
+            if not first:
+                self._update_level_var(zv * sd, sl, excl, False)
+            self._update_shift_var(zv, sd, sl, excl)
+        # the noise model settles over the first frames (the shift term starts at 0): refresh the
+        # σ map every frame then, later every 4 frames (the reference changes slowly)
+        if self.count % 4 == 0 or self.count < self.n_init + 10:
+            self._gradients()
+            self._sd_map()
         return z
+
+    @staticmethod
+    def _inner(shape, border: int = 3) -> np.ndarray:
+        """True but on a border of ``border`` px (of a 2× subsampled region): the pixels next to the
+        edge of the valid region carry the last of the FFT wrap-around and steep false gradients."""
+        m = np.zeros(shape, bool)
+        m[border:-border or None, border:-border or None] = True
+        return m
+
+    def _gradients(self) -> None:
+        """Gradients of the reference (per working px) and their squared norm, for the shift terms."""
+        gy, gx = np.gradient(self.reference)
+        self._grad = (gx, gy, gx * gx + gy * gy)
+
+    def _refine_shift(self, d: np.ndarray, freeze, new) -> None:
+        """Remove the part of ``d`` (in place) that a residual sub-pixel shift of the frame explains.
+
+        The phase correlation leaves an error of a few hundredths of a pixel; at a sharp edge (the
+        electrode band next to vacuum, a particle) that is a residual of several σ. A least-squares
+        fit d ≈ gx·δx + gy·δy over the frame (one δ per frame) takes it out; small seeds hardly
+        weigh in the fit.
+        """
+        sl = self.last_valid
+        gx, gy = self._grad[0][sl][::2, ::2], self._grad[1][sl][::2, ::2]
+        ds = d[::2, ::2]
+        w = self._inner(ds.shape)
+        if freeze is not None:
+            w &= ~freeze[::2, ::2]
+        if new is not None:
+            w &= ~new[::2, ::2]
+        gx, gy, ds = gx[w], gy[w], ds[w]
+        a = np.array([[gx @ gx, gx @ gy], [gx @ gy, gy @ gy]], np.float64)
+        b = np.array([gx @ ds, gy @ ds], np.float64)
+        if np.linalg.cond(a) > 1e6 or not np.isfinite(a).all():
+            return
+        sx, sy = np.linalg.solve(a, b)
+        d -= np.float32(sx) * self._grad[0][sl]
+        d -= np.float32(sy) * self._grad[1][sl]
+
+    def _update_shift_var(self, zv: np.ndarray, sd: np.ndarray, sl, exclude) -> None:
+        """Fit the variance of the residual shift (px²): excess d² over the counting noise vs |∇R|².
+
+        Measured on the steepest 2 % of the pixels (edges), where the term matters.
+        """
+        if self._grad is None:
+            return
+        g2 = self._grad[2][sl][::2, ::2]
+        ok = self._inner(g2.shape)
+        if exclude is not None:
+            ok &= ~exclude[::2, ::2]
+        cut = np.percentile(g2[ok], 98) if ok.any() else 0.0
+        sel = ok & (g2 >= cut) & (g2 > 0)
+        if sel.sum() < 20:
+            return
+        d2 = (zv[::2, ::2][sel] * sd[::2, ::2][sel]) ** 2
+        base = d2 - np.interp(self.reference[sl][::2, ::2][sel], self._lvl, self._lvar)
+        est = max(0.0, float(np.sum(g2[sel] * base) / np.sum(g2[sel] ** 2)))
+        beta = max(self.beta, 1.0 / max(1, self.count - self.n_init))
+        self.shift_var += beta * (est - self.shift_var)

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from insitu.analysis.differential import DifferentialImager, upsample_fourier
+from insitu.analysis.evidence import EvidenceAccumulator
 from insitu.analysis.registration import PhaseCorrelator
 from insitu.analysis.seeds import SEED_COLUMNS, Candidate, Seed, SeedTracker, find_candidates
 from insitu.errors import UserError
@@ -40,6 +41,7 @@ class FrameResult:
     dx_px: float
     dy_px: float
     differential_raw: np.ndarray | None
+    evidence_raw: np.ndarray | None = None
     candidates: list[Candidate] = field(default_factory=list)
     seeds: list[Seed] = field(default_factory=list)
     new_seeds: list[Seed] = field(default_factory=list)
@@ -49,17 +51,25 @@ class FrameResult:
 
     @property
     def differential(self) -> np.ndarray | None:
-        if self.differential_raw is None or self.differential_step == 1:
-            return self.differential_raw
         if self._full is None:
-            st = self.differential_step
-            full = np.zeros(self.frame_shape, np.float32)
-            rep = np.repeat(np.repeat(self.differential_raw, st, axis=0), st, axis=1)
-            # working pixel j sits at frame position st·j: centre the blocks on it
-            h = st // 2
-            full[:rep.shape[0] - h, :rep.shape[1] - h] = rep[h:, h:]
-            self._full = full
+            self._full = self._enlarged(self.differential_raw)
         return self._full
+
+    @property
+    def evidence(self) -> np.ndarray | None:
+        """The accumulated evidence of change (σ, frame-sized; see :mod:`insitu.analysis.evidence`)."""
+        return self._enlarged(self.evidence_raw)
+
+    def _enlarged(self, raw):
+        if raw is None or self.differential_step == 1:
+            return raw
+        st = self.differential_step
+        full = np.zeros(self.frame_shape, np.float32)
+        rep = np.repeat(np.repeat(raw, st, axis=0), st, axis=1)
+        # working pixel j sits at frame position st·j: centre the blocks on it
+        h = st // 2
+        full[:rep.shape[0] - h, :rep.shape[1] - h] = rep[h:, h:]
+        return full
 
 
 class LiveAnalyzer:
@@ -95,12 +105,25 @@ class LiveAnalyzer:
     ([4], [22], [32])
     """
 
-    def __init__(self, *, sigma_px: float = 1.5, threshold: float = 4.5, low: float = 2.5,
+    def __init__(self, *, sigma_px: float = 1.5, threshold: float = 6.0, low: float = 2.5,
                  persistence: int = 2, gate_px: float = 4.0, reg_crop: int = 512,
-                 ref_every: int = 5, min_quality: float = 7.0, step: int | str = "auto", workers: int = 2):
+                 ref_every: int = 5, min_quality: float = 7.0, step: int | str = "auto", workers: int = 2,
+                 scales_px=(0.0, 2.0, 3.7), lags=(1, 2, 4, 8), alpha: float = 0.02, freeze_level: float = 4.0,
+                 mature_frames: int = 5, min_roundness: float = 0.25, warmup: int = 2):
         self.params = dict(sigma_px=sigma_px, threshold=threshold, low=low, persistence=persistence,
                            gate_px=gate_px, reg_crop=reg_crop, ref_every=ref_every,
-                           min_quality=min_quality, step=step)
+                           min_quality=min_quality, step=step, scales_px=list(scales_px), lags=list(lags),
+                           alpha=alpha, freeze_level=freeze_level)
+        self.scales_px = tuple(float(v) for v in scales_px)
+        self.lags = tuple(int(v) for v in lags)
+        self.alpha = float(alpha)
+        self.freeze_level = float(freeze_level)
+        self.mature_frames = int(mature_frames)
+        self.min_roundness = float(min_roundness)
+        self.gate_px = float(gate_px)
+        self.warmup = int(warmup)
+        #: working px next to the edge of the drift-corrected region where no seed is looked for
+        self.border = 4
         self.step_option = step
         self.threshold = float(threshold)
         self.low = float(low)
@@ -131,7 +154,12 @@ class LiveAnalyzer:
         if st not in (1, 2):
             raise ValueError(f"step must be 1, 2 or 'auto', got {st!r}")
         self.step = int(st)
-        self._imager = DifferentialImager(self.shape, sigma_px=self.sigma_px, workers=self.workers, step=self.step)
+        self._imager = DifferentialImager(self.shape, sigma_px=self.sigma_px, alpha=self.alpha,
+                                          workers=self.workers, step=self.step)
+        # matched filters for blobs of σ 1.5 (the smoothing itself) to about 5 frame px
+        self._evidence = EvidenceAccumulator(self._imager.shape,
+                                             scales=tuple(s / self.step for s in self.scales_px), lags=self.lags)
+        self._freeze = None
         m = (self._imager.margin + 1) * self.step   # the reference is empty within the margin
         cy = max(8, min(ny - 2 * m, self.reg_crop))
         cx = max(8, min(nx - 2 * m, self.reg_crop))
@@ -174,16 +202,37 @@ class LiveAnalyzer:
             return FrameResult(index=k, time_s=float(time_s), dx_px=float("nan"), dy_px=float("nan"),
                                differential_raw=None)
         dx, dy = self._register(frame)
-        z = self._imager.update(frame, dx, dy)
+        z = self._imager.update(frame, dx, dy, freeze=self._freeze)
+        ev = None
+        self.times.append(float(time_s))
         cands: list[Candidate] = []
         new: list[Seed] = []
         if z is not None:
-            cands = find_candidates(z, self.threshold, self.low, region=self._imager.last_valid)
-            if self.step > 1:
-                st = self.step
-                cands = [Candidate(x=c.x * st, y=c.y * st, sign=c.sign, peak=c.peak, area=c.area * st * st)
-                         for c in cands]
+            sl = self._imager.last_valid
+            outside = np.ones(z.shape, bool)
+            outside[sl] = False
+            if self._freeze is not None:
+                outside |= self._freeze
+            if self._imager.count > self._imager.n_init + self.warmup:
+                if self._imager._grad is not None and (self._evidence.edges is None or k % 8 == 0):
+                    self._evidence.set_edges(self._imager._grad[2])
+                ev = self._evidence.push(z, exclude=outside)
+            else:
+                # the first differentials share the error of a reference of only a few frames, which
+                # would look persistent: they do not enter the evidence (a seed that began meanwhile
+                # is dated from the first frame that does)
+                ev = np.zeros_like(z)
+                self._evidence.per_scale = None
+            b = self.border
+            inner = (slice(sl[0].start + b, max(sl[0].start + b, sl[0].stop - b)),
+                     slice(sl[1].start + b, max(sl[1].start + b, sl[1].stop - b)))
+            cands = self._candidates(inner) if self._evidence.per_scale is not None else []
+            cands = self._scaled(cands, k)
             new = self.tracker.update(k, time_s, cands)
+            # the reference stops following where a change is under way, once it holds enough frames
+            # that its own noise cannot lock it (a young reference is still averaging)
+            if self._imager.count - self._imager.n_init >= self.mature_frames:
+                self._freeze = np.abs(ev) > self.freeze_level
         # refresh the registration reference from the running (drift-corrected) reference
         if k == self._imager.n_init - 1 or (k > 0 and k % self.ref_every == 0):
             ref, seen = self._reference_crop()
@@ -191,11 +240,52 @@ class LiveAnalyzer:
                 ref = np.where(seen, ref, ref[seen].mean() if seen.any() else 0.0)
             self._ref_spec = self._pc.spectrum(ref)
         self.n_frames += 1
-        self.times.append(float(time_s))
         self.drift.append((float(dx), float(dy)))
-        return FrameResult(index=k, time_s=float(time_s), dx_px=float(dx), dy_px=float(dy), differential_raw=z,
+        return FrameResult(index=k, time_s=float(time_s), dx_px=float(dx), dy_px=float(dy), differential_raw=z, evidence_raw=ev,
                            candidates=cands, seeds=list(self.tracker.seeds), new_seeds=new,
                            differential_step=self.step, frame_shape=self.shape)
+
+    def _candidates(self, region) -> list[Candidate]:
+        """Blobs of each scale's evidence; where scales overlap, the finest one that sees the blob.
+
+        A coarse scale detects a weak, growing seed first but merges close neighbours and
+        places them less well; a finer scale separates and places them.
+        """
+        out: list[Candidate] = []
+        for i, ev in enumerate(self._evidence.per_scale):
+            reach = self.gate_px / self.step + 2 * self._evidence.scales[i]
+            new = find_candidates(ev, self.threshold, self.low, region=region, min_roundness=self.min_roundness)
+            if out and new:
+                ox, oy, os_ = (np.array([getattr(o, a) for o in out]) for a in ("x", "y", "sign"))
+                cx, cy, cs = (np.array([getattr(c, a) for c in new]) for a in ("x", "y", "sign"))
+                near = (np.hypot(cx[:, None] - ox[None], cy[:, None] - oy[None]) <= reach) & (cs[:, None] == os_[None])
+                new = [c for c, n in zip(new, near.any(axis=1)) if not n]
+            out += new
+        out.sort(key=lambda c: -c.peak)
+        return out
+
+    def _scaled(self, cands: list[Candidate], k: int) -> list[Candidate]:
+        """Candidates of the working grid in frame px; those that may start a new track (not
+        near a track of their sign) with the frame at which their change began."""
+        st = self.step
+        tracks = self.tracker.seeds + self.tracker.tentative
+        fresh = np.ones(len(cands), bool)
+        if tracks and cands:
+            tx, ty, ts = (np.array(v) for v in zip(*[(t.x_px, t.y_px, t.sign) for t in tracks]))
+            tg = np.array([self.tracker.gate_px + t.radius_px for t in tracks])
+            cx = np.array([c.x for c in cands]) * st
+            cy = np.array([c.y for c in cands]) * st
+            cs = np.array([c.sign for c in cands])
+            d = np.hypot(cx[:, None] - tx[None], cy[:, None] - ty[None])
+            fresh = ~((d <= tg[None]) & (cs[:, None] == ts[None])).any(axis=1)
+        out = []
+        for c, f in zip(cands, fresh):
+            on = None
+            if f:
+                on = max(0, k - self._evidence.onset(int(round(c.y)), int(round(c.x)), c.sign))
+            out.append(Candidate(x=c.x * st, y=c.y * st, sign=c.sign, peak=c.peak, area=c.area * st * st,
+                                 onset=on, onset_time_s=None if on is None else self.times[on]))
+        return out
 
     def _reference_crop(self):
         """The running reference over the registration crop, at frame resolution, and where it holds data."""

@@ -34,10 +34,13 @@ class Candidate:
     sign: int      # +1 brighter, -1 darker
     peak: float    # |z| at the peak (σ)
     area: int      # px above the low threshold
+    onset: int | None = None          # frame at which the change began (estimated), if known
+    onset_time_s: float | None = None
 
 
 def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
-                    region: tuple[slice, slice] | None = None, max_candidates: int = 500) -> list[Candidate]:
+                    region: tuple[slice, slice] | None = None, max_candidates: int = 500,
+                    min_roundness: float = 0.0) -> list[Candidate]:
     """Blobs of either sign in a differential image.
 
     A blob is a connected region where |z| > ``low`` that contains at least one pixel with
@@ -51,6 +54,8 @@ def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
     low : the blob's extent (area, centroid) is taken at this |z|.
     region : (rows, cols) slices to search (default: whole image).
     max_candidates : keep only the strongest (protects against a frame that is all change).
+    min_roundness : drop blobs whose principal second moments (weights |z| − low) have a ratio
+        below this: changes along a line (an edge, an interface) rather than a seed. 0: keep all.
 
     Returns
     -------
@@ -88,8 +93,22 @@ def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
     sy = np.bincount(labs, weights=w * yy, minlength=n + 1)
     ssign = np.bincount(labs, weights=zr.ravel()[idx], minlength=n + 1)
     peaks = np.zeros(n + 1, np.float64)
-    np.maximum.at(peaks, labs, az.ravel()[idx])
+    hflat = np.flatnonzero(hi)          # a blob's peak is among its pixels above threshold
+    np.maximum.at(peaks, flat[hflat], az.ravel()[hflat])
     peak = peaks[sel]
+    if min_roundness > 0:
+        # a seed is round; a change along a line (an edge, an interface changing along its length)
+        # is not: ratio of the principal second moments of the blob (weights |z| − low)
+        mx, my = sx / np.maximum(sw, 1e-30), sy / np.maximum(sw, 1e-30)
+        dxx = xx - mx[labs]
+        dyy = yy - my[labs]
+        vxx = np.bincount(labs, weights=w * dxx * dxx, minlength=n + 1)[sel]
+        vyy = np.bincount(labs, weights=w * dyy * dyy, minlength=n + 1)[sel]
+        vxy = np.bincount(labs, weights=w * dxx * dyy, minlength=n + 1)[sel]
+        half = 0.5 * (vxx + vyy)
+        disc = np.sqrt(np.maximum(0.0, half * half - (vxx * vyy - vxy * vxy)))
+        round_ok = (half - disc) >= min_roundness * (half + disc)
+        sel, peak = sel[round_ok], peak[round_ok]
     out = [Candidate(x=float(sx[i] / sw[i]) + ox, y=float(sy[i] / sw[i]) + oy, sign=1 if ssign[i] > 0 else -1,
                      peak=float(p), area=int(area[i])) for i, p in zip(sel, np.atleast_1d(peak))]
     out.sort(key=lambda c: -c.peak)
@@ -121,6 +140,8 @@ class Seed:
 
     _peak: float = 0.0
     _area: int = 0
+    #: hits that set the position (peak-weighted mean)
+    position_hits: int = 6
 
     @property
     def peak_snr(self) -> float:
@@ -142,6 +163,8 @@ class Seed:
         elif c.peak > self.hits[-1][3]:  # a second blob of the same seed in one frame: keep the stronger
             self.hits[-1] = (frame, self.hits[-1][1], self.hits[-1][2], c.peak, max(c.area, self.hits[-1][4]))
         self.last_frame = frame
+        if len(self.hits) > self.position_hits:
+            return   # the position is that of the first hits: later a grown seed may touch a neighbour
         w = c.peak
         self._sx += w * c.x
         self._sy += w * c.y
@@ -193,7 +216,7 @@ class SeedTracker:
             ty = np.array([s.y_px for s in tracks])
             ts = np.array([s.sign for s in tracks])
             # a confirmed seed grows: its gate grows with it; a tentative track keeps the plain gate
-            tg = np.array([self.gate_px + (s.radius_px if s.confirmed_frame is not None else 0.0) for s in tracks])
+            tg = np.array([self.gate_px + s.radius_px for s in tracks])
             cx = np.array([c.x for c in candidates])
             cy = np.array([c.y for c in candidates])
             cs = np.array([c.sign for c in candidates])
@@ -206,7 +229,9 @@ class SeedTracker:
             if j < 0 and near:
                 continue  # a confirmed seed losing material (reverse bias), not a new seed
             if j < 0:
-                s = Seed(id=self._tentative_id, sign=c.sign, first_frame=frame, first_time_s=float(time_s),
+                on = frame if c.onset is None else min(frame, int(c.onset))
+                t_on = float(time_s) if c.onset is None or c.onset_time_s is None else float(c.onset_time_s)
+                s = Seed(id=self._tentative_id, sign=c.sign, first_frame=on, first_time_s=t_on,
                          last_frame=frame)
                 self._tentative_id -= 1
                 s.add(frame, c)

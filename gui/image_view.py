@@ -21,8 +21,9 @@ from insitu.units import format_current, format_length, nice_length
 pg.setConfigOptions(imageAxisOrder="row-major")
 
 MODES = ("Raw", "Differential", "Registered")
-#: default half-range of the differential view (σ)
-DIFF_SIGMA = 6.0
+#: half-range of the differential view (σ): the same ±8 σ as the report's differential image,
+#: so noise (|z| ~ 1) stays dim and a change beyond the detection threshold stands out
+DIFF_SIGMA = 8.0
 
 def auto_levels(img: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5, max_samples: int = 16384):
     """Contrast limits from percentiles of a strided subsample (fast on 1024² frames).
@@ -263,7 +264,8 @@ class LiveImageView(QtWidgets.QWidget):
         row = QtWidgets.QHBoxLayout()
         self.mode_box = QtWidgets.QComboBox()
         self.mode_box.addItems(MODES)
-        self.mode_box.setToolTip("Raw frame, differential (frame − earlier frame, σ units) or drift-registered")
+        self.mode_box.setToolTip("Raw frame, differential (frame − reference from before any change, in calibrated σ, ±8 σ) "
+                                 "or drift-registered")
         self.mode_box.currentTextChanged.connect(self.set_mode)
         row.addWidget(QtWidgets.QLabel("View"))
         row.addWidget(self.mode_box)
@@ -306,8 +308,13 @@ class LiveImageView(QtWidgets.QWidget):
         self.view.addItem(self.image)
         self._grey = pg.colormap.get("CET-L1").getLookupTable(nPts=256)
         # diverging map centred on black (dark-room friendly; changes of either sign glow)
-        self._diverging = pg.ColorMap([0.0, 0.5, 1.0], [(70, 170, 255), (0, 0, 0), (255, 140, 40)]
-                                      ).getLookupTable(nPts=256)
+        diverging = pg.ColorMap([0.0, 0.5, 1.0], [(70, 170, 255), (0, 0, 0), (255, 140, 40)])
+        self._diverging = diverging.getLookupTable(nPts=256)
+        # colour bar of the differential view, in calibrated σ (shown in that view only)
+        self.color_bar = pg.ColorBarItem(values=(-DIFF_SIGMA, DIFF_SIGMA), colorMap=diverging,
+                                         label="change (σ)", interactive=False, width=14)
+        self.glw.addItem(self.color_bar, row=0, col=1)
+        self.color_bar.setVisible(False)
         self.image.setLookupTable(self._grey)
 
         self.gb_item = pg.ImageItem(axisOrder="row-major")
@@ -340,6 +347,7 @@ class LiveImageView(QtWidgets.QWidget):
         if self.mode_box.currentText() != mode:
             self.mode_box.setCurrentText(mode)
         self.image.setLookupTable(self._diverging if mode == "Differential" else self._grey)
+        self.color_bar.setVisible(mode == "Differential")
         self._levels = None
         if mode != "Registered":
             self.image.setPos(0, 0)
@@ -439,13 +447,12 @@ class LiveImageView(QtWidgets.QWidget):
             if img is None:
                 return
             if self.auto_box.isChecked() or self._levels is None:
-                # the image is in σ units: ±6 σ keeps noise dim and lets changes beyond the
-                # detection threshold (~4.5 σ) stand out; wider if the image holds larger values
-                m = max(abs(a) for a in auto_levels(img, 0.1, 99.9))
-                m = DIFF_SIGMA if m < 2 * DIFF_SIGMA else m
-                levels = (-m, m)
+                # the image is in calibrated σ: a fixed range, so the same σ looks the same in
+                # every frame and in the report
+                levels = (-DIFF_SIGMA, DIFF_SIGMA)
             else:
                 levels = self._levels
+            self.color_bar.setLevels(values=levels)
         else:
             if rec is None:
                 return

@@ -162,9 +162,11 @@ def test_live_analysis_shows_differential_and_marks_a_new_seed(qtbot):
     base = np.full((128, 128), 400.0)
     yy, xx = np.mgrid[0:128, 0:128]
     blob = 300.0 * np.exp(-((xx - 80) ** 2 + (yy - 40) ** 2) / (2 * 2.0 ** 2))   # appears at (x=80, y=40)
-    frames = [rng.poisson(base).astype(np.uint16) for _ in range(4)]
-    frames += [rng.poisson(base + blob).astype(np.uint16) for _ in range(20)]
-    b = FeedBackend(duration_s=2.35, time_scale=1.0, frame_rate_hz=10, frames=frames, sample_interval_s=0.1)
+    # the analysis takes about every third frame; a change within the first 5 analysed frames
+    # is part of the reference (docs/analysis.md), so the blob comes after 16 frames
+    frames = [rng.poisson(base).astype(np.uint16) for _ in range(16)]
+    frames += [rng.poisson(base + blob).astype(np.uint16) for _ in range(24)]
+    b = FeedBackend(duration_s=3.95, time_scale=1.0, frame_rate_hz=10, frames=frames, sample_interval_s=0.1)
     w = MainWindow(b, analysis=True)
     qtbot.addWidget(w)
     w.show()
@@ -185,3 +187,30 @@ def test_live_analysis_shows_differential_and_marks_a_new_seed(qtbot):
     seed_lines = [ln for lines in w.plots._markers for _, ln in lines
                   if ln.pen.color().getRgb()[:3] == (90, 230, 120)]
     assert seed_lines                                             # a green seed marker on the plots
+
+
+def test_differential_view_has_fixed_sigma_levels_and_a_colour_bar(qtbot):
+    """Issue 15: the differential view shows calibrated σ on a fixed ±8 σ scale (as the report):
+    noise stays dim, a seed stands out, and a colour bar says what the colours mean."""
+    from types import SimpleNamespace
+
+    from insitu.gui.image_view import DIFF_SIGMA, LiveImageView
+
+    v = LiveImageView()
+    qtbot.addWidget(v)
+    v.show()
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 1, (128, 128)).astype(np.float32)
+    z[60:66, 60:66] += 20.0                                  # a seed at 20 σ
+    z[10, 10] = 60.0                                         # one extreme pixel must not rescale the view
+    v.set_mode("Differential")
+    assert v.color_bar.isVisible()
+    v.show_analysis(SimpleNamespace(dx_px=0.0, dy_px=0.0, differential=z, seeds=[]))
+    assert v._levels == (-DIFF_SIGMA, DIFF_SIGMA) and DIFF_SIGMA == 8.0
+    assert tuple(v.color_bar.levels()) == (-DIFF_SIGMA, DIFF_SIGMA)
+    shown = v.image.image.astype(float)                      # 0..255, 127.5 = 0 σ (black)
+    noise = np.abs(shown[80:120, 80:120] - 127.5)
+    assert np.median(noise) < 0.15 * 127.5                   # |z| ~ 1 of 8: dim
+    assert shown[62, 62] >= 250                              # the seed saturates
+    v.set_mode("Raw")
+    assert not v.color_bar.isVisible()

@@ -39,8 +39,8 @@ def add_arguments(parser):
                         help="microstructure px -> frame px: scale, rotation (deg), offset x, offset y (px)")
     parser.add_argument("--live", action="store_true",
                         help="follow a session while it is being recorded, until it is closed")
-    parser.add_argument("--threshold", type=float, default=4.5, metavar="SIGMA",
-                        help="detection level in the differential image, in σ (default 4.5)")
+    parser.add_argument("--threshold", type=float, default=6.0, metavar="SIGMA",
+                        help="detection level of the accumulated evidence of change, in σ (default 6)")
     parser.add_argument("--persistence", type=int, default=2, metavar="N",
                         help="frames a change must be seen in to count as a seed (default 2)")
     parser.add_argument("--sigma-px", type=float, default=1.5, metavar="PX",
