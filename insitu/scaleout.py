@@ -34,6 +34,8 @@ THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THRE
               "NUMBA_NUM_THREADS": "1"}
 #: environment variable naming a numba cache folder for the workers (same as ``--numba-cache``)
 NUMBA_CACHE_ENV = "INSITU_NUMBA_CACHE"
+#: how long (s) to try to reach a scheduler given by address before a one-line error
+CONNECT_TIMEOUT_S = 10.0
 
 
 def default_workers() -> int:
@@ -84,7 +86,7 @@ def worker_address() -> str:
 
 @contextmanager
 def open_client(workers: int | None = None, scheduler: str | None = None, *,
-                numba_cache: str | None = None, connect_timeout_s: float = 10.0):
+                numba_cache: str | None = None, connect_timeout_s: float | None = None):
     """A :class:`distributed.Client` on an embedded LocalCluster or on a running scheduler.
 
     Parameters
@@ -96,8 +98,9 @@ def open_client(workers: int | None = None, scheduler: str | None = None, *,
     numba_cache : str, optional
         Folder for numba's compiled-kernel cache on every worker (a shared path lets machines reuse
         what one compiled); default ``$INSITU_NUMBA_CACHE``, else numba's own default.
-    connect_timeout_s : float
-        How long to try to reach ``scheduler`` before giving up with a one-line error.
+    connect_timeout_s : float, optional
+        How long (s) to try to reach ``scheduler`` before giving up with a one-line error
+        (default :data:`CONNECT_TIMEOUT_S`).
 
     Yields
     ------
@@ -118,12 +121,15 @@ def open_client(workers: int | None = None, scheduler: str | None = None, *,
     cluster = None
     if scheduler:
         try:
-            client = Client(scheduler, timeout=f"{connect_timeout_s}s", set_as_default=False)
+            timeout = CONNECT_TIMEOUT_S if connect_timeout_s is None else connect_timeout_s
+            client = Client(scheduler, timeout=f"{timeout}s", set_as_default=False)
         except (OSError, TimeoutError, ValueError) as exc:
             raise UserError(f"cannot reach the dask scheduler at {scheduler}: {exc}") from None
     else:
         cluster = LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address=None, env=worker_env(numba_cache))
+                               host="127.0.0.1", dashboard_address=None, env=worker_env(numba_cache),
+                               # no dashboard; the scheduler's small HTTP server on any free loopback port
+                               scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
         client = Client(cluster, set_as_default=False)
     try:
         client.run(_worker_setup, numba_cache)
