@@ -55,13 +55,29 @@ def worker_env(numba_cache: str | None = None) -> dict:
 
 
 def _worker_setup(numba_cache: str | None) -> None:
-    """Runs once on every worker (also one of an external ``dask worker``): the thread limits and the
-    numba cache folder, before the simulator's compiled kernels are first imported there."""
+    """The thread limits and the numba cache folder of a worker process, before the simulator's
+    compiled kernels are first imported there."""
     os.environ.update(worker_env(numba_cache))
     if "numba" in sys.modules:
         from numba.core import config
 
         config.reload_config()   # picks up NUMBA_CACHE_DIR for kernels compiled from now on
+
+
+def _setup_plugin(numba_cache: str | None):
+    """A dask WorkerPlugin running :func:`_worker_setup` on every worker, also on those that join
+    later (a SLURM cluster scaling up)."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class InsituWorkerSetup(WorkerPlugin):
+        # registered under one name: a later run replaces it and its setup runs again with its own cache
+        def __init__(self, cache):
+            self.cache = cache
+
+        def setup(self, worker):
+            _worker_setup(self.cache)
+
+    return InsituWorkerSetup(numba_cache)
 
 
 def limit_task_threads() -> None:
@@ -132,7 +148,7 @@ def open_client(workers: int | None = None, scheduler: str | None = None, *,
                                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
         client = Client(cluster, set_as_default=False)
     try:
-        client.run(_worker_setup, numba_cache)
+        client.register_plugin(_setup_plugin(numba_cache), name="insitu-worker-setup")
         yield client
     finally:
         client.close()

@@ -184,3 +184,25 @@ def test_content_hash_of_a_folder_sees_names_and_bytes(tmp_path):
 
     assert batch.content_hash(d / "f1.tif") == hashlib.sha256(b"abd").hexdigest()
     assert np.isnan(batch._nan(None))
+
+
+def test_stopped_batch_keeps_the_rows_that_finished(cluster, sessions, tmp_path, capsys, monkeypatch):
+    """Ctrl-C after the first session: exit 3, and batch.csv holds that session's row; the rest say so."""
+    import insitu.scaleout as so
+
+    real = so.run_tasks
+
+    def first_then_interrupt(*a, **kw):
+        for item in real(*a, **kw):
+            yield item
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(so, "run_tasks", first_then_interrupt)
+    addr, _ = cluster
+    out = tmp_path / "stopped"
+    code, _, err = _run(["batch", "analyze", str(sessions / "lam1.h5"), str(sessions / "lam2.h5"), "--out", str(out),
+                         "--scheduler", addr, "--quiet"], capsys)
+    assert code == 3 and "interrupted" in err
+    rows = _table(out / "batch.csv")[0]
+    assert sorted(r["status"] for r in rows.values()) == ["error", "ok"]
+    assert any("not finished" in r["error"] for r in rows.values())

@@ -95,7 +95,8 @@ def test_sweep_runs_on_the_external_worker(external, tmp_path, capsys):
     addr, worker = external
     write_microstructure(tmp_path / "m.h5", voronoi_lamella((32, 32), n_grains=8, seed=3))
     assert main(["sweep", str(tmp_path / "m.h5"), "--potential", "top=0", "--potential", "right=1",
-                 "--param", "gb_ratio=10,30", "--out", str(tmp_path / "s"), "--scheduler", addr, "--quiet"]) == 0
+                 "--param", "gb_ratio=10,30", "--out", str(tmp_path / "s"), "--scheduler", addr, "--quiet",
+                 "--numba-cache", str(tmp_path / "numba")]) == 0
     rows = _csv(tmp_path / "s" / "sweep.csv")
     assert len(rows) == 2 and {r["worker"] for r in rows} == {worker}
     # the scheduler and its worker are still there: insitu closed only its own connection
@@ -103,3 +104,6 @@ def test_sweep_runs_on_the_external_worker(external, tmp_path, capsys):
 
     with Client(addr, timeout="10s", set_as_default=False) as c:
         assert set(c.scheduler_info()["workers"]) == {worker}
+        # the worker was set up by insitu: one thread for numba and BLAS, numba's cache where asked
+        env = c.run(lambda: {k: os.environ.get(k) for k in ("NUMBA_CACHE_DIR", "OMP_NUM_THREADS")})[worker]
+    assert env == {"NUMBA_CACHE_DIR": str(tmp_path / "numba"), "OMP_NUM_THREADS": "1"}

@@ -106,18 +106,22 @@ def run(args) -> int:
     tasks = [batch.BatchTask(input=str(p.resolve()), out_dir=str((out / p.stem).resolve()), options=opts,
                              force=args.force) for p in inputs]
     results = {}
-    with open_client(args.workers, args.scheduler, numba_cache=args.numba_cache) as client:
-        for task, res in run_tasks(client, batch.analyze_task, tasks, label=lambda t: Path(t.input).name,
-                                   desc="sessions", progress=not args.quiet,
-                                   status=lambda r: ("skipped (done before)" if r["skipped"] else r["row"]["status"])):
-            if isinstance(res, BaseException):
-                res = batch.error_result(task, res)
-            results[task.input] = res
-    ordered = [results[t.input] for t in tasks]
-    rows = [r["row"] for r in ordered]
-    for r, t in zip(rows, tasks):      # the session as the user named it, not the resolved path
-        r["session"] = str(inputs[tasks.index(t)])
-    csv_path = batch.write_table(rows, out / "batch.csv", batch.BATCH_COLUMNS)
+    try:
+        with open_client(args.workers, args.scheduler, numba_cache=args.numba_cache) as client:
+            for task, res in run_tasks(client, batch.analyze_task, tasks, label=lambda t: Path(t.input).name,
+                                       desc="sessions", progress=not args.quiet,
+                                       status=lambda r: "skipped (done before)" if r["skipped"] else r["row"]["status"]):
+                if isinstance(res, BaseException):
+                    res = batch.error_result(task, res)
+                results[task.input] = res
+    finally:
+        # also when stopped early (Ctrl-C, a lost scheduler): the table holds what finished
+        ordered = [results.get(t.input) or batch.error_result(t, RuntimeError("not finished (the batch stopped)"))
+                   for t in tasks]
+        rows = [r["row"] for r in ordered]
+        for r, p in zip(rows, inputs):         # the session as the user named it, not the resolved path
+            r["session"] = str(p)
+        csv_path = batch.write_table(rows, out / "batch.csv", batch.BATCH_COLUMNS)
     html_path = batch.write_batch_html(out / "batch.html", rows, [r["figure"] for r in ordered])
     failed = [r for r in rows if r["status"] != "ok"]
     skipped = sum(r["skipped"] for r in ordered)
