@@ -37,7 +37,18 @@ def _batch(client, tasks) -> float:
     return dt
 
 
-def _timed(n_workers: int, sessions, out: Path) -> tuple[float, set]:
+def _worker_cpu_s(client) -> float:
+    """CPU seconds (user + system) used so far by all worker processes."""
+    import resource
+
+    def cpu():
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    return sum(client.run(cpu).values())
+
+
+def _timed(n_workers: int, sessions, out: Path) -> tuple[float, float]:
     from insitu.analysis.batch import BatchTask
     from insitu.scaleout import open_client
 
@@ -46,8 +57,9 @@ def _timed(n_workers: int, sessions, out: Path) -> tuple[float, set]:
                 for i in range(n_workers)]
         _batch(client, warm)
         tasks = [BatchTask(str(s), str(out / f"w{n_workers}" / s.stem), force=True) for s in sessions]
+        c0 = _worker_cpu_s(client)
         dt = _batch(client, tasks)
-        return dt, set(client.scheduler_info()["workers"])
+        return dt, _worker_cpu_s(client) - c0
 
 
 def main() -> dict:
@@ -61,14 +73,16 @@ def main() -> dict:
             write_mock_session(s, seed=k, n_frames=N_FRAMES, shape=SHAPE, n_seeds=5)
         load = os.getloadavg()[0]
         print(f"load average before: {load:.2f} on {os.cpu_count()} cores (other processes share them)", flush=True)
-        t1, _ = _timed(1, sessions, d)
-        print(f"1 worker : {t1:6.2f} s ({t1 / N_SESSIONS:.2f} s a session)", flush=True)
-        t2, w = _timed(2, sessions, d)
-        print(f"2 workers: {t2:6.2f} s ({len(w)} worker processes)", flush=True)
+        t1, c1 = _timed(1, sessions, d)
+        print(f"1 worker : {t1:6.2f} s ({t1 / N_SESSIONS:.2f} s a session), workers' CPU {c1:.2f} s: "
+              f"{c1 / t1:.2f} cores obtained", flush=True)
+        t2, c2 = _timed(2, sessions, d)
+        print(f"2 workers: {t2:6.2f} s, workers' CPU {c2:.2f} s: {c2 / t2:.2f} cores obtained "
+              "(the ratio below can reach this at most)", flush=True)
     ratio = t1 / t2
     print(f"speed-up 2 vs 1 worker: {ratio:.2f}x (goal >= {GOAL}x): {'met' if ratio >= GOAL else 'NOT met'}; "
           f"load average after: {os.getloadavg()[0]:.2f}")
-    return dict(t1_s=t1, t2_s=t2, ratio=ratio, goal=GOAL, load_before=load)
+    return dict(t1_s=t1, t2_s=t2, ratio=ratio, goal=GOAL, load_before=load, cores_1=c1 / t1, cores_2=c2 / t2)
 
 
 if __name__ == "__main__":
