@@ -13,6 +13,7 @@ from insitu.analysis import batch
 from insitu.analysis.pipeline import analyze
 from insitu.cli import main
 from mock_sessions import BIAS_STEP_V, DOSE_STEP, write_mock_session
+from dask_cluster import cluster  # noqa: F401  (the module's shared LocalCluster fixture)
 
 
 def _table(path):
@@ -20,15 +21,6 @@ def _table(path):
         rows = list(csv.DictReader(fh))
     return {os.path.basename(r["session"]): r for r in rows}, list(rows[0]) if rows else []
 
-
-@pytest.fixture(scope="module")
-def cluster():
-    """One LocalCluster (2 processes, one thread each) for the module: its address and worker addresses."""
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as lc, Client(lc) as c:
-        yield lc.scheduler_address, set(c.scheduler_info()["workers"])
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from insitu.analysis.microstructure import write_microstructure
 from insitu.analysis.simulator import GB_COLUMNS, lone_electrode, simulate, superpose, unit_potentials
 from insitu.cli import main
 from insitu.errors import UserError
+from dask_cluster import cluster  # noqa: F401  (the module's shared LocalCluster fixture)
 
 GRID = {"gb_ratio": (5.0, 40.0), "anisotropy": (100.0, 1000.0)}
 POTS = {"top": 0.5, "right": 3.0}      # not a unit solution: the sweep scales by 2.5 and shifts by 0.5 V
@@ -27,14 +28,6 @@ def _csv(path):
 def _rel(a, b):
     return abs(a - b) / max(abs(a), abs(b), 1e-300)
 
-
-@pytest.fixture(scope="module")
-def cluster():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as lc, Client(lc) as c:
-        yield lc.scheduler_address, set(c.scheduler_info()["workers"])
 
 
 @pytest.fixture(scope="module")

@@ -41,11 +41,12 @@ def add_arguments(parser):
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
 
-def run(args) -> int:
-    import sys
+def check_options(args):
+    """Check the detection options (one-line UserError); returns the --map-transform (or None).
 
+    Shared with ``insitu batch analyze``, which passes the same options to every session.
+    """
     from insitu.analysis.correlate import parse_map_transform
-    from insitu.analysis.pipeline import analyze
 
     if args.persistence < 1:
         raise UserError(f"--persistence {args.persistence}: must be at least 1")
@@ -53,7 +54,15 @@ def run(args) -> int:
         raise UserError(f"--threshold {args.threshold}: must be > 0")
     if not args.sigma_px >= 0:
         raise UserError(f"--sigma-px {args.sigma_px}: must be >= 0")
-    tr = parse_map_transform(args.map_transform) if args.map_transform else None
+    return parse_map_transform(args.map_transform) if args.map_transform else None
+
+
+def run(args) -> int:
+    import sys
+
+    from insitu.analysis.pipeline import analyze
+
+    tr = check_options(args)
     show = not args.quiet and sys.stderr.isatty()
 
     def progress(done, total):

@@ -67,21 +67,16 @@ def add_arguments(parser):
 
 def analyze_options(args) -> dict:
     """Keyword arguments of :func:`insitu.analysis.pipeline.analyze` from the parsed options."""
-    from insitu.analysis.correlate import parse_map_transform
+    from insitu.commands.analyze import check_options
 
-    if args.persistence < 1:
-        raise UserError(f"--persistence {args.persistence}: must be at least 1")
-    if not args.threshold > 0:
-        raise UserError(f"--threshold {args.threshold}: must be > 0")
-    if not args.sigma_px >= 0:
-        raise UserError(f"--sigma-px {args.sigma_px}: must be >= 0")
+    tr = check_options(args)
     if (args.microstructure is None) != (args.simulation is None):
         raise UserError("the correlation needs both --microstructure and --simulation")
     opts = dict(threshold=args.threshold, persistence=args.persistence, sigma_px=args.sigma_px)
     if args.microstructure:
         opts.update(microstructure=args.microstructure, simulation=args.simulation)
-    if args.map_transform:
-        opts["map_transform"] = parse_map_transform(args.map_transform)
+    if tr is not None:
+        opts["map_transform"] = tr
     return opts
 
 
