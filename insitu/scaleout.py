@@ -61,7 +61,11 @@ def _worker_setup(numba_cache: str | None) -> None:
     if "numba" in sys.modules:
         from numba.core import config
 
-        config.reload_config()   # picks up NUMBA_CACHE_DIR for kernels compiled from now on
+        try:
+            config.reload_config()   # picks up NUMBA_CACHE_DIR for kernels compiled from now on
+        except RuntimeError:         # numba's threads already run with another count: keep them
+            os.environ["NUMBA_NUM_THREADS"] = str(config.NUMBA_NUM_THREADS)
+            config.reload_config()
 
 
 def _setup_plugin(numba_cache: str | None):

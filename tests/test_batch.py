@@ -198,3 +198,21 @@ def test_stopped_batch_keeps_the_rows_that_finished(cluster, sessions, tmp_path,
     rows = _table(out / "batch.csv")[0]
     assert sorted(r["status"] for r in rows.values()) == ["error", "ok"]
     assert any("not finished" in r["error"] for r in rows.values())
+
+
+def test_correlation_columns_come_from_each_sessions_statistics(cluster, sessions, tmp_path, capsys):
+    from insitu.analysis.lamella import voronoi_lamella
+    from insitu.analysis.microstructure import write_microstructure
+    from insitu.analysis.simulator import save_result, simulate
+
+    m = voronoi_lamella((96, 96), n_grains=25, seed=1)           # the frames' shape: no --map-transform
+    write_microstructure(tmp_path / "m.h5", m)
+    save_result(simulate(m, {"top": 0.0, "right": 1.0}), tmp_path / "sim")
+    out = tmp_path / "o"
+    assert _run(["batch", "analyze", str(sessions / "lam1.h5"), str(sessions / "lam2.h5"), "--out", str(out),
+                 "--microstructure", str(tmp_path / "m.h5"), "--simulation", str(tmp_path / "sim"),
+                 "--scheduler", cluster[0], "--quiet"], capsys)[0] == 0
+    for name, r in _table(out / "batch.csv")[0].items():
+        st = json.loads((out / name[:-3] / "statistics.json").read_text())
+        assert float(r["auc"]) == pytest.approx(st["auc"], rel=1e-12) and 0.0 <= st["auc"] <= 1.0
+        assert float(r["p_value"]) == pytest.approx(st["p_value"], rel=1e-12) and 0.0 < st["p_value"] <= 1.0
