@@ -170,7 +170,10 @@ class _Progress:
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, unit="task", file=sys.stderr)
+            import shutil
+
+            cols = shutil.get_terminal_size((80, 24)).columns
+            self.bar = tqdm(total=total, desc=desc, unit="task", file=sys.stderr, ncols=cols if cols >= 40 else 80)
 
     def step(self, text: str) -> None:
         self.done += 1

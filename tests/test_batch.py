@@ -216,3 +216,27 @@ def test_correlation_columns_come_from_each_sessions_statistics(cluster, session
         st = json.loads((out / name[:-3] / "statistics.json").read_text())
         assert float(r["auc"]) == pytest.approx(st["auc"], rel=1e-12) and 0.0 <= st["auc"] <= 1.0
         assert float(r["p_value"]) == pytest.approx(st["p_value"], rel=1e-12) and 0.0 < st["p_value"] <= 1.0
+
+
+def test_progress_bar_on_a_terminal_and_lines_elsewhere(monkeypatch):
+    import io
+
+    from insitu.scaleout import _Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, want in ((Tty(), "3/3"), (io.StringIO(), "sessions [3/3] c.h5: ok")):
+        monkeypatch.setattr("sys.stderr", stream)
+        bar = _Progress(3, "sessions", True)
+        for name in ("a.h5", "b.h5", "c.h5"):
+            bar.step(f"{name}: ok")
+        bar.close()
+        assert want in stream.getvalue()
+    quiet = io.StringIO()
+    monkeypatch.setattr("sys.stderr", quiet)
+    bar = _Progress(1, "sessions", False)
+    bar.step("a.h5: ok")
+    bar.close()
+    assert quiet.getvalue() == ""
