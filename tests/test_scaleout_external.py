@@ -107,3 +107,5 @@ def test_sweep_runs_on_the_external_worker(external, tmp_path, capsys):
         # the worker was set up by insitu: one thread for numba and BLAS, numba's cache where asked
         env = c.run(lambda: {k: os.environ.get(k) for k in ("NUMBA_CACHE_DIR", "OMP_NUM_THREADS")})[worker]
     assert env == {"NUMBA_CACHE_DIR": str(tmp_path / "numba"), "OMP_NUM_THREADS": "1"}
+    # the simulator's kernels, first loaded on that worker after the set-up, are cached there
+    assert any(p.suffix in (".nbi", ".nbc") for p in (tmp_path / "numba").rglob("*"))
