@@ -9,7 +9,8 @@ The network is linear, so a combination is solved once per electrode (that elect
 others at 0 V: :func:`insitu.analysis.simulator.unit_potentials`) and the result for the asked
 potentials is a superposition (:func:`insitu.analysis.simulator.superpose`). The small part of each
 unit solution (electrode currents, GB table) is kept in ``OUT/solutions/``: a sweep of the same
-microstructure and grid at another bias reuses it and solves nothing.
+microstructure and grid at another bias reuses it and solves nothing (a reversed polarity puts
+another electrode highest: that electrode's unit solution is solved once, then stored too).
 
 Example
 -------

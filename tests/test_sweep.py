@@ -111,6 +111,18 @@ def test_bias_change_solves_nothing(cluster, micro, tmp_path, capsys):
     # and the stored solution gives the same as a fresh solve at that bias
     m2 = voronoi_lamella((48, 48), n_grains=12, seed=2, gb_ratio=5.0, anisotropy=100.0)
     assert _rel(float(second[0]["current_right_A"]), simulate(m2, pots2).electrode_current["right"]) < 1e-6
+    # reversed polarity: the top electrode's unit solutions are solved once (4 combinations + the reference)
+    pots3 = {"top": 2.0, "right": 0.0}
+    assert main(_sweep_args(mpath, out, addr, pots3)) == 0
+    assert "5 linear solve(s)" in capsys.readouterr().out
+    third = _csv(out / "sweep.csv")
+    r3 = simulate(m2, pots3)
+    assert _rel(float(third[0]["current_top_A"]), r3.electrode_current["top"]) < 1e-6
+    gb3 = [g for g in _csv(out / "gb_sweep.csv") if float(g["gb_ratio"]) == 5.0 and float(g["anisotropy"]) == 100.0]
+    i = int(np.argmax(np.abs(r3.gb_table["jump"])))
+    g = next(g for g in gb3 if (int(g["grain_a"]), int(g["grain_b"])) ==
+             (int(r3.gb_table["grain_a"][i]), int(r3.gb_table["grain_b"][i])))
+    assert _rel(float(g["jump"]), r3.gb_table["jump"][i]) < 1e-6 and g["gb_type"] == r3.gb_table["gb_type"][i]
 
 
 def test_three_distinct_potentials_solve_directly(cluster, tmp_path, capsys):

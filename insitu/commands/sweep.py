@@ -20,7 +20,8 @@ parameters move them).
 
 The network is linear: each combination is solved once per electrode (it at 1 V, the others at
 0 V) and the asked potentials are a superposition. These unit solutions are kept in
-DIR/solutions/, so the same sweep at another bias solves nothing.
+DIR/solutions/, so the same sweep at another bias solves nothing (with the other electrode
+highest, its unit solutions are solved once and stored too).
 
 examples:
   insitu sweep micro.h5 --potential top=0 --potential right=1 --param gb_ratio=5,20,80 \\
