@@ -407,3 +407,84 @@ def load_result(out_dir) -> SimulationResult:
             voxel_size_m=float(f.attrs.get("voxel_size_m", np.nan)),
             floating=json.loads(f.attrs.get("floating", "[]")), info=json.loads(f.attrs.get("info", "{}")))
     return res
+
+
+def lone_electrode(potentials: dict) -> tuple[str, float, float] | None:
+    """``(name, factor, offset)`` when one electrode alone is at the highest potential and all the
+    others share one lower potential (always so for two electrodes at different potentials); else None.
+
+    Then the result for ``potentials`` is the unit solution of that electrode (it at 1 V, the others
+    at 0 V) times ``factor`` plus ``offset`` (see :func:`superpose`).
+
+    >>> lone_electrode({"top": 0.5, "right": 3.0})
+    ('right', 2.5, 0.5)
+    >>> lone_electrode({"a": 0.0, "b": 1.0, "c": 2.0}) is None
+    True
+    """
+    vals = {k: float(v) for k, v in potentials.items()}
+    if len(vals) < 2:
+        return None
+    hi = max(vals.values())
+    top = [k for k, v in vals.items() if v == hi]
+    rest = {v for k, v in vals.items() if k not in top}
+    if len(top) != 1 or len(rest) != 1:
+        return None
+    low = rest.pop()
+    return top[0], hi - low, low
+
+
+def unit_potentials(names, electrode: str) -> dict:
+    """``electrode`` at 1 V, every other electrode in ``names`` at 0 V: one per-electrode solve.
+
+    >>> unit_potentials(["top", "right"], "right")
+    {'top': 0.0, 'right': 1.0}
+    """
+    return {str(n): (1.0 if n == electrode else 0.0) for n in names}
+
+
+def superpose(units: dict, potentials: dict) -> SimulationResult:
+    """The result for electrode ``potentials`` from per-electrode unit solutions, without a new solve.
+
+    The network is linear: for any electrode potentials V the potential is
+    phi = V_r + sum_k (V_k - V_r) phi_k, where phi_k is the solution with electrode k at 1 V and the
+    others at 0 V (:func:`unit_potentials`), and so are the field, the current density and the
+    electrode currents. The GB table holds mean |j| on each side, which is not linear in V; it is
+    exact here because the potentials must have one electrode alone at the highest value and the
+    others at one lower value (:func:`lone_electrode`; always true for two electrodes): the result
+    is then that electrode's unit solution scaled by a positive factor.
+
+    Parameters
+    ----------
+    units : dict name -> SimulationResult
+        Unit solutions by electrode name; only the one named by :func:`lone_electrode` is used.
+    potentials : dict name -> float
+        Electrode potentials (V).
+
+    Returns
+    -------
+    SimulationResult
+
+    Raises
+    ------
+    UserError
+        When the potentials have three or more distinct values (the GB table then needs a solve) or
+        the unit solution needed is not in ``units``.
+
+    Example
+    -------
+    >>> u = simulate(m, unit_potentials(m.electrodes, "right"))           # doctest: +SKIP
+    >>> r = superpose({"right": u}, {"top": 0.0, "right": 12.0})  # = simulate(m, that)  # doctest: +SKIP
+    """
+    lone = lone_electrode(potentials)
+    if lone is None:
+        raise UserError("superposition of the GB table needs one electrode alone at the highest potential and "
+                        f"the others at one lower potential, got {potentials}: solve with simulate()")
+    name, factor, offset = lone
+    if name not in units:
+        raise UserError(f"no unit solution for electrode '{name}' (have {', '.join(sorted(units)) or 'none'})")
+    unit = units[name]
+    if set(unit.potentials) != set(potentials):
+        raise UserError(f"the unit solution has electrodes {sorted(unit.potentials)}, the potentials name "
+                        f"{sorted(potentials)}")
+    res = unit.scaled(factor, offset)
+    return replace(res, potentials={k: float(potentials[k]) for k in unit.potentials})

@@ -33,6 +33,8 @@ VERBS = {
     "microstructure": "microstructure",
     "gui": "gui",
     "demo": "demo",
+    "batch": "batch",
+    "sweep": "sweep",
 }
 
 

@@ -71,11 +71,12 @@ def _bytes_needed(input_path) -> int:
     return REPORT_BYTES + (p.stat().st_size if p.is_file() else 0)
 
 
-def run(args) -> int:
-    import sys
+def check_options(args):
+    """Check the detection options (one-line UserError); returns the --map-transform (or None).
 
+    Shared with ``insitu batch analyze``, which passes the same options to every session.
+    """
     from insitu.analysis.correlate import parse_map_transform
-    from insitu.analysis.pipeline import analyze
 
     if args.persistence < 1:
         raise UserError(f"--persistence {args.persistence}: must be at least 1")
@@ -83,9 +84,14 @@ def run(args) -> int:
         raise UserError(f"--threshold {args.threshold}: must be > 0")
     if not args.sigma_px >= 0:
         raise UserError(f"--sigma-px {args.sigma_px}: must be >= 0")
-    tr = parse_map_transform(args.map_transform) if args.map_transform else None
+    return parse_map_transform(args.map_transform) if args.map_transform else None
+
+
+def run(args) -> int:
+    from insitu.analysis.pipeline import analyze
     from insitu.progress import status_stream
 
+    tr = check_options(args)
     status = status_stream(args.quiet)
 
     def progress(done, total):
