@@ -88,10 +88,10 @@ def test_rerun_skips_finished_sessions(cluster, sessions, tmp_path, capsys):
     assert {n: (out / n / "seeds.csv").stat().st_mtime_ns for n in ("lam1", "lam2")} == stamp
     assert _table(out / "batch.csv")[0] == first          # the stored rows come back unchanged
     # other options are another content: analysed again
-    code, stdout, _ = _run(args + ["--threshold", "6"], capsys)
+    code, stdout, _ = _run(args + ["--threshold", "7"], capsys)      # not the default (6)
     assert code == 0 and "2 analysed, 0 unchanged" in stdout
     # --force analyses again what is unchanged
-    code, stdout, _ = _run(args + ["--threshold", "6", "--force"], capsys)
+    code, stdout, _ = _run(args + ["--threshold", "7", "--force"], capsys)
     assert code == 0 and "2 analysed, 0 unchanged" in stdout
     assert (out / "lam1" / "seeds.csv").stat().st_mtime_ns > stamp["lam1"]
 
@@ -214,8 +214,11 @@ def test_correlation_columns_come_from_each_sessions_statistics(cluster, session
                  "--scheduler", cluster[0], "--quiet"], capsys)[0] == 0
     for name, r in _table(out / "batch.csv")[0].items():
         st = json.loads((out / name[:-3] / "statistics.json").read_text())
-        assert float(r["auc"]) == pytest.approx(st["auc"], rel=1e-12) and 0.0 <= st["auc"] <= 1.0
-        assert float(r["p_value"]) == pytest.approx(st["p_value"], rel=1e-12) and 0.0 < st["p_value"] <= 1.0
+        for key in ("auc", "p_value"):
+            if st[key] is None or st[key] != st[key]:   # no number (too few seed-carrying GBs): empty cell
+                assert r[key] == "", (key, r[key])
+            else:
+                assert float(r[key]) == pytest.approx(st[key], rel=1e-12) and 0.0 <= st[key] <= 1.0
 
 
 def test_progress_bar_on_a_terminal_and_lines_elsewhere(monkeypatch):
