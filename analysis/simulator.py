@@ -117,8 +117,8 @@ def _floating_clusters(grains, floating_mask) -> list:
 
 
 def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rtol: float = 1e-8,
-             gb_tol_deg: float = 15.0, beam_tol_deg: float = 15.0, with_gb_table: bool = True,
-             solver: str = "auto") -> SimulationResult:
+             gb_tol_deg: float = 15.0, beam_tol_deg: float = 15.0, gb_band_m: float | None = None,
+             with_gb_table: bool = True, solver: str = "auto") -> SimulationResult:
     """Solve for potential, field and current density in ``micro`` with electrodes at ``potentials``.
 
     Parameters
@@ -138,6 +138,10 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
     beam_tol_deg : float
         Grains whose c-axis is within this angle of the beam have no conduction-plane trace: their
         GBs get the type "no trace" and are never blocking.
+    gb_band_m : float, optional
+        Width (m) of the band on each side of a GB over which j_a, j_b and the fields of the
+        blockade indicator are averaged (default: a tenth of the equivalent grain diameter,
+        :func:`gb_band_px`).
     with_gb_table : bool
         Compute the GB table (skip for speed when not needed).
     solver : {"auto", "direct", "mg", "amg", "reference"}
@@ -251,7 +255,8 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
     t4 = time.perf_counter()
     if with_gb_table:
         applied = applied_field(micro, pots, solver=solver, rtol=rtol)
-        table = gb_table(micro, v, phi, j, E, applied, fl, gb_tol_deg, beam_tol_deg)
+        table = gb_table(micro, v, phi, j, E, applied, fl, gb_tol_deg, beam_tol_deg,
+                         None if gb_band_m is None else gb_band_m / micro.voxel_size_m)
     else:
         table = _empty_table()
     t5 = time.perf_counter()
@@ -300,7 +305,73 @@ def applied_field(micro: Microstructure, potentials: dict, solver: str = "auto",
     return r.field
 
 
-def gb_table(micro, v, phi, j, E, applied, fl, tol_deg=15.0, beam_tol_deg=15.0) -> dict:
+def gb_band_px(label, fraction: float = 0.1) -> float:
+    """Default width (voxels) of the bands beside each GB over which j_a, j_b and the fields are
+    averaged: ``fraction`` of the equivalent diameter sqrt(mean grain area), at least one voxel.
+    A fixed fraction of the grain size is the same physical width at every resolution, so the GB
+    quantities converge under refinement (a one-voxel band does not: the thin-film tensor makes
+    boundary layers about d / sqrt(anisotropy) wide at every GB).
+
+    Example
+    -------
+    >>> gb_band_px(np.repeat(np.arange(1, 5), 25).reshape(10, 10))   # 4 grains of 25 voxels
+    1.0
+    """
+    lab = np.asarray(label)
+    n = np.unique(lab[lab > 0]).size
+    if n == 0:
+        return 1.0
+    return max(1.0, fraction * float(np.sqrt(np.count_nonzero(lab > 0) / n)))
+
+
+def gb_bands(label, faces, pair, band_px: float):
+    """The voxels within ``band_px`` (Euclidean, voxel centres) of a GB, on either side of it.
+
+    Each grain voxel is given to the GB of its nearest boundary voxel when that voxel is in the
+    same grain (a voxel of grain a nearest to the a-side of GB a|b lies in a's band of that GB).
+
+    Parameters
+    ----------
+    label : ndarray of int (ny, nx)
+        Grain ids (> 0) where GBs count, else 0.
+    faces : dict
+        :func:`insitu.analysis.microstructure.boundary_pixels` of ``label``.
+    pair : ndarray of int
+        GB index of every face.
+    band_px : float
+        Band width in voxels (0: the boundary voxels only).
+
+    Returns
+    -------
+    lin : ndarray of int
+        Flat indices of the band voxels.
+    gb : ndarray of int
+        Their GB index.
+    on_a : ndarray of bool
+        True on the grain_a side.
+    """
+    from scipy import ndimage
+
+    ny, nx = label.shape
+    pmap = np.full(label.shape, -1, np.int64)
+    pmap[faces["ya"], faces["xa"]] = pair
+    pmap[faces["yb"], faces["xb"]] = pair
+    side_a = np.zeros(label.shape, bool)
+    side_a[faces["ya"], faces["xa"]] = True
+    side_a[faces["yb"], faces["xb"]] = False            # a voxel on both sides of two GBs: taken as b
+    if band_px <= 0:
+        sel = pmap >= 0
+        lin = np.flatnonzero(sel)
+        return lin, pmap.ravel()[lin], side_a.ravel()[lin]
+    d, (iy, ix) = ndimage.distance_transform_edt(pmap < 0, return_indices=True)
+    sel = (label > 0) & (d <= band_px)
+    sel &= label[iy, ix] == label
+    lin = np.flatnonzero(sel)
+    near = iy.ravel()[lin] * nx + ix.ravel()[lin]
+    return lin, pmap.ravel()[near], side_a.ravel()[near]
+
+
+def gb_table(micro, v, phi, j, E, applied, fl, tol_deg=15.0, beam_tol_deg=15.0, band_px=None) -> dict:
     """Per pair of touching grains: geometry, mean |j| on each side, jump, blockade indicator, type.
 
     Parameters
@@ -315,6 +386,9 @@ def gb_table(micro, v, phi, j, E, applied, fl, tol_deg=15.0, beam_tol_deg=15.0) 
         Face fluxes (:func:`insitu.analysis.network.fluxes`).
     tol_deg, beam_tol_deg : float
         Classification tolerances (:func:`insitu.analysis.gb.classify`, :func:`insitu.analysis.gb.trace_angle_deg`).
+    band_px : float, optional
+        Width (voxels) of the band on each side over which |j| and E are averaged
+        (default :func:`gb_band_px`).
 
     Returns
     -------
@@ -343,19 +417,30 @@ def gb_table(micro, v, phi, j, E, applied, fl, tol_deg=15.0, beam_tol_deg=15.0) 
     f[vert] = fl["fy"][yv, xv] * np.sign(bp["yb"][vert] - bp["ya"][vert])
     r_gb = micro.gb_thickness_m / (micro.sigma_ip / micro.gb_ratio)
     delta_phi = np.bincount(inv, r_gb * f, minlength=npair) / nfaces
-    jflat, eflat = j.reshape(-1, 2), E.reshape(-1, 2)      # views: read at boundary voxels only
+    jflat, eflat = j.reshape(-1, 2), E.reshape(-1, 2)      # views: read near the GBs only
+    band_px = gb_band_px(v.label) if band_px is None else float(band_px)
+    lin, p, on_a = gb_bands(v.label, bp, inv, band_px)
 
-    def side(yy, xx):
-        """Per pair: mean |j| and mean E over the distinct boundary voxels of one side."""
-        k = np.unique(inv.astype(np.int64) * (ny * nx) + yy.astype(np.int64) * nx + xx)
-        p, lin = k // (ny * nx), k % (ny * nx)
-        cnt = np.bincount(p, minlength=npair)
-        jj, ee = jflat[lin], np.nan_to_num(eflat[lin])
-        mean = lambda w: np.bincount(p, w, minlength=npair) / cnt
+    def side_means(sel):
+        """Per pair: mean |j| and mean E over the band voxels of one side (NaN if there are none)."""
+        pp, jj, ee = p[sel], jflat[lin[sel]], np.nan_to_num(eflat[lin[sel]])
+        cnt = np.bincount(pp, minlength=npair).astype(float)
+        cnt[cnt == 0] = np.nan
+        mean = lambda w: np.bincount(pp, w, minlength=npair) / cnt
         return mean(np.hypot(jj[:, 0], jj[:, 1])), np.stack([mean(ee[:, 0]), mean(ee[:, 1])], 1)
 
-    j_a, e_a = side(bp["ya"], bp["xa"])
-    j_b, e_b = side(bp["yb"], bp["xb"])
+    j_a, e_a = side_means(on_a)
+    j_b, e_b = side_means(~on_a)
+    lost = np.isnan(j_a) | np.isnan(j_b)      # short GBs whose boundary voxels all serve another GB
+    if lost.any():
+        for ys, xs, jj, ee in ((bp["ya"], bp["xa"], j_a, e_a), (bp["yb"], bp["xb"], j_b, e_b)):
+            k = np.unique(inv.astype(np.int64) * (ny * nx) + ys.astype(np.int64) * nx + xs)
+            pp, ll = k // (ny * nx), k % (ny * nx)
+            cnt = np.bincount(pp, minlength=npair)
+            mean = lambda w: np.bincount(pp, w, minlength=npair) / np.maximum(cnt, 1)
+            jv, ev = jflat[ll], np.nan_to_num(eflat[ll])
+            jj[lost] = mean(np.hypot(jv[:, 0], jv[:, 1]))[lost]
+            ee[lost] = np.stack([mean(ev[:, 0]), mean(ev[:, 1])], 1)[lost]
     local = (e_a + e_b) / 2.0
     # applied field at the GB: mean over its faces of the two voxels' applied field
     app = applied.reshape(-1, 2)

@@ -234,8 +234,9 @@ def test_paper_like_lamella_qualitative_results():
         return s[:, 0] * e[:, 0] ** 2 + s[:, 1] * e[:, 1] ** 2 + 2 * s[:, 2] * e[:, 0] * e[:, 1]
 
     contrast = np.abs(np.log(along(gt["grain_a"]) / along(gt["grain_b"])))
-    big = np.argsort(-np.abs(gt["jump"]))[:5]
-    assert np.median(contrast[big]) > 2 * np.median(contrast)
+    rel = np.abs(gt["jump"]) / (gt["j_a"] + gt["j_b"])          # jump relative to the local current
+    big = np.argsort(-rel)[:5]
+    assert np.median(contrast[big]) > 2 * np.median(contrast)     # measured 1.78 against 0.50
 
 
 def test_floating_cluster_excluded_and_reported():
