@@ -246,7 +246,7 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
         currents = {name: float(net_out[v.electrode == i].sum()) for i, name in enumerate(v.names)}
     j = np.empty(micro.shape + (2,))                 # (jx, jy) written here, then masked in place
     fl = network.fluxes(v, micro, phi0, stencil=stencil, out=j)
-    j, E = network.current_and_field(v, fl, out=j)
+    j, E = network.current_and_field(v, fl, out=j, phi=phi0, h=micro.voxel_size_m)
     conductance = None
     if len(pots) == 2:
         (na, va), (nb, vb) = pots.items()
