@@ -188,3 +188,36 @@ def test_jump_flow_is_upstream_minus_downstream():
     rev = simulate(m, {"left": 0.0, "right": 1.0}).gb_table       # grain 2 upstream
     assert fwd["jump_flow"][0] == pytest.approx(fwd["j_a"][0] - fwd["j_b"][0])
     assert rev["jump_flow"][0] == pytest.approx(rev["j_b"][0] - rev["j_a"][0])
+
+
+@pytest.mark.parametrize("angle_deg", [0.0, 7.5, 18.4, 30.0, 45.0, 63.4, 80.0, 112.5, 150.0])
+def test_gb_length_and_normal_of_straight_oblique_gbs(angle_deg):
+    """Staircase GBs are up to 1.41x too long; the smoothed boundary gives the true length."""
+    from insitu.analysis.gb import boundary_geometry
+    from insitu.analysis.microstructure import boundary_pixels
+
+    n = 160
+    yy, xx = np.mgrid[:n, :n] + 0.5
+    a = np.radians(angle_deg)
+    g = np.where((xx - n / 2) * np.cos(a) + (yy - n / 2) * np.sin(a) < 0, 1, 2)
+    bp = boundary_pixels(g)
+    length, normal = boundary_geometry(bp, np.zeros(bp["x"].size, int), 1)
+    t = np.array([-np.sin(a), np.cos(a)])                       # the line through the centre
+    exact = n / np.abs(t[np.abs(t) > 1e-12]).max()
+    assert length[0] == pytest.approx(exact, rel=0.03)
+    assert abs((normal[0] - angle_deg + 180.0) % 360.0 - 180.0) < 1.0
+    staircase = bp["x"].size / exact
+    assert staircase > 1.1 or angle_deg % 90 < 10 or angle_deg % 90 > 80
+
+
+def test_gb_length_in_the_simulated_table_is_the_smoothed_one():
+    # a circular grain of radius 30 voxels inside another: perimeter 2 pi r (staircase: 8 r)
+    n = 80
+    yy, xx = np.mgrid[:n, :n] + 0.5
+    g = np.where(np.hypot(xx - 40, yy - 40) < 30, 2, 1).astype(np.int32)
+    left, right = np.zeros(g.shape, bool), np.zeros(g.shape, bool)
+    left[:, 0] = right[:, -1] = True
+    m = Microstructure(grains=g, grain_ids=[1, 2], c_axis=[[0, 0, 1.0], [0, 0, 1.0]],
+                       electrodes={"left": left, "right": right}, voxel_size_m=1e-8)
+    gt = simulate(m, {"left": 1.0, "right": 0.0}).gb_table
+    assert gt["length_m"][0] == pytest.approx(2 * np.pi * 30 * 1e-8, rel=0.03)
