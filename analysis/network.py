@@ -98,7 +98,7 @@ def grain_conductivity(c_axis, sigma_ip: float, anisotropy: float, model: str = 
     >>> grain_conductivity([[1.0, 0, 0]], 1.0, 1000.0) + 0.0    # + 0.0: print -0.0 as 0.0
     array([[0.001, 1.   , 0.   ]])
     >>> s = 2 ** -0.5                       # c at 45 deg from the beam, in the x-z plane
-    >>> grain_conductivity([[s, 0, s]], 1.0, 1000.0).round(5)     # thin film: ~ 2 sigma_op along x
+    >>> grain_conductivity([[s, 0, s]], 1.0, 1000.0).round(5) + 0.0     # thin film: ~ 2 sigma_op along x
     array([[0.002, 1.   , 0.   ]])
     >>> grain_conductivity([[s, 0, s]], 1.0, 1000.0, "paper") + 0.0
     array([[0.001, 1.   , 0.   ]])
