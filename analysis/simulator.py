@@ -300,8 +300,7 @@ def applied_field(micro: Microstructure, potentials: dict, solver: str = "auto",
                       grain_ids=np.array([1]), c_axis=np.array([[0.0, 0.0, 1.0]]), euler_bunge=None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        r = simulate(uniform, potentials, model="paper", rtol=rtol, with_gb_table=False,
-                     solver="direct" if solver == "reference" else solver)
+        r = simulate(uniform, potentials, model="paper", rtol=rtol, with_gb_table=False, solver=solver)
     return r.field
 
 
