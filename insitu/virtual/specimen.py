@@ -259,7 +259,10 @@ class VirtualSpecimen:
                                taken=list(zip(iy.tolist(), ix.tolist())))
         lab = sc.grains
         j_if = jm[iy, ix]
-        d_if = j_if / (float(j_if.max()) or 1.0) if j_if.size else j_if
+        # both kinds normalised the same way: by a quantile of their sites' force, capped at 1 (the
+        # thin-film tensor spreads the interface |j| over two decades, so its maximum is one outlier grain)
+        d_if = np.minimum(j_if / (float(np.quantile(j_if, fp.interface_drive_quantile)) or 1.0), 1.0) \
+            if j_if.size else j_if
         f_gb = force_px[gy, gx]
         # normalised to the strongest GB sites (the quantile gb_drive_quantile), which all count alike
         scale = float(np.quantile(f_gb, fp.gb_drive_quantile)) if f_gb.size else 1.0
