@@ -36,6 +36,9 @@ __all__ = ["MapTransform", "parse_map_transform", "gb_point_table", "electrode_d
 #: or the name of a numeric gb.csv column (e.g. a blockade indicator), whose magnitude then holds for
 #: every point of that GB. The GB-level test uses the GB's maximum of it (never its mean).
 DRIVING_FORCE = "local_jump"
+#: gb.csv columns whose sign says where ions pile up (> 0) or drain (< 0) at forward bias: their positive
+#: part is the driving force (a draining GB drives nothing), not their magnitude
+PILE_UP_COLUMNS = ("blockade",)
 #: window (map px) over which the local jump is averaged along a GB (about the diameter of a grown seed)
 LOCAL_WINDOW_PX = 9.0
 #: seeds (and GB points) closer than this to the negative electrode are the interface class (m)
@@ -282,7 +285,8 @@ def face_driving_force(bpix: dict, gb_table: dict, current_density=None, quantit
         if quantity not in gb_table:
             raise UserError(f"driving force {quantity!r}: not a column of the GB table "
                             f"(columns: {', '.join(gb_table)})")
-        col = np.abs(np.asarray(gb_table[quantity], float))
+        col = np.asarray(gb_table[quantity], float)
+        col = np.maximum(col, 0.0) if quantity in PILE_UP_COLUMNS else np.abs(col)
         return np.where(row >= 0, col[np.maximum(row, 0)] if len(col) else np.nan, np.nan)
     if current_density is None:
         raise UserError("driving force 'local_jump' needs the simulated current density")
@@ -390,8 +394,8 @@ def stratified_rank_test(values, seeded, strata, weights=None, n_draws: int = 20
     a probability proportional to its length) the null is that each stratum's ``k`` seeded units are
     drawn without replacement with probability proportional to the weights (successive sampling,
     Gumbel-top-k); the p-value is estimated from ``n_draws`` such draws with a fixed random ``seed``, so
-    the answer is deterministic. Strata without a seeded unit or without a control carry no information
-    and are left out.
+    the answer is deterministic.
+    Strata without a seeded unit or without a control carry no information and are left out.
 
     Parameters
     ----------
@@ -451,6 +455,7 @@ def stratified_rank_test(values, seeded, strata, weights=None, n_draws: int = 20
     else:
         p = float((1 + np.sum(null >= t_obs)) / (1 + n_draws))
     return dict(auc=float(u_sum / pairs), p_value=p, n_seeded=n_seeded, n_controls=n_controls, n_strata=n_strata)
+
 
 
 def _distance_strata(d: np.ndarray, per_bin: int = 12, max_bins: int = 3) -> np.ndarray:

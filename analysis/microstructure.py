@@ -277,6 +277,11 @@ def read_microstructure(path_or_group) -> Microstructure:
             raise UserError(f"{source}: missing attribute voxel_size_m")
         kw = {k: float(a[k]) for k in DEFAULTS if k in a}
         vs = float(a["voxel_size_m"])
+        if "thickness_m" not in a:
+            import warnings
+
+            warnings.warn(f"{source}: no thickness_m attribute; the lamella is taken to be one voxel "
+                          f"({vs:.4g} m) thick", stacklevel=2)
         m = Microstructure(grains=grains, grain_ids=ids, c_axis=c, electrodes=electrodes, voxel_size_m=vs,
                            thickness_m=float(a["thickness_m"]) if "thickness_m" in a else vs,
                            euler_bunge=euler, **kw)

@@ -10,7 +10,7 @@ with rho_c = (in-plane conductivity block)^-1 of each voxel (0 for electrodes, w
 and the half-face current F = t M'^-1 G^T phi. The cell-centred matrix A = t G M'^-1 G^T is symmetric
 positive (semi-)definite.
 
-* For a diagonal tensor (``model="diagonal"``: the paper's sigma_xx, sigma_yy only) M' is diagonal and
+* For a diagonal tensor (``model="paper"``: the paper's sigma_xx, sigma_yy only) M' is diagonal and
   the scheme is exactly the paper's network: link resistance between neighbours p, q along axis k
   R = h/(2 sigma_p,kk A) + h/(2 sigma_q,kk A) + [different grains] t_GB/(sigma_GB A), A = h t.
 * With the full 2x2 tensor the off-diagonal terms couple the faces around a corner (9-point stencil);
@@ -50,16 +50,43 @@ class Voxels:
     names: list              # electrode names, by index
 
 
-def grain_conductivity(c_axis, sigma_ip: float, anisotropy: float) -> np.ndarray:
-    """In-plane 2x2 block (sxx, syy, sxy) of sigma = sigma_ip (I - c c^T) + sigma_op c c^T.
+#: simulator models: "full" = thin-film tensor (default), "paper" = the seed paper's sigma_x, sigma_y
+MODELS = ("full", "paper")
+
+
+def model_name(model: str) -> str:
+    """The canonical model name: "diagonal" (deprecated) is the paper's model; ValueError if unknown."""
+    if model == "diagonal":
+        return "paper"
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r} (full or paper)")
+    return model
+
+
+def grain_conductivity(c_axis, sigma_ip: float, anisotropy: float, model: str = "full") -> np.ndarray:
+    """The 2x2 conductivity (sxx, syy, sxy) that acts in the lamella plane, per grain.
+
+    ``model="full"``: the thin-film tensor. The 3-D conductivity is
+    sigma = sigma_ip (I - c c^T) + sigma_op c c^T; the lamella has vacuum on both faces, so J_z = 0,
+    and the 2-D tensor is the Schur complement sigma_pp - sigma_pz sigma_zp / sigma_zz, i.e. the
+    inverse of the in-plane block of rho = sigma^-1 = rho_ip (I - c c^T) + rho_op c c^T. With p the
+    in-plane part of c (|p|^2 = 1 - c_z^2): rho_pp = rho_ip I + (rho_op - rho_ip) p p^T, whose
+    inverse has sigma_ip across p and 1 / (rho_ip c_z^2 + rho_op |p|^2) along p.
+
+    ``model="paper"``: Ding et al. (2023): only the angle of the conduction-plane trace
+    t = (c_y, -c_x) / |(c_x, c_y)| counts: sxx = sigma_ip t_x^2 + sigma_op t_y^2,
+    syy = sigma_ip t_y^2 + sigma_op t_x^2, sxy = 0; c along the beam (|(c_x, c_y)| < 1e-12) is
+    isotropic sigma_ip. ``"diagonal"`` is a deprecated alias of ``"paper"``.
 
     Parameters
     ----------
     c_axis : array_like, shape (n, 3)
+        Unit c-axes in the sample frame (z along the beam).
     sigma_ip : float
         In-plane (conduction-plane) conductivity, S/m.
     anisotropy : float
         sigma_ip / sigma_op.
+    model : {"full", "paper"}
 
     Returns
     -------
@@ -70,13 +97,31 @@ def grain_conductivity(c_axis, sigma_ip: float, anisotropy: float) -> np.ndarray
     -------
     >>> grain_conductivity([[1.0, 0, 0]], 1.0, 1000.0) + 0.0    # + 0.0: print -0.0 as 0.0
     array([[0.001, 1.   , 0.   ]])
+    >>> s = 2 ** -0.5                       # c at 45 deg from the beam, in the x-z plane
+    >>> grain_conductivity([[s, 0, s]], 1.0, 1000.0).round(5) + 0.0     # thin film: ~ 2 sigma_op along x
+    array([[0.002, 1.   , 0.   ]])
+    >>> grain_conductivity([[s, 0, s]], 1.0, 1000.0, "paper") + 0.0
+    array([[0.001, 1.   , 0.   ]])
     """
+    model = model_name(model)
     c = np.asarray(c_axis, float).reshape(-1, 3)
     sop = sigma_ip / anisotropy
-    sxx = sigma_ip * (1 - c[:, 0] ** 2) + sop * c[:, 0] ** 2
-    syy = sigma_ip * (1 - c[:, 1] ** 2) + sop * c[:, 1] ** 2
-    sxy = (sop - sigma_ip) * c[:, 0] * c[:, 1]
-    return np.stack([sxx, syy, sxy], axis=1)
+    cx, cy = c[:, 0], c[:, 1]
+    p2 = cx ** 2 + cy ** 2
+    if model == "paper":
+        r = np.sqrt(p2)
+        iso = r < 1e-12
+        rr = np.where(iso, 1.0, r)
+        tx, ty = np.where(iso, 1.0, cy / rr), np.where(iso, 0.0, -cx / rr)
+        sxx = np.where(iso, sigma_ip, sigma_ip * tx ** 2 + sop * ty ** 2)
+        syy = np.where(iso, sigma_ip, sigma_ip * ty ** 2 + sop * tx ** 2)
+        return np.stack([sxx, syy, np.zeros_like(sxx)], axis=1)
+    cz2 = np.clip(1.0 - p2, 0.0, 1.0)        # unit c: c_z^2 = 1 - |p|^2
+    s_along = 1.0 / (cz2 / sigma_ip + p2 / sop)        # conductivity along the projected c
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(p2 > 0, (sigma_ip - s_along) / np.where(p2 > 0, p2, 1.0), 0.0)
+    # sigma_2d = sigma_ip I - w p p^T  (w |p|^2 = sigma_ip - s_along)
+    return np.stack([sigma_ip - w * cx * cx, sigma_ip - w * cy * cy, -w * cx * cy], axis=1)
 
 
 @njit(cache=True, parallel=True)
@@ -98,7 +143,7 @@ def _voxel_maps(g, electrode, lut, n, backbone_code, tables, conducting, label, 
 
 
 def voxel_properties(m: Microstructure, model: str = "full", vectorised: bool = False) -> Voxels:
-    """Voxel conductivity/resistivity tensors for ``model`` ("full" or "diagonal").
+    """Voxel conductivity/resistivity tensors for ``model`` ("full" or "paper", see :func:`grain_conductivity`).
 
     ``vectorised=True`` uses whole-array numpy look-ups instead of the compiled voxel loop (same
     result; kept as an independent cross-check).
@@ -110,11 +155,7 @@ def voxel_properties(m: Microstructure, model: str = "full", vectorised: bool = 
     for i, name in enumerate(names):
         electrode[m.electrodes[name]] = i
 
-    sig = grain_conductivity(m.c_axis, m.sigma_ip, m.anisotropy)
-    if model == "diagonal":
-        sig[:, 2] = 0.0
-    elif model != "full":
-        raise ValueError(f"unknown model {model!r} (full or diagonal)")
+    sig = grain_conductivity(m.c_axis, m.sigma_ip, m.anisotropy, model)
     ids = m.grain_ids
     n = ids.size
     # per-material tables (rows: grains, backbone, nothing), then one whole-array look-up per
@@ -895,18 +936,59 @@ def _current_and_field(jx, jy, conducting, el, rxx, ryy, rxy, j, E):
                 E[i, k, 1] = np.nan
 
 
-def current_and_field(v: Voxels, fl: dict, out: np.ndarray | None = None):
+@njit(cache=True)
+def _one_side(phi, conducting, el, label, lab, p0, y, x, step, h):
+    """(p0 - phi[y, x]) * step / d and 1 if the neighbour (y, x) is usable (same material, no GB
+    resistor between; d = h/2 to an electrode, whose potential holds at the shared face), else 0, 0."""
+    ny, nx = phi.shape
+    if y < 0 or y >= ny or x < 0 or x >= nx:
+        return 0.0, 0
+    if el[y, x]:
+        return (phi[y, x] - p0) * step / (0.5 * h), 1
+    if conducting[y, x] and label[y, x] == lab:
+        return (phi[y, x] - p0) * step / h, 1
+    return 0.0, 0
+
+
+@njit(cache=True, parallel=True)
+def _field_from_potential(phi, conducting, el, label, h, E):
+    """E = -grad phi: the mean of the usable one-sided face differences along each axis."""
+    ny, nx = phi.shape
+    for i in prange(ny):
+        for k in range(nx):
+            if not conducting[i, k]:
+                continue
+            lab = label[i, k]
+            p0 = phi[i, k]
+            a, na = _one_side(phi, conducting, el, label, lab, p0, i, k - 1, -1.0, h)
+            b, nb = _one_side(phi, conducting, el, label, lab, p0, i, k + 1, 1.0, h)
+            if na + nb:
+                E[i, k, 0] = -(a + b) / (na + nb)
+            a, na = _one_side(phi, conducting, el, label, lab, p0, i - 1, k, -1.0, h)
+            b, nb = _one_side(phi, conducting, el, label, lab, p0, i + 1, k, 1.0, h)
+            if na + nb:
+                E[i, k, 1] = -(a + b) / (na + nb)
+
+
+def current_and_field(v: Voxels, fl: dict, out: np.ndarray | None = None, phi=None, h: float | None = None):
     """Current density and field maps from :func:`fluxes` output (compiled, whole grid).
 
     ``out`` (ny, nx, 2): where to write j; it may be the ``out`` given to :func:`fluxes` (j is then
     made in place from the jx, jy stored there).
+
+    With ``phi`` (potential, V, finite where anything conducts) and ``h`` (voxel edge, m), E is
+    -grad phi from face potential differences inside each grain or the backbone (the mean of the
+    one-sided differences on either side of a voxel, one-sided at GBs, half a voxel to an electrode;
+    blind to the 9-point scheme's odd-even mode, which rho j amplifies by up to the anisotropy);
+    a component with no usable face keeps rho j.
 
     Returns
     -------
     j : ndarray (ny, nx, 2)
         (jx, jy), A/m^2; 0 where nothing conducts.
     E : ndarray (ny, nx, 2)
-        E = rho j (V/m) in conducting voxels, 0 in electrodes, NaN where nothing conducts.
+        V/m in conducting voxels (rho j, or -grad phi with ``phi``), 0 in electrodes, NaN where
+        nothing conducts.
 
     Example
     -------
@@ -915,6 +997,8 @@ def current_and_field(v: Voxels, fl: dict, out: np.ndarray | None = None):
     j = np.empty(fl["jx"].shape + (2,)) if out is None else out
     E = np.empty(fl["jx"].shape + (2,))
     _current_and_field(fl["jx"], fl["jy"], v.conducting, v.electrode >= 0, v.rxx, v.ryy, v.rxy, j, E)
+    if phi is not None:
+        _field_from_potential(np.asarray(phi, float), v.conducting, v.electrode >= 0, v.label, float(h), E)
     return j, E
 
 

@@ -93,11 +93,43 @@ class OrientationMap:
         Indexed points.
     step_m : float
         Grid step (m).
+    thickness_m : float or None
+        Lamella thickness (m) when the file's header gives it (:func:`header_thickness_m`).
     """
 
     euler: np.ndarray
     valid: np.ndarray
     step_m: float
+    thickness_m: float | None = None
+
+
+def header_thickness_m(path, default_unit_m: float = 1.0) -> float | None:
+    r"""The specimen thickness (m) written in an orientation map's header, or None.
+
+    Looks in the header (the lines before the data) for a line ``Thickness <value> [unit]``
+    (``#`` comment prefix, ``:`` or ``=`` allowed; unit nm, um, µm, mm or m; without a unit, the
+    map's length unit ``default_unit_m``).
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "m.ang")
+    >>> _ = open(p, "w").write("# THICKNESS: 170 nm\n# GRID: SqrGrid\n0 0 0 0 0\n")
+    >>> round(header_thickness_m(p) * 1e9, 6)          # nm
+    170.0
+    """
+    import re
+
+    pat = re.compile(r"^\s*#?\s*thickness\s*[:=]?\s*([0-9.]+(?:[eE][-+]?\d+)?)\s*(nm|um|µm|mm|m)?\s*$", re.I)
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for k, line in enumerate(fh):
+            if k > 500 or (line.strip() and line.lstrip()[0] in "0123456789-+"):
+                break                              # data start: the header is over
+            hit = pat.match(line)
+            if hit:
+                unit = hit.group(2)
+                return float(hit.group(1)) * (_UNITS[unit.lower()] if unit else default_unit_m)
+    return None
 
 
 _UNITS = {"nm": 1e-9, "um": 1e-6, "µm": 1e-6, "mm": 1e-3, "m": 1.0, "px": None}
@@ -158,7 +190,7 @@ def load_orientation_map(path) -> OrientationMap:
     valid = np.zeros(shape, bool)
     valid[rows, cols] = np.asarray(xm.phase_id) >= 0
     valid &= np.all(np.isfinite(euler), axis=-1)
-    return OrientationMap(euler=euler, valid=valid, step_m=step * factor)
+    return OrientationMap(euler=euler, valid=valid, step_m=step * factor, thickness_m=header_thickness_m(p, factor))
 
 
 def segment_grains(euler, valid, threshold_deg: float = 5.0, min_grain_px: int = 1) -> np.ndarray:

@@ -609,6 +609,10 @@ def analyze(input_path, out_dir, microstructure=None, simulation=None, progress:
         table = cor.correlate_seeds(seeds, micro.grains, sim.gb_table, micro.electrodes, transform=tr, bpix=bpix)
         neg = cor.negative_electrode(getattr(sim, "potentials", {}) or {})
         pts = cor.gb_point_table(bpix, sim.gb_table)
+        if getattr(sim, "floating", None):
+            from insitu.analysis.simulator import floating_message
+
+            notes.append(f"Simulation: {floating_message(sim.floating)} (excluded: no current, no jump).")
         if neg is None or neg not in micro.electrodes:
             notes.append("No statistics: the simulation has no negative electrode (two electrodes at "
                          "different potentials are needed).")

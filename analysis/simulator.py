@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -24,9 +25,13 @@ from insitu.analysis.microstructure import Microstructure, boundary_pixels
 from insitu.analysis.solver import DIRECT_MAX, build_system, solve
 from insitu.errors import UserError
 
-#: gb.csv columns (binding), then the extra ``blocking`` column
+#: gb.csv columns: the binding ones (DESIGN.md), then extra ones (docs/simulator.md, "Outputs")
 GB_COLUMNS = ("grain_a", "grain_b", "length_m", "j_a", "j_b", "jump", "delta_phi", "gb_type",
-              "misorientation_deg", "plane_angle_deg", "blocking")
+              "misorientation_deg", "plane_angle_deg", "blocking",
+              "jump_flow", "blockade", "applied_field_deg", "local_field_deg", "normal_deg",
+              "theta_a_deg", "theta_b_deg")
+#: columns that scale with the bias (SimulationResult.scaled)
+_LINEAR = ("j_a", "j_b", "jump", "delta_phi", "jump_flow")
 
 
 @dataclass
@@ -82,12 +87,14 @@ class SimulationResult:
         """
         f = float(factor)
         gt = dict(self.gb_table)
-        for k in ("j_a", "j_b", "jump", "delta_phi"):
+        for k in _LINEAR:
             gt[k] = self.gb_table[k] * f
-        if f < 0 and "field_deg" in gt:  # the field reverses: sub-types that depend on its sense change
-            gt["field_deg"] = (gt["field_deg"] + 180.0) % 360.0
+        if f < 0:  # the field reverses: sub-types that depend on its sense change, pile-up becomes depletion
+            gt["blockade"] = -gt["blockade"]
+            for k in ("applied_field_deg", "local_field_deg"):
+                gt[k] = (gt[k] + 360.0) % 360.0 - 180.0
             gt["gb_type"], gt["blocking"] = gbmod.classify(gt["theta_a_deg"], gt["theta_b_deg"], gt["normal_deg"],
-                                                           gt["field_deg"], self.info.get("gb_tol_deg", 15.0))
+                                                           gt["applied_field_deg"], self.info.get("gb_tol_deg", 15.0))
         return replace(self, potential=self.potential * f + offset, field=self.field * f,
                        current_density=self.current_density * f,
                        electrode_current={k: v * f for k, v in self.electrode_current.items()},
@@ -110,8 +117,8 @@ def _floating_clusters(grains, floating_mask) -> list:
 
 
 def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rtol: float = 1e-8,
-             gb_tol_deg: float = 15.0, with_gb_table: bool = True,
-             solver: str = "auto") -> SimulationResult:
+             gb_tol_deg: float = 15.0, beam_tol_deg: float = 15.0, gb_band_m: float | None = None,
+             with_gb_table: bool = True, solver: str = "auto") -> SimulationResult:
     """Solve for potential, field and current density in ``micro`` with electrodes at ``potentials``.
 
     Parameters
@@ -119,13 +126,22 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
     micro : Microstructure
     potentials : dict name -> float
         Potential (V) of every electrode in ``micro.electrodes``.
-    model : {"full", "diagonal"}
-        "full": whole in-plane 2x2 conductivity tensor (9-point MFMFE scheme, see
-        :mod:`insitu.analysis.network`); "diagonal": the paper's sigma_xx, sigma_yy 5-point network.
+    model : {"full", "paper"}
+        "full": the thin-film 2x2 conductivity tensor (J_z = 0; 9-point MFMFE scheme, see
+        :mod:`insitu.analysis.network`); "paper": the seed paper's sigma_xx, sigma_yy from the angle
+        of the conduction-plane trace (5-point network). "diagonal" is a deprecated alias of "paper"
+        (DeprecationWarning).
     rtol : float
         Relative residual of the linear solve.
     gb_tol_deg : float
         Tolerance of the GB classification (types I and II).
+    beam_tol_deg : float
+        Grains whose c-axis is within this angle of the beam have no conduction-plane trace: their
+        GBs get the type "no trace" and are never blocking.
+    gb_band_m : float, optional
+        Width (m) of the band on each side of a GB over which j_a, j_b and the fields of the
+        blockade indicator are averaged (default: a tenth of the equivalent grain diameter,
+        :func:`gb_band_px`).
     with_gb_table : bool
         Compute the GB table (skip for speed when not needed).
     solver : {"auto", "direct", "mg", "amg", "reference"}
@@ -140,12 +156,17 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
 
     Example
     -------
-    >>> r = simulate(voronoi_lamella((64, 64)), {"top": 0, "right": 1}, model="diagonal")  # doctest: +SKIP
+    >>> r = simulate(voronoi_lamella((64, 64)), {"top": 0, "right": 1}, model="paper")  # doctest: +SKIP
     """
     t0 = time.perf_counter()
     micro.validate("microstructure")
-    if model not in ("full", "diagonal"):
-        raise UserError(f"unknown model '{model}' (use full or diagonal)")
+    if model == "diagonal":
+        warnings.warn("model 'diagonal' is deprecated: it is the paper's model, now called 'paper'",
+                      DeprecationWarning, stacklevel=2)
+    try:
+        model = network.model_name(model)
+    except ValueError:
+        raise UserError(f"unknown model '{model}' (use full or paper)") from None
     unknown_names = sorted(set(potentials) - set(micro.electrodes))
     if unknown_names:
         raise UserError(f"unknown electrode '{unknown_names[0]}' in potentials "
@@ -165,6 +186,7 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
     floating = []
     if floating_mask.any():
         floating = _floating_clusters(micro.grains, floating_mask)
+        warnings.warn(floating_message(floating) + " (excluded: potential NaN, no current)", stacklevel=2)
         v.conducting &= ~floating_mask
         v.label[floating_mask] = 0
         for a in (v.rxx, v.ryy, v.rxy, v.sxx, v.syy, v.sxy):
@@ -182,8 +204,8 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
         # the benchmark baseline: the paper's network assembled link by link with scipy, pyamg RS + CG
         import pyamg
 
-        if model != "diagonal":
-            raise UserError("solver 'reference' implements the diagonal model only")
+        if model != "paper":
+            raise UserError("solver 'reference' implements the paper model only")
         A_all = network.link_network(v, micro)
         u = np.flatnonzero(v.conducting.ravel())
         f = np.flatnonzero((v.electrode >= 0).ravel())
@@ -224,16 +246,21 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
         currents = {name: float(net_out[v.electrode == i].sum()) for i, name in enumerate(v.names)}
     j = np.empty(micro.shape + (2,))                 # (jx, jy) written here, then masked in place
     fl = network.fluxes(v, micro, phi0, stencil=stencil, out=j)
-    j, E = network.current_and_field(v, fl, out=j)
+    j, E = network.current_and_field(v, fl, out=j, phi=phi0, h=micro.voxel_size_m)
     conductance = None
     if len(pots) == 2:
         (na, va), (nb, vb) = pots.items()
         if va != vb:
             conductance = abs(currents[na]) / abs(va - vb)
     t4 = time.perf_counter()
-    table = gb_table(micro, v, phi, j, E, fl, gb_tol_deg) if with_gb_table else _empty_table()
+    if with_gb_table:
+        applied = applied_field(micro, pots, solver=solver, rtol=rtol)
+        table = gb_table(micro, v, phi, j, E, applied, fl, gb_tol_deg, beam_tol_deg,
+                         None if gb_band_m is None else gb_band_m / micro.voxel_size_m)
+    else:
+        table = _empty_table()
     t5 = time.perf_counter()
-    info.update(gb_tol_deg=float(gb_tol_deg), t_setup_s=t1 - t0, t_assemble_s=t2 - t1, t_solve_s=t3 - t2, t_post_s=t4 - t3, t_gb_s=t5 - t4,
+    info.update(gb_tol_deg=float(gb_tol_deg), beam_tol_deg=float(beam_tol_deg), t_setup_s=t1 - t0, t_assemble_s=t2 - t1, t_solve_s=t3 - t2, t_post_s=t4 - t3, t_gb_s=t5 - t4,
                 unknowns=n_unknown, nnz=nnz)
     return SimulationResult(potential=phi, field=E, current_density=j, electrode_current=currents, gb_table=table,
                             conductance_S=conductance, potentials=pots, model=model,
@@ -249,8 +276,124 @@ def _empty_table():
     return t
 
 
-def gb_table(micro, v, phi, j, E, fl, tol_deg=15.0) -> dict:
-    """Per pair of touching grains: length, mean |j| on each side, jump, GB potential drop, type."""
+def floating_message(floating: list) -> str:
+    """One line describing the excluded floating clusters (:attr:`SimulationResult.floating`)."""
+    desc = "; ".join(f"{c['size']} voxel(s) with grains {c['grains']} at row {c['y']}, column {c['x']}"
+                     for c in floating[:5])
+    more = f"; and {len(floating) - 5} more" if len(floating) > 5 else ""
+    return f"{len(floating)} conducting cluster(s) touch no electrode: {desc}{more}"
+
+
+def applied_field(micro: Microstructure, potentials: dict, solver: str = "auto", rtol: float = 1e-8) -> np.ndarray:
+    """The applied field (V/m, (ny, nx, 2)): the field of the same electrodes in a uniform isotropic
+    lamella (every non-vacuum voxel, ZrO2 and backbone included, conducts sigma_ip; no GBs).
+
+    This is the field the paper classifies GBs against (DOMAIN.md, "GB classification").
+
+    Example
+    -------
+    >>> E = applied_field(voronoi_lamella((64, 64)), {"top": 0.0, "right": 1.0})   # doctest: +SKIP
+    """
+    from insitu.analysis.microstructure import VACUUM
+
+    uniform = replace(micro, grains=np.where(micro.grains != VACUUM, 1, 0).astype(np.int32),
+                      grain_ids=np.array([1]), c_axis=np.array([[0.0, 0.0, 1.0]]), euler_bunge=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = simulate(uniform, potentials, model="paper", rtol=rtol, with_gb_table=False, solver=solver)
+    return r.field
+
+
+def gb_band_px(label, fraction: float = 0.1) -> float:
+    """Default width (voxels) of the bands beside each GB over which j_a, j_b and the fields are
+    averaged: ``fraction`` of the equivalent diameter sqrt(mean grain area), at least one voxel.
+    A fixed fraction of the grain size is the same physical width at every resolution, so the GB
+    quantities converge under refinement (a one-voxel band does not: the thin-film tensor makes
+    boundary layers about d / sqrt(anisotropy) wide at every GB).
+
+    Example
+    -------
+    >>> gb_band_px(np.repeat(np.arange(1, 5), 25).reshape(10, 10))   # 4 grains of 25 voxels
+    1.0
+    """
+    lab = np.asarray(label)
+    n = np.unique(lab[lab > 0]).size
+    if n == 0:
+        return 1.0
+    return max(1.0, fraction * float(np.sqrt(np.count_nonzero(lab > 0) / n)))
+
+
+def gb_bands(label, faces, pair, band_px: float):
+    """The voxels within ``band_px`` (Euclidean, voxel centres) of a GB, on either side of it.
+
+    Each grain voxel is given to the GB of its nearest boundary voxel when that voxel is in the
+    same grain (a voxel of grain a nearest to the a-side of GB a|b lies in a's band of that GB).
+
+    Parameters
+    ----------
+    label : ndarray of int (ny, nx)
+        Grain ids (> 0) where GBs count, else 0.
+    faces : dict
+        :func:`insitu.analysis.microstructure.boundary_pixels` of ``label``.
+    pair : ndarray of int
+        GB index of every face.
+    band_px : float
+        Band width in voxels (0: the boundary voxels only).
+
+    Returns
+    -------
+    lin : ndarray of int
+        Flat indices of the band voxels.
+    gb : ndarray of int
+        Their GB index.
+    on_a : ndarray of bool
+        True on the grain_a side.
+    """
+    from scipy import ndimage
+
+    ny, nx = label.shape
+    pmap = np.full(label.shape, -1, np.int64)
+    pmap[faces["ya"], faces["xa"]] = pair
+    pmap[faces["yb"], faces["xb"]] = pair
+    side_a = np.zeros(label.shape, bool)
+    side_a[faces["ya"], faces["xa"]] = True
+    side_a[faces["yb"], faces["xb"]] = False            # a voxel on both sides of two GBs: taken as b
+    if band_px <= 0:
+        sel = pmap >= 0
+        lin = np.flatnonzero(sel)
+        return lin, pmap.ravel()[lin], side_a.ravel()[lin]
+    d, (iy, ix) = ndimage.distance_transform_edt(pmap < 0, return_indices=True)
+    sel = (label > 0) & (d <= band_px)
+    sel &= label[iy, ix] == label
+    lin = np.flatnonzero(sel)
+    near = iy.ravel()[lin] * nx + ix.ravel()[lin]
+    return lin, pmap.ravel()[near], side_a.ravel()[near]
+
+
+def gb_table(micro, v, phi, j, E, applied, fl, tol_deg=15.0, beam_tol_deg=15.0, band_px=None) -> dict:
+    """Per pair of touching grains: geometry, mean |j| on each side, jump, blockade indicator, type.
+
+    Parameters
+    ----------
+    micro : Microstructure
+    v : network.Voxels
+    phi : ndarray (ny, nx)
+        Potential (V).
+    j, E, applied : ndarray (ny, nx, 2)
+        Current density (A/m^2), field and applied field (:func:`applied_field`, V/m).
+    fl : dict
+        Face fluxes (:func:`insitu.analysis.network.fluxes`).
+    tol_deg, beam_tol_deg : float
+        Classification tolerances (:func:`insitu.analysis.gb.classify`, :func:`insitu.analysis.gb.trace_angle_deg`).
+    band_px : float, optional
+        Width (voxels) of the band on each side over which |j| and E are averaged
+        (default :func:`gb_band_px`).
+
+    Returns
+    -------
+    dict of ndarray
+        The :data:`GB_COLUMNS` (docs/simulator.md, "Outputs").
+    """
     bp = boundary_pixels(v.label)
     if bp["grain_a"].size == 0:
         return _empty_table()
@@ -262,6 +405,7 @@ def gb_table(micro, v, phi, j, E, fl, tol_deg=15.0) -> dict:
     ga = (keys // base).astype(np.int32)
     gbb = (keys % base).astype(np.int32)
     nfaces = np.bincount(inv, minlength=npair)
+    length, normal_deg = gbmod.boundary_geometry(bp, inv, npair)
     # normal current density through each face, from grain a to grain b
     horiz = bp["axis"] == 1
     f = np.empty(inv.size)
@@ -272,42 +416,62 @@ def gb_table(micro, v, phi, j, E, fl, tol_deg=15.0) -> dict:
     f[vert] = fl["fy"][yv, xv] * np.sign(bp["yb"][vert] - bp["ya"][vert])
     r_gb = micro.gb_thickness_m / (micro.sigma_ip / micro.gb_ratio)
     delta_phi = np.bincount(inv, r_gb * f, minlength=npair) / nfaces
-    jflat, eflat = j.reshape(-1, 2), E.reshape(-1, 2)      # views: |j| and E are read at boundary voxels only
+    jflat, eflat = j.reshape(-1, 2), E.reshape(-1, 2)      # views: read near the GBs only
+    band_px = gb_band_px(v.label) if band_px is None else float(band_px)
+    lin, p, on_a = gb_bands(v.label, bp, inv, band_px)
 
-    def side_mean(yy, xx):
-        k = np.unique(inv.astype(np.int64) * (ny * nx) + yy.astype(np.int64) * nx + xx)
-        p, lin = k // (ny * nx), k % (ny * nx)
-        jj = jflat[lin]
-        return np.bincount(p, np.hypot(jj[:, 0], jj[:, 1]), minlength=npair) / np.bincount(p, minlength=npair), p, lin
+    def side_means(sel):
+        """Per pair: mean |j| and mean E over the band voxels of one side (NaN if there are none)."""
+        pp, jj, ee = p[sel], jflat[lin[sel]], np.nan_to_num(eflat[lin[sel]])
+        cnt = np.bincount(pp, minlength=npair).astype(float)
+        cnt[cnt == 0] = np.nan
+        mean = lambda w: np.bincount(pp, w, minlength=npair) / cnt
+        return mean(np.hypot(jj[:, 0], jj[:, 1])), np.stack([mean(ee[:, 0]), mean(ee[:, 1])], 1)
 
-    j_a, pa, la = side_mean(bp["ya"], bp["xa"])
-    j_b, pb, lb = side_mean(bp["yb"], bp["xb"])
-    # local field: mean E over the boundary voxels of both sides
-    pp, ll = np.concatenate([pa, pb]), np.concatenate([la, lb])
-    cnt = np.bincount(pp, minlength=npair)
-    ex = np.bincount(pp, np.nan_to_num(eflat[ll, 0]), minlength=npair) / cnt
-    ey = np.bincount(pp, np.nan_to_num(eflat[ll, 1]), minlength=npair) / cnt
-    # GB normal from a to b: sum of the face steps (a staircase sums to the mean normal)
-    nxs = np.bincount(inv, (bp["xb"] - bp["xa"]).astype(float), minlength=npair)
-    nys = np.bincount(inv, (bp["yb"] - bp["ya"]).astype(float), minlength=npair)
-    normal_deg = np.degrees(np.arctan2(nys, nxs))
-    field_deg = np.degrees(np.arctan2(ey, ex))
+    j_a, e_a = side_means(on_a)
+    j_b, e_b = side_means(~on_a)
+    lost = np.isnan(j_a) | np.isnan(j_b)      # short GBs whose boundary voxels all serve another GB
+    if lost.any():
+        for ys, xs, jj, ee in ((bp["ya"], bp["xa"], j_a, e_a), (bp["yb"], bp["xb"], j_b, e_b)):
+            k = np.unique(inv.astype(np.int64) * (ny * nx) + ys.astype(np.int64) * nx + xs)
+            pp, ll = k // (ny * nx), k % (ny * nx)
+            cnt = np.bincount(pp, minlength=npair)
+            mean = lambda w: np.bincount(pp, w, minlength=npair) / np.maximum(cnt, 1)
+            jv, ev = jflat[ll], np.nan_to_num(eflat[ll])
+            jj[lost] = mean(np.hypot(jv[:, 0], jv[:, 1]))[lost]
+            ee[lost] = np.stack([mean(ev[:, 0]), mean(ev[:, 1])], 1)[lost]
+    local = (e_a + e_b) / 2.0
+    # applied field at the GB: mean over its faces of the two voxels' applied field
+    app = applied.reshape(-1, 2)
+    la, lb = bp["ya"].astype(np.int64) * nx + bp["xa"], bp["yb"].astype(np.int64) * nx + bp["xb"]
+    face_app = np.nan_to_num((app[la] + app[lb]) / 2.0)
+    ea = np.stack([np.bincount(inv, face_app[:, 0], minlength=npair),
+                   np.bincount(inv, face_app[:, 1], minlength=npair)], 1) / nfaces[:, None]
+    e_abs = np.hypot(ea[:, 0], ea[:, 1])
+    n = np.stack([np.cos(np.radians(normal_deg)), np.sin(np.radians(normal_deg))], 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # field divergence at the GB, in units of the applied field: > 0 where the field points away
+        # from the GB on both sides (ions pile up), < 0 where ions are drained
+        blockade = np.where(e_abs > 0, ((e_b - e_a) * n).sum(1) / e_abs, np.nan)
+    upstream_a = np.sign((ea * n).sum(1))            # +1: the applied field carries ions from a to b
     cmap = micro.c_axis_map()
     ca = np.array([cmap[int(g)] for g in ga])
     cb = np.array([cmap[int(g)] for g in gbb])
-    theta_a, theta_b = gbmod.trace_angle_deg(ca), gbmod.trace_angle_deg(cb)
-    gb_type, blocking = gbmod.classify(theta_a, theta_b, normal_deg, field_deg, tol_deg)
+    theta_a, theta_b = gbmod.trace_angle_deg(ca, beam_tol_deg), gbmod.trace_angle_deg(cb, beam_tol_deg)
+    applied_deg = np.degrees(np.arctan2(ea[:, 1], ea[:, 0]))
+    gb_type, blocking = gbmod.classify(theta_a, theta_b, normal_deg, applied_deg, tol_deg)
     mis = np.full(npair, np.nan)
     if micro.euler_bunge is not None:
         from insitu.analysis.orientation import misorientation_deg
 
         emap = {int(g): micro.euler_bunge[i] for i, g in enumerate(micro.grain_ids)}
         mis = misorientation_deg(np.array([emap[int(g)] for g in ga]), np.array([emap[int(g)] for g in gbb]))
-    return {"grain_a": ga, "grain_b": gbb, "length_m": nfaces * float(micro.voxel_size_m), "j_a": j_a, "j_b": j_b,
+    return {"grain_a": ga, "grain_b": gbb, "length_m": length * float(micro.voxel_size_m), "j_a": j_a, "j_b": j_b,
             "jump": j_a - j_b, "delta_phi": delta_phi, "gb_type": np.asarray(gb_type),
             "misorientation_deg": mis, "plane_angle_deg": gbmod.plane_angle_deg(ca, cb), "blocking": blocking,
-            # extra (not in gb.csv): geometry used by the classification
-            "theta_a_deg": theta_a, "theta_b_deg": theta_b, "normal_deg": normal_deg, "field_deg": field_deg}
+            "jump_flow": upstream_a * (j_a - j_b), "blockade": blockade, "applied_field_deg": applied_deg,
+            "local_field_deg": np.degrees(np.arctan2(local[:, 1], local[:, 0])), "normal_deg": normal_deg,
+            "theta_a_deg": theta_a, "theta_b_deg": theta_b}
 
 
 def save_result(result: SimulationResult, out_dir) -> dict:

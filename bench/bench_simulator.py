@@ -1,17 +1,19 @@
 """Benchmark: the whole ``insitu simulate`` command on a 2048 x 2048 Voronoi lamella.
 
-Baseline (same run, same machine): the paper's diagonal network assembled link by link with scipy
-and solved with pyamg Ruge-Stueben + CG (rtol 1e-8), i.e. ``insitu simulate --model diagonal
---solver reference``. Candidates: the default solver for ``--model diagonal`` and ``--model full``
-(structured multigrid-preconditioned CG, rtol 1e-8). Each command runs in its own process (start-up,
+Baseline (same run, same machine): the paper's network (``--model paper``) assembled link by link
+with scipy and solved with pyamg Ruge-Stueben + CG (rtol 1e-8), i.e. ``insitu simulate --model paper
+--solver reference``. Candidates: the default solver for ``--model paper`` and ``--model full`` (the
+thin-film tensor; structured multigrid-preconditioned CG, rtol 1e-8). Each command runs in its own process (start-up,
 reading the file, solving, GB table and writing result.h5 + gb.csv all count); peak memory is that
 process's maximum resident set size.
 
 Environment: INSITU_BENCH_SIM_SIZE (default 2048), INSITU_BENCH_SIM_GRAINS (default 300),
-INSITU_BENCH_SIM_ROUNDS (default 2: baseline, diagonal, full, then again; the ratios of each round
+INSITU_BENCH_SIM_ROUNDS (default 2: baseline, paper, full, then again; the ratios of each round
 and their median are printed, since this machine's load varies from minute to minute).
 The multigrid kernels use numba's thread count (NUMBA_NUM_THREADS, default: all cores).
-Goals (issue 5): >= 5x (diagonal) and >= 3x (full) faster than the baseline, peak <= 3 GB.
+Goals (issues 5, 14): >= 5x (paper) and >= 3x (full) faster than the baseline, peak <= 3 GB.
+Before the rounds, the first call's numba compile time is measured: a 64^2 simulation of each
+model with an empty NUMBA_CACHE_DIR.
 """
 from __future__ import annotations
 
@@ -59,11 +61,25 @@ def main() -> dict:
         m = voronoi_lamella((size, size), n_grains=grains, seed=0)
         write_microstructure(tmp / "micro.h5", m)
         print(f"lamella {size}x{size}, {m.grain_ids.size} grains: built in {time.perf_counter() - t0:.1f} s", flush=True)
-        # warm-up on a small file so that numba's on-disk cache is filled (a fresh clone compiles once)
         write_microstructure(tmp / "small.h5", voronoi_lamella((64, 64), n_grains=5))
-        for model in ("diagonal", "full"):
-            _run(exe + ["simulate", str(tmp / "small.h5"), "--potential", "top=0", "--potential", "right=1",
-                        "--out", str(tmp / "warm"), "--model", model, "--solver", "mg"])
+        small = exe + ["simulate", str(tmp / "small.h5"), "--potential", "top=0", "--potential", "right=1",
+                       "--out", str(tmp / "warm"), "--solver", "mg", "--model"]
+        # first call on a machine: compile everything into an empty cache, then run again warm
+        cold_env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp / "numba_cold"))
+        compile_s = {}
+        for model in ("paper", "full"):
+            t0 = time.perf_counter()
+            subprocess.run(small + [model], env=cold_env, check=True, capture_output=True)
+            cold = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            subprocess.run(small + [model], env=cold_env, check=True, capture_output=True)
+            warm = time.perf_counter() - t0
+            compile_s[model] = cold
+            print(f"first call, {model} model: {cold:.1f} s with an empty numba cache (the paper model "
+                  f"first: it compiles the shared kernels too), then {warm:.1f} s warm", flush=True)
+        # warm-up on the small file so that numba's own on-disk cache is filled (a fresh clone compiles once)
+        for model in ("paper", "full"):
+            _run(small + [model])
         print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)", flush=True)
         rounds = max(1, int(os.environ.get("INSITU_BENCH_SIM_ROUNDS", "2")))
         import numba
@@ -72,8 +88,8 @@ def main() -> dict:
         allruns = []
         for rnd in range(rounds):
             runs = {}
-            for name, extra in (("baseline", ["--model", "diagonal", "--solver", "reference"]),
-                                ("diagonal", ["--model", "diagonal"]),
+            for name, extra in (("baseline", ["--model", "paper", "--solver", "reference"]),
+                                ("paper", ["--model", "paper"]),
                                 ("full", ["--model", "full"])):
                 out = tmp / f"{name}{rnd}"
                 wall, rss, _ = _run(exe + ["simulate", str(tmp / "micro.h5"), "--potential", "top=0", "--potential",
@@ -85,32 +101,34 @@ def main() -> dict:
                       f"solve {info.get('t_solve_s', 0):.1f} s, post {info.get('t_post_s', 0):.1f} s)", flush=True)
                 shutil.rmtree(out, ignore_errors=True)
             base = runs["baseline"]["wall_s"]
-            print(f"round {rnd + 1}: diagonal {base / runs['diagonal']['wall_s']:.2f}x, "
+            print(f"round {rnd + 1}: paper {base / runs['paper']['wall_s']:.2f}x, "
                   f"full {base / runs['full']['wall_s']:.2f}x; load average "
                   + " ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
             allruns.append(runs)
         runs = allruns[-1]
         ratio = {m: float(np.median([r["baseline"]["wall_s"] / r[m]["wall_s"] for r in allruns]))
-                 for m in ("diagonal", "full")}
+                 for m in ("paper", "full")}
         base = float(np.median([r["baseline"]["wall_s"] for r in allruns]))
-        diff = float(np.nanmax(np.abs(runs["diagonal"]["phi"] - runs["baseline"]["phi"])))
+        diff = float(np.nanmax(np.abs(runs["paper"]["phi"] - runs["baseline"]["phi"])))
         peak = {k: max(r[k]["peak_mb"] for r in allruns) for k in runs}
         result = {
             "size": size,
             "rounds": rounds,
             "baseline_s": base,
-            "diagonal_s": float(np.median([r["diagonal"]["wall_s"] for r in allruns])),
+            "paper_s": float(np.median([r["paper"]["wall_s"] for r in allruns])),
             "full_s": float(np.median([r["full"]["wall_s"] for r in allruns])),
-            "ratio_diagonal": ratio["diagonal"],
+            "ratio_paper": ratio["paper"],
+            "compile_s": compile_s,
+            "iterations": {k: int(runs[k]["info"].get("iterations", 0)) for k in runs},
             "ratio_full": ratio["full"],
             "peak_mb": peak,
-            "max_abs_dphi_diagonal_vs_baseline_V": diff,
+            "max_abs_dphi_paper_vs_baseline_V": diff,
             "load_average_after": os.getloadavg(),
         }
-        print(f"speed-up vs baseline (median of {rounds} rounds): diagonal {result['ratio_diagonal']:.2f}x (goal 5x), "
+        print(f"speed-up vs baseline (median of {rounds} rounds): paper {result['ratio_paper']:.2f}x (goal 5x), "
               f"full {result['ratio_full']:.2f}x (goal 3x); peak memory "
               + ", ".join(f"{k} {v:.0f} MB" for k, v in result["peak_mb"].items()) + " (goal <= 3072 MB); "
-              f"max |phi_diag - phi_baseline| = {diff:.1e} V; load average after: "
+              f"max |phi_paper - phi_baseline| = {diff:.1e} V; load average after: "
               + " ".join(f"{x:.2f}" for x in result["load_average_after"]), flush=True)
         return result
 

@@ -164,10 +164,13 @@ def test_correlation_outputs(tmp_path, series):
     right = np.zeros((128, 128), bool)
     right[2:, -2:] = True
     grains[top | right] = 0
+    grains[100:105, 10:15] = -1                   # a ZrO2 ring around one voxel: a floating cluster
+    grains[102, 12] = grains[99, 12]
     m = Microstructure(grains=grains, grain_ids=np.arange(1, 31), c_axis=c, electrodes=dict(top=top, right=right),
                        voxel_size_m=1e-8)
     write_microstructure(tmp_path / "m.h5", m)
-    save_result(simulate(m, {"top": 0.0, "right": 1.0}), tmp_path / "sim")
+    with pytest.warns(UserWarning, match="touch no electrode"):
+        save_result(simulate(m, {"top": 0.0, "right": 1.0}), tmp_path / "sim")
     s = _write_session(tmp_path / "s.h5", series, truth=False)
     out = tmp_path / "out"
     assert main(["analyze", str(s), "--out", str(out), "--microstructure", str(tmp_path / "m.h5"),
@@ -185,6 +188,7 @@ def test_correlation_outputs(tmp_path, series):
     assert {r[rows[0].index("seed_class")] for r in rows[1:]} <= {"interface", "gb", "off_gb"}
     assert (out / "gb_statistics.csv").is_file()
     assert "Seeds on the GB map" in (out / "report.html").read_text()
+    assert "1 conducting cluster(s) touch no electrode: 1 voxel(s)" in (out / "report.html").read_text()
     # a map of another shape without --map-transform is refused, naming the file ...
     m2 = Microstructure(grains=grains[:100], grain_ids=np.arange(1, 31), c_axis=c,
                         electrodes=dict(top=top[:100], right=right[:100]), voxel_size_m=1e-8)

@@ -176,7 +176,7 @@ def test_demo_seeds_correlate_with_their_own_simulation_and_not_with_an_unrelate
     assert own["p_value"] is not None and own["p_value"] < 0.05 and own["gbs_in_test"] >= 3
 
     assert main(["microstructure", str(real_data / "ACOM.ang"), "--out", str(tmp_path / "m.h5"),
-                 "--electrode", "top=top", "--electrode", "right=right"]) == 0
+                 "--electrode", "top=top", "--electrode", "right=right", "--thickness-m", "1.7e-7"]) == 0
     assert main(["simulate", str(tmp_path / "m.h5"), "--potential", "top=0", "--potential", "right=1",
                  "--out", str(tmp_path / "sim")]) == 0
     micro, sim = read_microstructure(tmp_path / "m.h5"), load_result(tmp_path / "sim")

@@ -45,7 +45,8 @@ def test_defaults_and_euler_only_file(tmp_path):
         f["electrodes/a"] = np.array([[1, 0, 0, 0]], bool)
         f["electrodes/b"] = np.array([[0, 0, 0, 1]], bool)
         f.attrs["voxel_size_m"] = 2e-9
-    m = read_microstructure(p)
+    with pytest.warns(UserWarning, match="no thickness_m attribute; the lamella is taken to be one voxel"):
+        m = read_microstructure(p)              # not silently
     assert m.thickness_m == 2e-9 and m.sigma_ip == 1.0 and m.anisotropy == 1000.0
     assert m.gb_ratio == 20.0 and m.gb_thickness_m == 1e-9 and m.backbone_ratio == 250.0
     np.testing.assert_allclose(m.c_axis[0], [np.sin(0.3), -np.cos(0.3), 0.0], atol=1e-12)

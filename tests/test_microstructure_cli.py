@@ -43,10 +43,17 @@ def test_segmentation_uses_crystal_symmetry_and_threshold():
 
 def test_acom_ang_to_microstructure_and_simulation(real_data, tmp_path, capsys):
     out = tmp_path / "m.h5"
-    rc = main(["microstructure", str(real_data / "ACOM.ang"), "--out", str(out), "--electrode", "top=top",
-               "--electrode", "right=right"])
+    args = ["microstructure", str(real_data / "ACOM.ang"), "--out", str(out), "--electrode", "top=top",
+            "--electrode", "right=right"]
+    rc = main(args)                                         # ACOM.ang has no thickness: no silent default
+    err = capsys.readouterr().err
+    assert rc == 1 and "ACOM.ang gives no lamella thickness: pass --thickness-m" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+    rc = main(args + ["--thickness-m", "1.7e-7"])
     assert rc == 0
+    assert "thickness 1.7e-07 m (from --thickness-m)" in capsys.readouterr().out
     m = read_microstructure(out)
+    assert m.thickness_m == 1.7e-7
     assert m.grains.shape == (16, 16)                       # 15 x 15 map + electrode strips
     assert m.voxel_size_m == pytest.approx(2e-9)            # step 2.0 nm (ASTAR unit)
     assert m.electrodes["top"][0, :15].all() and m.electrodes["right"][1:, 15].all()
@@ -66,7 +73,8 @@ def test_label_image_with_orientation_table(tmp_path):
     (tmp_path / "o.csv").write_text("grain_id,c_x,c_y,c_z\n1,0,0,1\n2,0.577,0.577,0.577\n")
     out = tmp_path / "m.h5"
     rc = main(["microstructure", str(tmp_path / "g.png"), "--orientations", str(tmp_path / "o.csv"),
-               "--voxel-size-m", "2e-8", "--out", str(out), "--electrode", "a=left", "--electrode", "b=right"])
+               "--voxel-size-m", "2e-8", "--thickness-m", "1e-7", "--out", str(out), "--electrode", "a=left",
+               "--electrode", "b=right"])
     assert rc == 0
     m = read_microstructure(out)
     assert m.grains.shape == (10, 14) and m.voxel_size_m == 2e-8
@@ -87,7 +95,23 @@ def test_bad_label_input_exit_1(tmp_path, capsys, csv_text, extra, message):
     imsave(tmp_path / "g.png", lab, check_contrast=False)
     (tmp_path / "o.csv").write_text(csv_text)
     rc = main(["microstructure", str(tmp_path / "g.png"), "--orientations", str(tmp_path / "o.csv"),
-               "--voxel-size-m", "1e-8", "--out", str(tmp_path / "m.h5"), "--electrode", "a=left",
+               "--voxel-size-m", "1e-8", "--thickness-m", "1e-7", "--out", str(tmp_path / "m.h5"), "--electrode", "a=left",
                "--electrode", "b=right"] + extra)
     err = capsys.readouterr().err
     assert rc == 1 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_thickness_from_the_map_header(real_data, tmp_path, capsys):
+    text = (real_data / "ACOM.ang").read_text()
+    ang = tmp_path / "t.ang"
+    ang.write_text("# Thickness: 150 nm\n" + text)          # a header line the exporter may write
+    out = tmp_path / "m.h5"
+    rc = main(["microstructure", str(ang), "--out", str(out), "--electrode", "top=top", "--electrode", "right=right"])
+    assert rc == 0
+    assert "thickness 1.5e-07 m (from the header of t.ang)" in capsys.readouterr().out
+    assert read_microstructure(out).thickness_m == pytest.approx(1.5e-7)
+    # --thickness-m wins over the header, and says so
+    rc = main(["microstructure", str(ang), "--out", str(out), "--overwrite", "--thickness-m", "2e-7",
+               "--electrode", "top=top", "--electrode", "right=right"])
+    assert rc == 0 and "(from --thickness-m)" in capsys.readouterr().out
+    assert read_microstructure(out).thickness_m == pytest.approx(2e-7)

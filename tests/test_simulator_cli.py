@@ -31,7 +31,9 @@ def test_simulate_writes_result_and_csv(micro_file, tmp_path, capsys):
     assert (out / "gb.csv").read_text().startswith("grain_a,grain_b,length_m,j_a,j_b,jump,delta_phi,gb_type,")
     for name in ("potential.png", "current_density.png", "gb_network.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
-    assert "conductance" in capsys.readouterr().out
+    cap = capsys.readouterr()
+    assert "conductance" in cap.out and "model paper" in cap.out
+    assert "--model diagonal is deprecated" in cap.err
 
 
 @pytest.mark.parametrize("args, message", [

@@ -23,7 +23,7 @@ def test_compiled_full_tensor_assembly_and_fluxes_equal_vectorised():
         np.testing.assert_allclose(a[k], b[k], rtol=1e-12, atol=1e-13 * np.abs(b[k]).max())
 
 
-@pytest.mark.parametrize("model", ["full", "diagonal"])
+@pytest.mark.parametrize("model", ["full", "paper"])
 def test_default_multigrid_tolerance_is_accurate_to_1e_6(model):
     """rtol 1e-8 with the float32 multigrid preconditioner: potential and electrode current within
     1e-6 (relative to the bias) of the sparse direct solution."""
@@ -51,7 +51,7 @@ def _mixed_lamella():
                    electrodes=m.electrodes, voxel_size_m=m.voxel_size_m, thickness_m=m.thickness_m)
 
 
-@pytest.mark.parametrize("model", ["full", "diagonal"])
+@pytest.mark.parametrize("model", ["full", "paper"])
 def test_compiled_voxel_maps_equal_numpy_lookups(model):
     m = _mixed_lamella()
     a, b = network.voxel_properties(m, model), network.voxel_properties(m, model, vectorised=True)
@@ -63,7 +63,7 @@ def test_compiled_voxel_maps_equal_numpy_lookups(model):
 
 def test_compiled_five_point_assembly_and_fluxes_equal_numpy_bit_for_bit():
     m = _mixed_lamella()
-    v = network.voxel_properties(m, "diagonal")
+    v = network.voxel_properties(m, "paper")
     fast, slow = network.assemble(v, m), network.assemble(v, m, vectorised=True)
     assert set(fast) == set(slow) == {"C", (0, 1), (1, 0)}
     for k in slow:

@@ -60,7 +60,7 @@ def _line_world(n_iface=3, n_gb=3, gb_drive=(1.0, 0.5, 0.1)):
 
 def test_interface_seeds_come_before_gb_seeds_and_supply_decays_along_the_gb():
     """No incubation constant: interface seeds come first because the electrons are there (supply 1)."""
-    p = FilamentParams(spacing_px=5, charge_scale_C=1e-4)      # supply length 12 px, reach 40 px
+    p = FilamentParams(spacing_px=5, charge_scale_C=1e-4, supply_length_px=12.0)   # reach 40 px
     assert not hasattr(p, "gb_incubation")
     firsts = []
     for seed in range(12):

@@ -125,12 +125,14 @@ def test_current_rises_as_filaments_grow(base):
 
 def test_the_papers_story_holds_statistically(base):
     """Interface seeds first, then seeds at GBs with large simulated jumps near/connected to the Au(Pt)."""
-    first_kind, q_if, q_gb, pct, sup_seeded = [], [], [], [], []
+    first_kind, q_if, q_gb, pct, sup_seeded, p_if_first = [], [], [], [], [], []
     for k in range(6):
         sp = fresh(base, seed=100 + k)
         sites = sp.model.sites
         gbk = sites.kind == 1
         supply0 = sp.model.supply()
+        h0 = sp.model.hazard_per_C(17.0)
+        p_if_first.append(h0[~gbk].sum() / h0.sum())     # exact P(the first seed is an interface seed)
         run_profile(sp, [(2500.0, 17.0)])
         seeds = sp.model.seeds
         first_kind.append(seeds[0].kind)
@@ -141,7 +143,10 @@ def test_the_papers_story_holds_statistically(base):
         idx = {(x, y): i for i, (x, y) in enumerate(zip(sites.x, sites.y))}
         sup_seeded += [supply0[idx[(s.x, s.y)]] for s in gb]
         mean_supply = supply0[gbk].mean()
-    assert first_kind.count("interface") >= 4
+    # the first seed is an interface seed with probability h_interface / h_total (competing Poisson
+    # processes); asserted exactly rather than counted in 6 runs (a count of 4/6 fails 1 time in 4 at 0.83)
+    assert min(p_if_first) > 0.75
+    assert first_kind.count("interface") >= 3
     assert np.median(q_if) < np.median(q_gb)
     assert len(pct) >= 6
     assert np.mean(pct) > 0.6                 # GB seeds sit on the sites with the largest driving force

@@ -36,7 +36,9 @@ def add_arguments(parser):
     parser.add_argument("--min-grain-px", type=int, default=1,
                         help="merge grains smaller than this into their main neighbour (default 1: keep all)")
     parser.add_argument("--voxel-size-m", type=float, help="voxel edge in m (default: the map's step)")
-    parser.add_argument("--thickness-m", type=float, help="lamella thickness in m (default: voxel size)")
+    parser.add_argument("--thickness-m", type=float,
+                        help="lamella thickness in m (default: the map header's 'Thickness' line; one of the two "
+                             "is required)")
     for name, default, text in (("sigma-ip", 1.0, "in-plane conductivity, S/m"),
                                 ("anisotropy", 1000.0, "sigma_ip / sigma_op"),
                                 ("gb-ratio", 20.0, "sigma_ip / sigma_GB"),
@@ -118,6 +120,7 @@ def run(args) -> int:
         raise UserError(f"input {src} not found")
     ext = src.suffix.lower()
     euler = None
+    map_thickness = None
     if ext in (".ang", ".ctf"):
         from insitu.analysis.orientation import load_orientation_map, mean_orientations, segment_grains
 
@@ -128,6 +131,7 @@ def run(args) -> int:
         ids, euler = mean_orientations(om.euler, labels)
         c = c_axis_from_euler(euler)
         step = om.step_m
+        map_thickness = om.thickness_m
     elif ext in (".png", ".tif", ".tiff"):
         if not args.orientations:
             raise UserError("a label image needs --orientations CSV (grain_id + c_x, c_y, c_z or phi1, Phi, phi2)")
@@ -155,15 +159,23 @@ def run(args) -> int:
     else:
         raise UserError(f"{src}: unknown map type '{ext}' (.ang, .ctf, .png, .tif)")
     vs = args.voxel_size_m or step
+    if args.thickness_m is not None:
+        thickness, thickness_from = args.thickness_m, "--thickness-m"
+    elif map_thickness is not None:
+        thickness, thickness_from = map_thickness, f"the header of {src.name}"
+    else:
+        raise UserError(f"{src.name} gives no lamella thickness: pass --thickness-m (e.g. 1.7e-7 for the paper's "
+                        f"170 nm lamella); currents scale with it")
     grains, electrodes = add_electrodes(labels, sides)
     m = Microstructure(grains=grains, grain_ids=ids, c_axis=c, electrodes=electrodes, voxel_size_m=vs,
-                       thickness_m=args.thickness_m, sigma_ip=args.sigma_ip, anisotropy=args.anisotropy,
+                       thickness_m=thickness, sigma_ip=args.sigma_ip, anisotropy=args.anisotropy,
                        gb_ratio=args.gb_ratio, gb_thickness_m=args.gb_thickness_m,
                        backbone_ratio=args.backbone_ratio, euler_bunge=euler)
     m.validate(str(src))
     with output_file(out, args.overwrite) as tmp:  # renamed to OUT when complete
         write_microstructure(tmp, m)
-    print(f"{src.name}: {labels.shape[0]} x {labels.shape[1]} map, voxel {vs:.4g} m, "
+    print(f"{src.name}: {labels.shape[0]} x {labels.shape[1]} map, voxel {vs:.4g} m, thickness {thickness:.4g} m "
+          f"(from {thickness_from}), "
           f"{int(np.unique(labels[labels > 0]).size)} grains, electrodes "
           f"{', '.join(f'{k} ({v})' for k, v in sides.items())}")
     print(f"wrote {out}", file=sys.stdout)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 from insitu.errors import UserError
 
@@ -10,8 +11,10 @@ DESCRIPTION = """Run the transport simulator (docs/simulator.md: the model and i
 
 Writes OUT/result.h5 (potential, current_density, field, electrode_current/<name>) and
 OUT/gb.csv (grain_a, grain_b, length_m, j_a, j_b, jump, delta_phi, gb_type,
-misorientation_deg, plane_angle_deg, blocking). The problem is linear: results for another
-bias are the same solution scaled (SimulationResult.scaled).
+misorientation_deg, plane_angle_deg, blocking, then jump_flow, blockade, applied_field_deg,
+local_field_deg, normal_deg, theta_a_deg, theta_b_deg; docs/simulator.md). GB types are
+classified against the applied field (uniform isotropic lamella, same electrodes). The problem
+is linear: results for another bias are the same solution scaled (SimulationResult.scaled).
 
 example:
   insitu simulate micro.h5 --potential top=0 --potential right=1 --out sim --plots
@@ -24,11 +27,16 @@ def add_arguments(parser):
                         help="potential of an electrode (repeat for each electrode)")
     parser.add_argument("--out", required=True, help="output folder (written complete or not at all)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder as a whole")
-    parser.add_argument("--model", choices=("full", "diagonal"), default="full",
-                        help="full 2x2 conductivity tensor (default) or the paper's diagonal network")
+    parser.add_argument("--model", choices=("full", "paper", "diagonal"), default="full",
+                        help="full: the thin-film 2x2 conductivity tensor, J_z = 0 (default); paper: the seed "
+                             "paper's sigma_x, sigma_y from the conduction-plane trace; diagonal: deprecated "
+                             "alias of paper")
     parser.add_argument("--plots", action="store_true", help="also write PNG figures")
     parser.add_argument("--gb-tol", type=float, default=15.0, metavar="DEG",
                         help="tolerance of GB types I/II in degrees (default 15)")
+    parser.add_argument("--beam-tol", type=float, default=15.0, metavar="DEG",
+                        help="grains with c within DEG of the beam have no plane trace: their GBs are "
+                             "'no trace', never blocking (default 15)")
     parser.add_argument("--solver", choices=("auto", "direct", "mg", "amg", "reference"), default="auto",
                         help="linear solver (default: direct up to 150k unknowns, else multigrid-CG)")
     parser.add_argument("--rtol", type=float, default=1e-8, help="relative residual of the iterative solve")
@@ -57,8 +65,9 @@ def run(args) -> int:
     from insitu.jit_notice import compile_notice
 
     compile_notice("insitu simulate")
+    from insitu.analysis import network
     from insitu.analysis.microstructure import read_microstructure
-    from insitu.analysis.simulator import save_result, simulate
+    from insitu.analysis.simulator import floating_message, save_result, simulate
 
     from insitu.outputs import check_target
 
@@ -71,11 +80,14 @@ def run(args) -> int:
     if not pots:
         raise UserError("give the electrode potentials, e.g. --potential top=0 --potential right=1")
     micro = read_microstructure(args.microstructure)
-    result = simulate(micro, pots, model=args.model, gb_tol_deg=args.gb_tol, solver=args.solver, rtol=args.rtol)
+    if args.model == "diagonal":
+        print("warning: --model diagonal is deprecated: it is the paper's model, now --model paper", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # said below, once, in the command's own words
+        result = simulate(micro, pots, model=network.model_name(args.model), gb_tol_deg=args.gb_tol,
+                          beam_tol_deg=args.beam_tol, solver=args.solver, rtol=args.rtol)
     if result.floating:
-        desc = "; ".join(f"{c['size']} voxel(s) with grains {c['grains']} at row {c['y']}, column {c['x']}"
-                         for c in result.floating[:5])
-        msg = f"{len(result.floating)} conducting cluster(s) touch no electrode: {desc}"
+        msg = floating_message(result.floating)
         if args.strict:
             raise UserError(msg)
         print(f"warning: {msg} (excluded)", file=sys.stderr)
@@ -93,7 +105,7 @@ def run(args) -> int:
     paths = {k: out / Path(p).relative_to(tmp) if isinstance(p, (str, Path)) else p for k, p in paths.items()}
     i = result.info
     print(f"model {result.model}: {i['unknowns']} unknowns, solver {i['method']}, "
-          f"{i['t_solve_s']:.2f} s solve")
+          f"{i['t_solve_s']:.2f} s solve; thickness {micro.thickness_m:.4g} m")
     for name, cur in result.electrode_current.items():
         print(f"  electrode {name}: {result.potentials[name]:+.6g} V, current {cur:+.6e} A")
     if result.conductance_S is not None:

@@ -65,12 +65,13 @@ class FilamentParams:
     junction_margin_px: float = 4.0   #: no GB sites this close to another GB (a triple junction: ambiguous GB)
     charge_scale_C: float = 1.5e-4    #: the charge over which nucleation and growth happen
     k_interface: float = 1.0          #: nucleations per site per charge_scale at unit overdrive (interface)
-    k_gb: float = 10.0                #: the same for GB sites at full electron supply
-    interface_onset_V: float = 3.0    #: bias (V) at which the strongest interface site reaches its threshold
+    k_gb: float = 20.0                #: the same for GB sites at full electron supply (10 before the thin-film tensor)
+    interface_onset_V: float = 1.0    #: bias (V) at which the strongest interface sites reach their threshold (3 before)
     gb_onset_V: float = 6.0           #: bias (V) at which the strongest GB sites reach their threshold
     gb_drive_quantile: float = 0.9    #: GB drive = force / this quantile of the GB sites' forces, capped at 1
+    interface_drive_quantile: float = 0.9  #: interface drive = |j| / this quantile of the interface sites' |j|, capped at 1
     reference_V: float = 17.0         #: bias assumed when :meth:`FilamentModel.advance` is given none
-    supply_length_px: float = 12.0    #: decay length of electron supply along the GB network
+    supply_length_px: float = 20.0    #: decay length of electron supply along the GB network (0.4 µm; 12 before)
     electron_reach_px: float = 40.0   #: no electron supply farther than this from the electron path (0.8 µm)
     r0_px: float = 2.0                #: radius of a new seed
     r_max_px: float = 4.5             #: radius a seed grows towards
