@@ -179,7 +179,8 @@ def test_superpose_equals_a_solve_and_refuses_what_it_cannot_do():
     unit = simulate(m, unit_potentials(m.electrodes, "right"))
     pots = {"top": -2.0, "right": 5.0}
     a, b = superpose({"right": unit}, pots), simulate(m, pots)
-    assert np.allclose(a.potential, b.potential, rtol=1e-9, atol=1e-12, equal_nan=True)
+    span = 7.0      # V: roundoff of a direct solve is relative to the potential range, not to |phi| near 0 V
+    assert np.allclose(a.potential, b.potential, rtol=1e-9, atol=1e-9 * span, equal_nan=True)
     assert np.allclose(a.current_density, b.current_density, rtol=1e-9, atol=1e-9 * np.abs(b.current_density).max())
     for k in ("jump", "j_a", "delta_phi"):
         assert np.allclose(a.gb_table[k], b.gb_table[k], rtol=1e-8, atol=1e-12)
