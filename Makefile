@@ -27,6 +27,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/python -m compileall -q insitu drivers gui analysis tests bench
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q tests/test_layers.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

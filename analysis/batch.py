@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from insitu.errors import UserError
+from insitu.core.errors import UserError
 
 #: batch.csv columns (binding, issue 19)
 BATCH_COLUMNS = ("session", "status", "error", "n_frames", "n_seeds", "first_seed_time_s", "bias_at_first_seed_V",
@@ -127,7 +127,7 @@ def _nan(x) -> float:
 
 def _session_numbers(path, seeds: dict) -> dict:
     """Bias, dose and charge at the seeds' first frames; beam condition (sessions only)."""
-    from insitu.session import open_session
+    from insitu.core.session import open_session
 
     with open_session(path) as s:
         ft, bias = s.frame_table, s.bias
@@ -156,7 +156,7 @@ def _row_and_figure(task: BatchTask, paths: dict) -> tuple[dict, dict]:
     seeds = {k: [v[i] for i in order] for k, v in seeds.items()}
     fig = dict(seed_time_s=seeds["first_time_s"], seed_bias_V=[], seed_dose=[], seed_charge_C=[], beam="",
                protocol="")
-    from insitu.session import is_session_file
+    from insitu.core.session import is_session_file
 
     if Path(task.input).is_file() and is_session_file(task.input):
         fig.update(_session_numbers(task.input, seeds))
@@ -181,7 +181,7 @@ def analyze_task(task: BatchTask) -> dict:
         beam condition for batch.html), ``skipped`` (True when a finished analysis of the same content
         was found in ``out_dir``).
     """
-    from insitu.scaleout import limit_task_threads, worker_address
+    from insitu.core.scaleout import limit_task_threads, worker_address
 
     limit_task_threads()
     worker = worker_address()

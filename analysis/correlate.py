@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
-from insitu.errors import UserError
+from insitu.core.errors import UserError
 
 __all__ = ["MapTransform", "parse_map_transform", "gb_point_table", "electrode_distances", "correlate_seeds",
            "roc_auc", "negative_electrode", "DRIVING_FORCE", "INTERFACE_DISTANCE_M", "face_driving_force",
@@ -199,7 +199,7 @@ def correlate_seeds(seeds: dict, grains: np.ndarray, gb_table: dict, electrodes:
     delta_phi, gb_type, blocking`` and ``dist_<electrode>_px`` per electrode.
     """
     if bpix is None:
-        from insitu.analysis.microstructure import boundary_pixels
+        from insitu.analysis.transport.microstructure import boundary_pixels
         bpix = boundary_pixels(grains)
     t = transform or MapTransform()
     sx = np.asarray(seeds["x_px"], float)
@@ -275,7 +275,7 @@ def face_driving_force(bpix: dict, gb_table: dict, current_density=None, quantit
     -------
     >>> g = np.array([[1, 1, 2, 2]] * 3)
     >>> j = np.zeros((3, 4, 2)); j[:, :2, 0] = 5.0; j[:, 2:, 0] = 2.0
-    >>> bp = __import__("insitu.analysis.microstructure", fromlist=["x"]).boundary_pixels(g)
+    >>> bp = __import__("insitu.analysis.transport.microstructure", fromlist=["x"]).boundary_pixels(g)
     >>> face_driving_force(bp, dict(grain_a=[1], grain_b=[2], jump=[0.0]), j).tolist()
     [3.0, 3.0, 3.0]
     """
@@ -542,7 +542,7 @@ def gb_statistics(table: dict, population: dict) -> tuple[dict, dict, dict]:
     Example
     -------
     >>> g = np.repeat(np.repeat(np.arange(1, 17).reshape(4, 4), 10, 0), 10, 1)
-    >>> bp = __import__("insitu.analysis.microstructure", fromlist=["x"]).boundary_pixels(g)
+    >>> bp = __import__("insitu.analysis.transport.microstructure", fromlist=["x"]).boundary_pixels(g)
     >>> pairs = sorted(set(zip(bp["grain_a"].tolist(), bp["grain_b"].tolist())))
     >>> tab = dict(grain_a=[p[0] for p in pairs], grain_b=[p[1] for p in pairs], jump=np.arange(len(pairs)))
     >>> top = np.zeros(g.shape, bool); top[0] = True

@@ -14,11 +14,11 @@ from typing import Callable
 
 import numpy as np
 
-from insitu.analysis.differential import DifferentialImager, upsample_fourier
-from insitu.analysis.evidence import EvidenceAccumulator
-from insitu.analysis.registration import PhaseCorrelator
-from insitu.analysis.seeds import SEED_COLUMNS, Candidate, Seed, SeedTracker, find_candidates
-from insitu.errors import UserError
+from insitu.analysis.image.differential import DifferentialImager, upsample_fourier
+from insitu.analysis.image.evidence import EvidenceAccumulator
+from insitu.analysis.image.registration import PhaseCorrelator
+from insitu.analysis.image.seeds import SEED_COLUMNS, Candidate, Seed, SeedTracker, find_candidates
+from insitu.core.errors import UserError
 
 __all__ = ["FrameResult", "LiveAnalyzer", "analyze", "MIN_FRAMES"]
 
@@ -57,7 +57,7 @@ class FrameResult:
 
     @property
     def evidence(self) -> np.ndarray | None:
-        """The accumulated evidence of change (σ, frame-sized; see :mod:`insitu.analysis.evidence`)."""
+        """The accumulated evidence of change (σ, frame-sized; see :mod:`insitu.analysis.image.evidence`)."""
         return self._enlarged(self.evidence_raw)
 
     def _enlarged(self, raw):
@@ -334,14 +334,14 @@ MIN_SIZE = 16
 
 def _open_input(path):
     """('session', Session) or ('frames', FrameFolder) for a path; UserError otherwise."""
-    from insitu.analysis.frames_io import SUFFIXES, open_frames
+    from insitu.analysis.image.frames_io import SUFFIXES, open_frames
 
     p = Path(path)
     if not p.exists():
         raise UserError(f"{p}: no such file or folder")
     if p.is_dir() or p.suffix.lower() in SUFFIXES:
         return "frames", open_frames(p)
-    from insitu.session import open_session
+    from insitu.core.session import open_session
 
     try:
         return "session", open_session(p)
@@ -362,14 +362,14 @@ def _read_or_fail(reader, source, what: str):
 
 
 def _load_correlation_inputs(microstructure, simulation):
-    from insitu.analysis.microstructure import Microstructure, read_microstructure
+    from insitu.analysis.transport.microstructure import Microstructure, read_microstructure
 
     micro = microstructure
     if micro is not None and not isinstance(micro, Microstructure):
         micro = _read_or_fail(read_microstructure, microstructure, "microstructure")
     sim = simulation
     if sim is not None and not hasattr(sim, "gb_table"):
-        from insitu.analysis.simulator import load_result
+        from insitu.analysis.transport.simulator import load_result
 
         sim = _read_or_fail(load_result, simulation, "simulation result")
     return micro, sim
@@ -586,7 +586,7 @@ def analyze(input_path, out_dir, microstructure=None, simulation=None, progress:
         ps = np.asarray(src.frame_table.get("pixel_size", []), float) if src.n_frames else np.zeros(0)
         frame_pixel_m = float(ps[0]) if ps.size and np.isfinite(ps[0]) and ps[0] > 0 else None
         if src.has("/entry/sample/truth/seeds"):
-            from insitu.analysis.seeds import match_seeds
+            from insitu.analysis.image.seeds import match_seeds
 
             truth = src.group("/entry/sample/truth/seeds")
             if "x_px" in truth and "y_px" in truth and "first_frame" in truth:
@@ -602,7 +602,7 @@ def analyze(input_path, out_dir, microstructure=None, simulation=None, progress:
     gb_map = None
     if micro is not None:
         from insitu.analysis import correlate as cor
-        from insitu.analysis.microstructure import boundary_pixels
+        from insitu.analysis.transport.microstructure import boundary_pixels
 
         tr = map_transform or cor.MapTransform()
         bpix = boundary_pixels(micro.grains)
@@ -610,7 +610,7 @@ def analyze(input_path, out_dir, microstructure=None, simulation=None, progress:
         neg = cor.negative_electrode(getattr(sim, "potentials", {}) or {})
         pts = cor.gb_point_table(bpix, sim.gb_table)
         if getattr(sim, "floating", None):
-            from insitu.analysis.simulator import floating_message
+            from insitu.analysis.transport.simulator import floating_message
 
             notes.append(f"Simulation: {floating_message(sim.floating)} (excluded: no current, no jump).")
         if neg is None or neg not in micro.electrodes:

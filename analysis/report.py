@@ -13,7 +13,7 @@ import io
 from pathlib import Path
 
 import numpy as np
-from insitu.units import count
+from insitu.core.units import count
 
 __all__ = ["write_report"]
 
@@ -67,7 +67,7 @@ def _scale_bar(ax, pixel_size_m: float | None, width_px: int) -> None:
     from matplotlib import patheffects
     from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
-    from insitu.units import format_length, nice_length
+    from insitu.core.units import format_length, nice_length
 
     length_m = nice_length(0.2 * width_px * pixel_size_m)
     bar = AnchoredSizeBar(ax.transData, length_m / pixel_size_m, format_length(length_m), "lower left",
@@ -167,7 +167,7 @@ def write_report(path, *, title: str, source: str, n_frames: int, seeds: dict, d
         ax.set_xlabel("time (s)")
         ax.set_ylabel("bias (V)", color="C0")
         ax2 = ax.twinx()
-        from insitu.units import current_scale
+        from insitu.core.units import current_scale
 
         cur = np.asarray(bias["current"], float)
         scale, unit = current_scale(np.nanmax(np.abs(cur)) if np.isfinite(cur).any() else 0.0)

@@ -6,8 +6,8 @@ microstructure on the worker, solves, and returns only tables: the electrode cur
 ``sweep.csv``) and the GB table (rows of ``gb_sweep.csv``).
 
 The network is linear, so a combination is solved once per electrode (that electrode at 1 V, the
-others at 0 V: :func:`insitu.analysis.simulator.unit_potentials`) and the result for the asked
-potentials is a superposition (:func:`insitu.analysis.simulator.superpose`). The small part of each
+others at 0 V: :func:`insitu.analysis.transport.simulator.unit_potentials`) and the result for the asked
+potentials is a superposition (:func:`insitu.analysis.transport.simulator.superpose`). The small part of each
 unit solution (electrode currents, GB table) is kept in ``OUT/solutions/``: a sweep of the same
 microstructure and grid at another bias reuses it and solves nothing (a reversed polarity puts
 another electrode highest: that electrode's unit solution is solved once, then stored too).
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from insitu.errors import UserError
+from insitu.core.errors import UserError
 
 #: material parameters a sweep may vary (attributes of the microstructure file, SI units)
 PARAMETERS = ("anisotropy", "gb_ratio", "gb_thickness_m", "backbone_ratio", "sigma_ip")
@@ -93,7 +93,7 @@ class SweepTask:
     solutions_dir : str
         Folder of the stored unit solutions.
     sim_options : dict
-        ``model``, ``gb_tol_deg``, ``solver``, ``rtol`` of :func:`insitu.analysis.simulator.simulate`.
+        ``model``, ``gb_tol_deg``, ``solver``, ``rtol`` of :func:`insitu.analysis.transport.simulator.simulate`.
     """
 
     microstructure: str
@@ -106,7 +106,7 @@ class SweepTask:
 
 @functools.lru_cache(maxsize=2)
 def _read_micro(path: str, mtime_ns: int, size: int):
-    from insitu.analysis.microstructure import read_microstructure
+    from insitu.analysis.transport.microstructure import read_microstructure
 
     return read_microstructure(path)
 
@@ -131,7 +131,7 @@ def _light(res) -> dict:
 
 
 def _from_light(d: dict):
-    from insitu.analysis.simulator import SimulationResult
+    from insitu.analysis.transport.simulator import SimulationResult
 
     gt = {}
     for k, v in d["gb_table"].items():
@@ -152,7 +152,7 @@ def _from_light(d: dict):
 
 def _unit(task: SweepTask, micro, electrode: str):
     """The unit solution of ``electrode`` for this combination: stored, or solved now and stored."""
-    from insitu.analysis.simulator import simulate, unit_potentials
+    from insitu.analysis.transport.simulator import simulate, unit_potentials
 
     path = Path(task.solutions_dir) / f"{_unit_key(task, electrode)}.json"
     if path.is_file():
@@ -179,8 +179,8 @@ def sweep_task(task: SweepTask) -> dict:
         ``solves`` (linear solves done here: 0 when the unit solution was stored), ``worker``,
         ``error`` ('' when all went well).
     """
-    from insitu.analysis.simulator import lone_electrode, simulate, superpose
-    from insitu.scaleout import limit_task_threads, worker_address
+    from insitu.analysis.transport.simulator import lone_electrode, simulate, superpose
+    from insitu.core.scaleout import limit_task_threads, worker_address
 
     limit_task_threads()
     out = dict(params=task.params, currents={}, gb={}, solves=0, worker=worker_address(), error="")

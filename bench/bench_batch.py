@@ -1,7 +1,7 @@
 """Benchmark: ``insitu batch analyze`` of 8 sessions on 2 local dask workers against 1 worker.
 
 Goal (issue 19): >= 1.7x faster on 2 workers than on 1, same run. Both runs go through the same
-code as the command (:func:`insitu.scaleout.open_client`, :func:`insitu.scaleout.run_tasks`,
+code as the command (:func:`insitu.core.scaleout.open_client`, :func:`insitu.core.scaleout.run_tasks`,
 :func:`insitu.analysis.batch.analyze_task`, forced so nothing is skipped), each on a cluster that
 was started and warmed up (imports, one analysis per worker) before the clock starts: the
 ratio is the one of the analysis itself, not of starting processes.
@@ -26,7 +26,7 @@ GOAL = 1.7
 
 def _batch(client, tasks) -> float:
     from insitu.analysis.batch import analyze_task
-    from insitu.scaleout import run_tasks
+    from insitu.core.scaleout import run_tasks
 
     t0 = time.perf_counter()
     rows = [res["row"] for _, res in run_tasks(client, analyze_task, tasks, progress=False)]
@@ -50,7 +50,7 @@ def _worker_cpu_s(client) -> float:
 
 def _timed(n_workers: int, sessions, out: Path) -> tuple[float, float]:
     from insitu.analysis.batch import BatchTask
-    from insitu.scaleout import open_client
+    from insitu.core.scaleout import open_client
 
     with open_client(workers=n_workers) as client:
         warm = [BatchTask(str(sessions[i % len(sessions)]), str(out / f"warm{n_workers}-{i}"), force=True)

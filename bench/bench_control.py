@@ -6,7 +6,7 @@ Goal (issue 4): against the mock source-meter at ``sample_interval`` 0.1 s,
 p99 of |actual - scheduled| sample time <= 20 ms over 60 s.
 
 The engine runs a 60-s hold on a :class:`~insitu.drivers.mock.MockSourceMeter`
-(real time, clock scale 1) with a :class:`~insitu.session.SessionWriter` as
+(real time, clock scale 1) with a :class:`~insitu.core.session.SessionWriter` as
 sink (the recorder's flushing thread competes for the CPU as in a real run),
 plus the noise frame source at 2 frames/s. Baseline, in the same process: a
 bare loop that only sleeps until each scheduled time on the same clock (the
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from insitu.clock import Clock
+from insitu.core.clock import Clock
 
 DT_S = 0.1
 
@@ -48,10 +48,10 @@ def baseline(seconds: float) -> dict:
 
 def engine(seconds: float) -> dict:
     from insitu.drivers.mock import MockBeamBlanker, MockSourceMeter, NoiseFrameSource
-    from insitu.engine import Engine
-    from insitu.instruments import Instruments
-    from insitu.protocol import parse_protocol
-    from insitu.session import SessionWriter
+    from insitu.control.engine import Engine
+    from insitu.drivers.interfaces import Instruments
+    from insitu.control.protocol import parse_protocol
+    from insitu.core.session import SessionWriter
 
     clock = Clock()
     bl = MockBeamBlanker()

@@ -34,7 +34,7 @@ def _crossing(x, p, level):
 def main() -> dict:
     from seriesfamily import HELD_OUT_SEEDS, make
     from insitu.analysis.pipeline import LiveAnalyzer
-    from insitu.analysis.seeds import match_seeds
+    from insitu.analysis.image.seeds import match_seeds
 
     size = int(os.environ.get("BENCH_DETECT_SIZE", 512))
     n_frames = int(os.environ.get("BENCH_DETECT_FRAMES", 60))

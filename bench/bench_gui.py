@@ -11,7 +11,7 @@ Run: ``QT_QPA_PLATFORM=offscreen .venv/bin/python -m bench bench_gui``.
    samples (the goal: the same), against the baseline of drawing the full
    history with plain ``setData``.
 3. Memory: RSS before and after a one-hour session played at 100× (a recorded
-   session through :class:`insitu.replay.Player` when it is available,
+   session through :class:`insitu.control.replay.Player` when it is available,
    otherwise the synthetic feed at 100×).
 """
 from __future__ import annotations
@@ -72,7 +72,7 @@ def bench_display(app, seconds: float = 8.0) -> dict:
 
     from insitu.gui.feed import make_frames
     from insitu.gui.image_view import LiveImageView
-    from insitu.records import FrameRecord
+    from insitu.core.records import FrameRecord
 
     frames = make_frames((1024, 1024), n=4, seed=1)
     v = LiveImageView()
@@ -118,15 +118,15 @@ steps:
 def _engine_run(app, hold_s: float, with_gui: bool) -> dict:
     """The real engine on mocks (1024² noise frames at 10 frames/s, 10 Hz bias), recording a session;
     with or without the window. Returns display numbers and the engine's bias-sample lateness."""
-    from insitu.clock import Clock
-    from insitu.config import MOCK_TOML, parse_instruments
+    from insitu.core.clock import Clock
+    from insitu.control.config import MOCK_TOML, parse_instruments
     from insitu.drivers.mock import MockBeamBlanker, MockSourceMeter, NoiseFrameSource
-    from insitu.engine import Engine
+    from insitu.control.engine import Engine
     from insitu.gui.app import MainWindow
     from insitu.gui.backends import EngineBackend
-    from insitu.instruments import Instruments
-    from insitu.protocol import expand, parse_protocol
-    from insitu.session import SessionWriter, open_session
+    from insitu.drivers.interfaces import Instruments
+    from insitu.control.protocol import expand, parse_protocol
+    from insitu.core.session import SessionWriter, open_session
 
     def mocks(config, clock, seed=0):
         bb = MockBeamBlanker()
@@ -175,7 +175,7 @@ def _engine_run(app, hold_s: float, with_gui: bool) -> dict:
 
 def bench_engine_display(app, hold_s: float = 15.0) -> dict:
     try:
-        import insitu.engine  # noqa: F401
+        import insitu.control.engine  # noqa: F401
     except ImportError:
         return {}
     base = _engine_run(app, hold_s, with_gui=False)
@@ -224,7 +224,7 @@ def bench_memory(app, speed: float = 100.0, duration_s: float = 3600.0) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench_gui_"))
     source = "synthetic feed"
     try:
-        import insitu.replay  # noqa: F401
+        import insitu.control.replay  # noqa: F401
 
         from insitu.gui.feed import record_synthetic_session
 

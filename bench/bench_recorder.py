@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python -m bench bench_recorder``.
 
 1. Throughput (frames as fast as they can be written, one bias sample per
-   frame) of :class:`insitu.session.SessionWriter` against raw h5py writes of
+   frame) of :class:`insitu.core.session.SessionWriter` against raw h5py writes of
    the same frames with the same chunks (one frame a chunk, resize + write per
    frame, one flush a second). Goal: ratio ≥ 0.8.
 2. Real time: 10 frames/s and 10 Hz bias for a few seconds, paced; the
@@ -51,8 +51,8 @@ def raw_h5py(path: Path, frames) -> float:
 
 def session_writer(path: Path, frames) -> float:
     """Frames/s for SessionWriter with one bias sample per frame (SWMR, flushed at least once a second)."""
-    from insitu.records import BiasSample, FrameRecord
-    from insitu.session import SessionWriter
+    from insitu.core.records import BiasSample, FrameRecord
+    from insitu.core.session import SessionWriter
 
     t0 = time.perf_counter()
     w = SessionWriter(path, start_time_iso="2026-01-01T00:00:00+00:00", frame_shape=SHAPE, frame_dtype=np.uint16)
@@ -66,8 +66,8 @@ def session_writer(path: Path, frames) -> float:
 
 def realtime(path: Path, frames) -> dict:
     """Paced 10 frames/s + 10 Hz bias: per-write latency and the lag behind schedule."""
-    from insitu.records import BiasSample, FrameRecord
-    from insitu.session import SessionWriter, open_session
+    from insitu.core.records import BiasSample, FrameRecord
+    from insitu.core.session import SessionWriter, open_session
 
     n = int(REALTIME_S * RATE_HZ)
     w = SessionWriter(path, start_time_iso="2026-01-01T00:00:00+00:00")  # frames dataset made at the first frame

@@ -49,8 +49,8 @@ def _info(out_dir):
 def main() -> dict:
     import numpy as np
 
-    from insitu.analysis.lamella import voronoi_lamella
-    from insitu.analysis.microstructure import write_microstructure
+    from insitu.analysis.transport.lamella import voronoi_lamella
+    from insitu.analysis.transport.microstructure import write_microstructure
 
     size = int(os.environ.get("INSITU_BENCH_SIM_SIZE", "2048"))
     grains = int(os.environ.get("INSITU_BENCH_SIM_GRAINS", "300"))

@@ -22,10 +22,10 @@ def _best(fn, n=5):
 
 
 def main() -> dict:
-    from insitu.analysis.simulator import simulate
-    from insitu.clock import Clock
+    from insitu.analysis.transport.simulator import simulate
+    from insitu.core.clock import Clock
     from insitu.drivers.mock import NoiseFrameSource
-    from insitu.protocol import expand, load_protocol
+    from insitu.control.protocol import expand, load_protocol
     from insitu.virtual.specimen import NEGATIVE, POSITIVE, VirtualSpecimen, make_lamella, run_timeline
     from insitu.commands.demo import find_example
 

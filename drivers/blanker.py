@@ -3,13 +3,13 @@
 Opening a blanker sends nothing that changes it. The first :meth:`blank` /
 :meth:`unblank` puts the line into output mode and drives it; with a state
 query available every change is read back and a mismatch raises
-:class:`~insitu.errors.InstrumentError`.
+:class:`~insitu.core.errors.InstrumentError`.
 
-Use :func:`open_blanker` with a :class:`~insitu.config.BeamBlankerConfig`.
+Use :func:`open_blanker` with a :class:`~insitu.control.config.BeamBlankerConfig`.
 """
 from __future__ import annotations
 
-from insitu.errors import InstrumentError, UserError
+from insitu.core.errors import InstrumentError, UserError
 
 from .scpi import SCPITransport, check_command
 
@@ -191,7 +191,7 @@ class SCPIBlanker:
 
 
 def open_blanker(cfg, source_meter=None):
-    """Open the blanker a :class:`~insitu.config.BeamBlankerConfig` describes (sends nothing that changes it).
+    """Open the blanker a :class:`~insitu.control.config.BeamBlankerConfig` describes (sends nothing that changes it).
 
     Parameters
     ----------

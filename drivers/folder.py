@@ -2,7 +2,7 @@
 
 During a run, every new *complete* image file (Velox ``.emd``, DigitalMicrograph
 ``.dm3``/``.dm4``, TIFF) that appears in the folder is read with
-:func:`insitu.readers.read_file` and delivered as frames. A file counts as
+:func:`insitu.core.readers.read_file` and delivered as frames. A file counts as
 complete when its size and modification time have not changed for
 ``settle_s`` seconds and it opens; temporary names (``~x.emd``, ``.x.emd``,
 ``x.emd.tmp``, ``x.part``...) and files that were already there at
@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from insitu.clock import Clock
+from insitu.core.clock import Clock
 
 from .interfaces import Frame
 
@@ -32,7 +32,7 @@ _TEMP_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".crdownload", ".downloa
 
 def is_candidate(name: str, pattern: str | None = None) -> bool:
     """True for a finished-looking image file name (supported suffix, not a temporary name, matches ``pattern``)."""
-    from insitu.readers import SUPPORTED_SUFFIXES
+    from insitu.core.readers import SUPPORTED_SUFFIXES
 
     low = name.lower()
     if name.startswith((".", "~", "$")) or low.endswith(_TEMP_SUFFIXES):
@@ -76,7 +76,7 @@ class FolderWatchSource:
 
     def __init__(self, path, clock: Clock | None = None, pattern: str | None = None, settle_s: float = 0.5,
                  max_attempts: int = 3):
-        from insitu.errors import UserError
+        from insitu.core.errors import UserError
 
         self.path = Path(path)
         if not self.path.is_dir():
@@ -113,8 +113,8 @@ class FolderWatchSource:
 
     def poll(self) -> list[Frame]:
         """Frames from files that completed since the last call (never blocks on a writer)."""
-        from insitu.errors import UserError
-        from insitu.readers import read_file
+        from insitu.core.errors import UserError
+        from insitu.core.readers import read_file
 
         with self._lock:
             if not self._running:

@@ -11,6 +11,8 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
+from insitu.core.clock import Clock
+
 
 class Measurement(NamedTuple):
     """One source-meter reading, all SI.
@@ -102,3 +104,32 @@ class FrameSource(Protocol):
     def poll(self) -> list[Frame]: ...
 
     def stop(self) -> None: ...
+
+
+@dataclass
+class Instruments:
+    """What the engine drives, plus the clock they share."""
+
+    source_meter: SourceMeter
+    blanker: BeamBlanker | None
+    frames: FrameSource | None
+    clock: Clock
+    probe_current_A: float = 5e-11
+    #: reopen the source-meter after a lost connection (None: cannot)
+    reconnect: Any = None
+    #: the virtual specimen behind mock instruments (ground truth), if any
+    specimen: Any = None
+    extra: dict = field(default_factory=dict)
+
+    def close(self) -> None:
+        """Close every connection; never changes the source output."""
+        for part in (self.frames, self.blanker, self.source_meter):
+            if part is None:
+                continue
+            try:
+                if part is self.frames:
+                    part.stop()
+                else:
+                    part.close()
+            except Exception:  # closing must not mask the real outcome
+                pass

@@ -25,11 +25,11 @@ experiment needs. What the drivers guarantee:
   model allows (2450: ``:READ? "defbuffer1", READ, SOUR, REL``; 2400:
   ``:READ?`` with ``VOLT,CURR,RES,TIME,STAT``) plus the compliance state
   (2450: ``:SOUR:VOLT:ILIM:TRIP?``; 2400: bit 3 of the status word). The
-  time stamp is the shared :class:`~insitu.clock.Clock` at the middle of the
+  time stamp is the shared :class:`~insitu.core.clock.Clock` at the middle of the
   reading query.
 * Bad replies (garbage, too few values, ``NaN``, ``9.91e37``) raise
-  :class:`~insitu.errors.InstrumentError`; a timeout or socket failure
-  raises :class:`~insitu.errors.ConnectionLost`. Never a silently wrong number.
+  :class:`~insitu.core.errors.InstrumentError`; a timeout or socket failure
+  raises :class:`~insitu.core.errors.ConnectionLost`. Never a silently wrong number.
 
 The exact command list per model and why each is sent is in ``docs/drivers.md``.
 """
@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import math
 
-from insitu.clock import Clock
-from insitu.errors import InstrumentError
+from insitu.core.clock import Clock
+from insitu.core.errors import InstrumentError
 
 from .interfaces import Measurement, SourceState
 from .scpi import SCPITransport, fmt, parse_number, parse_numbers, parse_word

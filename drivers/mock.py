@@ -14,8 +14,8 @@ import threading
 
 import numpy as np
 
-from insitu.clock import Clock
-from insitu.errors import ConnectionLost, InstrumentError
+from insitu.core.clock import Clock
+from insitu.core.errors import ConnectionLost, InstrumentError
 
 from .interfaces import Frame, Measurement, SourceState
 

@@ -11,7 +11,7 @@ import threading
 
 import numpy as np
 
-from insitu.clock import Clock
+from insitu.core.clock import Clock
 
 from .interfaces import Frame
 
@@ -22,7 +22,7 @@ class ReplayFrameSource:
     Parameters
     ----------
     path : str or Path
-        Session file (see :mod:`insitu.session`).
+        Session file (see :mod:`insitu.core.session`).
     clock : Clock
         The experiment clock frames are timed on.
     speed : float
@@ -37,8 +37,8 @@ class ReplayFrameSource:
     """
 
     def __init__(self, path, clock: Clock | None = None, speed: float = 1.0, loop: bool = False):
-        from insitu.errors import UserError
-        from insitu.session import open_session
+        from insitu.core.errors import UserError
+        from insitu.core.session import open_session
 
         if not speed > 0:
             raise UserError(f"replay speed must be > 0, got {speed!r}")

@@ -3,13 +3,13 @@
 Everything an instrument can do wrong on the wire ends here as one of two
 exceptions, each naming the resource and the command:
 
-* :class:`~insitu.errors.ConnectionLost` — the transport failed: a pyvisa
+* :class:`~insitu.core.errors.ConnectionLost` — the transport failed: a pyvisa
   ``VisaIOError`` (including a timeout), or an ``OSError`` such as
   ``BrokenPipeError``/``ConnectionResetError`` straight from the socket
   layer (pyvisa-py raises those on a write to a closed TCP SOCKET). After it
   the transport refuses further traffic until :meth:`SCPITransport.reopen`,
   because a late reply would desynchronise every following query.
-* :class:`~insitu.errors.InstrumentError` — the instrument answered, but
+* :class:`~insitu.core.errors.InstrumentError` — the instrument answered, but
   badly: garbage, too few values, ``NaN``, the ``9.91e37`` "no value"
   sentinel, or an entry in its error queue.
 
@@ -37,7 +37,7 @@ import threading
 from decimal import ROUND_DOWN, Decimal
 from typing import Callable, TypeVar
 
-from insitu.errors import ConnectionLost, InstrumentError
+from insitu.core.errors import ConnectionLost, InstrumentError
 
 T = TypeVar("T")
 
@@ -399,7 +399,7 @@ class SCPITransport:
         belong to an earlier query: the input is then cleared, and when stray
         lines were found there the query is sent again. A second refusal, or a
         refusal with nothing stray in the input (a genuinely bad reply), raises
-        :class:`~insitu.errors.InstrumentError`.
+        :class:`~insitu.core.errors.InstrumentError`.
 
         Parameters
         ----------

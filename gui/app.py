@@ -18,13 +18,13 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt5 import QtCore, QtGui, QtWidgets
 
-from insitu.records import BeamSample, BiasSample, EventRecord, ProgressRecord
+from insitu.core.records import BeamSample, BiasSample, EventRecord, ProgressRecord
 
 from .image_view import LiveImageView
 from .plots import TracePlots
 from .protocol_panel import ProtocolPanel
 from .status import RateMeter, StatusBar, SyncTracker
-from insitu.units import format_duration
+from insitu.core.units import format_duration
 from .worker import FrameInfo, LatestSlot, RecordQueue, SourceThread
 
 #: engine step events: "[k/n] label"
@@ -245,8 +245,8 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.state not in ("idle",):
             return False
         try:
-            from insitu.errors import InsituError
-            from insitu.protocol import expand, load_protocol
+            from insitu.core.errors import InsituError
+            from insitu.control.protocol import expand, load_protocol
 
             protocol = load_protocol(path)
             timeline = expand(protocol, getattr(self.backend, "probe_current_A", 5e-11),
@@ -599,7 +599,7 @@ def save_screenshot(window: QtWidgets.QWidget, path: str) -> tuple[int, int]:
     """Render ``window`` to a PNG at ``path``; returns (width, height) in pixels."""
     pix = window.grab()
     if not pix.save(str(path), "PNG"):
-        from insitu.errors import UserError
+        from insitu.core.errors import UserError
 
         raise UserError(f"{path}: cannot write the screenshot")
     return pix.width(), pix.height()

@@ -110,7 +110,7 @@ class FeedBackend(_Backend):
 class ReplayClock:
     """A replay clock that can pause and change speed while running (thread-safe).
 
-    Reads experiment seconds like :class:`~insitu.clock.Clock`; ``time_scale``
+    Reads experiment seconds like :class:`~insitu.core.clock.Clock`; ``time_scale``
     is the present speed. Changing speed or pausing rebases the clock, so the
     time already played is kept.
 
@@ -172,7 +172,7 @@ class ReplayClock:
 
 
 class ReplayBackend(_Backend):
-    """Plays a recorded session through :class:`insitu.replay.Player`; no instrument is touched.
+    """Plays a recorded session through :class:`insitu.control.replay.Player`; no instrument is touched.
 
     Pause and speed changes work while playing: the player runs on a
     :class:`ReplayClock`, and a gate (the first sink) holds the player thread
@@ -212,7 +212,7 @@ class ReplayBackend(_Backend):
             self._running.wait(0.05)
 
     def run(self, sinks) -> str:
-        from insitu.replay import Player
+        from insitu.control.replay import Player
 
         self.clock = clock = ReplayClock(self.speed)
         if not self._running.is_set():
@@ -231,7 +231,7 @@ class ReplayBackend(_Backend):
 
 
 class EngineBackend(_Backend):
-    """Runs a protocol with :class:`insitu.engine.Engine` on real or mock instruments, recording a session.
+    """Runs a protocol with :class:`insitu.control.engine.Engine` on real or mock instruments, recording a session.
 
     Parameters
     ----------
@@ -256,7 +256,7 @@ class EngineBackend(_Backend):
         super().__init__()
         self._open_instruments = open_instruments
         if time_scale != 1.0 and not config.is_mock:
-            from insitu.errors import UserError
+            from insitu.core.errors import UserError
 
             raise UserError("--time-scale is only allowed with mock instruments")
         self.config = config
@@ -277,16 +277,16 @@ class EngineBackend(_Backend):
         producer.request_abort(reason)
 
     def run(self, sinks) -> str:
-        from insitu.clock import Clock
-        from insitu.engine import Engine
-        from insitu.session import SessionWriter
+        from insitu.core.clock import Clock
+        from insitu.control.engine import Engine
+        from insitu.core.session import SessionWriter
 
         if self._open_instruments is not None:
             open_instruments = self._open_instruments
         else:
             from insitu.instruments import open_instruments
 
-        from insitu.errors import StoppedEarly
+        from insitu.core.errors import StoppedEarly
 
         if self._stop_reason is not None:
             raise StoppedEarly(f"{self._stop_reason}: stopped before the run started (nothing switched on)")

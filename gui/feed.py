@@ -1,8 +1,8 @@
 """A synthetic record producer: drives the GUI without instruments or files.
 
 :class:`SyntheticFeed` emits the same records as the engine or a replay
-(:mod:`insitu.records`) at configurable rates on an (accelerated)
-:class:`~insitu.clock.Clock`. The GUI tests and ``bench/bench_gui.py`` use
+(:mod:`insitu.core.records`) at configurable rates on an (accelerated)
+:class:`~insitu.core.clock.Clock`. The GUI tests and ``bench/bench_gui.py`` use
 it to measure the display alone; it touches no instrument.
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ import threading
 
 import numpy as np
 
-from insitu.clock import Clock
-from insitu.records import BeamSample, BiasSample, EventRecord, FrameRecord, ProgressRecord
+from insitu.core.clock import Clock
+from insitu.core.records import BeamSample, BiasSample, EventRecord, FrameRecord, ProgressRecord
 
 
 def make_frames(shape=(1024, 1024), n: int = 4, seed: int = 0) -> list[np.ndarray]:
@@ -171,7 +171,7 @@ def record_synthetic_session(path, *, duration_s: float = 10.0, sample_interval_
 
     Returns the path. Record times are the feed's experiment times (s), as if recorded live.
     """
-    from insitu.session import SessionWriter
+    from insitu.core.session import SessionWriter
 
     clock = Clock()
     with SessionWriter(path, overwrite=overwrite, start_time_iso=clock.start_iso, program="insitu.gui.feed") as wr:

@@ -14,9 +14,9 @@ import pyqtgraph as pg
 from pyqtgraph.graphicsItems.GraphicsWidgetAnchor import GraphicsWidgetAnchor
 from PyQt5 import QtCore, QtGui, QtWidgets
 
-from insitu.records import FrameRecord
+from insitu.core.records import FrameRecord
 
-from insitu.units import format_current, format_length, nice_length
+from insitu.core.units import format_current, format_length, nice_length
 
 pg.setConfigOptions(imageAxisOrder="row-major")
 

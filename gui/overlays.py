@@ -30,7 +30,7 @@ def gb_jump_per_face(bp: dict, gb_table: dict | None) -> np.ndarray | None:
 
     Parameters
     ----------
-    bp : dict from :func:`insitu.analysis.microstructure.boundary_pixels` (``grain_a`` < ``grain_b``)
+    bp : dict from :func:`insitu.analysis.transport.microstructure.boundary_pixels` (``grain_a`` < ``grain_b``)
     gb_table : dict of arrays with ``grain_a``, ``grain_b``, ``jump``
 
     Examples
@@ -60,7 +60,7 @@ def gb_jump_per_face(bp: dict, gb_table: dict | None) -> np.ndarray | None:
 
 def overlay_from(micro, gb_table: dict | None = None, note: str = "") -> OverlayData:
     """Overlay data from a Microstructure (and a GB table with ``jump``)."""
-    from insitu.analysis.microstructure import boundary_pixels
+    from insitu.analysis.transport.microstructure import boundary_pixels
 
     bp = boundary_pixels(micro.grains)
     return OverlayData(tuple(micro.grains.shape), bp["ya"], bp["xa"], gb_jump_per_face(bp, gb_table),
@@ -71,7 +71,7 @@ def microstructure_from_session(path):
     """The microstructure stored in a session file, or None."""
     import h5py
 
-    from insitu.analysis.microstructure import read_microstructure
+    from insitu.analysis.transport.microstructure import read_microstructure
 
     with h5py.File(path, "r", swmr=True) as f:
         g = f.get("/entry/sample/microstructure")
@@ -82,7 +82,7 @@ def microstructure_from_session(path):
 
 def simulate_jumps(micro) -> dict | None:
     """GB table from a simulation with the first electrode at 0 V and the second at 1 V (jumps scale with V)."""
-    from insitu.analysis.simulator import simulate
+    from insitu.analysis.transport.simulator import simulate
 
     names = list(micro.electrodes)
     if len(names) < 2:

@@ -14,7 +14,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt5 import QtCore, QtWidgets
 
-from insitu.units import format_current, format_duration
+from insitu.core.units import format_current, format_duration
 
 
 def timeline_curve(timeline) -> tuple[np.ndarray, np.ndarray]:
@@ -234,7 +234,7 @@ class ProtocolPanel(QtWidgets.QWidget):
 
     # ------------------------------------------------------------------ live
     def set_progress(self, rec) -> None:
-        """Take a :class:`~insitu.records.ProgressRecord`."""
+        """Take a :class:`~insitu.core.records.ProgressRecord`."""
         total = rec.elapsed_s + rec.remaining_s
         self.r_time.set(f"{format_duration(rec.elapsed_s)} / {format_duration(rec.remaining_s)}")
         self.progress.setValue(int(1000 * rec.elapsed_s / total) if total > 0 else 0)

@@ -96,10 +96,10 @@ def check_qt_platform(timeout_s: float = 60.0) -> str:
 
     Raises
     ------
-    insitu.errors.UserError
+    insitu.core.errors.UserError
         One line naming what is missing and how to fix it.
     """
-    from insitu.errors import UserError
+    from insitu.core.errors import UserError
 
     env = dict(os.environ, QT_DEBUG_PLUGINS="1")
     platform = os.environ.get("QT_QPA_PLATFORM") or "xcb"

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-from insitu.records import FrameRecord
+from insitu.core.records import FrameRecord
 
 
 class LatestSlot:
@@ -61,7 +61,7 @@ class FrameInfo(tuple):
 
 
 class RecordQueue:
-    """A sink for the engine or a replay :class:`~insitu.replay.Player`, drained by the GUI.
+    """A sink for the engine or a replay :class:`~insitu.control.replay.Player`, drained by the GUI.
 
     Non-frame records go into a bounded deque; each frame's metadata goes
     there too (as :class:`FrameInfo`, for plots and sync checks), while its
@@ -149,7 +149,7 @@ class SourceThread(threading.Thread):
         self.finished_at = None
 
     def run(self) -> None:
-        from insitu.errors import StoppedEarly
+        from insitu.core.errors import StoppedEarly
 
         self.started_at = time.monotonic()
         outcome, message = "fault", ""

@@ -4,7 +4,7 @@ Each verb module defines ``HELP`` (one line), ``add_arguments(parser)`` and
 ``run(args) -> int``. Modules import their heavy dependencies inside ``run`` so
 that ``insitu --help`` stays fast.
 
-Errors follow one convention (see :mod:`insitu.errors`): a one-line message on
+Errors follow one convention (see :mod:`insitu.core.errors`): a one-line message on
 stderr and exit 1 (user error), 2 (instrument fault) or 3 (stopped early);
 ``--debug`` shows the traceback.
 """
@@ -17,7 +17,7 @@ import os
 import sys
 
 from insitu import __version__
-from insitu.errors import EXIT_OK, EXIT_STOPPED, EXIT_USER, InsituError
+from insitu.core.errors import EXIT_OK, EXIT_STOPPED, EXIT_USER, InsituError
 
 #: verb -> module name in insitu.commands
 VERBS = {

@@ -1,45 +1,13 @@
-"""Open the instruments an :class:`~insitu.config.InstrumentsConfig` names.
+"""Open the instruments an :class:`~insitu.control.config.InstrumentsConfig` names.
 
 The engine receives an :class:`Instruments` bundle and never cares whether the
 parts are real or mock. Opening never changes a source-meter's output.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
-from insitu.clock import Clock
-from insitu.config import InstrumentsConfig
-from insitu.drivers.interfaces import BeamBlanker, FrameSource, SourceMeter
-
-
-@dataclass
-class Instruments:
-    """What the engine drives, plus the clock they share."""
-
-    source_meter: SourceMeter
-    blanker: BeamBlanker | None
-    frames: FrameSource | None
-    clock: Clock
-    probe_current_A: float = 5e-11
-    #: reopen the source-meter after a lost connection (None: cannot)
-    reconnect: Any = None
-    #: the virtual specimen behind mock instruments (ground truth), if any
-    specimen: Any = None
-    extra: dict = field(default_factory=dict)
-
-    def close(self) -> None:
-        """Close every connection; never changes the source output."""
-        for part in (self.frames, self.blanker, self.source_meter):
-            if part is None:
-                continue
-            try:
-                if part is self.frames:
-                    part.stop()
-                else:
-                    part.close()
-            except Exception:  # closing must not mask the real outcome
-                pass
+from insitu.core.clock import Clock
+from insitu.control.config import InstrumentsConfig
+from insitu.drivers.interfaces import Instruments
 
 
 def open_source_meter(cfg, clock: Clock):

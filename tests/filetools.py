@@ -12,7 +12,7 @@ def assert_hyperspy_opens(path, n_frames: int | None = None):
     hs = pytest.importorskip("hyperspy.api")
     import numpy as np
 
-    from insitu.session import open_session
+    from insitu.core.session import open_session
 
     sigs = hs.load(str(path), file_format="NeXus")
     sigs = sigs if isinstance(sigs, list) else [sigs]

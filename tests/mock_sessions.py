@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from insitu.records import BiasSample, FrameRecord
-from insitu.session import SessionWriter
+from insitu.core.records import BiasSample, FrameRecord
+from insitu.core.session import SessionWriter
 from seriesgen import make_series
 
 BIAS_STEP_V = 0.5

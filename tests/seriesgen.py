@@ -177,7 +177,7 @@ def make_series(n_frames: int = 40, shape=(160, 160), seed: int = 0, n_seeds: in
 
 
 def score(table: dict, truth: dict, radius_px: float = 4.0) -> dict:
-    """Match detected seeds to the truth (see :func:`insitu.analysis.seeds.match_seeds`)."""
-    from insitu.analysis.seeds import match_seeds
+    """Match detected seeds to the truth (see :func:`insitu.analysis.image.seeds.match_seeds`)."""
+    from insitu.analysis.image.seeds import match_seeds
 
     return match_seeds(table, truth, radius_px)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from insitu.analysis.pipeline import analyze
-from insitu.analysis.seeds import SEED_COLUMNS, match_seeds
+from insitu.analysis.image.seeds import SEED_COLUMNS, match_seeds
 from insitu.cli import main
-from insitu.records import BiasSample, FrameRecord
-from insitu.session import SessionWriter
+from insitu.core.records import BiasSample, FrameRecord
+from insitu.core.session import SessionWriter
 from seriesgen import make_series
 
 
@@ -107,8 +107,8 @@ def test_session_file_with_truth(tmp_path, series, capsys):
 
 _WRITER = """
 import sys, time, numpy as np
-from insitu.records import BiasSample, FrameRecord
-from insitu.session import SessionWriter
+from insitu.core.records import BiasSample, FrameRecord
+from insitu.core.session import SessionWriter
 frames, times = np.load(sys.argv[2]), np.load(sys.argv[3])
 with SessionWriter(sys.argv[1], start_time_iso="2026-01-01T00:00:00+00:00", flush_interval_s=0.05,
                    frame_shape=frames.shape[1:], frame_dtype=np.float32) as w:
@@ -149,8 +149,8 @@ def test_live_session_written_by_another_process(tmp_path, series):
 
 
 def test_correlation_outputs(tmp_path, series):
-    from insitu.analysis.microstructure import Microstructure, write_microstructure
-    from insitu.analysis.simulator import save_result, simulate
+    from insitu.analysis.transport.microstructure import Microstructure, write_microstructure
+    from insitu.analysis.transport.simulator import save_result, simulate
     from scipy.spatial import cKDTree
 
     rng = np.random.default_rng(0)

@@ -15,8 +15,8 @@ import pytest
 
 from filetools import one_line_error
 from insitu.cli import main
-from insitu.records import BiasSample, FrameRecord
-from insitu.session import SessionWriter, open_session
+from insitu.core.records import BiasSample, FrameRecord
+from insitu.core.session import SessionWriter, open_session
 
 ROOT = Path(__file__).resolve().parents[1]
 DM_TIF = "test_loading_image_saved_with_DM_stack.tif"
@@ -104,8 +104,8 @@ def test_gui_screenshot_into_missing_folder_is_one_line(tmp_path):
 _KILLED = textwrap.dedent("""
     import os, signal, sys
     import numpy as np
-    from insitu.records import BiasSample, FrameRecord
-    from insitu.session import SessionWriter
+    from insitu.core.records import BiasSample, FrameRecord
+    from insitu.core.session import SessionWriter
     w = SessionWriter(sys.argv[1], start_time_iso="2026-01-01T00:00:00+00:00", frame_shape=(48, 48),
                       frame_dtype=np.uint16)
     rng = np.random.default_rng(1)

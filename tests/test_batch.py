@@ -146,7 +146,7 @@ def test_unreachable_scheduler_is_one_line_exit_1(sessions, tmp_path, capsys, mo
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()                                             # a loopback port nobody listens on
-    monkeypatch.setattr("insitu.scaleout.CONNECT_TIMEOUT_S", 2.0)
+    monkeypatch.setattr("insitu.core.scaleout.CONNECT_TIMEOUT_S", 2.0)
     t0 = time.monotonic()
     code, _, err = _run(["batch", "analyze", str(sessions / "lam1.h5"), "--out", str(tmp_path / "o"),
                          "--scheduler", f"tcp://127.0.0.1:{port}"], capsys)
@@ -180,7 +180,7 @@ def test_content_hash_of_a_folder_sees_names_and_bytes(tmp_path):
 
 def test_stopped_batch_keeps_the_rows_that_finished(cluster, sessions, tmp_path, capsys, monkeypatch):
     """Ctrl-C after the first session: exit 3, and batch.csv holds that session's row; the rest say so."""
-    import insitu.scaleout as so
+    import insitu.core.scaleout as so
 
     real = so.run_tasks
 
@@ -201,9 +201,9 @@ def test_stopped_batch_keeps_the_rows_that_finished(cluster, sessions, tmp_path,
 
 
 def test_correlation_columns_come_from_each_sessions_statistics(cluster, sessions, tmp_path, capsys):
-    from insitu.analysis.lamella import voronoi_lamella
-    from insitu.analysis.microstructure import write_microstructure
-    from insitu.analysis.simulator import save_result, simulate
+    from insitu.analysis.transport.lamella import voronoi_lamella
+    from insitu.analysis.transport.microstructure import write_microstructure
+    from insitu.analysis.transport.simulator import save_result, simulate
 
     m = voronoi_lamella((96, 96), n_grains=25, seed=1)           # the frames' shape: no --map-transform
     write_microstructure(tmp_path / "m.h5", m)
@@ -224,7 +224,7 @@ def test_correlation_columns_come_from_each_sessions_statistics(cluster, session
 def test_progress_bar_on_a_terminal_and_lines_elsewhere(monkeypatch):
     import io
 
-    from insitu.scaleout import _Progress
+    from insitu.core.scaleout import _Progress
 
     class Tty(io.StringIO):
         def isatty(self):

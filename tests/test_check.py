@@ -93,7 +93,7 @@ def test_check_bad_resource_string_and_bad_config(tmp_path, capsys):
 
 
 def test_check_mock_config_connects_nothing(tmp_path, capsys):
-    from insitu.config import MOCK_TOML
+    from insitu.control.config import MOCK_TOML
 
     p = tmp_path / "mock.toml"
     p.write_text(MOCK_TOML, encoding="utf-8")

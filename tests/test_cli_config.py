@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from insitu.cli import VERBS, build_parser, main
-from insitu.config import MOCK_TOML, parse_instruments
-from insitu.errors import UserError
+from insitu.control.config import MOCK_TOML, parse_instruments
+from insitu.core.errors import UserError
 
 
 def test_every_verb_has_help(capsys):

@@ -11,8 +11,8 @@ from scipy.spatial import cKDTree
 from insitu.analysis.correlate import (MapTransform, correlate_seeds, electrode_distances, face_driving_force,
                                        gb_population, gb_statistics, negative_electrode, parse_map_transform,
                                        roc_auc, stratified_rank_test)
-from insitu.analysis.microstructure import boundary_pixels
-from insitu.errors import UserError
+from insitu.analysis.transport.microstructure import boundary_pixels
+from insitu.core.errors import UserError
 
 
 def voronoi_map(shape=(160, 160), n=60, seed=0):

@@ -35,7 +35,7 @@ steps:
 def _found_and_truth(out):
     import csv
 
-    from insitu.session import open_session
+    from insitu.core.session import open_session
 
     with open(out / "analysis" / "seeds.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -46,8 +46,8 @@ def _found_and_truth(out):
 
 
 def test_demo_end_to_end_fast(tmp_path, capsys):
-    from insitu.analysis.seeds import match_seeds
-    from insitu.session import open_session
+    from insitu.analysis.image.seeds import match_seeds
+    from insitu.core.session import open_session
 
     proto = tmp_path / "short.yaml"
     proto.write_text(SHORT)
@@ -85,8 +85,8 @@ def test_demo_end_to_end_fast(tmp_path, capsys):
 def test_beam_blank_reference_shows_filaments_before_after(tmp_path):
     """The beam-blank protocol on the virtual specimen: frames only before and after, filaments in between."""
     from insitu.commands.demo import find_example, run_virtual_experiment
-    from insitu.protocol import load_protocol
-    from insitu.session import open_session
+    from insitu.control.protocol import load_protocol
+    from insitu.core.session import open_session
 
     protocol = load_protocol(find_example("ding2023-beam-blank.yaml"))
     path = tmp_path / "blank.h5"
@@ -118,8 +118,8 @@ def test_beam_blank_reference_shows_filaments_before_after(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_full_demo_finds_the_true_seeds(tmp_path, seed, capsys):
-    from insitu.analysis.seeds import match_seeds
-    from insitu.session import open_session
+    from insitu.analysis.image.seeds import match_seeds
+    from insitu.core.session import open_session
 
     out = tmp_path / f"demo{seed}"
     assert main(["demo", "--out", str(out), "--seed", str(seed), "--quiet", "--time-scale", "150"]) == 0
@@ -140,7 +140,7 @@ def test_full_demo_finds_the_true_seeds(tmp_path, seed, capsys):
 def _demo_seeds_offline(seed):
     """The demo's specimen driven through the paper protocol without an engine (its true seeds)."""
     from insitu.commands.demo import find_example
-    from insitu.protocol import expand, load_protocol
+    from insitu.control.protocol import expand, load_protocol
     from insitu.virtual.instruments import DEFAULT_RATE_HZ
     from insitu.virtual.specimen import VirtualSpecimen, run_timeline
 
@@ -152,7 +152,7 @@ def _demo_seeds_offline(seed):
 
 def _gb_test(seeds, micro, sim, transform, pixel_m):
     from insitu.analysis import correlate as cor
-    from insitu.analysis.microstructure import boundary_pixels
+    from insitu.analysis.transport.microstructure import boundary_pixels
 
     bp = boundary_pixels(micro.grains)
     table = cor.correlate_seeds(seeds, micro.grains, sim.gb_table, micro.electrodes, transform=transform, bpix=bp)
@@ -166,8 +166,8 @@ def test_demo_seeds_correlate_with_their_own_simulation_and_not_with_an_unrelate
     """The demo's seeds give p < 0.05 against the demo's own simulation, and p >= 0.05 (or no p) against
     the real ACOM.ang (a Pd map, nothing to do with the specimen) at 16x and 0, 90, 180, 270 degrees."""
     from insitu.analysis.correlate import MapTransform
-    from insitu.analysis.microstructure import read_microstructure
-    from insitu.analysis.simulator import load_result
+    from insitu.analysis.transport.microstructure import read_microstructure
+    from insitu.analysis.transport.simulator import load_result
     from insitu.commands.demo import DEFAULT_SEED
 
     sp, seeds = _demo_seeds_offline(DEFAULT_SEED)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from insitu.analysis.evidence import EvidenceAccumulator
+from insitu.analysis.image.evidence import EvidenceAccumulator
 from insitu.analysis.pipeline import LiveAnalyzer
-from insitu.analysis.seeds import match_seeds
+from insitu.analysis.image.seeds import match_seeds
 from seriesfamily import HELD_OUT_SEEDS, TUNE_SEEDS, draw_config, make, render
 
 

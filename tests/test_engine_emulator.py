@@ -18,14 +18,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from insitu.clock import Clock
+from insitu.core.clock import Clock
 from insitu.drivers.keithley import Keithley2450
 from insitu.drivers.mock import MockBeamBlanker
-from insitu.engine import Engine
-from insitu.errors import ConnectionLost, StoppedEarly
-from insitu.instruments import Instruments
-from insitu.protocol import parse_protocol, protocol_text
-from insitu.records import BeamSample, BiasSample, EventRecord
+from insitu.control.engine import Engine
+from insitu.core.errors import ConnectionLost, StoppedEarly
+from insitu.drivers.interfaces import Instruments
+from insitu.control.protocol import parse_protocol, protocol_text
+from insitu.core.records import BeamSample, BiasSample, EventRecord
 from scpi_emulator import Emulator2450
 
 TOL = 1e-9

@@ -10,15 +10,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from insitu.clock import Clock
-from insitu.dose import dose_rate
+from insitu.core.clock import Clock
+from insitu.control.dose import dose_rate
 from insitu.drivers.interfaces import Frame
 from insitu.drivers.mock import MockBeamBlanker, MockSourceMeter, NoiseFrameSource
-from insitu.engine import Engine
-from insitu.errors import InstrumentError, StoppedEarly, UserError
-from insitu.instruments import Instruments
-from insitu.protocol import parse_protocol, protocol_text
-from insitu.records import BeamSample, BiasSample, EventRecord, FrameRecord, ProgressRecord
+from insitu.control.engine import Engine
+from insitu.core.errors import InstrumentError, StoppedEarly, UserError
+from insitu.drivers.interfaces import Instruments
+from insitu.control.protocol import parse_protocol, protocol_text
+from insitu.core.records import BeamSample, BiasSample, EventRecord, FrameRecord, ProgressRecord
 from test_engine_emulator import assert_safe_log
 
 LIM = "limits: {max_voltage: 5, compliance_current: 1.0e-6, max_slew_rate: 1.0%s}\n"

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from insitu.cli import main
-from insitu.records import FrameRecord
-from insitu.session import SessionWriter
+from insitu.core.records import FrameRecord
+from insitu.core.session import SessionWriter
 
 hs = pytest.importorskip("hyperspy.api")
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -65,7 +65,7 @@ def test_uniform_times_give_uniform_axis(tmp_path):
     with SessionWriter(p, start_time_iso="2026-03-01T10:00:00+01:00") as w:
         for i in range(3):
             w.write(FrameRecord(1.0 + 0.25 * i, np.zeros((4, 4), np.float32), 0, 0, False, 0, 1e-9))
-    from insitu.export import session_to_signal
+    from insitu.core.export import session_to_signal
 
     sig = session_to_signal(p)
     ax = sig.axes_manager.navigation_axes[0]
@@ -94,7 +94,7 @@ def test_export_refuses_frameless_session(tmp_path, capsys):
 
 
 def test_large_sessions_export_lazily(session, tmp_path, monkeypatch):
-    import insitu.export as ex
+    import insitu.core.export as ex
 
     p, frames = session
     monkeypatch.setattr(ex, "LAZY_ABOVE_BYTES", 0)  # every session counts as large

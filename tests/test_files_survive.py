@@ -18,13 +18,13 @@ import pytest
 
 from filetools import can_mount_tmpfs, one_line_error
 from insitu.cli import main
-from insitu.errors import UserError
-from insitu.records import BiasSample, EventRecord, FrameRecord
-from insitu.session import SessionWriter, open_session
+from insitu.core.errors import UserError
+from insitu.core.records import BiasSample, EventRecord, FrameRecord
+from insitu.core.session import SessionWriter, open_session
 
 
 def writer_alive(path):
-    from insitu.writelock import writer_alive as alive
+    from insitu.core.writelock import writer_alive as alive
 
     return alive(path)
 
@@ -45,8 +45,8 @@ def _session(path, n_frames=6, shape=(16, 24)):
 _WRITER = textwrap.dedent("""
     import sys, time
     import numpy as np
-    from insitu.records import BiasSample, EventRecord, FrameRecord
-    from insitu.session import SessionWriter
+    from insitu.core.records import BiasSample, EventRecord, FrameRecord
+    from insitu.core.session import SessionWriter
     w = SessionWriter(sys.argv[1], start_time_iso="2026-01-01T00:00:00+00:00", overwrite=True,
                       flush_interval_s=0.1)
     i = 0
@@ -167,7 +167,7 @@ def test_chunks_beyond_end_of_file_are_refused(tmp_path):
     """Frames whose bytes lie past the end of the file must not read back as zeros, even when the
     end-of-file address says the file is whole (a stale address, as a killed writer can leave): here
     the address is set back by hand and the file cut to it, so the last frames are gone."""
-    from insitu.superblock import _lookup3, read_superblock
+    from insitu.core.superblock import _lookup3, read_superblock
 
     p = _session(tmp_path / "s.h5", n_frames=10, shape=(64, 64))
     with h5py.File(p, "r") as f:
@@ -199,10 +199,10 @@ def test_full_disk_is_a_recording_failure_not_silence(tmp_path, monkeypatch):
             self.f_frsize = 4096
             self.f_bavail = (512 * 1024) // 4096
 
-    import insitu.session as session_mod
+    import insitu.core.session as session_mod
 
     monkeypatch.setattr(session_mod.os, "statvfs", lambda path: Full(real(path)))
-    from insitu.session import RecordingFailed
+    from insitu.core.session import RecordingFailed
 
     with pytest.raises(RecordingFailed, match="No space left on device"):
         w.write(FrameRecord(1.0, np.ones((64, 64), np.uint16), 0.0, 0.0, False, 0.0, 1e-9))
@@ -224,7 +224,7 @@ def test_flusher_error_reaches_the_next_write(tmp_path, monkeypatch):
     def fail():
         raise OSError(errno.EIO, "Input/output error")
 
-    from insitu.session import RecordingFailed
+    from insitu.core.session import RecordingFailed
 
     monkeypatch.setattr(w, "_flush_locked", fail)
     t0 = time.monotonic()

@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from insitu.clock import Clock
+from insitu.core.clock import Clock
 from insitu.drivers.folder import FolderWatchSource, is_candidate
-from insitu.errors import UserError
-from insitu.readers import read_frames
+from insitu.core.errors import UserError
+from insitu.core.readers import read_frames
 
 pytestmark = [pytest.mark.filterwarnings("ignore")]
 
@@ -90,11 +90,11 @@ def test_unreadable_file_is_skipped_not_fatal(tmp_path):
 @pytest.mark.real_data
 def test_live_run_records_copied_files_with_bias(real_data, tmp_path):
     """Engine + folder source + session writer: files copied in during the run are frames with their bias."""
-    engine_mod = pytest.importorskip("insitu.engine")
+    engine_mod = pytest.importorskip("insitu.control.engine")
     from insitu.drivers.mock import MockBeamBlanker, MockSourceMeter
-    from insitu.instruments import Instruments
-    from insitu.protocol import parse_protocol
-    from insitu.session import SessionWriter, open_session
+    from insitu.drivers.interfaces import Instruments
+    from insitu.control.protocol import parse_protocol
+    from insitu.core.session import SessionWriter, open_session
 
     watch = tmp_path / "velox"
     watch.mkdir()
@@ -142,9 +142,9 @@ def test_live_run_records_copied_files_with_bias(real_data, tmp_path):
 @pytest.mark.real_data
 def test_insitu_run_with_folder_frames_config(real_data, tmp_path, capsys):
     """`insitu run --config` with `[frames] driver = "folder"`: files copied in during the run are frames."""
-    pytest.importorskip("insitu.engine")
+    pytest.importorskip("insitu.control.engine")
     from insitu.cli import main
-    from insitu.session import open_session
+    from insitu.core.session import open_session
 
     watch = tmp_path / "export"
     watch.mkdir()

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from insitu.analysis.gb import classify, plane_angle_deg, trace_angle_deg
-from insitu.analysis.microstructure import Microstructure
-from insitu.analysis.orientation import misorientation_deg
-from insitu.analysis.simulator import simulate
+from insitu.analysis.transport.gb import classify, plane_angle_deg, trace_angle_deg
+from insitu.analysis.transport.microstructure import Microstructure
+from insitu.analysis.transport.orientation import misorientation_deg
+from insitu.analysis.transport.simulator import simulate
 
 
 def c_for_trace(theta_deg):
@@ -69,7 +69,7 @@ def test_plane_angle_and_misorientation_differ():
     e1 = np.array([[0.2, 0.5, 0.0]])
     e2 = np.array([[0.2, 0.5, 0.7]])
     assert misorientation_deg(e1, e2)[0] == pytest.approx(np.degrees(0.7), abs=1e-9)
-    from insitu.analysis.microstructure import c_axis_from_euler
+    from insitu.analysis.transport.microstructure import c_axis_from_euler
     assert plane_angle_deg(c_axis_from_euler(e1), c_axis_from_euler(e2))[0] == pytest.approx(0.0, abs=1e-6)
     assert plane_angle_deg([[0, 0, 1]], [[0, 1, 1] / np.sqrt(2)])[0] == pytest.approx(45.0)
 
@@ -193,8 +193,8 @@ def test_jump_flow_is_upstream_minus_downstream():
 @pytest.mark.parametrize("angle_deg", [0.0, 7.5, 18.4, 30.0, 45.0, 63.4, 80.0, 112.5, 150.0])
 def test_gb_length_and_normal_of_straight_oblique_gbs(angle_deg):
     """Staircase GBs are up to 1.41x too long; the smoothed boundary gives the true length."""
-    from insitu.analysis.gb import boundary_geometry
-    from insitu.analysis.microstructure import boundary_pixels
+    from insitu.analysis.transport.gb import boundary_geometry
+    from insitu.analysis.transport.microstructure import boundary_pixels
 
     n = 160
     yy, xx = np.mgrid[:n, :n] + 0.5

@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from insitu.analysis.lamella import voronoi_lamella
-from insitu.analysis.simulator import simulate
+from insitu.analysis.transport.lamella import voronoi_lamella
+from insitu.analysis.transport.simulator import simulate
 
 N = 256
 

@@ -27,7 +27,7 @@ def png_pixels(path) -> np.ndarray:
 
 
 def test_gui_mock_screenshot_mid_run(tmp_path):
-    pytest.importorskip("insitu.engine")
+    pytest.importorskip("insitu.control.engine")
     if not (ROOT / "examples" / "ding2023.yaml").is_file():
         pytest.skip("examples/ding2023.yaml not there yet")
     shot, out = tmp_path / "shot.png", tmp_path / "run.h5"
@@ -39,7 +39,7 @@ def test_gui_mock_screenshot_mid_run(tmp_path):
     h, w = px.shape[:2]
     assert px[h // 10:h // 2, w // 8:w // 2].std() > 15
     assert px[:, int(w * 0.7):].std() > 15
-    from insitu.session import open_session
+    from insitu.core.session import open_session
 
     with open_session(out) as s:      # stopped safely after the screenshot, recorded meanwhile
         assert s.status == "aborted"
@@ -48,7 +48,7 @@ def test_gui_mock_screenshot_mid_run(tmp_path):
 
 
 def test_gui_replay_screenshot(tmp_path):
-    pytest.importorskip("insitu.replay")
+    pytest.importorskip("insitu.control.replay")
     from insitu.gui.feed import record_synthetic_session
 
     session = record_synthetic_session(tmp_path / "s.h5", duration_s=20.0, frame_rate_hz=2.0, frame_shape=(128, 128))
@@ -62,11 +62,11 @@ def test_gui_replay_screenshot(tmp_path):
 
 
 def test_gui_ctrl_c_stops_safely(tmp_path):
-    pytest.importorskip("insitu.engine")
+    pytest.importorskip("insitu.control.engine")
     import signal
     import time
 
-    from insitu.session import open_session
+    from insitu.core.session import open_session
 
     out = tmp_path / "run.h5"
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")

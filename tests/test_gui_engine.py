@@ -6,14 +6,14 @@ import time
 import pytest
 
 pytest.importorskip("pytestqt")
-pytest.importorskip("insitu.engine")
+pytest.importorskip("insitu.control.engine")
 
-from insitu.config import MOCK_TOML, parse_instruments  # noqa: E402
+from insitu.control.config import MOCK_TOML, parse_instruments  # noqa: E402
 from insitu.drivers.mock import MockBeamBlanker, MockSourceMeter, NoiseFrameSource  # noqa: E402
 from insitu.gui.app import MainWindow  # noqa: E402
 from insitu.gui.backends import EngineBackend  # noqa: E402
-from insitu.instruments import Instruments  # noqa: E402
-from insitu.protocol import expand, parse_protocol  # noqa: E402
+from insitu.drivers.interfaces import Instruments  # noqa: E402
+from insitu.control.protocol import expand, parse_protocol  # noqa: E402
 
 PROTOCOL = """
 name: gui-test
@@ -46,7 +46,7 @@ def make_window(qtbot, tmp_path, protocol_text=PROTOCOL):
 
 
 def test_abort_ramps_down_at_once_and_switches_off(qtbot, tmp_path):
-    from insitu.session import open_session
+    from insitu.core.session import open_session
 
     b, w = make_window(qtbot, tmp_path)
     qtbot.mouseClick(w.panel.start_button, 1)  # Qt.LeftButton
@@ -182,7 +182,7 @@ def test_abort_while_connecting_switches_nothing_on(qtbot, tmp_path):
 
 
 def test_abort_while_paused_says_aborted_and_blanks_the_beam(qtbot, tmp_path):
-    from insitu.session import open_session
+    from insitu.core.session import open_session
 
     b, w = make_window(qtbot, tmp_path)
     qtbot.mouseClick(w.panel.start_button, 1)
@@ -204,8 +204,8 @@ def test_abort_while_paused_says_aborted_and_blanks_the_beam(qtbot, tmp_path):
 
 
 def test_after_a_connection_fault_retry_runs_into_a_new_file(qtbot, tmp_path):
-    from insitu.errors import InstrumentError
-    from insitu.session import open_session
+    from insitu.core.errors import InstrumentError
+    from insitu.core.session import open_session
 
     calls = {"n": 0}
 

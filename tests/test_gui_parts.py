@@ -9,9 +9,9 @@ import pytest
 
 from insitu.gui.decimate import DecimatedTrace
 from insitu.gui.status import RateMeter, SyncTracker
-from insitu.units import format_current, format_duration, format_length, nice_length
+from insitu.core.units import format_current, format_duration, format_length, nice_length
 from insitu.gui.worker import FrameInfo, LatestSlot, RecordQueue
-from insitu.records import BiasSample, EventRecord, FrameRecord
+from insitu.core.records import BiasSample, EventRecord, FrameRecord
 
 
 def _brute_buckets(y, stride):
@@ -164,7 +164,7 @@ def test_overlay_builders():
 
 
 def test_source_thread_outcomes_and_stop_before_start():
-    from insitu.errors import InstrumentError, StoppedEarly
+    from insitu.core.errors import InstrumentError, StoppedEarly
     from insitu.gui.backends import FeedBackend
     from insitu.gui.worker import SourceThread
 
@@ -193,8 +193,8 @@ def test_source_thread_outcomes_and_stop_before_start():
 
 
 def test_gb_overlay_values_follow_the_gb_table():
-    from insitu.analysis.lamella import voronoi_lamella
-    from insitu.analysis.microstructure import boundary_pixels
+    from insitu.analysis.transport.lamella import voronoi_lamella
+    from insitu.analysis.transport.microstructure import boundary_pixels
     from insitu.gui.overlays import overlay_from
 
     m = voronoi_lamella((64, 64), n_grains=8, seed=3)
@@ -248,11 +248,11 @@ def test_protocol_timeline_helpers():
 
 
 def test_real_protocol_expands_for_the_panel():
-    pytest.importorskip("insitu.protocol")
+    pytest.importorskip("insitu.control.protocol")
     from pathlib import Path
 
     from insitu.gui.protocol_panel import beam_on_spans, segment_at, timeline_curve
-    from insitu.protocol import expand, load_protocol
+    from insitu.control.protocol import expand, load_protocol
 
     path = Path(__file__).resolve().parents[1] / "examples" / "ding2023.yaml"
     if not path.is_file():

@@ -8,7 +8,7 @@ pytest.importorskip("pytestqt")
 from PyQt5 import QtCore  # noqa: E402
 
 from insitu.gui.protocol_panel import ProtocolPanel  # noqa: E402
-from insitu.protocol import expand, parse_protocol  # noqa: E402
+from insitu.control.protocol import expand, parse_protocol  # noqa: E402
 
 FAKE = "<span style='color:#00ff00; font-size:28pt'><b>LIMITS OK</b></span>"
 

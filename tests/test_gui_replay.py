@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
-pytest.importorskip("insitu.replay")
+pytest.importorskip("insitu.control.replay")
 
 from insitu.gui.app import MainWindow  # noqa: E402
 from insitu.gui.backends import ReplayBackend, ReplayClock  # noqa: E402

@@ -7,11 +7,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from insitu.biaslog import align_bias_log, interpolate_at, read_bias_log
+from insitu.core.biaslog import align_bias_log, interpolate_at, read_bias_log
 from insitu.cli import main
-from insitu.errors import UserError
-from insitu.readers import read_frames
-from insitu.session import open_session
+from insitu.core.errors import UserError
+from insitu.core.readers import read_frames
+from insitu.core.session import open_session
 
 pytestmark = [pytest.mark.real_data, pytest.mark.filterwarnings("ignore")]
 

@@ -13,10 +13,10 @@ import time
 import pytest
 
 from insitu.cli import main
-from insitu.config import parse_instruments
+from insitu.control.config import parse_instruments
 from insitu.drivers.blanker import SCPIBlanker
-from insitu.errors import UserError
-from insitu.protocol import parse_protocol
+from insitu.core.errors import UserError
+from insitu.control.protocol import parse_protocol
 
 LIMITS = "limits: {max_voltage: 5, compliance_current: 1.0e-6, max_slew_rate: 1}\n"
 

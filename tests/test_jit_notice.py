@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import io
 
-from insitu.jit_notice import TRANSPORT_KERNELS, _module_file, cache_is_warm, compile_notice
+from insitu.core.jit_notice import TRANSPORT_KERNELS, _module_file, cache_is_warm, compile_notice
 
 
 def test_kernel_files_are_found():
@@ -16,7 +16,7 @@ def test_kernel_files_are_found():
 def test_notice_only_when_the_cache_is_cold(tmp_path, monkeypatch):
     mod = tmp_path / "kern.py"
     mod.write_text("")
-    monkeypatch.setattr("insitu.jit_notice._module_file", lambda package, relative: mod)
+    monkeypatch.setattr("insitu.core.jit_notice._module_file", lambda package, relative: mod)
     out = io.StringIO()
     assert compile_notice("insitu simulate", stream=out) is True
     assert out.getvalue().startswith("insitu simulate: compiling") and out.getvalue().count("\n") == 1

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from insitu.config import BeamBlankerConfig
+from insitu.control.config import BeamBlankerConfig
 from insitu.drivers.blanker import DigitalLineBlanker, SCPIBlanker, open_blanker
 from insitu.drivers.interfaces import BeamBlanker
 from insitu.drivers.keithley import Keithley2400, Keithley2450
-from insitu.errors import InstrumentError, UserError
+from insitu.core.errors import InstrumentError, UserError
 from scpi_emulator import Emulator2450
 
 
@@ -78,8 +78,8 @@ def test_scpi_blanker_without_query_remembers_and_refuses_unknown_state():
 
 
 def test_reconnect_reopens_in_place_so_a_shared_blanker_keeps_working():
-    from insitu.config import parse_instruments
-    from insitu.errors import ConnectionLost
+    from insitu.control.config import parse_instruments
+    from insitu.core.errors import ConnectionLost
     from insitu.instruments import open_instruments
 
     with Emulator2450(initial_output=True, initial_level=3.0) as emu:

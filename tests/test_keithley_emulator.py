@@ -5,10 +5,10 @@ import math
 
 import pytest
 
-from insitu.clock import Clock
+from insitu.core.clock import Clock
 from insitu.drivers.interfaces import SourceMeter, SourceState
 from insitu.drivers.keithley import Keithley2400, Keithley2450
-from insitu.errors import ConnectionLost, InstrumentError
+from insitu.core.errors import ConnectionLost, InstrumentError
 
 DRIVERS = {"2450": Keithley2450, "2400": Keithley2400}
 

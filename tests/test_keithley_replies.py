@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from insitu.drivers.keithley import Keithley2400, Keithley2450
 from insitu.drivers.scpi import fmt, parse_bool, parse_error, parse_number, parse_numbers
-from insitu.errors import ConnectionLost, InstrumentError
+from insitu.core.errors import ConnectionLost, InstrumentError
 from scpi_emulator import Emulator2450
 
 READ_2450 = ':READ? "defbuffer1", READ, SOUR, REL'

@@ -8,7 +8,7 @@ import pytest
 import insitu.drivers as drivers_pkg
 from insitu.drivers.keithley import Keithley2400, Keithley2450
 from insitu.drivers.interfaces import SourceMeter, SourceState
-from insitu.errors import ConnectionLost, InstrumentError
+from insitu.core.errors import ConnectionLost, InstrumentError
 
 SIM = Path(drivers_pkg.__file__).parent / "sim"
 SIM_2450 = f"{SIM / 'keithley2450.yaml'}@sim"

@@ -5,10 +5,10 @@ import h5py
 import numpy as np
 import pytest
 
-from insitu.analysis.lamella import voronoi_lamella
-from insitu.analysis.microstructure import (
+from insitu.analysis.transport.lamella import voronoi_lamella
+from insitu.analysis.transport.microstructure import (
     BACKBONE, ZRO2, Microstructure, boundary_pixels, c_axis_from_euler, read_microstructure, write_microstructure)
-from insitu.errors import UserError
+from insitu.core.errors import UserError
 
 
 def _bicrystal(**kw):

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from insitu.analysis.microstructure import c_axis_from_euler, read_microstructure
-from insitu.analysis.orientation import (
+from insitu.analysis.transport.microstructure import c_axis_from_euler, read_microstructure
+from insitu.analysis.transport.orientation import (
     euler_to_matrix, grid_from_xy, matrix_to_euler, mean_orientations, misorientation_deg, segment_grains)
 from insitu.cli import main
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from insitu.session import open_session
+from insitu.core.session import open_session
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from insitu.analysis import multigrid as mg
-from insitu.analysis import network
-from insitu.analysis.lamella import voronoi_lamella
+from insitu.analysis.transport import multigrid as mg
+from insitu.analysis.transport import network
+from insitu.analysis.transport.lamella import voronoi_lamella
 
 
 def _random_spd_stencil(ny, nx, seed, five=False):

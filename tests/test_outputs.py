@@ -12,8 +12,8 @@ import pytest
 
 from filetools import can_mount_tmpfs, one_line_error
 from insitu.cli import main
-from insitu.records import BiasSample, FrameRecord
-from insitu.session import SessionWriter, open_session
+from insitu.core.records import BiasSample, FrameRecord
+from insitu.core.session import SessionWriter, open_session
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = "2026-01-01T00:00:00+00:00"
@@ -53,8 +53,8 @@ def test_analyze_rerun_refuses_or_replaces_the_whole_set(tmp_path, capsys):
 
 def test_simulate_rerun_and_out_that_is_a_file(tmp_path, capsys):
     """Old code: `simulate --out FILE` was a traceback; a re-run mixed old and new files."""
-    from insitu.analysis.lamella import voronoi_lamella
-    from insitu.analysis.microstructure import write_microstructure
+    from insitu.analysis.transport.lamella import voronoi_lamella
+    from insitu.analysis.transport.microstructure import write_microstructure
 
     m = tmp_path / "m.h5"
     write_microstructure(m, voronoi_lamella((24, 24), n_grains=3, seed=2))
@@ -79,8 +79,8 @@ def test_simulate_rerun_and_out_that_is_a_file(tmp_path, capsys):
 @pytest.mark.parametrize("rtol", ["-1", "0", "nan", "2"])
 def test_simulate_bad_rtol_is_one_line(tmp_path, capsys, rtol):
     """Old code: `simulate --rtol -1` was a traceback."""
-    from insitu.analysis.lamella import voronoi_lamella
-    from insitu.analysis.microstructure import write_microstructure
+    from insitu.analysis.transport.lamella import voronoi_lamella
+    from insitu.analysis.transport.microstructure import write_microstructure
 
     m = tmp_path / "m.h5"
     write_microstructure(m, voronoi_lamella((24, 24), n_grains=3, seed=2))

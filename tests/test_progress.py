@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from insitu.progress import StatusLine
+from insitu.core.progress import StatusLine
 
 ROOT = Path(__file__).resolve().parents[1]
 

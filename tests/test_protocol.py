@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from insitu.cli import main
-from insitu.dose import dose_rate
-from insitu.errors import UserError
-from insitu.plan import is_done, level_at
-from insitu.protocol import effective_rate, expand, flatten, load_protocol, parse_protocol, protocol_text
+from insitu.control.dose import dose_rate
+from insitu.core.errors import UserError
+from insitu.control.plan import is_done, level_at
+from insitu.control.protocol import effective_rate, expand, flatten, load_protocol, parse_protocol, protocol_text
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from insitu.analysis.differential import ShiftSmoother, remove_row_offsets, valid_slices
+from insitu.analysis.image.differential import ShiftSmoother, remove_row_offsets, valid_slices
 from insitu.analysis.pipeline import LiveAnalyzer
-from insitu.analysis.registration import PhaseCorrelator, fourier_shift, phase_shift
+from insitu.analysis.image.registration import PhaseCorrelator, fourier_shift, phase_shift
 from seriesgen import make_series
 
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from insitu.cli import main
-from insitu.clock import Clock
+from insitu.core.clock import Clock
 from insitu.drivers.replay import ReplayFrameSource
-from insitu.records import BeamSample, BiasSample, EventRecord, FrameRecord, ProgressRecord
-from insitu.replay import Player
-from insitu.session import SessionWriter, open_session
+from insitu.core.records import BeamSample, BiasSample, EventRecord, FrameRecord, ProgressRecord
+from insitu.control.replay import Player
+from insitu.core.session import SessionWriter, open_session
 
 DURATION = 2.0
 
@@ -129,7 +129,7 @@ def test_replay_frame_source_loop_and_empty(recorded, tmp_path):
     assert np.all(np.diff([f.time_s for f in got]) > 0)
     empty = tmp_path / "empty.h5"
     SessionWriter(empty, start_time_iso="2026-03-01T10:00:00+01:00").close()
-    from insitu.errors import UserError
+    from insitu.core.errors import UserError
 
     with pytest.raises(UserError, match="no frames"):
         ReplayFrameSource(empty, clock)

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from insitu.cli import main
-from insitu.clock import Clock
-from insitu.engine import Engine
-from insitu.protocol import expand, parse_protocol
-from insitu.session import open_session
+from insitu.core.clock import Clock
+from insitu.control.engine import Engine
+from insitu.control.protocol import expand, parse_protocol
+from insitu.core.session import open_session
 from scpi_emulator import Emulator2450
 from test_engine_emulator import assert_safe_log, clock_changes, keithley_instruments, level_steps, max_window_change
 

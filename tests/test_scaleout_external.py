@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from insitu.analysis.lamella import voronoi_lamella
-from insitu.analysis.microstructure import write_microstructure
+from insitu.analysis.transport.lamella import voronoi_lamella
+from insitu.analysis.transport.microstructure import write_microstructure
 from insitu.cli import main
 from mock_sessions import write_mock_session
 

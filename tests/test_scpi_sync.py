@@ -11,7 +11,7 @@ import logging
 import pytest
 
 from insitu.drivers.keithley import Keithley2400, Keithley2450
-from insitu.errors import InstrumentError
+from insitu.core.errors import InstrumentError
 
 
 @pytest.fixture(params=["2450", "2400"])

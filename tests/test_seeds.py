@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from insitu.analysis.differential import DifferentialImager
+from insitu.analysis.image.differential import DifferentialImager
 from insitu.analysis.pipeline import LiveAnalyzer
-from insitu.analysis.seeds import SEED_COLUMNS, Candidate, SeedTracker, find_candidates, match_seeds
+from insitu.analysis.image.seeds import SEED_COLUMNS, Candidate, SeedTracker, find_candidates, match_seeds
 from seriesgen import make_series
 
 SEEDS = [0, 1, 2, 3, 4]
@@ -221,7 +221,7 @@ def test_half_resolution_grid_for_large_frames():
 
 def _real_scene_series(img, seed, n=30, n_seeds=8):
     """The real Velox HAADF frame as the specimen: drift, seeds, counting noise behind a detector offset."""
-    from insitu.analysis.registration import fourier_shift
+    from insitu.analysis.image.registration import fourier_shift
     from seriesgen import _add_disc
 
     rng = np.random.default_rng(seed)

@@ -13,9 +13,9 @@ import h5py
 import numpy as np
 import pytest
 
-from insitu.errors import StoppedEarly, UserError
-from insitu.records import BeamSample, BiasSample, EventRecord, FrameRecord, ProgressRecord
-from insitu.session import SessionWriter, open_session
+from insitu.core.errors import StoppedEarly, UserError
+from insitu.core.records import BeamSample, BiasSample, EventRecord, FrameRecord, ProgressRecord
+from insitu.core.session import SessionWriter, open_session
 
 T0 = "2026-03-01T10:00:00+01:00"
 
@@ -222,8 +222,8 @@ def test_hyperspy_opens_session_as_image_stack(tmp_path):
 _CHILD = textwrap.dedent("""
     import sys, time
     import numpy as np
-    from insitu.records import BiasSample, FrameRecord
-    from insitu.session import SessionWriter
+    from insitu.core.records import BiasSample, FrameRecord
+    from insitu.core.session import SessionWriter
     path, mode = sys.argv[1], sys.argv[2]
     w = SessionWriter(path, start_time_iso="2026-01-01T00:00:00+00:00")
     t0 = time.monotonic()
@@ -350,7 +350,7 @@ def test_writer_killed_outside_swmr_is_repaired_by_info(tmp_path, capsys):
              "f.require_group('entry/sample'); f.flush()\n"
              "os.kill(os.getpid(), signal.SIGKILL)\n")
     subprocess.run([sys.executable, "-c", child, str(p)])
-    from insitu.superblock import read_superblock
+    from insitu.core.superblock import read_superblock
 
     assert read_superblock(p).flags != 0
     assert main(["info", str(p)]) == 0
@@ -370,7 +370,7 @@ def test_reader_in_another_process_does_not_stop_the_writer(tmp_path):
     reader = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent("""
             import sys
-            from insitu.session import open_session
+            from insitu.core.session import open_session
             s = open_session(sys.argv[1])
             print(len(s.bias["time"]), s.n_frames, flush=True)
             sys.stdin.readline()
@@ -396,8 +396,8 @@ def test_reader_in_another_process_does_not_stop_the_writer(tmp_path):
 
 def test_modify_and_recorded_frame_times_are_public_and_crash_safe(tmp_path):
     """A foreign layout goes in through modify(); recorded_frame_times() returns what was written."""
-    from insitu.records import FrameRecord
-    from insitu.session import SessionWriter, open_session
+    from insitu.core.records import FrameRecord
+    from insitu.core.session import SessionWriter, open_session
 
     p = tmp_path / "s.h5"
     with SessionWriter(p, start_time_iso="2026-01-01T00:00:00+00:00") as w:

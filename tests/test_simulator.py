@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from insitu.analysis import network
-from insitu.analysis.lamella import voronoi_lamella
-from insitu.analysis.microstructure import BACKBONE, ZRO2, Microstructure
-from insitu.analysis.simulator import load_result, save_result, simulate
-from insitu.errors import UserError
+from insitu.analysis.transport import network
+from insitu.analysis.transport.lamella import voronoi_lamella
+from insitu.analysis.transport.microstructure import BACKBONE, ZRO2, Microstructure
+from insitu.analysis.transport.simulator import load_result, save_result, simulate
+from insitu.core.errors import UserError
 
 Z = [0.0, 0.0, 1.0]          # c along the beam: in-plane isotropic sigma_ip
 X = [1.0, 0.0, 0.0]          # c along x: sigma_xx = sigma_op, sigma_yy = sigma_ip
@@ -254,7 +254,7 @@ def test_floating_clusters_are_described_in_raster_order():
     """Each cluster's size, grains and first voxel, checked against a plain per-label scan."""
     from scipy import ndimage
 
-    from insitu.analysis.simulator import _floating_clusters
+    from insitu.analysis.transport.simulator import _floating_clusters
 
     rng = np.random.default_rng(4)
     mask = rng.random((60, 70)) < 0.35

@@ -5,8 +5,8 @@ import h5py
 import numpy as np
 import pytest
 
-from insitu.analysis.lamella import voronoi_lamella
-from insitu.analysis.microstructure import ZRO2, write_microstructure
+from insitu.analysis.transport.lamella import voronoi_lamella
+from insitu.analysis.transport.microstructure import ZRO2, write_microstructure
 from insitu.cli import main
 
 
@@ -76,7 +76,7 @@ def test_grain_labels_only_where_legible():
     """238 grains (twins.ctf) drew 238 overlapping labels; now only grains big enough, at most 60."""
     import numpy as np
 
-    from insitu.analysis.simulator_plots import MAX_GRAIN_LABELS, legible_grain_labels
+    from insitu.analysis.transport.simulator_plots import MAX_GRAIN_LABELS, legible_grain_labels
 
     rng = np.random.default_rng(1)
     g = np.zeros((400, 400), int)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from insitu.analysis import network
-from insitu.analysis.lamella import voronoi_lamella
-from insitu.analysis.simulator import simulate
+from insitu.analysis.transport import network
+from insitu.analysis.transport.lamella import voronoi_lamella
+from insitu.analysis.transport.simulator import simulate
 
 
 def test_compiled_full_tensor_assembly_and_fluxes_equal_vectorised():
@@ -149,7 +149,7 @@ def test_current_field_potential_and_electrode_currents_equal_whole_array_numpy(
 
 
 def test_values_present_run_starts_equal_unique():
-    from insitu.analysis.microstructure import _values_present
+    from insitu.analysis.transport.microstructure import _values_present
 
     rng = np.random.default_rng(6)
     for n in (0, 1, 2, 17, 300):

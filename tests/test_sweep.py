@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from insitu.analysis import sweep
-from insitu.analysis.lamella import voronoi_lamella
-from insitu.analysis.microstructure import write_microstructure
-from insitu.analysis.simulator import GB_COLUMNS, lone_electrode, simulate, superpose, unit_potentials
+from insitu.analysis.transport.lamella import voronoi_lamella
+from insitu.analysis.transport.microstructure import write_microstructure
+from insitu.analysis.transport.simulator import GB_COLUMNS, lone_electrode, simulate, superpose, unit_potentials
 from insitu.cli import main
-from insitu.errors import UserError
+from insitu.core.errors import UserError
 from dask_cluster import cluster  # noqa: F401  (the module's shared LocalCluster fixture)
 
 GRID = {"gb_ratio": (5.0, 40.0), "anisotropy": (100.0, 1000.0)}

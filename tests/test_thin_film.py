@@ -15,10 +15,10 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spl
 from scipy.sparse.csgraph import connected_components
 
-from insitu.analysis import network
-from insitu.analysis.lamella import voronoi_lamella
-from insitu.analysis.microstructure import BACKBONE
-from insitu.analysis.simulator import simulate
+from insitu.analysis.transport import network
+from insitu.analysis.transport.lamella import voronoi_lamella
+from insitu.analysis.transport.microstructure import BACKBONE
+from insitu.analysis.transport.simulator import simulate
 from test_simulator import _q1_fem_conductance, lr_micro
 
 

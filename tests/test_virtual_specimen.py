@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from insitu.clock import Clock
-from insitu.config import parse_instruments, MOCK_TOML
-from insitu.errors import InstrumentError
+from insitu.core.clock import Clock
+from insitu.control.config import parse_instruments, MOCK_TOML
+from insitu.core.errors import InstrumentError
 from insitu.virtual.filaments import FilamentParams
 from insitu.virtual.instruments import (VirtualBeamBlanker, VirtualFrameSource, VirtualSourceMeter,
                                         open_virtual_instruments)
@@ -266,9 +266,9 @@ def test_truth_first_frame_matches_what_was_delivered(base):
 
 def test_write_truth_into_a_session(base, tmp_path):
     """Truth refers to the frames actually recorded (a recorder may drop a delivered frame)."""
-    from insitu.analysis.microstructure import read_microstructure
-    from insitu.records import FrameRecord
-    from insitu.session import SessionWriter, open_session
+    from insitu.analysis.transport.microstructure import read_microstructure
+    from insitu.core.records import FrameRecord
+    from insitu.core.session import SessionWriter, open_session
 
     sp = fresh(base)
     frames = []
@@ -299,7 +299,7 @@ def test_gb_drive_is_the_shared_driving_force_at_the_site(base):
     """A GB site's drive is correlate.DRIVING_FORCE at the site (the statistics' quantity), divided by the
     gb_drive_quantile of the sites' forces and capped at 1."""
     from insitu.analysis.correlate import DRIVING_FORCE, face_driving_force
-    from insitu.analysis.microstructure import boundary_pixels
+    from insitu.analysis.transport.microstructure import boundary_pixels
 
     b = boundary_pixels(base.microstructure.grains)
     f = face_driving_force(b, base.simulation.gb_table, base.simulation.current_density, DRIVING_FORCE)
@@ -317,7 +317,7 @@ def test_gb_drive_is_the_shared_driving_force_at_the_site(base):
 
 def test_frame_source_skips_a_backlog_instead_of_rendering_it():
     """Under an accelerated clock a poller far behind gets only the newest frames it can render quickly."""
-    from insitu.clock import Clock
+    from insitu.core.clock import Clock
     from insitu.virtual.instruments import POLL_BUDGET_WALL_S, VirtualBeamBlanker, VirtualFrameSource
     from insitu.virtual.specimen import VirtualSpecimen
 
@@ -358,7 +358,7 @@ def test_no_seed_nucleates_far_from_an_electron_path():
     """Every seed nucleates within 1 um of the Au(Pt) or of an earlier seed (a filament connected to it),
     checked on the demo's specimen through the whole paper protocol with Euclidean distances."""
     from insitu.commands.demo import DEFAULT_SEED
-    from insitu.protocol import expand, load_protocol
+    from insitu.control.protocol import expand, load_protocol
     from insitu.commands.demo import find_example
     from insitu.virtual.specimen import run_timeline
 

@@ -1,8 +1,8 @@
 """``insitu analyze``: drift-correct, difference, detect and track filament seeds, correlate, report."""
 from __future__ import annotations
 
-from insitu.errors import UserError
-from insitu.units import count
+from insitu.core.errors import UserError
+from insitu.core.units import count
 
 HELP = "Drift-correct, difference, detect and track filament seeds, correlate, report"
 DESCRIPTION = """\
@@ -59,8 +59,8 @@ def _bytes_needed(input_path) -> int:
 
     import numpy as np
 
-    from insitu.readers import is_image_file
-    from insitu.session import is_session_file, open_session
+    from insitu.core.readers import is_image_file
+    from insitu.core.session import is_session_file, open_session
 
     p = Path(input_path)
     if p.is_file() and is_session_file(p):
@@ -89,7 +89,7 @@ def check_options(args):
 
 def run(args) -> int:
     from insitu.analysis.pipeline import analyze
-    from insitu.progress import status_stream
+    from insitu.core.progress import status_stream
 
     tr = check_options(args)
     status = status_stream(args.quiet)
@@ -101,7 +101,7 @@ def run(args) -> int:
 
     from pathlib import Path
 
-    from insitu.outputs import check_space, check_target, output_dir
+    from insitu.core.outputs import check_space, check_target, output_dir
 
     out = Path(args.out)
     check_target(out, args.overwrite, folder=True)

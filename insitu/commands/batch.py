@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from insitu.errors import EXIT_OK, EXIT_USER, UserError
+from insitu.core.errors import EXIT_OK, EXIT_USER, UserError
 
 HELP = "Analyse many sessions in parallel (dask.distributed): batch.csv, batch.html"
 DESCRIPTION = """\
@@ -84,7 +84,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from insitu.analysis import batch
-    from insitu.scaleout import open_client, run_tasks
+    from insitu.core.scaleout import open_client, run_tasks
 
     opts = analyze_options(args)
     for k in ("microstructure", "simulation"):

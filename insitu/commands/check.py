@@ -32,7 +32,7 @@ def _si(x: float, unit: str) -> str:
 
 def _guard(resource: str, fn):
     """Run ``fn``; anything that is not already an insitu error becomes one line naming the resource."""
-    from insitu.errors import InsituError, InstrumentError
+    from insitu.core.errors import InsituError, InstrumentError
 
     try:
         return fn()
@@ -91,8 +91,8 @@ def _check_frames(cfg, out):
 
 
 def run(args) -> int:
-    from insitu.clock import Clock
-    from insitu.config import load_instruments
+    from insitu.core.clock import Clock
+    from insitu.control.config import load_instruments
 
     config, _text = load_instruments(args.config)
     clock = Clock()

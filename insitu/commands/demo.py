@@ -5,8 +5,8 @@ import sys
 import time
 from pathlib import Path
 
-from insitu.errors import UserError
-from insitu.units import count
+from insitu.core.errors import UserError
+from insitu.core.units import count
 
 HELP = "Run the virtual-specimen experiment end to end: run, simulate, analyse, report"
 DESCRIPTION = """\
@@ -95,13 +95,13 @@ def run_virtual_experiment(protocol, session_path: Path, *, seed: int = 0, time_
     Returns ``(status, specimen, engine)``; status is ``complete`` or ``aborted`` (a suspender
     fired: what was recorded is kept).
     """
-    from insitu.clock import Clock
-    from insitu.config import MOCK_TOML, parse_instruments
-    from insitu.engine import Engine
-    from insitu.errors import StoppedEarly
-    from insitu.protocol import expand
-    from insitu.records import ProgressRecord
-    from insitu.session import SessionWriter
+    from insitu.core.clock import Clock
+    from insitu.control.config import MOCK_TOML, parse_instruments
+    from insitu.control.engine import Engine
+    from insitu.core.errors import StoppedEarly
+    from insitu.control.protocol import expand
+    from insitu.core.records import ProgressRecord
+    from insitu.core.session import SessionWriter
     from insitu.virtual.instruments import DEFAULT_RATE_HZ, open_virtual_instruments
     from insitu.virtual.specimen import VirtualSpecimen
 
@@ -171,7 +171,7 @@ def story(specimen, truth: dict) -> dict:
     """
     import numpy as np
 
-    from insitu.analysis.microstructure import boundary_pixels
+    from insitu.analysis.transport.microstructure import boundary_pixels
 
     kinds = [k.decode() if isinstance(k, bytes) else str(k) for k in truth["kind"]]
     first = np.asarray(truth["first_frame"])
@@ -271,12 +271,12 @@ def run(args) -> int:
 
     import numpy as np
 
-    from insitu.analysis.microstructure import write_microstructure
+    from insitu.analysis.transport.microstructure import write_microstructure
     from insitu.analysis.pipeline import analyze
-    from insitu.analysis.seeds import match_seeds
-    from insitu.analysis.simulator import save_result
-    from insitu.protocol import load_protocol
-    from insitu.session import open_session
+    from insitu.analysis.image.seeds import match_seeds
+    from insitu.analysis.transport.simulator import save_result
+    from insitu.control.protocol import load_protocol
+    from insitu.core.session import open_session
 
     t0 = time.monotonic()
     out = Path(args.out)

@@ -24,7 +24,7 @@ def add_arguments(parser):
 def run(args) -> int:
     import warnings
 
-    from insitu.export import export_session
+    from insitu.core.export import export_session
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # zarr 2 deprecation notes on every zspy save
     written = export_session(args.session, args.to, args.out, overwrite=args.overwrite)

@@ -5,8 +5,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from insitu.config import DEFAULT_FRAME_INTERVAL_S
-from insitu.errors import UserError
+from insitu.control.config import DEFAULT_FRAME_INTERVAL_S
+from insitu.core.errors import UserError
 
 HELP = "Start the operator GUI (live control and viewing, or replay of a recorded session)"
 DESCRIPTION = """\
@@ -79,7 +79,7 @@ def run(args) -> int:
     if args.screenshot and not str(args.screenshot).lower().endswith(".png"):
         raise UserError(f"--screenshot {args.screenshot}: must be a .png file")
     if args.screenshot:
-        from insitu.outputs import check_target
+        from insitu.core.outputs import check_target
 
         check_target(args.screenshot, overwrite=True)  # its folder must exist: checked before the window opens
 
@@ -88,7 +88,7 @@ def run(args) -> int:
 
     check_qt_platform()
 
-    from insitu.config import load_instruments, mock_toml, parse_instruments
+    from insitu.control.config import load_instruments, mock_toml, parse_instruments
 
     protocol = timeline = None
     protocol_path = ""
@@ -137,7 +137,7 @@ def run(args) -> int:
 
 
 def _load_protocol(path, probe_current_A, frame_rate_hz=1.0):
-    from insitu.protocol import expand, load_protocol
+    from insitu.control.protocol import expand, load_protocol
 
     if not Path(path).is_file():
         raise UserError(f"{path}: protocol file not found")
@@ -153,7 +153,7 @@ def _replay_backend(args):
         raise UserError(f"{path}: session file not found")
     import numpy as np
 
-    from insitu.session import open_session
+    from insitu.core.session import open_session
 
     with open_session(path) as s:  # UserError on a file that is not a session
         text = s.protocol_text or ""
@@ -165,7 +165,7 @@ def _replay_backend(args):
     protocol = timeline = None
     if text.strip():
         try:  # the timeline is a convenience: replay works without it
-            from insitu.protocol import expand, parse_protocol
+            from insitu.control.protocol import expand, parse_protocol
 
             protocol = parse_protocol(text, f"{path}:/entry/protocol")
             timeline = expand(protocol, frame_rate_hz=frame_rate)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from insitu.units import count
+from insitu.core.units import count
 
 HELP = "Import microscope files (Velox EMD, DM3/DM4, TIFF) and a bias log into a session file"
 DESCRIPTION = """\
@@ -48,7 +48,7 @@ def import_files(sources, out, *, bias_log=None, bias_offset_s=None, bias_channe
     Parameters
     ----------
     sources : list of str or Path
-        Image files or folders (see :func:`insitu.readers.read_frames`).
+        Image files or folders (see :func:`insitu.core.readers.read_frames`).
     out : str or Path
         Session file to create (refused if it exists, unless ``overwrite``).
     bias_log : str or Path, optional
@@ -62,11 +62,11 @@ def import_files(sources, out, *, bias_log=None, bias_offset_s=None, bias_channe
     """
     import numpy as np
 
-    from insitu.biaslog import align_bias_log, interpolate_at, read_bias_log
-    from insitu.errors import UserError
-    from insitu.outputs import check_target, hdf5_failed, output_file, write_error
-    from insitu.readers import read_frames
-    from insitu.session import RecordingFailed
+    from insitu.core.biaslog import align_bias_log, interpolate_at, read_bias_log
+    from insitu.core.errors import UserError
+    from insitu.core.outputs import check_target, hdf5_failed, output_file, write_error
+    from insitu.core.readers import read_frames
+    from insitu.core.session import RecordingFailed
 
     out = check_target(out, overwrite)
     if bias_offset_s is not None and not np.isfinite(bias_offset_s):
@@ -107,8 +107,8 @@ def import_files(sources, out, *, bias_log=None, bias_offset_s=None, bias_channe
 def _write_session(path, stack, log, t_log, bias_at, current_at, microscope, files, start_iso, bias_log,
                    bias_offset_s) -> None:
     """The session file of an import (``path`` is the temporary name)."""
-    from insitu.records import BiasSample, EventRecord, FrameRecord
-    from insitu.session import SessionWriter
+    from insitu.core.records import BiasSample, EventRecord, FrameRecord
+    from insitu.core.session import SessionWriter
 
     w = SessionWriter(path, start_time_iso=start_iso, program="insitu import",
                       frame_shape=stack.frame_shape, frame_dtype=stack.frames.dtype)
@@ -137,7 +137,7 @@ def _write_session(path, stack, log, t_log, bias_at, current_at, microscope, fil
         raise
     w.close("complete")
     if w.error is not None:
-        from insitu.session import RecordingFailed
+        from insitu.core.session import RecordingFailed
 
         raise RecordingFailed(str(w.error))
 

@@ -34,7 +34,7 @@ def _fmt_si(x: float, unit: str) -> str:
 
 
 def summary_lines(s, list_events: bool = False) -> list[str]:
-    """Text lines describing an open :class:`~insitu.session.Session`."""
+    """Text lines describing an open :class:`~insitu.core.session.Session`."""
     from collections import Counter
 
     import numpy as np
@@ -83,7 +83,7 @@ def summary_lines(s, list_events: bool = False) -> list[str]:
 
 
 def run(args) -> int:
-    from insitu.session import open_session
+    from insitu.core.session import open_session
 
     with open_session(args.session) as s:  # a dead writer's file is finished as "interrupted" on the way
         if s.recovered:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from insitu.errors import UserError
+from insitu.core.errors import UserError
 
 HELP = "Build a microstructure file from an orientation map (.ang/.ctf) or label image"
 DESCRIPTION = """Build the simulator's microstructure HDF5 file.
@@ -100,20 +100,20 @@ def add_electrodes(grains, sides: dict):
 def run(args) -> int:
     from pathlib import Path
 
-    from insitu.jit_notice import ORIX_KERNELS, compile_notice
+    from insitu.core.jit_notice import ORIX_KERNELS, compile_notice
 
     compile_notice("insitu microstructure", ORIX_KERNELS)
 
     import numpy as np
 
-    from insitu.analysis.microstructure import Microstructure, c_axis_from_euler, write_microstructure
+    from insitu.analysis.transport.microstructure import Microstructure, c_axis_from_euler, write_microstructure
 
     sides = parse_electrodes(args.electrode)
     src = Path(args.map)
     out = Path(args.out)
     if out.parent != Path("") and not out.parent.exists():
         out.parent.mkdir(parents=True, exist_ok=True)  # documented: the folder of --out is created
-    from insitu.outputs import check_target, output_file
+    from insitu.core.outputs import check_target, output_file
 
     check_target(out, args.overwrite)
     if not src.is_file():
@@ -122,7 +122,7 @@ def run(args) -> int:
     euler = None
     map_thickness = None
     if ext in (".ang", ".ctf"):
-        from insitu.analysis.orientation import load_orientation_map, mean_orientations, segment_grains
+        from insitu.analysis.transport.orientation import load_orientation_map, mean_orientations, segment_grains
 
         om = load_orientation_map(src)
         if not om.valid.any():
@@ -137,7 +137,7 @@ def run(args) -> int:
             raise UserError("a label image needs --orientations CSV (grain_id + c_x, c_y, c_z or phi1, Phi, phi2)")
         if not args.voxel_size_m:
             raise UserError("a label image needs --voxel-size-m")
-        from insitu.analysis.orientation import read_orientation_csv
+        from insitu.analysis.transport.orientation import read_orientation_csv
 
         if ext == ".png":
             from skimage.io import imread

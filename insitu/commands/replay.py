@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import sys
-from insitu.units import count
+from insitu.core.units import count
 
 HELP = "Replay a recorded session through the pipeline at its recorded timing"
 DESCRIPTION = """\
@@ -37,7 +37,7 @@ class _Progress:
         self.frames = 0
 
     def __call__(self, rec):
-        from insitu.records import BiasSample, FrameRecord
+        from insitu.core.records import BiasSample, FrameRecord
 
         if isinstance(rec, BiasSample):
             self.v, self.i = rec.voltage_V, rec.current_A
@@ -53,7 +53,7 @@ def _copy_context(src_path, dst_path) -> None:
     """Copy the original's instrument groups and /entry/sample (e.g. ground truth) into the replayed file."""
     import h5py
 
-    from insitu.session import _open_h5, tidy_session
+    from insitu.core.session import _open_h5, tidy_session
 
     src, _ = _open_h5(src_path)
     try:
@@ -69,7 +69,7 @@ def _copy_context(src_path, dst_path) -> None:
 
 
 def run(args) -> int:
-    from insitu.errors import UserError
+    from insitu.core.errors import UserError
 
     if not (args.speed > 0 and args.speed < float("inf")):
         raise UserError(f"--speed must be a finite number > 0, got {args.speed:g}")
@@ -82,14 +82,14 @@ def run(args) -> int:
 
     from pathlib import Path
 
-    from insitu.replay import Player
+    from insitu.control.replay import Player
 
     player = Player(args.session, speed=args.speed)
     sinks = []
     writer = None
     try:
         if args.out:
-            from insitu.session import SessionWriter
+            from insitu.core.session import SessionWriter
 
             src = player.session
             writer = SessionWriter(args.out, overwrite=args.overwrite, start_time_iso=src.start_time,
@@ -101,13 +101,13 @@ def run(args) -> int:
         analyzer = None
         if args.analyze:
             from insitu.analysis.pipeline import LiveAnalyzer
-            from insitu.records import FrameRecord
+            from insitu.core.records import FrameRecord
 
             analyzer = LiveAnalyzer()
             out_dir = Path(args.analyze)
             out_dir.mkdir(parents=True, exist_ok=True)
             sinks.append(lambda r: analyzer.feed(r.data, r.time_s) if isinstance(r, FrameRecord) else None)
-        from insitu.progress import StatusLine
+        from insitu.core.progress import StatusLine
 
         progress = _Progress(player, StatusLine(sys.stderr))
         if not args.quiet:

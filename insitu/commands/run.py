@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import sys
 
-from insitu.config import DEFAULT_FRAME_INTERVAL_S
-from insitu.errors import UserError
-from insitu.units import count
+from insitu.control.config import DEFAULT_FRAME_INTERVAL_S
+from insitu.core.errors import UserError
+from insitu.core.units import count
 
 HELP = "Run a bias protocol on instruments (or --mock) and record a session file"
 DESCRIPTION = """\
@@ -90,13 +90,13 @@ def _instrument_info(part, fallback: dict | None = None) -> dict:
 def run(args) -> int:
     from pathlib import Path
 
-    from insitu.clock import Clock
-    from insitu.config import load_instruments, mock_toml, parse_instruments
-    from insitu.engine import Engine
-    from insitu.errors import StoppedEarly
+    from insitu.core.clock import Clock
+    from insitu.control.config import load_instruments, mock_toml, parse_instruments
+    from insitu.control.engine import Engine
+    from insitu.core.errors import StoppedEarly
     from insitu.instruments import open_instruments
-    from insitu.protocol import load_protocol
-    from insitu.session import SessionWriter
+    from insitu.control.protocol import load_protocol
+    from insitu.core.session import SessionWriter
 
     protocol = load_protocol(args.protocol)          # validated in full: exit 1 before anything is touched
     if args.frame_interval is not None and not args.mock:
@@ -123,7 +123,7 @@ def run(args) -> int:
     try:
         writer = SessionWriter(out, overwrite=args.overwrite, start_time_iso=clock.start_iso,
                                protocol_text=protocol.text, instruments_text=instruments_text)
-        from insitu.progress import status_stream
+        from insitu.core.progress import status_stream
 
         engine = Engine(protocol, instruments, [writer], status_stream=status_stream(args.quiet))
         restore = _install_signal_handlers(engine)
@@ -154,7 +154,7 @@ def run(args) -> int:
     finally:
         instruments.close()
     if writer.error is not None:  # the protocol ended, but the file could not take everything
-        from insitu.session import RecordingFailed, _reason
+        from insitu.core.session import RecordingFailed, _reason
 
         raise RecordingFailed(f"recording failed: {out}: {_reason(writer.error)}; the protocol itself ended "
                               f"{status} (output off at 0 V); the file's status is recording_failed")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import warnings
 
-from insitu.errors import UserError
+from insitu.core.errors import UserError
 
 HELP = "Run the resistor-network transport simulator on a microstructure file"
 DESCRIPTION = """Run the transport simulator (docs/simulator.md: the model and its limits) on a microstructure file.
@@ -62,14 +62,14 @@ def parse_potentials(items) -> dict:
 
 
 def run(args) -> int:
-    from insitu.jit_notice import compile_notice
+    from insitu.core.jit_notice import compile_notice
 
     compile_notice("insitu simulate")
-    from insitu.analysis import network
-    from insitu.analysis.microstructure import read_microstructure
-    from insitu.analysis.simulator import floating_message, save_result, simulate
+    from insitu.analysis.transport import network
+    from insitu.analysis.transport.microstructure import read_microstructure
+    from insitu.analysis.transport.simulator import floating_message, save_result, simulate
 
-    from insitu.outputs import check_target
+    from insitu.core.outputs import check_target
 
     check_target(args.out, args.overwrite, folder=True)  # before a long solve, not after
     if not args.rtol > 0 or not args.rtol < 1:
@@ -93,13 +93,13 @@ def run(args) -> int:
         print(f"warning: {msg} (excluded)", file=sys.stderr)
     from pathlib import Path
 
-    from insitu.outputs import output_dir
+    from insitu.core.outputs import output_dir
 
     out = Path(args.out)
     with output_dir(out, args.overwrite) as tmp:  # renamed to OUT when complete
         paths = save_result(result, tmp)
         if args.plots:
-            from insitu.analysis.simulator_plots import plot_result
+            from insitu.analysis.transport.simulator_plots import plot_result
 
             paths.update(plot_result(result, micro, tmp))
     paths = {k: out / Path(p).relative_to(tmp) if isinstance(p, (str, Path)) else p for k, p in paths.items()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from insitu.errors import EXIT_OK, EXIT_USER, UserError
+from insitu.core.errors import EXIT_OK, EXIT_USER, UserError
 
 HELP = "Simulate over a grid of material parameters (dask.distributed): sweep.csv, gb_sweep.csv, sweep.html"
 DESCRIPTION = """\
@@ -59,10 +59,10 @@ def run(args) -> int:
 
     from insitu.analysis import sweep
     from insitu.analysis.batch import content_hash, write_table
-    from insitu.analysis.microstructure import read_microstructure
-    from insitu.analysis.simulator import GB_COLUMNS
+    from insitu.analysis.transport.microstructure import read_microstructure
+    from insitu.analysis.transport.simulator import GB_COLUMNS
     from insitu.commands.simulate import parse_potentials
-    from insitu.scaleout import open_client, run_tasks
+    from insitu.core.scaleout import open_client, run_tasks
 
     pots = parse_potentials(args.potential)
     grid = sweep.parameter_grid(args.param)

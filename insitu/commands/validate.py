@@ -34,7 +34,7 @@ def _hms(s: float) -> str:
 def format_timeline(protocol, tl) -> str:
     """The text ``insitu validate`` prints."""
     lim = protocol.limits
-    from insitu.protocol import effective_rate
+    from insitu.control.protocol import effective_rate
 
     extra = []
     if lim.short_current is not None:
@@ -71,12 +71,12 @@ def format_timeline(protocol, tl) -> str:
 
 
 def run(args) -> int:
-    from insitu.errors import UserError
-    from insitu.protocol import expand, load_protocol
-    from insitu.validation import printable
+    from insitu.core.errors import UserError
+    from insitu.control.protocol import expand, load_protocol
+    from insitu.core.validation import printable
 
     protocol = load_protocol(args.protocol)
-    from insitu.config import DEFAULT_FRAME_INTERVAL_S, load_instruments
+    from insitu.control.config import DEFAULT_FRAME_INTERVAL_S, load_instruments
 
     config = load_instruments(args.config)[0] if args.config else None
     probe = args.probe_current

@@ -11,7 +11,7 @@
   experiment second) while the beam is unblanked; ``meta`` carries
   ``pixel_size_m``, ``dwell_s``, ``probe_current_A`` and ``frame_time_s``.
 
-All three read one :class:`~insitu.clock.Clock`, so ``--time-scale`` accelerates
+All three read one :class:`~insitu.core.clock.Clock`, so ``--time-scale`` accelerates
 the whole virtual experiment.
 """
 from __future__ import annotations
@@ -21,11 +21,11 @@ import math
 import threading
 import time
 
-from insitu.clock import Clock
-from insitu.config import DEFAULT_FRAME_INTERVAL_S
+from insitu.core.clock import Clock
+from insitu.control.config import DEFAULT_FRAME_INTERVAL_S
 from insitu.drivers.interfaces import Frame, Measurement
 from insitu.drivers.mock import MockBeamBlanker, MockSourceMeter
-from insitu.instruments import Instruments
+from insitu.drivers.interfaces import Instruments
 
 
 #: frame rate when the config does not set ``frames.rate_hz`` (the project-wide default interval)
@@ -207,7 +207,7 @@ def open_virtual_instruments(config, clock: Clock, seed: int = 0, *, specimen=No
     ----------
     config : InstrumentsConfig
         ``frames.rate_hz`` sets the frame rate (frames per experiment second; its
-        default is :data:`insitu.config.DEFAULT_FRAME_INTERVAL_S`); ``beam.probe_current_A`` the probe current.
+        default is :data:`insitu.control.config.DEFAULT_FRAME_INTERVAL_S`); ``beam.probe_current_A`` the probe current.
     clock : Clock
         Shared by everything (``time_scale`` accelerates the whole experiment).
     seed : int

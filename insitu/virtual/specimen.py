@@ -2,10 +2,10 @@
 
 One :class:`VirtualSpecimen` holds
 
-* the microstructure (``insitu.analysis.lamella.voronoi_lamella``: ~20 Voronoi
+* the microstructure (``insitu.analysis.transport.lamella.voronoi_lamella``: ~20 Voronoi
   grains with random 3D orientations, ZrO2 particles, backbone, Au(Pt) electrode
   along the top, Na source along the right, vacuum beyond), seeded;
-* one transport simulation of it (``insitu.analysis.simulator.simulate``, run once
+* one transport simulation of it (``insitu.analysis.transport.simulator.simulate``, run once
   at start-up, Au(Pt) at 0 V and the Na source at 1 V): the network conductance
   (× ``conductance_scale``: the paper's sub-µA currents) and the current density /
   GB jumps that drive the filament model;
@@ -73,8 +73,8 @@ class Scene:
 
 
 def _scene_from_microstructure(m) -> Scene:
-    """Phase maps from a :class:`insitu.analysis.microstructure.Microstructure`."""
-    from insitu.analysis import microstructure as ms
+    """Phase maps from a :class:`insitu.analysis.transport.microstructure.Microstructure`."""
+    from insitu.analysis.transport import microstructure as ms
 
     labels = np.asarray(m.grains)
     neg = np.asarray(m.electrodes[NEGATIVE], bool)
@@ -108,8 +108,8 @@ def make_lamella(seed: int, shape=(256, 256), n_grains: int = 20, n_zro2: int = 
     >>> m.shape, int(m.grains[0, 0])
     ((128, 128), 0)
     """
-    from insitu.analysis.lamella import voronoi_lamella
-    from insitu.analysis.microstructure import Microstructure, VACUUM as VAC
+    from insitu.analysis.transport.lamella import voronoi_lamella
+    from insitu.analysis.transport.microstructure import Microstructure, VACUUM as VAC
 
     ny, nx = shape
     m = voronoi_lamella((ny - vacuum_px, nx - vacuum_px), n_grains=n_grains, seed=seed, zro2=n_zro2,
@@ -178,7 +178,7 @@ class VirtualSpecimen:
         return make_lamella(self.seed, p.shape, p.n_grains, p.n_zro2)
 
     def _simulate(self):
-        from insitu.analysis.simulator import simulate
+        from insitu.analysis.transport.simulator import simulate
 
         return simulate(self.microstructure, {NEGATIVE: 0.0, POSITIVE: 1.0})
 
@@ -200,7 +200,7 @@ class VirtualSpecimen:
         """The GB driving force (``correlate.DRIVING_FORCE``, at 1 V) on each GB pixel (both sides of a
         boundary face; the larger where faces share a pixel), and the grain pair of each GB pixel."""
         from insitu.analysis.correlate import DRIVING_FORCE, face_driving_force
-        from insitu.analysis.microstructure import boundary_pixels
+        from insitu.analysis.transport.microstructure import boundary_pixels
 
         lab = self.scene.grains
         b = boundary_pixels(lab)
@@ -220,7 +220,7 @@ class VirtualSpecimen:
         a seed there could belong to either GB, so none is placed there."""
         from scipy.spatial import cKDTree
 
-        from insitu.analysis.microstructure import boundary_pixels
+        from insitu.analysis.transport.microstructure import boundary_pixels
 
         b = boundary_pixels(self.scene.grains)
         out = np.zeros(self.scene.grains.shape, bool)
@@ -409,7 +409,7 @@ class VirtualSpecimen:
     def _write_microstructure(self, writer) -> None:
         """The microstructure file layout under ``/entry/sample/microstructure`` of the session
         (through :meth:`SessionWriter.modify`, or straight into an h5py group)."""
-        from insitu.analysis.microstructure import write_microstructure
+        from insitu.analysis.transport.microstructure import write_microstructure
 
         path = "/entry/sample/microstructure"
         m = self.microstructure
@@ -432,12 +432,12 @@ def run_timeline(specimen: VirtualSpecimen, timeline, frame_period_s: float = 25
 
     Ramps are applied as ``dt_s`` staircases; a frame is rendered every ``frame_period_s``
     while the segment is unblanked and passed to ``on_frame(frame, time_s)``. Used by
-    tests and benchmarks; real runs go through :class:`insitu.engine.Engine`.
+    tests and benchmarks; real runs go through :class:`insitu.control.engine.Engine`.
 
     Parameters
     ----------
     specimen : VirtualSpecimen
-    timeline : insitu.protocol.Timeline (``expand(protocol)``)
+    timeline : insitu.control.protocol.Timeline (``expand(protocol)``)
     frame_period_s : float
     on_frame : callable(frame, time_s), optional
     dt_s : float

@@ -61,7 +61,7 @@ def plot_result(result, micro, out_dir) -> dict:
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm, TwoSlopeNorm
 
-    from insitu.analysis.microstructure import boundary_pixels
+    from insitu.analysis.transport.microstructure import boundary_pixels
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ Binding file layout (any HDF5 group may hold it)::
            gb_ratio (sigma_ip/sigma_GB), gb_thickness_m, backbone_ratio (sigma_ip/sigma_backbone)
 
 Every problem with a file or an in-memory :class:`Microstructure` is reported
-as a one-line :class:`insitu.errors.UserError` naming it.
+as a one-line :class:`insitu.core.errors.UserError` naming it.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from insitu.errors import UserError
+from insitu.core.errors import UserError
 
 VACUUM = 0
 ZRO2 = -1

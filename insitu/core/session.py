@@ -21,12 +21,12 @@ written at least once a second (flush-on-write when a second has passed, and
 a background flusher for quiet periods); frames go to disk as they arrive.
 A ``kill -9`` therefore leaves a file that holds everything up to the last
 flush. The writer holds an advisory lock on the file for the whole run
-(:mod:`insitu.writelock`): a second writer is refused, and the first reader
+(:mod:`insitu.core.writelock`): a second writer is refused, and the first reader
 that finds the lock gone finishes the file as ``interrupted``
 (:func:`recover_interrupted`), after which plain ``h5py.File(path)`` and
 HyperSpy open it. A failed write stops the recording (:class:`RecordingFailed`,
 status ``recording_failed``); a truncated file is refused before HDF5 reads it
-(:mod:`insitu.superblock`). Readers drop trailing rows
+(:mod:`insitu.core.superblock`). Readers drop trailing rows
 whose time is still NaN (resized but not yet written when the writer died).
 A log that never received a record holds one such placeholder row (HyperSpy's
 NeXus reader cannot read zero-size datasets).
@@ -53,10 +53,10 @@ import h5py
 import numpy as np
 
 from insitu import __version__
-from insitu.errors import InstrumentError, StoppedEarly, UserError
-from insitu.records import BeamSample, BiasSample, EventRecord, FrameRecord, ProgressRecord
-from insitu.superblock import check_not_truncated, repair_session
-from insitu.writelock import WriteLock, try_lock, writer_alive
+from insitu.core.errors import InstrumentError, StoppedEarly, UserError
+from insitu.core.records import BeamSample, BiasSample, EventRecord, FrameRecord, ProgressRecord
+from insitu.core.superblock import check_not_truncated, repair_session
+from insitu.core.writelock import WriteLock, try_lock, writer_alive
 
 #: statuses a writer closes with (``recording_failed`` replaces any of them after a failed write)
 CLOSE_STATUSES = ("complete", "aborted", "fault")
@@ -207,7 +207,7 @@ class SessionWriter:
     Examples
     --------
     >>> import tempfile, os
-    >>> from insitu.records import BiasSample
+    >>> from insitu.core.records import BiasSample
     >>> p = os.path.join(tempfile.mkdtemp(), "s.h5")
     >>> with SessionWriter(p, start_time_iso="2026-01-01T00:00:00+00:00") as w:
     ...     w.write(BiasSample(0.0, 0.0, 0.0, 1e-12, False))
@@ -395,7 +395,7 @@ class SessionWriter:
         """Remember the first write error; from now on the file is only given its status."""
         if self.error is None:
             self.error = exc
-            from insitu.outputs import hdf5_failed
+            from insitu.core.outputs import hdf5_failed
 
             hdf5_failed(exc, 2)  # when HDF5 itself failed: a fault (exit 2), without its crash at exit
         return RecordingFailed(f"cannot write {self.path}: {_reason(self.error)}")
@@ -690,7 +690,7 @@ def _last_time(f: h5py.File) -> float:
 def recover_interrupted(path) -> bool:
     """Finish the file of a writer that died (``kill -9``, crash): status ``interrupted``.
 
-    Only when nobody holds the writer's lock (:mod:`insitu.writelock`); the
+    Only when nobody holds the writer's lock (:mod:`insitu.core.writelock`); the
     lock is taken for the repair. Clears the superblock's write flags (so plain
     ``h5py.File(path)`` and ``hs.load(path, file_format="NeXus")`` open it),
     drops rows resized but never written, converts text columns

@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from insitu.errors import UserError
+from insitu.core.errors import UserError
 
 PARTIAL = ".partial-"
 INCOMPLETE = ".incomplete"

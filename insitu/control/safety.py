@@ -19,7 +19,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from insitu.errors import InstrumentError
+from insitu.core.errors import InstrumentError
 
 #: relative tolerance for floating-point comparisons against limits
 _EPS = 1e-9
@@ -39,7 +39,7 @@ def check_setpoint(level_V: float, max_voltage_V: float) -> float:
     >>> check_setpoint(18.0, 17.5)
     Traceback (most recent call last):
     ...
-    insitu.safety.LimitBreach: setpoint 18 V beyond the limit ±17.5 V: refused
+    insitu.control.safety.LimitBreach: setpoint 18 V beyond the limit ±17.5 V: refused
     """
     if not math.isfinite(level_V) or abs(level_V) > max_voltage_V * (1 + _EPS):
         raise LimitBreach(f"setpoint {level_V:g} V beyond the limit ±{max_voltage_V:g} V: refused")
@@ -180,7 +180,7 @@ def check_measurement(voltage_V: float, current_A: float, compliance_hit: bool, 
         The reading.
     compliance_hit : bool
         The instrument reports that the current limit is active.
-    limits : insitu.protocol.Limits
+    limits : insitu.control.protocol.Limits
     on_compliance : {"hold", "abort"}
     max_voltage_V : float, optional
         Voltage bound for the read-back (default ``limits.max_voltage``; the
@@ -195,7 +195,7 @@ def check_measurement(voltage_V: float, current_A: float, compliance_hit: bool, 
 
     Examples
     --------
-    >>> from insitu.protocol import Limits
+    >>> from insitu.control.protocol import Limits
     >>> lim = Limits(max_voltage=17.5, compliance_current=1e-6, max_slew_rate=0.5, short_current=8e-7)
     >>> check_measurement(10.0, 9e-7, False, lim).kind
     'short'

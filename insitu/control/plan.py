@@ -1,6 +1,6 @@
 """The plan: what the protocol asks for at each moment; the engine decides how and when.
 
-The plan is the list of flat steps (:func:`insitu.protocol.flatten`, ``repeat``
+The plan is the list of flat steps (:func:`insitu.control.protocol.flatten`, ``repeat``
 unrolled, ending with the ramp back to 0 V) plus two pure functions of the
 step's own protocol time ``tau`` (s since the step began, stopped while the
 engine holds): :func:`level_at`, the staircase setpoint, and :func:`is_done`.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from insitu.protocol import FlatStep, Protocol, flatten
+from insitu.control.protocol import FlatStep, Protocol, flatten
 
 _TICK_EPS = 1e-6  # fraction of a tick: absorbs float rounding of tau
 
@@ -24,7 +24,7 @@ def plan(protocol: Protocol) -> list[FlatStep]:
 
     Examples
     --------
-    >>> from insitu.protocol import parse_protocol
+    >>> from insitu.control.protocol import parse_protocol
     >>> p = parse_protocol('''
     ... limits: {max_voltage: 5, compliance_current: 1.0e-6, max_slew_rate: 1}
     ... sample_interval: 0.5
@@ -40,7 +40,7 @@ def level_at(step: FlatStep, tau_s: float, dt_s: float) -> float:
 
     Examples
     --------
-    >>> from insitu.protocol import FlatStep
+    >>> from insitu.control.protocol import FlatStep
     >>> st = FlatStep(0, "ramp", "ramp", "steps[0]", v_start_V=0.0, v_end_V=1.0, rate_V_s=0.5, n_ticks=4)
     >>> [level_at(st, t, 0.5) for t in (0.0, 0.5, 1.0, 1.9, 5.0)]
     [0.0, 0.25, 0.5, 0.75, 1.0]
@@ -58,7 +58,7 @@ def is_done(step: FlatStep, tau_s: float, dt_s: float) -> bool:
 
     Examples
     --------
-    >>> from insitu.protocol import FlatStep
+    >>> from insitu.control.protocol import FlatStep
     >>> st = FlatStep(0, "hold", "hold", "steps[0]", n_ticks=3)
     >>> is_done(st, 0.4, 0.2), is_done(st, 0.6, 0.2)
     (False, True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from insitu.errors import UserError
+from insitu.core.errors import UserError
 
 
 def _rz(a):
@@ -250,7 +250,7 @@ def segment_grains(euler, valid, threshold_deg: float = 5.0, min_grain_px: int =
 
 
 def _merge_small(labels, min_px):
-    from insitu.analysis.microstructure import boundary_pixels
+    from insitu.analysis.transport.microstructure import boundary_pixels
 
     for _ in range(10):
         ids, counts = np.unique(labels[labels > 0], return_counts=True)
@@ -319,7 +319,7 @@ def read_orientation_csv(path):
     """
     import csv
 
-    from insitu.analysis.microstructure import c_axis_from_euler
+    from insitu.analysis.transport.microstructure import c_axis_from_euler
 
     try:
         with open(path, newline="") as fh:

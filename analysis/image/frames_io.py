@@ -2,12 +2,12 @@
 
 A folder holds TIFF, Velox ``.emd`` or DigitalMicrograph ``.dm3``/``.dm4`` files
 (any of them may be a stack), read in natural name order (``f2`` before
-``f10``) with RosettaSciIO through :mod:`insitu.readers`. An optional
+``f10``) with RosettaSciIO through :mod:`insitu.core.readers`. An optional
 ``frames.csv`` with columns ``index,time_s`` gives the frame times (s), indexed
 over the whole series; without it, the files' own time calibration is used,
 else 1 s per frame.
 
-Only one file is in memory at a time. Problems raise :class:`~insitu.errors.UserError`
+Only one file is in memory at a time. Problems raise :class:`~insitu.core.errors.UserError`
 naming the file: unreadable file, frames of a different shape, empty folder,
 a bad ``frames.csv``.
 """
@@ -21,7 +21,7 @@ from typing import Iterator
 
 import numpy as np
 
-from insitu.errors import UserError
+from insitu.core.errors import UserError
 
 __all__ = ["FrameFolder", "open_frames", "read_times_csv"]
 
@@ -80,7 +80,7 @@ class FrameFolder:
 
     def iter_frames(self) -> Iterator[tuple[int, float, np.ndarray]]:
         """Yield ``(index, time_s, frame)``; frames of one file are read together."""
-        from insitu.readers import read_file
+        from insitu.core.readers import read_file
 
         next_start = 0.0
         index = 0

@@ -1,9 +1,9 @@
 """Replay a recorded session: its records re-emitted to sinks at ``speed`` × the recorded timing.
 
-The same sinks a live run feeds (a :class:`~insitu.session.SessionWriter`,
-live analysis, the GUI) receive :class:`~insitu.records.BiasSample`,
-:class:`~insitu.records.BeamSample`, :class:`~insitu.records.EventRecord` and
-:class:`~insitu.records.FrameRecord` with their recorded times, in time order,
+The same sinks a live run feeds (a :class:`~insitu.core.session.SessionWriter`,
+live analysis, the GUI) receive :class:`~insitu.core.records.BiasSample`,
+:class:`~insitu.core.records.BeamSample`, :class:`~insitu.core.records.EventRecord` and
+:class:`~insitu.core.records.FrameRecord` with their recorded times, in time order,
 each when the replay clock reaches it.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from insitu.clock import Clock
-from insitu.records import BeamSample, BiasSample, EventRecord, FrameRecord, ProgressRecord
+from insitu.core.clock import Clock
+from insitu.core.records import BeamSample, BiasSample, EventRecord, FrameRecord, ProgressRecord
 
 
 def _merged(session) -> list[tuple[float, int, str, int]]:
@@ -53,8 +53,8 @@ class Player:
     """
 
     def __init__(self, session_path, speed: float = 1.0, sinks: Iterable[Callable] = (), clock: Clock | None = None):
-        from insitu.errors import UserError
-        from insitu.session import open_session
+        from insitu.core.errors import UserError
+        from insitu.core.session import open_session
 
         if not (speed > 0 and np.isfinite(speed)):
             raise UserError(f"replay speed must be a finite number > 0, got {speed!r}")

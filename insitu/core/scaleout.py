@@ -27,7 +27,7 @@ import sys
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator
 
-from insitu.errors import UserError
+from insitu.core.errors import UserError
 
 #: environment every worker process gets (one BLAS/OpenMP/numba thread per worker process)
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",

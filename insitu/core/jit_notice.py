@@ -14,7 +14,7 @@ from pathlib import Path
 #: orientation conversions (reading a map) and the simulator's network (the multigrid solver
 #: compiles too, but only large grids use it)
 ORIX_KERNELS = (("orix", "quaternion/_conversions.py"),)
-TRANSPORT_KERNELS = ORIX_KERNELS + (("insitu", "analysis/network.py"),)
+TRANSPORT_KERNELS = ORIX_KERNELS + (("insitu", "analysis/transport/network.py"),)
 
 
 def _module_file(package: str, relative: str) -> Path | None:

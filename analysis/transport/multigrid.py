@@ -1,7 +1,7 @@
 """Structured ("black-box") multigrid for the voxel-grid systems, used as a CG preconditioner.
 
 The operator lives on the voxel grid as a 9-point stencil ``S[k, i, j]`` (k over
-:data:`insitu.analysis.solver.ALL_OFFSETS`); voxels that are not unknowns get identity rows, so the
+:data:`insitu.analysis.transport.solver.ALL_OFFSETS`); voxels that are not unknowns get identity rows, so the
 grid stays rectangular on every level. Ingredients (after Dendy, J. Comput. Phys. 48, 1982):
 
 * operator-dependent interpolation from the stencil (collapsed along lines), so that jumps in
@@ -818,7 +818,7 @@ def solve_grid(stencil: dict, unknown, fixed_value, rtol: float = 1e-8, info: di
     t_mg_setup_s."""
     import time
 
-    from insitu.errors import UserError
+    from insitu.core.errors import UserError
 
     S, b = grid_system(stencil, unknown, fixed_value)
     t0 = time.perf_counter()

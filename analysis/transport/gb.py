@@ -155,7 +155,7 @@ def boundary_geometry(faces, pair, n_pairs: int, radius: int = 5):
     Parameters
     ----------
     faces : dict of ndarray
-        :func:`insitu.analysis.microstructure.boundary_pixels` output.
+        :func:`insitu.analysis.transport.microstructure.boundary_pixels` output.
     pair : ndarray of int
         GB index (0 .. n_pairs - 1) of every face.
     n_pairs : int
@@ -171,7 +171,7 @@ def boundary_geometry(faces, pair, n_pairs: int, radius: int = 5):
 
     Example
     -------
-    >>> from insitu.analysis.microstructure import boundary_pixels
+    >>> from insitu.analysis.transport.microstructure import boundary_pixels
     >>> yy, xx = np.mgrid[:200, :200]
     >>> g = np.where(xx < 0.5 * yy + 50, 1, 2)             # straight GB, 63.4 deg from +x
     >>> bp = boundary_pixels(g)

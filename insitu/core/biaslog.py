@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from insitu.errors import UserError
+from insitu.core.errors import UserError
 
 _TIME_UNITS = {"milliseconds": 1e-3, "ms": 1e-3, "seconds": 1.0, "s": 1.0, "microseconds": 1e-6}
 _CURRENT_UNITS = {"amps": 1.0, "a": 1.0, "milliamps": 1e-3, "ma": 1e-3, "microamps": 1e-6, "ua": 1e-6,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from insitu.errors import UserError
+from insitu.core.errors import UserError
 
 #: all nine offsets in increasing linear-index order (keeps CSR rows sorted)
 ALL_OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 0), (0, 1), (1, -1), (1, 0), (1, 1))
@@ -26,7 +26,7 @@ def build_system(stencil: dict, unknown, fixed_value):
     Parameters
     ----------
     stencil : dict
-        From :func:`insitu.analysis.network.assemble`.
+        From :func:`insitu.analysis.transport.network.assemble`.
     unknown : ndarray of bool, shape (ny, nx)
         Voxels whose potential is solved for.
     fixed_value : ndarray of float, shape (ny, nx)

@@ -13,7 +13,7 @@ What it guarantees (see ``docs/protocols.md``):
   the level is set to 0 V, and only then is the output switched on.
 * Every sample tick (``sample_interval``, on the clock's schedule): one
   setpoint, each checked against ``max_voltage`` and clamped by the
-  :class:`~insitu.safety.SlewGuard`, then a read-back of voltage and current.
+  :class:`~insitu.control.safety.SlewGuard`, then a read-back of voltage and current.
 * Suspenders: short (output off at once, exit 3), compliance (hold the level
   or abort), frame stall (hold and pause the protocol clock; abort after 3×),
   beam state wrong (abort), read-back beyond the limit (fault). Each is an
@@ -26,7 +26,7 @@ What it guarantees (see ``docs/protocols.md``):
   (a short, or a ramp-down that kept failing) is named with its level in the
   exit message. A lost connection: reconnect for
   up to ``reconnect_timeout_s``, ramp down from the level found, output off,
-  :class:`~insitu.errors.ConnectionLost` (exit 2).
+  :class:`~insitu.core.errors.ConnectionLost` (exit 2).
 
 Records go to every sink (callables): BiasSample each tick, BeamSample on
 each beam change, EventRecord, FrameRecord, ProgressRecord each tick.
@@ -39,14 +39,14 @@ import time
 from collections import deque
 from typing import Callable, Iterable
 
-from insitu.dose import dose_rate
+from insitu.control.dose import dose_rate
 from insitu.drivers.interfaces import Measurement
-from insitu.errors import ConnectionLost, InsituError, InstrumentError, StoppedEarly, UserError
-from insitu.plan import is_done, level_at, plan
-from insitu.protocol import Protocol, effective_rate, expand
-from insitu.records import BeamSample, BiasSample, EventRecord, FrameRecord, ProgressRecord
-from insitu.safety import LimitBreach, SlewGuard, check_measurement, check_setpoint, ramp_levels
-from insitu.units import count
+from insitu.core.errors import ConnectionLost, InsituError, InstrumentError, StoppedEarly, UserError
+from insitu.control.plan import is_done, level_at, plan
+from insitu.control.protocol import Protocol, effective_rate, expand
+from insitu.core.records import BeamSample, BiasSample, EventRecord, FrameRecord, ProgressRecord
+from insitu.control.safety import LimitBreach, SlewGuard, check_measurement, check_setpoint, ramp_levels
+from insitu.core.units import count
 
 #: frame-stall time used while an ``acquire`` step waits and the protocol sets none (s)
 ACQUIRE_STALL_S = 60.0
@@ -76,7 +76,7 @@ def _is_transport_failure(exc: BaseException) -> bool:
 
 
 class Engine:
-    """Run a :class:`~insitu.protocol.Protocol` on an :class:`~insitu.instruments.Instruments` bundle.
+    """Run a :class:`~insitu.control.protocol.Protocol` on an :class:`~insitu.instruments.Instruments` bundle.
 
     Parameters
     ----------
@@ -84,7 +84,7 @@ class Engine:
     instruments : Instruments
         Source-meter, blanker, frame source and the shared clock.
     sinks : iterable of callables
-        Each receives every record (e.g. a :class:`~insitu.session.SessionWriter`).
+        Each receives every record (e.g. a :class:`~insitu.core.session.SessionWriter`).
     status_stream : text stream, optional
         Where to draw the live one-line status (``\\r``-refreshed), e.g. a TTY.
     reconnect_timeout_s : float
@@ -92,10 +92,10 @@ class Engine:
 
     Example
     -------
-    >>> from insitu.clock import Clock
+    >>> from insitu.core.clock import Clock
     >>> from insitu.drivers.mock import MockSourceMeter, MockBeamBlanker
-    >>> from insitu.instruments import Instruments
-    >>> from insitu.protocol import parse_protocol
+    >>> from insitu.drivers.interfaces import Instruments
+    >>> from insitu.control.protocol import parse_protocol
     >>> clk = Clock(time_scale=200)
     >>> inst = Instruments(MockSourceMeter(clock=clk), MockBeamBlanker(), None, clk)
     >>> p = parse_protocol('''

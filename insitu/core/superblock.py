@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from insitu.errors import UserError
+from insitu.core.errors import UserError
 
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
 

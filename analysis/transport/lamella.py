@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from insitu.analysis.microstructure import BACKBONE, VACUUM, ZRO2, Microstructure, c_axis_from_euler
+from insitu.analysis.transport.microstructure import BACKBONE, VACUUM, ZRO2, Microstructure, c_axis_from_euler
 
 
 def random_euler(n: int, rng) -> np.ndarray:

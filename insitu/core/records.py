@@ -1,6 +1,6 @@
 """The records that flow from the engine to its sinks (session file, GUI, live analysis).
 
-All times are seconds on the experiment :class:`~insitu.clock.Clock`
+All times are seconds on the experiment :class:`~insitu.core.clock.Clock`
 (s since ``/entry/start_time``); all quantities in SI units except the electron
 dose, which microscopy quotes in e/Å².
 """

@@ -20,7 +20,7 @@ import os
 import struct
 from pathlib import Path
 
-from insitu.errors import UserError
+from insitu.core.errors import UserError
 
 try:
     import fcntl

@@ -40,11 +40,11 @@ import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError,
                       field_validator)
 
-from insitu.dose import DEFAULT_FIELD_OF_VIEW_M, dose_rate
-from insitu.errors import UserError
-from insitu.safety import n_ramp_steps
-from insitu.validation import first_error_line, one_line
-from insitu.units import count
+from insitu.control.dose import DEFAULT_FIELD_OF_VIEW_M, dose_rate
+from insitu.core.errors import UserError
+from insitu.control.safety import n_ramp_steps
+from insitu.core.validation import first_error_line, one_line
+from insitu.core.units import count
 
 #: hard bounds that no protocol may exceed (what a 2400/2450 can do at all: source ±210 V; current limit
 #: 1 nA .. 1.05 A, see ../shared/reference/smu-scpi.md and ``insitu.drivers.keithley``)
@@ -468,7 +468,7 @@ def parse_protocol(text: str, source: str = "protocol") -> Protocol:
     ... steps: [{ramp: {to: 20}}]''', "p.yaml")
     Traceback (most recent call last):
     ...
-    insitu.errors.UserError: p.yaml: steps[0].ramp.to: 20 V exceeds limits.max_voltage 17.5 V
+    insitu.core.errors.UserError: p.yaml: steps[0].ramp.to: 20 V exceeds limits.max_voltage 17.5 V
     """
     try:
         raw = yaml.load(text, Loader=_StrictLoader)

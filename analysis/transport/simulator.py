@@ -1,6 +1,6 @@
 """The transport simulator: DC ion current through the voxelised lamella (docs/simulator.md, "Model").
 
->>> from insitu.analysis.lamella import voronoi_lamella
+>>> from insitu.analysis.transport.lamella import voronoi_lamella
 >>> r = simulate(voronoi_lamella((64, 64)), {"top": 0.0, "right": 1.0})   # doctest: +SKIP
 >>> r.electrode_current["right"] > 0                                        # doctest: +SKIP
 True
@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from insitu.analysis import gb as gbmod
-from insitu.analysis import network
-from insitu.analysis.microstructure import Microstructure, boundary_pixels
-from insitu.analysis.solver import DIRECT_MAX, build_system, solve
-from insitu.errors import UserError
+from insitu.analysis.transport import gb as gbmod
+from insitu.analysis.transport import network
+from insitu.analysis.transport.microstructure import Microstructure, boundary_pixels
+from insitu.analysis.transport.solver import DIRECT_MAX, build_system, solve
+from insitu.core.errors import UserError
 
 #: gb.csv columns: the binding ones (DESIGN.md), then extra ones (docs/simulator.md, "Outputs")
 GB_COLUMNS = ("grain_a", "grain_b", "length_m", "j_a", "j_b", "jump", "delta_phi", "gb_type",
@@ -128,7 +128,7 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
         Potential (V) of every electrode in ``micro.electrodes``.
     model : {"full", "paper"}
         "full": the thin-film 2x2 conductivity tensor (J_z = 0; 9-point MFMFE scheme, see
-        :mod:`insitu.analysis.network`); "paper": the seed paper's sigma_xx, sigma_yy from the angle
+        :mod:`insitu.analysis.transport.network`); "paper": the seed paper's sigma_xx, sigma_yy from the angle
         of the conduction-plane trace (5-point network). "diagonal" is a deprecated alias of "paper"
         (DeprecationWarning).
     rtol : float
@@ -146,8 +146,8 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
         Compute the GB table (skip for speed when not needed).
     solver : {"auto", "direct", "mg", "amg", "reference"}
         "direct": SuperLU; "mg": structured multigrid-preconditioned CG
-        (:mod:`insitu.analysis.multigrid`); "amg": pyamg-preconditioned CG; "auto": direct up to
-        :data:`insitu.analysis.solver.DIRECT_MAX` unknowns, else "mg"; "reference": the benchmark
+        (:mod:`insitu.analysis.transport.multigrid`); "amg": pyamg-preconditioned CG; "auto": direct up to
+        :data:`insitu.analysis.transport.solver.DIRECT_MAX` unknowns, else "mg"; "reference": the benchmark
         baseline (link-by-link scipy assembly, pyamg Ruge-Stueben + CG; diagonal model only).
 
     Returns
@@ -219,7 +219,7 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
                     residual=float(np.linalg.norm(b - A @ x) / max(np.linalg.norm(b), 1e-300)))
         nnz = int(A.nnz)
     elif method == "mg":
-        from insitu.analysis.multigrid import solve_grid
+        from insitu.analysis.transport.multigrid import solve_grid
 
         t2 = time.perf_counter()
         xgrid = solve_grid(stencil, v.conducting, fixed, rtol=rtol, info=info)
@@ -294,7 +294,7 @@ def applied_field(micro: Microstructure, potentials: dict, solver: str = "auto",
     -------
     >>> E = applied_field(voronoi_lamella((64, 64)), {"top": 0.0, "right": 1.0})   # doctest: +SKIP
     """
-    from insitu.analysis.microstructure import VACUUM
+    from insitu.analysis.transport.microstructure import VACUUM
 
     uniform = replace(micro, grains=np.where(micro.grains != VACUUM, 1, 0).astype(np.int32),
                       grain_ids=np.array([1]), c_axis=np.array([[0.0, 0.0, 1.0]]), euler_bunge=None)
@@ -334,7 +334,7 @@ def gb_bands(label, faces, pair, band_px: float):
     label : ndarray of int (ny, nx)
         Grain ids (> 0) where GBs count, else 0.
     faces : dict
-        :func:`insitu.analysis.microstructure.boundary_pixels` of ``label``.
+        :func:`insitu.analysis.transport.microstructure.boundary_pixels` of ``label``.
     pair : ndarray of int
         GB index of every face.
     band_px : float
@@ -382,9 +382,9 @@ def gb_table(micro, v, phi, j, E, applied, fl, tol_deg=15.0, beam_tol_deg=15.0, 
     j, E, applied : ndarray (ny, nx, 2)
         Current density (A/m^2), field and applied field (:func:`applied_field`, V/m).
     fl : dict
-        Face fluxes (:func:`insitu.analysis.network.fluxes`).
+        Face fluxes (:func:`insitu.analysis.transport.network.fluxes`).
     tol_deg, beam_tol_deg : float
-        Classification tolerances (:func:`insitu.analysis.gb.classify`, :func:`insitu.analysis.gb.trace_angle_deg`).
+        Classification tolerances (:func:`insitu.analysis.transport.gb.classify`, :func:`insitu.analysis.transport.gb.trace_angle_deg`).
     band_px : float, optional
         Width (voxels) of the band on each side over which |j| and E are averaged
         (default :func:`gb_band_px`).
@@ -462,7 +462,7 @@ def gb_table(micro, v, phi, j, E, applied, fl, tol_deg=15.0, beam_tol_deg=15.0, 
     gb_type, blocking = gbmod.classify(theta_a, theta_b, normal_deg, applied_deg, tol_deg)
     mis = np.full(npair, np.nan)
     if micro.euler_bunge is not None:
-        from insitu.analysis.orientation import misorientation_deg
+        from insitu.analysis.transport.orientation import misorientation_deg
 
         emap = {int(g): micro.euler_bunge[i] for i, g in enumerate(micro.grain_ids)}
         mis = misorientation_deg(np.array([emap[int(g)] for g in ga]), np.array([emap[int(g)] for g in gbb]))

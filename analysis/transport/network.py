@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from insitu.analysis.microstructure import BACKBONE, Microstructure
+from insitu.analysis.transport.microstructure import BACKBONE, Microstructure
 
 #: stencil offsets (dy, dx) stored on the grid (the other half follows by symmetry)
 FORWARD = ((0, 1), (1, 0), (1, 1), (1, -1))

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from insitu.errors import UserError
-from insitu.outputs import check_space, check_target, output_dir, output_file
+from insitu.core.errors import UserError
+from insitu.core.outputs import check_space, check_target, output_dir, output_file
 
 FORMATS = ("hspy", "zspy", "tiff")
 #: sessions with more frame data than this are exported lazily (dask), one frame in memory at a time
@@ -34,7 +34,7 @@ def session_to_signal(session, *, lazy: bool = False, uniform_time: bool | None 
     Parameters
     ----------
     session : Session or str or Path
-        An open :class:`~insitu.session.Session` or a session file path.
+        An open :class:`~insitu.core.session.Session` or a session file path.
     lazy : bool
         Keep the frames on disk (dask) instead of reading them all.
     uniform_time : bool, optional
@@ -54,7 +54,7 @@ def session_to_signal(session, *, lazy: bool = False, uniform_time: bool | None 
     """
     import hyperspy.api as hs
 
-    from insitu.session import Session, open_session
+    from insitu.core.session import Session, open_session
 
     s = session if isinstance(session, Session) else open_session(session)
     if s.n_frames == 0:
@@ -122,7 +122,7 @@ def export_session(session_path, to: str, out, *, overwrite: bool = False) -> li
     metadata, so a ``<out>.frames.csv`` (index, time_s, bias_V, current_A,
     blanked, dose) is written beside it.
     """
-    from insitu.session import open_session
+    from insitu.core.session import open_session
 
     if to not in FORMATS:
         raise UserError(f"unknown export format {to!r} (use {', '.join(FORMATS)})")

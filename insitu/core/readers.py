@@ -33,7 +33,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from insitu.errors import UserError
+from insitu.core.errors import UserError
 
 #: file name endings read by :func:`read_frames` (lower case)
 SUPPORTED_SUFFIXES = (".emd", ".dm3", ".dm4", ".tif", ".tiff")

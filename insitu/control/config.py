@@ -26,8 +26,8 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from insitu.errors import UserError
-from insitu.validation import first_error_line, one_line
+from insitu.core.errors import UserError
+from insitu.core.validation import first_error_line, one_line
 
 if sys.version_info >= (3, 11):
     import tomllib
