@@ -8,10 +8,10 @@ its :class:`~insitu.gui.worker.RecordQueue`.
 """
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import time
-import traceback
 
 import numpy as np
 import pyqtgraph as pg
@@ -25,6 +25,8 @@ from .protocol_panel import ProtocolPanel
 from .status import RateMeter, StatusBar, SyncTracker
 from insitu.core.units import format_duration
 from .worker import FrameInfo, LatestSlot, RecordQueue, SourceThread
+
+log = logging.getLogger(__name__)
 
 BACKGROUND = "#14161b"
 PLOT_BACKGROUND = "#0d0f13"
@@ -325,7 +327,7 @@ class MainWindow(QtWidgets.QMainWindow):
         try:
             self._drain()
         except Exception:  # a display bug must not stop the timer
-            traceback.print_exc()
+            log.exception("insitu gui: display error (the run continues)")
 
     def _drain(self) -> None:
         self._tick_count += 1
@@ -560,8 +562,7 @@ def install_excepthook() -> None:
     engine must always get to ramp down, so we replace it.
     """
     def hook(etype, value, tb):
-        sys.stderr.write("insitu gui: unexpected error (the run continues):\n")
-        traceback.print_exception(etype, value, tb)
+        log.error("insitu gui: unexpected error (the run continues)", exc_info=(etype, value, tb))
 
     sys.excepthook = hook
 
@@ -589,13 +590,19 @@ def save_screenshot(window: QtWidgets.QWidget, path: str) -> tuple[int, int]:
     return pix.width(), pix.height()
 
 
+#: longest wait (s) for the first frame before a timed screenshot is taken anyway
+FIRST_FRAME_WAIT_S = 60.0
+
+
 def run_window(window: MainWindow, *, autostart: bool = False, screenshot: str | None = None,
                duration_s: float | None = None, stop_timeout_s: float = 120.0) -> int:
     """Show ``window`` and run the event loop.
 
     With ``duration_s``: after that many seconds take the screenshot (if
     asked; while a run is on and no frame has been shown yet, it waits up to
-    another ``duration_s`` for the first one), stop the run safely, and quit. Returns the worker's exit code
+    another ``max(duration_s, FIRST_FRAME_WAIT_S)`` for the first one: on a
+    loaded machine building the virtual specimen alone can take longer than a
+    short ``duration_s``), stop the run safely, and quit. Returns the worker's exit code
     convention: 0 (complete, or stopped by us for the screenshot), 2 fault, 3 aborted.
     """
     app = QtWidgets.QApplication.instance()
@@ -612,7 +619,7 @@ def run_window(window: MainWindow, *, autostart: bool = False, screenshot: str |
             # wait for it (up to another duration_s), a screenshot without an image documents nothing
             now = time.monotonic()
             if deadline["t"] is None:
-                deadline["t"] = now + duration_s
+                deadline["t"] = now + max(duration_s, FIRST_FRAME_WAIT_S)
             if now < deadline["t"]:
                 QtCore.QTimer.singleShot(250, finish_timed)
                 return

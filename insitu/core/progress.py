@@ -108,10 +108,10 @@ def end_status_lines() -> None:
     >>> import io
     >>> buf = io.StringIO()
     >>> s = StatusLine(buf, tty=True)
-    >>> s.write("\r  frame 10 ")
+    >>> s.write("\\r  frame 10 ")
     >>> end_status_lines()
     >>> buf.getvalue()
-    '\r  frame 10 \n'
+    '\\r  frame 10 \\n'
     """
     for line in list(_open_lines):
         line.end_line()
