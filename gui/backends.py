@@ -19,8 +19,10 @@ import threading
 import time
 from pathlib import Path
 
+from insitu.runner import Stoppable
 
-class _Backend:
+
+class _Backend(Stoppable):
     """What the window asks of any source; subclasses say what they can do through these flags
     (the window never asks what kind of source it has)."""
 
@@ -48,49 +50,23 @@ class _Backend:
     identities = ""           # instrument identities for the status bar
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self._stop_reason: str | None = None
-        self.producer = None          # the Runner / feed once built
+        super().__init__()            # .producer: the Runner / feed once built
         self.session_path: str | None = None
         self._duration_s = float("nan")
 
     @property
     def duration_s(self) -> float:
         """Planned or recorded length of the run (experiment s; NaN when unknown)."""
+        return self._known_duration_s()
+
+    def _known_duration_s(self) -> float:
         return self._duration_s
 
     @duration_s.setter
     def duration_s(self, value: float) -> None:
         self._duration_s = float(value)
 
-    def _attach(self, producer) -> bool:
-        """Publish the producer; if a stop came first, pass it on. Returns False when stopped."""
-        with self._lock:
-            self.producer = producer
-            reason = self._stop_reason
-        if reason is not None:
-            self._stop_producer(producer, reason)
-            return False
-        return True
-
-    def _stop_producer(self, producer, reason: str) -> None:
-        producer.stop()
-
-    def stop(self, reason: str = "operator") -> None:
-        with self._lock:
-            if self._stop_reason is None:
-                self._stop_reason = reason
-            producer = self.producer
-        if producer is not None:
-            self._stop_producer(producer, reason)
-
-    def pause(self) -> None:
-        if self.producer is not None and hasattr(self.producer, "pause"):
-            self.producer.pause()
-
-    def resume(self) -> None:
-        if self.producer is not None and hasattr(self.producer, "resume"):
-            self.producer.resume()
+    _attach = Stoppable._publish
 
     def finish(self, outcome: str) -> None:
         pass
@@ -239,14 +215,9 @@ class ReplayBackend(_Backend):
     def _player(self):
         return getattr(self.producer, "player", None)
 
-    @property
-    def duration_s(self) -> float:
+    def _known_duration_s(self) -> float:
         p = self._player
         return float(p.duration_s) if p is not None else self._duration_s
-
-    @duration_s.setter
-    def duration_s(self, value: float) -> None:
-        self._duration_s = float(value)
 
     @property
     def t_first(self) -> float:

@@ -210,7 +210,47 @@ def _status_of(exc: BaseException | None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- runners
-class Runner:
+class Stoppable:
+    """Holds a record producer that is built later (in a worker thread); a stop asked for before it
+    exists is kept and passed on when it is published. Thread-safe; ``stop`` returns at once."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._stop_reason: str | None = None
+        self.producer = None
+
+    def _stop_producer(self, producer, reason: str) -> None:
+        producer.stop()
+
+    def stop(self, reason: str = "operator") -> None:
+        """Stop the producer now, or as soon as it exists."""
+        with self._lock:
+            if self._stop_reason is None:
+                self._stop_reason = str(reason)
+            producer = self.producer
+        if producer is not None:
+            self._stop_producer(producer, reason)
+
+    def _publish(self, producer) -> bool:
+        """Publish the producer; if a stop came first, pass it on and return False."""
+        with self._lock:
+            self.producer = producer
+            reason = self._stop_reason
+        if reason is not None:
+            self._stop_producer(producer, reason)
+            return False
+        return True
+
+    def pause(self) -> None:
+        if self.producer is not None and hasattr(self.producer, "pause"):
+            self.producer.pause()
+
+    def resume(self) -> None:
+        if self.producer is not None and hasattr(self.producer, "resume"):
+            self.producer.resume()
+
+
+class Runner(Stoppable):
     """One record producer (engine or replay player) into one session file; the shared sequence.
 
     Subclasses build the producer (:meth:`_open`), its session writer
@@ -231,6 +271,7 @@ class Runner:
         self.overwrite = bool(overwrite)
         if program is not None:
             self.program = program
+        super().__init__()
         self.handle_signals = handle_signals
         self.log_path = None if self.out is None else log_path_for(self.out)
         if self.out is not None:   # checked before the log file next to it is opened
@@ -239,42 +280,19 @@ class Runner:
             if not self.out.parent.is_dir():
                 raise UserError(f"{self.out.parent}: output folder does not exist")
         self.writer = None
-        self.producer = None
         self.status: str | None = None
         self.exit_code: int | None = None
         self.error: BaseException | None = None
-        self._lock = threading.Lock()
-        self._stop_reason: str | None = None
 
     # -- control (thread-safe)
     def request_abort(self, reason: str = "operator") -> None:
         """Stop: the engine ramps to 0 V and switches off; a replay stops at its next record."""
-        with self._lock:
-            if self._stop_reason is None:
-                self._stop_reason = str(reason)
-            producer = self.producer
-        if producer is not None:
-            self._stop_producer(producer, reason)
-
-    def pause(self) -> None:
-        if self.producer is not None and hasattr(self.producer, "pause"):
-            self.producer.pause()
-
-    def resume(self) -> None:
-        if self.producer is not None and hasattr(self.producer, "resume"):
-            self.producer.resume()
-
-    @property
-    def stop_reason(self) -> str | None:
-        return self._stop_reason
+        self.stop(reason)
 
     def _attach(self, producer) -> None:
         """Publish the producer; a stop that came first stops the run before it starts."""
-        with self._lock:
-            self.producer = producer
-            reason = self._stop_reason
-        if reason is not None:
-            raise StoppedEarly(f"{reason}: stopped before the run started (nothing switched on)")
+        if not self._publish(producer):
+            raise StoppedEarly(f"{self._stop_reason}: stopped before the run started (nothing switched on)")
 
     # -- the sequence
     def run(self, sinks=()) -> str:

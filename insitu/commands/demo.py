@@ -17,7 +17,7 @@ with an accelerated clock, then run the transport simulation, the analysis
 write one HTML report. The virtual specimen knows where its filament seeds
 are, so the demo scores the analysis against that ground truth.
 
-Outputs in DIR: session.h5, simulation/, analysis/ (seeds.csv, ...), report.html.
+Outputs in DIR: session.h5 (and its session.log), simulation/, analysis/ (seeds.csv, ...), report.html.
 
 examples:
   insitu demo --out demo-output
