@@ -44,7 +44,7 @@ from insitu.drivers.interfaces import Measurement
 from insitu.core.errors import ConnectionLost, InsituError, InstrumentError, StoppedEarly, UserError
 from insitu.control.plan import is_done, level_at, plan
 from insitu.control.protocol import Protocol, effective_rate, expand
-from insitu.core.records import BeamSample, BiasSample, EventRecord, FrameRecord, ProgressRecord
+from insitu.core.records import BeamSample, BiasSample, EngineState, EventRecord, FrameRecord, ProgressRecord
 from insitu.control.safety import LimitBreach, SlewGuard, check_measurement, check_setpoint, ramp_levels
 from insitu.core.units import count
 
@@ -128,7 +128,7 @@ class Engine:
         self.ramp_rate = effective_rate(None, lim, self.dt)  # V/s for ramp-downs
         self.guard = SlewGuard(lim.max_slew_rate)
         # state
-        self.state = "idle"
+        self.state = EngineState.IDLE
         self._state_lock = threading.Lock()
         self._abort = threading.Event()
         self._abort_reason = ""
@@ -162,6 +162,7 @@ class Engine:
         self.protocol_time = 0.0
         self._step_index = -1
         self._step_label = "start"
+        self._step_kind = ""
         self._step_t0 = 0.0
         self._sink_error: BaseException | None = None
         self._status_t = 0.0
@@ -226,9 +227,9 @@ class Engine:
         before this returns or raises, or the message says loudly that it could not.
         """
         with self._state_lock:
-            if self.state != "idle":
+            if self.state != EngineState.IDLE:
                 raise RuntimeError("an Engine runs once")
-            self.state = "running"
+            self.state = EngineState.RUNNING
         outcome: BaseException | None = None
         off_now = False
         lost: BaseException | None = None
@@ -256,7 +257,7 @@ class Engine:
                     f"internal error: {type(exc).__name__}: {exc}")
                 if not isinstance(exc, InsituError):
                     outcome.__cause__ = exc
-        self.state = "stopping"
+        self.state = EngineState.STOPPING
         self._stopping = True
         try:
             if lost is None:
@@ -278,7 +279,7 @@ class Engine:
                 self._blank_after_stop()
             self.clock.release()
             self._status_done()
-            self.state = "done"
+            self.state = EngineState.DONE
             if self.instruments.frames is not None:
                 try:
                     self.instruments.frames.stop()
@@ -411,7 +412,8 @@ class Engine:
     def _execute(self) -> None:
         for st in self.flat:
             self._step_index, self._step_label, self._step_t0 = st.index, st.label, self.protocol_time
-            self._event("step", f"[{st.index + 1}/{len(self.flat)}] {st.label}")
+            self._step_kind = st.kind
+            self._emit(EventRecord.step(self.clock.now(), st.index, len(self.flat), st.label, st.kind))
             if st.kind == "beam":
                 self._set_beam(bool(st.blank))
             elif st.kind == "acquire":
@@ -653,10 +655,11 @@ class Engine:
     def _progress(self, now: float) -> None:
         paused = self._paused.is_set() or self._stalled
         with self._state_lock:
-            if self.state in ("running", "paused"):
-                self.state = "paused" if self._paused.is_set() else "running"
+            if self.state in (EngineState.RUNNING, EngineState.PAUSED):
+                self.state = EngineState.PAUSED if self._paused.is_set() else EngineState.RUNNING
+            state = self.state
         self._emit(ProgressRecord(now, max(self._step_index, 0), len(self.flat), self._step_label,
-                                  self.protocol_time, self._remaining(), paused))
+                                  self.protocol_time, self._remaining(), paused, state, self._step_kind))
 
     def status_line(self) -> str:
         """The one-line status: step, elapsed/remaining, V, I."""
