@@ -43,36 +43,51 @@ N = 256
 _cache = {}
 
 
-def _table(model, k):
-    """GB table of the lamella at (N k)^2: {(grain_a, grain_b): (jump, blockade, length_m)}, and
+def _table(model, k, base=N, n_grains=20):
+    """GB table of the lamella at (base k)^2: {(grain_a, grain_b): (jump, blockade, length_m)}, and
     the band width (m)."""
-    if (model, k) not in _cache:
-        m = voronoi_lamella((N * k, N * k), n_grains=20, seed=0)
+    if (model, k, base, n_grains) not in _cache:
+        m = voronoi_lamella((base * k, base * k), n_grains=n_grains, seed=0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             r = simulate(m, {"top": 0.0, "right": 1.0}, model=model)
         g = r.gb_table
-        _cache[model, k] = ({(int(a), int(b)): (j, bl, le) for a, b, j, bl, le in
-                             zip(g["grain_a"], g["grain_b"], g["jump"], g["blockade"], g["length_m"])},
-                            r.info["gb_band_m"])
-    return _cache[model, k]
+        _cache[model, k, base, n_grains] = ({(int(a), int(b)): (j, bl, le) for a, b, j, bl, le in
+                                             zip(g["grain_a"], g["grain_b"], g["jump"], g["blockade"], g["length_m"])},
+                                            r.info["gb_band_m"])
+    return _cache[model, k, base, n_grains]
 
 
-def _errors(model, q, k=1, ref=4):
-    """Relative errors of the top-10 GBs by |quantity q| at (N k)^2 against (N ref)^2, and the rank
-    correlation of all GBs between (N k)^2 and (2 N k)^2. GBs shorter than their band (at the
-    reference grid) are left out: the lamella has four such stubs at near-fourfold Voronoi
-    vertices (0.2-2 % of a grain diameter at 2048^2), which come and go with the voxelisation."""
-    t = {n: _table(model, n)[0] for n in sorted({k, 2 * k, ref})}
-    band_m = _table(model, ref)[1]
+def _errors(model, q, k=1, ref=4, base=N, n_grains=20, n_top=10):
+    """Relative errors of the top-``n_top`` GBs by |quantity q| at (base k)^2 against (base ref)^2,
+    and the rank correlation of all GBs between (base k)^2 and (2 base k)^2. GBs shorter than their
+    band (at the reference grid) are left out: the 20-grain lamella has four such stubs at
+    near-fourfold Voronoi vertices (0.2-2 % of a grain diameter at 2048^2), which come and go with
+    the voxelisation."""
+    t = {n: _table(model, n, base, n_grains)[0] for n in sorted({k, 2 * k, ref})}
+    band_m = _table(model, ref, base, n_grains)[1]
     keys = [key for key in t[k] if all(key in t[n] for n in t)]
     assert len(keys) >= 0.9 * len(t[k])              # the same GBs at every resolution
     keys = [key for key in keys if t[ref][key][2] >= band_m]
     assert len(keys) >= 0.85 * len(t[k])
     a, b, c = (np.array([t[n][key][q] for key in keys]) for n in (k, 2 * k, ref))
-    top = np.argsort(-np.abs(a))[:10]
+    top = np.argsort(-np.abs(a))[:n_top]
     rel = np.abs(a[top] - c[top]) / np.abs(c[top])
     return rel, spearmanr(a, b)[0]
+
+
+def test_small_lamella_gb_jumps_under_refinement():
+    """Default-run version (6 grains, 128^2 / 256^2 / 512^2, bands 4.9 voxels at 128^2; ~10 s).
+    Measured, top 5 by |jump| against 512^2: paper 3.2 % median, 10.4 % max; full 18 % median at
+    128^2 and 5.7 % at 256^2; rank correlation 1.0 for both."""
+    rel, rho = _errors("paper", 0, base=128, n_grains=6, n_top=5)
+    assert rho >= 0.95
+    assert np.median(rel) <= 0.06 and rel.max() <= 0.15
+    rel1, rho = _errors("full", 0, base=128, n_grains=6, n_top=5)
+    rel2, _ = _errors("full", 0, k=2, base=128, n_grains=6, n_top=5)
+    assert rho >= 0.95
+    assert np.median(rel1) <= 0.25                       # the under-resolved thin-film jumps, as documented
+    assert np.median(rel2) < 0.6 * np.median(rel1)       # and they converge
 
 
 @pytest.mark.slow
