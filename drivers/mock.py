@@ -18,6 +18,7 @@ from insitu.core.clock import Clock
 from insitu.core.errors import ConnectionLost, InstrumentError
 
 from .interfaces import Frame, Measurement, SourceState
+from .producer import DEFAULT_MAXSIZE, BackgroundProducer
 
 
 class MockSourceMeter:
@@ -182,6 +183,10 @@ class MockBeamBlanker:
 class NoiseFrameSource:
     """Poisson-noise frames at ``rate_hz`` while the beam is unblanked.
 
+    The frames are drawn in a background thread
+    (:class:`~insitu.drivers.producer.BackgroundProducer`) on the clock's
+    schedule; ``poll()`` only takes the frames made so far and never waits.
+
     Parameters
     ----------
     shape : (ny, nx)
@@ -193,10 +198,22 @@ class NoiseFrameSource:
     mean_counts : float
         Mean Poisson counts per pixel.
     pixel_size_m : float
+    max_queued : int
+        Frames made but not yet polled that are kept (beyond: the oldest is dropped, counted in ``dropped``).
+
+    Example
+    -------
+    >>> import time
+    >>> src = NoiseFrameSource((64, 64), rate_hz=20.0, clock=Clock())
+    >>> src.start(); time.sleep(0.3); frames = src.poll(); src.stop()
+    True
+    >>> len(frames) >= 2 and frames[0].data.shape == (64, 64)
+    True
     """
 
     def __init__(self, shape=(128, 128), rate_hz: float = 2.0, clock: Clock | None = None,
-                 blanker=None, mean_counts: float = 100.0, pixel_size_m: float = 5e-9, seed: int = 0):
+                 blanker=None, mean_counts: float = 100.0, pixel_size_m: float = 5e-9, seed: int = 0,
+                 max_queued: int = DEFAULT_MAXSIZE):
         self.shape = tuple(shape)
         self.period_s = 1.0 / rate_hz
         self.clock = clock or Clock()
@@ -207,24 +224,42 @@ class NoiseFrameSource:
         self._next_t: float | None = None
         self._index = 0
         self.idn = "insitu,NoiseFrameSource,0,1.0"
+        self._producer = BackgroundProducer(self._step, name="noise", maxsize=max_queued)
+
+    @property
+    def dropped(self) -> int:
+        """Frames made but dropped because nobody polled them in time."""
+        return self._producer.dropped
 
     def start(self) -> None:
         self._next_t = self.clock.now() + self.period_s
+        self._producer.start()
 
-    def poll(self) -> list[Frame]:
-        if self._next_t is None:
-            return []
+    def _step(self) -> tuple[list[Frame], float]:
+        """Frames due now (producer thread) and the wall time until the next one is due."""
+        nxt = self._next_t
+        if nxt is None:
+            return [], 0.05
         now = self.clock.now()
         out = []
-        while self._next_t <= now:
-            t = self._next_t
-            self._next_t += self.period_s
+        while nxt <= now:
+            t = nxt
+            nxt += self.period_s
             if self.blanker is not None and self.blanker.is_blanked():
                 continue
             data = self._rng.poisson(self.mean_counts, self.shape).astype(np.uint16)
             out.append(Frame(self._index, t, data, {"pixel_size_m": self.pixel_size_m}))
             self._index += 1
-        return out
+        self._next_t = nxt
+        return out, min(0.05, max(0.0, (nxt - self.clock.now()) / self.clock.time_scale))
 
-    def stop(self) -> None:
+    def poll(self) -> list[Frame]:
+        """The frames made since the last call (never waits)."""
+        return self._producer.drain()
+
+    def stop(self) -> bool:
+        """Stop making frames; False when the producer thread did not end in time (reported, left behind)."""
         self._next_t = None
+        ok = self._producer.stop()
+        self._next_t = None
+        return ok
