@@ -180,6 +180,10 @@ class MockBeamBlanker:
         pass
 
 
+#: pixels drawn in one numpy call by NoiseFrameSource (~2 ms: the GIL is free between two bands)
+NOISE_BAND_PIXELS = 1 << 16
+
+
 class NoiseFrameSource:
     """Poisson-noise frames at ``rate_hz`` while the beam is unblanked.
 
@@ -247,11 +251,21 @@ class NoiseFrameSource:
             nxt += self.period_s
             if self.blanker is not None and self.blanker.is_blanked():
                 continue
-            data = self._rng.poisson(self.mean_counts, self.shape).astype(np.uint16)
-            out.append(Frame(self._index, t, data, {"pixel_size_m": self.pixel_size_m}))
+            out.append(Frame(self._index, t, self._noise(), {"pixel_size_m": self.pixel_size_m}))
             self._index += 1
         self._next_t = nxt
         return out, min(0.05, max(0.0, (nxt - self.clock.now()) / self.clock.time_scale))
+
+    def _noise(self) -> np.ndarray:
+        """One Poisson frame, drawn a band of rows at a time: numpy holds the GIL while it draws, and a
+        whole 1024² frame at once would keep the other threads (the control loop, the GUI) out for tens of ms."""
+        ny, nx = self.shape
+        out = np.empty((ny, nx), np.uint16)
+        rows = max(1, NOISE_BAND_PIXELS // max(nx, 1))
+        for r0 in range(0, ny, rows):
+            r1 = min(ny, r0 + rows)
+            out[r0:r1] = self._rng.poisson(self.mean_counts, (r1 - r0, nx))
+        return out
 
     def poll(self) -> list[Frame]:
         """The frames made since the last call (never waits)."""

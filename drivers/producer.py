@@ -26,6 +26,8 @@ import threading
 from collections import deque
 from typing import Callable
 
+from insitu.core.background import lower_priority
+
 #: frames a source may hold undelivered (a 4096² uint16 frame is 32 MB: 16 of them are 0.5 GB)
 DEFAULT_MAXSIZE = 16
 #: how long stop() waits for the producer thread (wall s) before reporting it hung
@@ -87,6 +89,7 @@ class BackgroundProducer:
 
     # ------------------------------------------------------------------ the thread
     def _run(self, generation: int, stop: threading.Event) -> None:
+        lower_priority()  # the control loop comes first
         while not stop.is_set():
             try:
                 items, wait_s = self._step()
