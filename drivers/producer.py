@@ -9,7 +9,7 @@ What the producer guarantees:
 
 * ``poll()`` (:meth:`BackgroundProducer.drain`) takes a lock held only for
   queue operations, never for the slow work: it returns at once.
-* The queue is bounded (``maxsize`` frames). When it is full the *oldest*
+* The queue is bounded (``maxsize`` items, ``max_bytes`` of their ``data``). When it is full the *oldest*
   frame is dropped and counted in :attr:`BackgroundProducer.dropped` (the
   engine turns a rising count into an event); nothing is dropped silently.
 * An exception in the producer's step does not end the thread: it is kept
@@ -28,8 +28,10 @@ from typing import Callable
 
 from insitu.core.background import lower_priority
 
-#: frames a source may hold undelivered (a 4096² uint16 frame is 32 MB: 16 of them are 0.5 GB)
-DEFAULT_MAXSIZE = 16
+#: frames a source may hold undelivered
+DEFAULT_MAXSIZE = 64
+#: bytes of frames a source may hold undelivered (8 frames of 4096² uint16)
+DEFAULT_MAX_BYTES = 256 << 20
 #: how long stop() waits for the producer thread (wall s) before reporting it hung
 JOIN_TIMEOUT_S = 1.0
 
@@ -47,6 +49,8 @@ class BackgroundProducer:
         Thread name (shown in a hung-thread report).
     maxsize : int
         Most items held undelivered; beyond it the oldest is dropped and counted.
+    max_bytes : int
+        Most bytes (of the items' ``data`` arrays) held undelivered; the newest item is always kept.
     retry_s : float
         Wall time to wait after ``step()`` raised.
     join_timeout_s : float
@@ -64,12 +68,14 @@ class BackgroundProducer:
     """
 
     def __init__(self, step: Callable[[], tuple[list, float]], *, name: str, maxsize: int = DEFAULT_MAXSIZE,
-                 retry_s: float = 1.0, join_timeout_s: float = JOIN_TIMEOUT_S):
+                 max_bytes: int = DEFAULT_MAX_BYTES, retry_s: float = 1.0, join_timeout_s: float = JOIN_TIMEOUT_S):
         if maxsize < 1:
             raise ValueError(f"maxsize must be >= 1, got {maxsize!r}")
         self._step = step
         self.name = name
         self.maxsize = int(maxsize)
+        self.max_bytes = int(max_bytes)
+        self._bytes = 0
         self.retry_s = float(retry_s)
         self.join_timeout_s = float(join_timeout_s)
         self._lock = threading.Lock()
@@ -109,10 +115,12 @@ class BackgroundProducer:
             if generation != self._generation:  # a thread left behind by stop(): its items are not wanted
                 return
             for item in items:
-                if len(self._queue) >= self.maxsize:
-                    self._queue.popleft()
+                n = _nbytes(item)
+                while self._queue and (len(self._queue) >= self.maxsize or self._bytes + n > self.max_bytes):
+                    self._bytes -= _nbytes(self._queue.popleft())
                     self.dropped += 1
                 self._queue.append(item)
+                self._bytes += n
                 self.produced += 1
 
     # ------------------------------------------------------------------ the caller's side
@@ -133,6 +141,7 @@ class BackgroundProducer:
         with self._lock:
             self._generation += 1
             self._queue.clear()
+            self._bytes = 0
             self._errors.clear()
             generation = self._generation
         self._stop = threading.Event()
@@ -148,6 +157,7 @@ class BackgroundProducer:
         with self._lock:
             out = list(self._queue)
             self._queue.clear()
+            self._bytes = 0
             self.delivered += len(out)
             if not out and self._errors:
                 raise self._errors.popleft()
@@ -170,3 +180,8 @@ class BackgroundProducer:
             self.hung = True
             return False
         return True
+
+
+def _nbytes(item) -> int:
+    """Bytes of an item's ``data`` array (0 for items without one)."""
+    return int(getattr(getattr(item, "data", None), "nbytes", 0) or 0)

@@ -155,5 +155,5 @@ def run(tmp: Path, *, n_frames: int, period_s: float = 1.5, shape=(4096, 4096), 
     return {"n_ticks": int(iv.size), "p50_ms": float(np.percentile(dev, 50)), "p99_ms": float(np.percentile(dev, 99)),
             "max_dev_ms": float(dev.max()), "max_gap_ms": float(iv.max() * 1e3), "frames_sent": n_frames,
             "frames_delivered": eng.n_delivered, "frames_recorded": n_rec, "markers": markers,
-            "frames_dropped": writer.frames_dropped + src.dropped, "status": status_file,
+            "frames_dropped": getattr(writer, "frames_dropped", 0) + getattr(src, "dropped", 0), "status": status_file,
             "frame_events": [e for e in events if e[1] == "frames"]}
