@@ -152,6 +152,7 @@ class Engine:
         self._compliance = False
         self._acquiring = 0
         self._acquired = 0
+        self._acquire_t0 = float("-inf")
         self.n_frames = 0
         #: frames the frame source delivered, recorded or not (blanked beam, scanned before unblanking)
         self.n_delivered = 0
@@ -441,6 +442,7 @@ class Engine:
         if was_blanked:
             self._set_beam(False, why=f"to acquire {count(n, 'frame')}")
         self._acquiring, self._acquired = n, 0
+        self._acquire_t0 = self.clock.now()   # frames scanned before the step do not count (delivery lags)
         try:
             while self._acquired < n:
                 inc = self._next_tick()
@@ -639,7 +641,8 @@ class Engine:
             self._emit(FrameRecord(fr.time_s, fr.data, v_at, i_at, False, dose, float(px),
                                    meta=dict(fr.meta or {})))
             self.n_frames += 1
-            self._acquired += 1
+            if fr.time_s >= self._acquire_t0:
+                self._acquired += 1
             self._last_frame_t = self.clock.now()
 
     def _check_beam(self, now: float) -> None:
