@@ -182,12 +182,15 @@ class MockBeamBlanker:
 
 #: pixels drawn in one numpy call by NoiseFrameSource (~2 ms: the GIL is free between two bands)
 NOISE_BAND_PIXELS = 1 << 16
+#: Poisson frames NoiseFrameSource draws; later frames are random cyclic shifts of them
+NOISE_BANK = 8
 
 
 class NoiseFrameSource:
     """Poisson-noise frames at ``rate_hz`` while the beam is unblanked.
 
-    The frames are drawn in a background thread
+    The first :data:`NOISE_BANK` frames are fresh Poisson draws; later ones are
+    random cyclic shifts of those (cheap at 1024² and 10 frames/s). The frames are drawn in a background thread
     (:class:`~insitu.drivers.producer.BackgroundProducer`) on the clock's
     schedule; ``poll()`` only takes the frames made so far and never waits.
 
@@ -225,6 +228,7 @@ class NoiseFrameSource:
         self.mean_counts = mean_counts
         self.pixel_size_m = pixel_size_m
         self._rng = np.random.default_rng(seed)
+        self._bank: list[np.ndarray] = []
         self._next_t: float | None = None
         self._index = 0
         self.idn = "insitu,NoiseFrameSource,0,1.0"
@@ -257,15 +261,24 @@ class NoiseFrameSource:
         return out, min(0.05, max(0.0, (nxt - self.clock.now()) / self.clock.time_scale))
 
     def _noise(self) -> np.ndarray:
-        """One Poisson frame, drawn a band of rows at a time: numpy holds the GIL while it draws, and a
-        whole 1024² frame at once would keep the other threads (the control loop, the GUI) out for tens of ms."""
+        """One Poisson frame: one of :data:`NOISE_BANK` frames drawn once, shifted by a random offset.
+
+        Drawing a fresh 1024² Poisson frame costs ~50 ms of CPU with the GIL held; at 10 frames/s
+        that starves the control loop and the GUI. The bank is drawn a band of rows at a time (the
+        GIL is free between two bands); each frame after that is a cyclic shift of a bank frame (a
+        copy, which numpy does without the GIL): still Poisson counts, distinct frames.
+        """
         ny, nx = self.shape
-        out = np.empty((ny, nx), np.uint16)
-        rows = max(1, NOISE_BAND_PIXELS // max(nx, 1))
-        for r0 in range(0, ny, rows):
-            r1 = min(ny, r0 + rows)
-            out[r0:r1] = self._rng.poisson(self.mean_counts, (r1 - r0, nx))
-        return out
+        if len(self._bank) < NOISE_BANK:
+            out = np.empty((ny, nx), np.uint16)
+            rows = max(1, NOISE_BAND_PIXELS // max(nx, 1))
+            for r0 in range(0, ny, rows):
+                r1 = min(ny, r0 + rows)
+                out[r0:r1] = self._rng.poisson(self.mean_counts, (r1 - r0, nx))
+            self._bank.append(out)
+            return out.copy()
+        base = self._bank[int(self._rng.integers(NOISE_BANK))]
+        return np.roll(base, (int(self._rng.integers(ny)), int(self._rng.integers(nx))), axis=(0, 1))
 
     def poll(self) -> list[Frame]:
         """The frames made since the last call (never waits)."""

@@ -26,7 +26,6 @@ import threading
 from collections import deque
 from typing import Callable
 
-from insitu.core.background import lower_priority
 
 #: frames a source may hold undelivered
 DEFAULT_MAXSIZE = 64
@@ -95,7 +94,6 @@ class BackgroundProducer:
 
     # ------------------------------------------------------------------ the thread
     def _run(self, generation: int, stop: threading.Event) -> None:
-        lower_priority()  # the control loop comes first
         while not stop.is_set():
             try:
                 items, wait_s = self._step()

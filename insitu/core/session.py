@@ -69,7 +69,6 @@ import h5py
 import numpy as np
 
 from insitu import __version__
-from insitu.core.background import lower_priority
 from insitu.core.errors import InstrumentError, StoppedEarly, UserError
 from insitu.core.records import BeamSample, BiasSample, EventRecord, FrameRecord, ProgressRecord
 from insitu.core.superblock import check_not_truncated, repair_session
@@ -543,7 +542,6 @@ class SessionWriter:
 
     # -- the writer thread ---------------------------------------------------
     def _writer_loop(self) -> None:
-        lower_priority()  # the control loop comes first
         period = max(0.02, self.flush_interval_s / 4)
         while True:
             with self._cv:
