@@ -10,9 +10,11 @@ Goal: every frame recorded (each file's own marker row, in order); p99 of |tick 
 control thread) the same scenario measured p99 119-605 ms with gaps of 577-737 ms.
 
 The machine running the tests is shared (2 cores, several test suites at once): one external stall of
-more than 20 ms in the 12-s hold already decides a p99 over ~135 ticks, and the no-frames run of the same
-scenario shows such stalls now and then. The timing is therefore judged on the better of two runs; every
-run must record every frame.
+more than 20 ms in the 12-s hold already decides a p99 over ~135 ticks. So: every run must record every
+frame; the timing goal must be met by the first run, or else by a second one, unless the same scenario
+WITHOUT frames (measured right then) misses the goal too, in which case the machine is too loaded to judge
+and the test skips, printing both measurements. Spread measured while developing (load 5-7 on 2 cores):
+with frames p99 9-35 ms (median 15), gaps 110-195 ms; without frames p99 6-13 ms, gaps up to 135 ms.
 """
 from __future__ import annotations
 
@@ -46,4 +48,13 @@ def test_4096_tiffs_every_1_5_s_keep_the_tick_timing_and_are_all_recorded(tmp_pa
             break
     summary = "; ".join(f"p99 {r['p99_ms']:.1f} ms, max gap {r['max_gap_ms']:.0f} ms over {r['n_ticks']} ticks"
                         for r in runs)
-    assert any(_ok(r) for r in runs), f"tick timing with 4096² frames arriving: {summary}"
+    if any(_ok(r) for r in runs):
+        return
+    d = tmp_path / "no_frames"
+    d.mkdir()
+    base = acq_scenario.run(d, n_frames=0, period_s=N_FRAMES * 1.5 / 10)
+    if not _ok(base):
+        pytest.skip(f"machine too loaded to judge the tick timing: without frames p99 {base['p99_ms']:.1f} ms, "
+                    f"max gap {base['max_gap_ms']:.0f} ms; with frames {summary}")
+    pytest.fail(f"tick timing with 4096² frames arriving: {summary}; the same without frames: "
+                f"p99 {base['p99_ms']:.1f} ms, max gap {base['max_gap_ms']:.0f} ms")
