@@ -349,7 +349,7 @@ def test_frame_source_skips_a_backlog_instead_of_rendering_it():
     src.stop()
     rendered = src._index
     assert 2 <= len(got) <= src._producer.maxsize        # bounded by the queue, never all 10 000
-    assert rendered <= 0.2 * t_poll and src.skipped >= 0.8 * t_poll - rendered  # most skipped, not rendered
+    assert rendered <= 0.2 * t_poll and src.skipped >= 5 * rendered      # most skipped, not rendered
     assert wall < 0.05                                    # poll() only takes what is rendered
     later = src.poll()                                    # rendered after the poll: all newer (oldest dropped)
     assert all(f.index > got[-1].index for f in later)
