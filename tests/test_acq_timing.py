@@ -7,7 +7,7 @@ arrival times of the ``:READ?`` queries at the emulator (one a tick).
 
 Goal: every frame recorded (each file's own marker row, in order); p99 of |tick interval - 0.1 s|
 <= 20 ms and no interval over 200 ms during the hold. On the old code (reading and writing on the
-control thread) the same scenario measured p99 119-605 ms with gaps of 577-737 ms.
+control thread) the same scenario measured p99 169-178 ms with gaps of 285-310 ms.
 
 The machine running the tests is shared (2 cores, several test suites at once): one external stall of
 more than 20 ms in the 12-s hold already decides a p99 over ~135 ticks. So: every run must record every
