@@ -537,14 +537,6 @@ def _live(p, alive):
 
 
 @njit(cache=True, parallel=True)
-def _live_phi(phi, alive, out):
-    ny, nx = phi.shape
-    for i in prange(ny):
-        for j in range(nx):
-            out[i, j] = _live(phi[i, j], alive[i, j])
-
-
-@njit(cache=True, parallel=True)
 def _fluxes_5(E, S, phi, alive, area, jx, jy, fx, fy):
     """Diagonal tensors, compiled: face current densities fx = Gx (phi_l - phi_r) / area (Gx = -E),
     fy likewise, and voxel means jx, jy (each the mean of its two faces along the axis)."""
@@ -740,7 +732,8 @@ def _potential_maps(x, conducting, el, fixed, phi, phi0):
 
 def potential_maps(x, conducting, el, fixed):
     """Potential map (V) from a grid solution: ``x`` on conducting voxels, ``fixed`` on electrodes,
-    NaN elsewhere; and the same with 0 where nothing conducts (:func:`finite_potential`).
+    NaN elsewhere; and the same with 0 where nothing conducts (NaN read as 0, +-inf as +-max float,
+    as ``np.nan_to_num``).
 
     Returns
     -------
@@ -757,20 +750,6 @@ def potential_maps(x, conducting, el, fixed):
     phi, phi0 = np.empty(x.shape), np.empty(x.shape)
     _potential_maps(x, np.asarray(conducting, bool), np.asarray(el, bool), np.asarray(fixed, dtype=float), phi, phi0)
     return phi, phi0
-
-
-def finite_potential(phi, alive) -> np.ndarray:
-    """``np.where(alive, np.nan_to_num(phi), 0.0)`` in one compiled pass (V).
-
-    Example
-    -------
-    >>> finite_potential(np.array([[np.nan, 1.0, 2.0]]), np.array([[True, True, False]]))
-    array([[0., 1., 0.]])
-    """
-    phi = np.asarray(phi, dtype=float)
-    out = np.empty(phi.shape)
-    _live_phi(phi, np.asarray(alive, dtype=bool), out)
-    return out
 
 
 def connected_to(alive, seed) -> np.ndarray:
