@@ -194,7 +194,7 @@ def voxel_properties(m: Microstructure, model: str = "full") -> Voxels:
         lut = np.zeros(max(top, int(g.max()), 0) + 1, np.intp)
         lut[ids] = np.arange(n)
         gl = g
-    else:                      # sparse ids: number the grains 0..n-1 first (sorted look-up)
+    else:                      # sparse ids: number the grains 1..n first (sorted look-up)
         order = np.argsort(ids)
         grain = g > 0
         gl = np.where(grain, 0, g)
