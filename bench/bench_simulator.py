@@ -64,7 +64,7 @@ def main() -> dict:
         print(f"lamella {size}x{size}, {m.grain_ids.size} grains: built in {time.perf_counter() - t0:.1f} s", flush=True)
         write_microstructure(tmp / "small.h5", voronoi_lamella((64, 64), n_grains=5))
         small = exe + ["simulate", str(tmp / "small.h5"), "--potential", "top=0", "--potential", "right=1",
-                       "--out", str(tmp / "warm"), "--solver", "mg", "--model"]
+                       "--out", str(tmp / "warm"), "--overwrite", "--solver", "mg", "--model"]
         # first call on a machine: compile everything into an empty cache, then run again warm
         cold_env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp / "numba_cold"))
         compile_s = {}
