@@ -50,10 +50,11 @@ def _mark(ax, seeds: dict, dx: float = 0.0, dy: float = 0.0, only_before: int | 
     y = np.asarray(seeds["y_px"])[sel] + dy
     sign = np.asarray(seeds["sign"])[sel]
     r = np.sqrt(np.maximum(np.asarray(seeds["area_px"])[sel], 4) / np.pi) + 3
-    from matplotlib import patheffects
     from matplotlib.patches import Circle
 
-    outline = [patheffects.withStroke(linewidth=2.5, foreground="black")]
+    from insitu.analysis.transport.outline import black_outline
+
+    outline = black_outline()
     for xi, yi, si, ri, sid in zip(x, y, sign, r, np.asarray(seeds["id"])[sel]):
         ax.add_patch(Circle((xi, yi), ri, fill=False, lw=1.4, color="#ff3030" if si > 0 else "#30a0ff"))
         # seed numbers: white on a black outline, legible on any grey
@@ -64,16 +65,16 @@ def _scale_bar(ax, pixel_size_m: float | None, width_px: int) -> None:
     """A 1-2-5 scale bar about a fifth of the image wide (nothing when the pixel size is unknown)."""
     if pixel_size_m is None or not (pixel_size_m > 0 and np.isfinite(pixel_size_m)):
         return
-    from matplotlib import patheffects
     from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
+    from insitu.analysis.transport.outline import black_outline
     from insitu.core.units import format_length, nice_length
 
     length_m = nice_length(0.2 * width_px * pixel_size_m)
     bar = AnchoredSizeBar(ax.transData, length_m / pixel_size_m, format_length(length_m), "lower left",
                           pad=0.6, color="white", frameon=False, size_vertical=max(1.0, width_px / 150),
                           fontproperties={"size": 10, "weight": "bold"})
-    bar.txt_label._text.set_path_effects([patheffects.withStroke(linewidth=2.5, foreground="black")])
+    bar.txt_label._text.set_path_effects(black_outline())
     for rect in bar.size_bar.get_children():       # a black rim: visible on light and dark images alike
         rect.set_edgecolor("black")
         rect.set_linewidth(1.0)

@@ -1,8 +1,9 @@
 """Benchmark: the whole ``insitu simulate`` command on a 2048 x 2048 Voronoi lamella.
 
 Baseline (same run, same machine): the paper's network (``--model paper``) assembled link by link
-with scipy and solved with pyamg Ruge-Stueben + CG (rtol 1e-8), i.e. ``insitu simulate --model paper
---solver reference``. Candidates: the default solver for ``--model paper`` and ``--model full`` (the
+with scipy and solved with pyamg Ruge-Stueben + CG (rtol 1e-8): ``bench/simulate_baseline.py``, the
+``insitu simulate`` command with that solver (``tests/network_oracles.reference_solver``) plugged
+in. Candidates: the default solver for ``--model paper`` and ``--model full`` (the
 thin-film tensor; structured multigrid-preconditioned CG, rtol 1e-8). Each command runs in its own process (start-up,
 reading the file, solving, GB table and writing result.h5 + gb.csv all count); peak memory is that
 process's maximum resident set size.
@@ -63,7 +64,7 @@ def main() -> dict:
         print(f"lamella {size}x{size}, {m.grain_ids.size} grains: built in {time.perf_counter() - t0:.1f} s", flush=True)
         write_microstructure(tmp / "small.h5", voronoi_lamella((64, 64), n_grains=5))
         small = exe + ["simulate", str(tmp / "small.h5"), "--potential", "top=0", "--potential", "right=1",
-                       "--out", str(tmp / "warm"), "--solver", "mg", "--model"]
+                       "--out", str(tmp / "warm"), "--overwrite", "--solver", "mg", "--model"]
         # first call on a machine: compile everything into an empty cache, then run again warm
         cold_env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp / "numba_cold"))
         compile_s = {}
@@ -88,11 +89,12 @@ def main() -> dict:
         allruns = []
         for rnd in range(rounds):
             runs = {}
-            for name, extra in (("baseline", ["--model", "paper", "--solver", "reference"]),
-                                ("paper", ["--model", "paper"]),
-                                ("full", ["--model", "full"])):
+            baseline = [sys.executable, str(Path(__file__).with_name("simulate_baseline.py"))]
+            for name, prog, extra in (("baseline", baseline, ["--model", "paper"]),
+                                      ("paper", exe, ["--model", "paper"]),
+                                      ("full", exe, ["--model", "full"])):
                 out = tmp / f"{name}{rnd}"
-                wall, rss, _ = _run(exe + ["simulate", str(tmp / "micro.h5"), "--potential", "top=0", "--potential",
+                wall, rss, _ = _run(prog + ["simulate", str(tmp / "micro.h5"), "--potential", "top=0", "--potential",
                                            "right=1", "--out", str(out)] + extra)
                 info, phi = _info(out)
                 runs[name] = dict(wall_s=wall, peak_mb=rss, info=info, phi=phi)

@@ -52,8 +52,9 @@ def test_apply_restrict_prolong_and_galerkin_product_match_sparse_algebra(shape,
     rng = np.random.default_rng(1)
     x = rng.normal(size=shape)
     y = np.empty(shape)
-    mg._apply(S, x, y, five)
+    xy = mg._apply_dot(S, x, y, five)
     np.testing.assert_allclose(y.ravel(), A @ x.ravel(), rtol=1e-13, atol=1e-13)
+    assert xy == pytest.approx(x.ravel() @ (A @ x.ravel()), rel=1e-12)
     r = np.empty(shape)
     mg._residual(np.ascontiguousarray(S[:5]), x, y + 1.0, r, five)     # from the lower planes only
     np.testing.assert_allclose(r, 1.0, rtol=1e-12)
@@ -119,7 +120,7 @@ def test_transposed_level_is_the_operator_of_the_transposed_grid(five):
     rng = np.random.default_rng(6)
     x, b = rng.normal(size=(ny, nx)), rng.normal(size=(ny, nx))
     y, yT = np.empty((ny, nx)), np.empty((nx, ny))
-    mg._apply(S, x, y, five)
+    mg._apply_dot(S, x, y, five)
     xT = np.empty((nx, ny))
     mg._transpose(x, xT)
     np.testing.assert_array_equal(xT, x.T)
@@ -166,7 +167,7 @@ def test_vcycle_is_a_symmetric_positive_preconditioner(model):
     # 17 iterations with this float64 hierarchy)
     assert res <= 1e-10 and its < (80 if model == "full" else 40)
     y = np.empty_like(x)
-    mg._apply(S, x, y, False)
+    mg._apply_dot(S, x, y, False)
     np.testing.assert_allclose(y[v.conducting], b[v.conducting], rtol=0, atol=1e-9 * np.abs(b).max())
 
 

@@ -45,7 +45,9 @@ def test_simulate_writes_result_and_csv(micro_file, tmp_path, capsys):
 def test_bad_potentials_exit_1(micro_file, tmp_path, capsys, args, message):
     rc = main(["simulate", str(micro_file), "--out", str(tmp_path / "o")] + args)
     err = capsys.readouterr().err
-    assert rc == 1 and message in err and len(err.strip().splitlines()) == 1
+    # one error line; on a cold numba cache (fresh clone, this file alone) the compile notice comes first
+    lines = [ln for ln in err.strip().splitlines() if "compiling numerical kernels on first use" not in ln]
+    assert rc == 1 and message in err and len(lines) == 1
 
 
 def test_bad_files_exit_1(micro_file, tmp_path, capsys):

@@ -62,13 +62,6 @@ def _apply_row(S, x, y, i, five):
 
 
 @njit(cache=True, parallel=True)
-def _apply(S, x, y, five):
-    """y = S x."""
-    for i in prange(x.shape[0]):
-        _apply_row(S, x, y, i, five)
-
-
-@njit(cache=True, parallel=True)
 def _apply_dot(S, x, y, five):
     """y = S x; returns x . y (one pass)."""
     ny, nx = x.shape
@@ -633,7 +626,7 @@ class GridMultigrid:
         """S x (float64 exact operator), into ``out`` if given."""
         _use_threads(x.size)
         y = np.empty_like(x) if out is None else out
-        _apply(self.S, x, y, self.five_S)
+        _apply_dot(self.S, x, y, self.five_S)
         return y
 
     def vcycle(self, b, level: int = 0):

@@ -16,10 +16,11 @@ positive (semi-)definite.
 * With the full 2x2 tensor the off-diagonal terms couple the faces around a corner (9-point stencil);
   the scheme converges to the continuum solution under refinement (tests/test_simulator.py).
 
-The default paths are compiled numba loops (parallel over row blocks, each sum made in the order of
-a plain serial loop, so results do not depend on the number of threads); ``vectorised=True`` keeps
-the whole-array numpy versions as independent cross-checks. Output arrays are allocated by numpy
-(huge-page advised: cheaper first touch than numba's own allocations on 2048^2 maps).
+The kernels are compiled numba loops (parallel over row blocks, each sum made in the order of
+a plain serial loop, so results do not depend on the number of threads). Their independent
+cross-checks (whole-array numpy versions, the link-by-link scipy network) live with the tests, in
+``tests/network_oracles.py``. Output arrays are allocated by numpy (huge-page advised: cheaper first
+touch than numba's own allocations on 2048^2 maps).
 """
 from __future__ import annotations
 
@@ -142,24 +143,39 @@ def _voxel_maps(g, electrode, lut, n, backbone_code, tables, conducting, label, 
                 out[p, i, j] = tables[p, k]
 
 
-def voxel_properties(m: Microstructure, model: str = "full", vectorised: bool = False) -> Voxels:
+#: grain ids below this are looked up in a dense table (one entry per id); sparser ids are sorted
+DENSE_ID_MAX = 50_000_000
+
+
+def voxel_properties(m: Microstructure, model: str = "full") -> Voxels:
     """Voxel conductivity/resistivity tensors for ``model`` ("full" or "paper", see :func:`grain_conductivity`).
 
-    ``vectorised=True`` uses whole-array numpy look-ups instead of the compiled voxel loop (same
-    result; kept as an independent cross-check).
+    Parameters
+    ----------
+    m : Microstructure
+        A validated microstructure (every grain id in ``m.grains`` is in ``m.grain_ids``).
+    model : {"full", "paper"}
+
+    Returns
+    -------
+    Voxels
+        Electrodes conduct nothing here (their faces are ideal); vacuum and ZrO2 neither.
+
+    Example
+    -------
+    >>> from insitu.analysis.transport.lamella import voronoi_lamella
+    >>> v = voxel_properties(voronoi_lamella((32, 32), n_grains=3))    # doctest: +SKIP
     """
     g = m.grains
-    ny, nx = g.shape
     names = list(m.electrodes)
     electrode = np.full(g.shape, -1, np.int16)
     for i, name in enumerate(names):
         electrode[m.electrodes[name]] = i
 
     sig = grain_conductivity(m.c_axis, m.sigma_ip, m.anisotropy, model)
-    ids = m.grain_ids
+    ids = np.asarray(m.grain_ids)
     n = ids.size
-    # per-material tables (rows: grains, backbone, nothing), then one whole-array look-up per
-    # property: the same arithmetic as voxel by voxel, ~4x faster on 2048^2 grids
+    # per-material tables (rows: grains, backbone, nothing), looked up voxel by voxel
     sb = m.sigma_ip / m.backbone_ratio
     tab = np.zeros((n + 2, 3))
     tab[:n] = sig
@@ -171,54 +187,33 @@ def voxel_properties(m: Microstructure, model: str = "full", vectorised: bool = 
         trxx = np.where(live, tsyy / det, 0.0)
         tryy = np.where(live, tsxx / det, 0.0)
         trxy = np.where(live, -tsxy / det, 0.0)
-    tables = (tsxx, tsyy, tsxy, trxx, tryy, trxy)
-    gmax = int(g.max()) if g.size else 0
-    if not vectorised and n and int(ids.max()) < 50_000_000 and gmax <= int(ids.max()):
-        lut = np.zeros(int(ids.max()) + 1, np.intp)
+    tables = np.stack((tsxx, tsyy, tsxy, trxx, tryy, trxy))
+    g = np.ascontiguousarray(g)
+    top = int(ids.max()) if n else 0
+    if top < DENSE_ID_MAX:
+        lut = np.zeros(max(top, int(g.max()), 0) + 1, np.intp)
         lut[ids] = np.arange(n)
-        conducting, label, maps = np.empty(g.shape, bool), np.empty(g.shape, np.int32), np.empty((6,) + g.shape)
-        _voxel_maps(np.ascontiguousarray(g), electrode, lut, n, BACKBONE, np.stack(tables), conducting, label, maps)
-        sxx, syy, sxy, rxx, ryy, rxy = maps
-        return Voxels(conducting, electrode, rxx, ryy, rxy, sxx, syy, sxy, label, names)
-    is_el = electrode >= 0
-    grain = (g > 0) & ~is_el
-    backbone = (g == BACKBONE) & ~is_el
-    conducting = grain | backbone
-    k = np.where(backbone, n, n + 1)
-    if n and int(ids.max()) < 50_000_000:           # dense look-up table: no sorting of the grid
-        lut = np.zeros(int(ids.max()) + 1, np.intp)
-        lut[ids] = np.arange(n)
-        k = np.where(grain, lut[np.where(grain, g, 0)], k)
-    elif n:
+        gl = g
+    else:                      # sparse ids: number the grains 1..n first (sorted look-up)
         order = np.argsort(ids)
-        k[grain] = order[np.searchsorted(ids[order], g[grain])]
-    sxx, syy, sxy, rxx, ryy, rxy = (t.take(k) for t in tables)
-    label = np.where(grain, g, 0).astype(np.int32)
+        grain = g > 0
+        gl = np.where(grain, 0, g)
+        gl[grain] = np.searchsorted(ids[order], g[grain]) + 1
+        lut = np.zeros(n + 1, np.intp)
+        lut[1:] = order
+    conducting, label, maps = np.empty(g.shape, bool), np.empty(g.shape, np.int32), np.empty((6,) + g.shape)
+    _voxel_maps(gl, electrode, lut, n, BACKBONE, tables, conducting, label, maps)
+    if gl is not g:
+        label = np.where(label > 0, g, 0).astype(np.int32)
+    sxx, syy, sxy, rxx, ryy, rxy = maps
     return Voxels(conducting, electrode, rxx, ryy, rxy, sxx, syy, sxy, label, names)
-
-
-def _padded(v: Voxels):
-    pad = lambda a, val=0: np.pad(a, 1, constant_values=val)
-    alive = pad(v.conducting | (v.electrode >= 0), False)
-    el = pad(v.electrode >= 0, False)
-    return dict(rxx=pad(v.rxx), ryy=pad(v.ryy), rxy=pad(v.rxy), alive=alive, el=el, label=pad(v.label))
-
-
-def _faces(P, gb_res: float):
-    """Open masks and GB resistance (2 r_GB / h, Ohm m) of x-faces (i,j)|(i,j+1) and y-faces (i,j)|(i+1,j)."""
-    alive, el, lab = P["alive"], P["el"], P["label"]
-    ox = alive[:, :-1] & alive[:, 1:] & ~(el[:, :-1] & el[:, 1:])
-    oy = alive[:-1, :] & alive[1:, :] & ~(el[:-1, :] & el[1:, :])
-    gx = np.where((lab[:, :-1] > 0) & (lab[:, 1:] > 0) & (lab[:, :-1] != lab[:, 1:]), gb_res, 0.0)
-    gy = np.where((lab[:-1, :] > 0) & (lab[1:, :] > 0) & (lab[:-1, :] != lab[1:, :]), gb_res, 0.0)
-    return ox, oy, gx, gy
 
 
 @njit(cache=True)
 def _block_inverse(dU, dL, dW, dE, aUL, aUR, aLL, aLR):
     """Entries (UU, LL, WW, EE, UL, WE, UW, UE, LW, LE) of the inverse of the corner matrix
     [[D1, C], [C^T, D2]], D1 = diag(dU, dL), D2 = diag(dW, dE), C = [[aUL, aUR], [aLL, aLR]], by its
-    Schur complement. Scalars when compiled; :func:`_corner_inverse` calls the Python source on arrays."""
+    Schur complement."""
     xUL, xUR, xLL, xLR = aUL / dU, aUR / dU, aLL / dL, aLR / dL
     s11 = dW - aUL * xUL - aLL * xLL
     s22 = dE - aUR * xUR - aLR * xLR
@@ -237,38 +232,12 @@ def _block_inverse(dU, dL, dW, dE, aUL, aUR, aLL, aLR):
     return mUU, mLL, i11, i22, mUL, i12, mUW, mUE, mLW, mLE
 
 
-def _corner_inverse(P, ox, oy, gx, gy, a0, a1):
-    """Local inverse M'^-1 (entries) for corner rows a0..a1 (padded-grid corner (a, b) joins cells
-    (a, b), (a, b+1), (a+1, b), (a+1, b+1)). Faces: U = x-face (a, b), L = x-face (a+1, b),
-    W = y-face (a, b), E = y-face (a, b+1). Masked faces get zero rows and columns."""
-    rxx, ryy, rxy = P["rxx"], P["ryy"], P["rxy"]
-    s = slice(a0, a1)
-    s1 = slice(a0 + 1, a1 + 1)
-    UL, UR, LL, LR = (s, slice(0, -1)), (s, slice(1, None)), (s1, slice(0, -1)), (s1, slice(1, None))
-    oU, oL = ox[s, :], ox[s1, :]
-    oW, oE = oy[s, :-1], oy[s, 1:]
-    dU = np.where(oU, rxx[UL] + rxx[UR] + gx[s, :], 1.0)
-    dL = np.where(oL, rxx[LL] + rxx[LR] + gx[s1, :], 1.0)
-    dW = np.where(oW, ryy[UL] + ryy[LL] + gy[s, :-1], 1.0)
-    dE = np.where(oE, ryy[UR] + ryy[LR] + gy[s, 1:], 1.0)
-    aUL = np.where(oU & oW, rxy[UL], 0.0)
-    aUR = np.where(oU & oE, rxy[UR], 0.0)
-    aLL = np.where(oL & oW, rxy[LL], 0.0)
-    aLR = np.where(oL & oE, rxy[LR], 0.0)
-    # whole-array call of the compiled scalar function's Python source: the same arithmetic
-    mUU, mLL, i11, i22, mUL, i12, mUW, mUE, mLW, mLE = _block_inverse.py_func(dU, dL, dW, dE, aUL, aUR, aLL, aLR)
-    fU, fL, fW, fE = (o.astype(float) for o in (oU, oL, oW, oE))
-    return dict(UU=mUU * fU, LL=mLL * fL, WW=i11 * fW, EE=i22 * fE, UL=mUL * fU * fL, WE=i12 * fW * fE,
-                UW=mUW * fU * fW, UE=mUE * fU * fE, LW=mLW * fL * fW, LE=mLE * fL * fE)
-
-
 @njit(cache=True)
 def _corner_minv(rxx, ryy, rxy, alive, el, lab, gb_res, a, b):
     """Entries (UU, LL, WW, EE, UL, WE, UW, UE, LW, LE) of M'^-1 of grid corner (a, b), 0 <= a <= ny,
     0 <= b <= nx, which joins voxels UL = (a-1, b-1), UR = (a-1, b), LL = (a, b-1), LR = (a, b)
     (outside the grid: nothing). Faces U = UL|UR, L = LL|LR, W = UL|LL, E = UR|LR; closed faces give
-    zero rows/columns. The scalar twin of :func:`_corner_inverse` (both call :func:`_block_inverse`),
-    reading the unpadded voxel arrays. The last value is False when every face of the corner is closed.
+    zero rows/columns. The last value is False when every face of the corner is closed.
 
     Written without short-circuit ``and``/``or`` on array values (clamped indices, bitwise logic):
     numba compiles those to far slower code."""
@@ -524,7 +493,7 @@ def _fluxes_full(rxx, ryy, rxy, alive, el, lab, gb_res, phi, k, nblocks, jx, jy,
 @njit(cache=True, parallel=True)
 def _assemble_5(rxx, ryy, alive, el, lab, gb_res, two_t, C, E, S):
     """Diagonal tensors, compiled: face conductances G = 2t / (rho_p + rho_q + [GB] 2 r_GB/h) of every
-    open face (the arithmetic of :func:`_face_conductances`), returned as the 5-point stencil
+    open face (G = 1 / (h/(2 s_p A) + h/(2 s_q A) + [GB] t_GB/(s_GB A)), A = h t), returned as the 5-point stencil
     C, E (0,1) = -Gx, S (1,0) = -Gy (ny, nx), written into C and the zeroed E, S."""
     ny, nx = rxx.shape
     for i in prange(ny):
@@ -543,7 +512,7 @@ def _assemble_5(rxx, ryy, alive, el, lab, gb_res, two_t, C, E, S):
                 S[i, j] = -g
     for i in prange(ny):
         for j in range(nx):
-            c = 0.0            # the order of the numpy sums in assemble(vectorised=True)
+            c = 0.0            # sum order: east, west, south, north (tests/network_oracles.py)
             if j + 1 < nx:
                 c += -E[i, j]
             if j > 0:
@@ -568,17 +537,9 @@ def _live(p, alive):
 
 
 @njit(cache=True, parallel=True)
-def _live_phi(phi, alive, out):
-    ny, nx = phi.shape
-    for i in prange(ny):
-        for j in range(nx):
-            out[i, j] = _live(phi[i, j], alive[i, j])
-
-
-@njit(cache=True, parallel=True)
 def _fluxes_5(E, S, phi, alive, area, jx, jy, fx, fy):
     """Diagonal tensors, compiled: face current densities fx = Gx (phi_l - phi_r) / area (Gx = -E),
-    fy likewise, and voxel means jx, jy (the arithmetic of ``fluxes(vectorised=True)``)."""
+    fy likewise, and voxel means jx, jy (each the mean of its two faces along the axis)."""
     ny, nx = phi.shape
     for i in prange(ny):
         for j in range(nx):
@@ -603,29 +564,11 @@ def _fluxes_5(E, S, phi, alive, area, jx, jy, fx, fy):
             jy[i, j] = sy / 2.0
 
 
-def _rows(shape_v, chunk):
-    n = shape_v
-    for a0 in range(0, n, chunk):
-        yield a0, min(n, a0 + chunk)
-
-
-def _face_conductances(v: Voxels, m: Microstructure):
-    """Diagonal tensors only: conductance (S) of every x-face (ny, nx-1) and y-face (ny-1, nx),
-    G = 1 / (h/(2 s_p A) + h/(2 s_q A) + [GB] t_GB/(s_GB A)) = 2t / (rho_p + rho_q + 2 r_GB/h)."""
-    h, t = m.voxel_size_m, m.thickness_m
-    gb_res = 2.0 * (m.gb_thickness_m / (m.sigma_ip / m.gb_ratio)) / h
-    el = v.electrode >= 0    # faces inside the grid only: no padded copies
-    ox, oy, gx, gy = _faces(dict(alive=v.conducting | el, el=el, label=v.label), gb_res)
-    rxx, ryy = v.rxx, v.ryy
-    with np.errstate(divide="ignore"):
-        Gx = np.where(ox, 2.0 * t / np.where(ox, rxx[:, :-1] + rxx[:, 1:] + gx, 1.0), 0.0)
-        Gy = np.where(oy, 2.0 * t / np.where(oy, ryy[:-1, :] + ryy[1:, :] + gy, 1.0), 0.0)
-    return Gx, Gy
-
-
-def assemble(v: Voxels, m: Microstructure, chunk: int = 256, general: bool = False,
-             vectorised: bool = False) -> dict:
+def assemble(v: Voxels, m: Microstructure) -> dict:
     """Stencil coefficients of A = t G M'^-1 G^T on the (ny, nx) grid.
+
+    Diagonal tensors everywhere (the paper's model) reduce the scheme to the 5-point network, which
+    is assembled face by face; otherwise corner by corner (9-point).
 
     Returns
     -------
@@ -633,77 +576,45 @@ def assemble(v: Voxels, m: Microstructure, chunk: int = 256, general: bool = Fal
         ``"C"`` (centre) and, for each forward offset (dy, dx) in :data:`FORWARD`, the coupling
         coefficient between voxel (i, j) and (i+dy, j+dx), stored at (i, j). Units S.
         Offsets whose coefficients are all zero are omitted (the diagonal model is 5-point).
-    general : bool
-        Use the corner-by-corner MFMFE assembly even when every tensor is diagonal (where it reduces
-        to the 5-point network, which is then assembled directly, face by face).
-    vectorised : bool
-        Use the chunked whole-array (numpy) corner assembly instead of the compiled corner loop
-        (same result; kept as an independent cross-check).
+
+    Example
+    -------
+    >>> st = assemble(voxel_properties(m, "paper"), m)    # doctest: +SKIP
+    >>> sorted(map(str, st))                              # doctest: +SKIP
+    ['(0, 1)', '(1, 0)', 'C']
     """
-    h, t = m.voxel_size_m, m.thickness_m
-    gb_res = 2.0 * (m.gb_thickness_m / (m.sigma_ip / m.gb_ratio)) / h
-    if not general and not np.any(v.rxy):
-        if not vectorised:
-            el = v.electrode >= 0
-            C, Ex, Sy = np.empty(el.shape), np.zeros(el.shape), np.zeros(el.shape)
-            _assemble_5(v.rxx, v.ryy, v.conducting | el, el, v.label, gb_res, 2.0 * t, C, Ex, Sy)
-            return {"C": C, (0, 1): Ex, (1, 0): Sy}
-        Gx, Gy = _face_conductances(v, m)
-        C = np.zeros(v.rxx.shape)
-        C[:, :-1] += Gx
-        C[:, 1:] += Gx
-        C[:-1, :] += Gy
-        C[1:, :] += Gy
-        Ex = np.zeros(C.shape)
-        Ex[:, :-1] = -Gx
-        Sy = np.zeros(C.shape)
-        Sy[:-1, :] = -Gy
-        return {"C": C, (0, 1): Ex, (1, 0): Sy}
-    if not vectorised:
-        el = v.electrode >= 0
-        C, E, Sd, SE, SW = (np.zeros(el.shape) for _ in range(5))
-        _assemble_full(v.rxx, v.ryy, v.rxy, v.conducting | el, el, v.label, gb_res, float(t),
-                       _blocks(el.shape[0] + 1), C, E, Sd, SE, SW)
-        out = {"C": C}
-        for o, arr in zip(FORWARD, (E, Sd, SE, SW)):
-            if np.any(arr != 0.0):
-                out[o] = arr
-        return out
-    P = _padded(v)
-    ox, oy, gx, gy = _faces(P, gb_res)
-    Ny, Nx = P["alive"].shape
-    C = np.zeros((Ny, Nx))
-    st = {o: np.zeros((Ny, Nx)) for o in FORWARD}
-    for a0, a1 in _rows(Ny - 1, chunk):
-        mi = _corner_inverse(P, ox, oy, gx, gy, a0, a1)
-        # g vectors: UL = U + W, UR = -U + E, LL = L - W, LR = -L - E ; A[c1, c2] = t g1^T Minv g2
-        q = lambda u1, u2: (mi["UU"] * u1[0] * u2[0] + mi["LL"] * u1[1] * u2[1] + mi["WW"] * u1[2] * u2[2]
-                            + mi["EE"] * u1[3] * u2[3]
-                            + mi["UL"] * (u1[0] * u2[1] + u1[1] * u2[0]) + mi["WE"] * (u1[2] * u2[3] + u1[3] * u2[2])
-                            + mi["UW"] * (u1[0] * u2[2] + u1[2] * u2[0]) + mi["UE"] * (u1[0] * u2[3] + u1[3] * u2[0])
-                            + mi["LW"] * (u1[1] * u2[2] + u1[2] * u2[1]) + mi["LE"] * (u1[1] * u2[3] + u1[3] * u2[1]))
-        gUL, gUR, gLL, gLR = (1, 0, 1, 0), (-1, 0, 0, 1), (0, 1, -1, 0), (0, -1, 0, -1)
-        s, s1 = slice(a0, a1), slice(a0 + 1, a1 + 1)
-        C[s, :-1] += t * q(gUL, gUL)
-        C[s, 1:] += t * q(gUR, gUR)
-        C[s1, :-1] += t * q(gLL, gLL)
-        C[s1, 1:] += t * q(gLR, gLR)
-        st[(0, 1)][s, :-1] += t * q(gUL, gUR)
-        st[(0, 1)][s1, :-1] += t * q(gLL, gLR)
-        st[(1, 0)][s, :-1] += t * q(gUL, gLL)
-        st[(1, 0)][s, 1:] += t * q(gUR, gLR)
-        st[(1, 1)][s, :-1] += t * q(gUL, gLR)
-        st[(1, -1)][s, 1:] += t * q(gUR, gLL)
-    out = {"C": C[1:-1, 1:-1]}
-    for o, arr in st.items():
-        a = arr[1:-1, 1:-1]
-        if np.any(a != 0.0):
-            out[o] = a
+    if not np.any(v.rxy):
+        return _assemble_five(v, m)
+    return _assemble_corners(v, m)
+
+
+def _gb_resistance(m: Microstructure) -> float:
+    """2 r_GB / h (Ohm m): the GB resistor of a face as a resistivity over half a voxel on each side."""
+    return 2.0 * (m.gb_thickness_m / (m.sigma_ip / m.gb_ratio)) / m.voxel_size_m
+
+
+def _assemble_five(v: Voxels, m: Microstructure) -> dict:
+    """The 5-point network of diagonal tensors, face by face (``v.rxy`` is ignored)."""
+    el = v.electrode >= 0
+    C, Ex, Sy = np.empty(el.shape), np.zeros(el.shape), np.zeros(el.shape)
+    _assemble_5(v.rxx, v.ryy, v.conducting | el, el, v.label, _gb_resistance(m), 2.0 * m.thickness_m, C, Ex, Sy)
+    return {"C": C, (0, 1): Ex, (1, 0): Sy}
+
+
+def _assemble_corners(v: Voxels, m: Microstructure) -> dict:
+    """The corner-by-corner MFMFE assembly (any tensors; 5-point in effect for diagonal ones)."""
+    el = v.electrode >= 0
+    C, E, Sd, SE, SW = (np.zeros(el.shape) for _ in range(5))
+    _assemble_full(v.rxx, v.ryy, v.rxy, v.conducting | el, el, v.label, _gb_resistance(m), float(m.thickness_m),
+                   _blocks(el.shape[0] + 1), C, E, Sd, SE, SW)
+    out = {"C": C}
+    for o, arr in zip(FORWARD, (E, Sd, SE, SW)):
+        if np.any(arr != 0.0):
+            out[o] = arr
     return out
 
 
-def fluxes(v: Voxels, m: Microstructure, phi, chunk: int = 256, general: bool = False,
-           vectorised: bool = False, stencil: dict | None = None, out: np.ndarray | None = None) -> dict:
+def fluxes(v: Voxels, m: Microstructure, phi, stencil: dict | None = None, out: np.ndarray | None = None) -> dict:
     """Current densities from a potential map (V; any value where nothing conducts).
 
     Parameters
@@ -712,8 +623,8 @@ def fluxes(v: Voxels, m: Microstructure, phi, chunk: int = 256, general: bool = 
         ``assemble(v, m)`` of these same voxels, if already computed: the diagonal model then reads
         its face conductances from it instead of recomputing them.
     out : ndarray (ny, nx, 2), optional
-        Compiled paths: where to write (jx, jy) (``jx``, ``jy`` are then views of it; its contents are
-        overwritten). Default: a new array.
+        Where to write (jx, jy) (``jx``, ``jy`` are then views of it; its contents are overwritten).
+        Default: a new array.
 
     Returns
     -------
@@ -721,75 +632,38 @@ def fluxes(v: Voxels, m: Microstructure, phi, chunk: int = 256, general: bool = 
         ``jx``, ``jy`` (ny, nx): voxel current density, A/m^2 (mean of the voxel's corner fluxes);
         ``fx`` (ny, nx-1): normal current density through x-faces (i,j)|(i,j+1), positive along +x;
         ``fy`` (ny-1, nx): through y-faces (i,j)|(i+1,j), positive along +y (down).
+
+    Example
+    -------
+    >>> fl = fluxes(v, m, simulate(m, {"top": 0, "right": 1}).potential)    # doctest: +SKIP
     """
-    h, t = m.voxel_size_m, m.thickness_m
-    el = v.electrode >= 0
-    alive = v.conducting | el
-    if not general and not np.any(v.rxy):
-        if not vectorised:
-            if stencil is None or set(stencil) != {"C", (0, 1), (1, 0)}:
-                stencil = assemble(v, m)
-            ny, nx = alive.shape
-            J = np.empty((ny, nx, 2)) if out is None else out
-            jx, jy, fx, fy = J[..., 0], J[..., 1], np.empty((ny, nx - 1)), np.empty((ny - 1, nx))
-            _fluxes_5(stencil[(0, 1)], stencil[(1, 0)], np.asarray(phi, dtype=float), alive, h * t, jx, jy, fx, fy)
-            return dict(jx=jx, jy=jy, fx=fx, fy=fy)
-        Gx, Gy = _face_conductances(v, m)
-        ph = np.where(alive, np.nan_to_num(phi), 0.0)
-        area = m.voxel_size_m * m.thickness_m
-        fx = Gx * (ph[:, :-1] - ph[:, 1:]) / area
-        fy = Gy * (ph[:-1, :] - ph[1:, :]) / area
-        jx = np.zeros(ph.shape)
-        jy = np.zeros(ph.shape)
-        jx[:, :-1] += fx
-        jx[:, 1:] += fx
-        jy[:-1, :] += fy
-        jy[1:, :] += fy
-        return dict(jx=jx / 2.0, jy=jy / 2.0, fx=fx, fy=fy)
-    gb_res = 2.0 * (m.gb_thickness_m / (m.sigma_ip / m.gb_ratio)) / h
-    if not vectorised:
-        ny, nx = alive.shape
-        if out is None:
-            J = np.zeros((ny, nx, 2))
-        else:
-            J = out
-            J.fill(0.0)
-        jx, jy, fx, fy = J[..., 0], J[..., 1], np.zeros((ny, nx - 1)), np.zeros((ny - 1, nx))
-        _fluxes_full(v.rxx, v.ryy, v.rxy, alive, el, v.label, gb_res, np.asarray(phi, dtype=float), 2.0 / h,
-                     _blocks(ny + 1), jx, jy, fx, fy)
-        J /= 4.0
+    if not np.any(v.rxy):
+        if stencil is None or set(stencil) != {"C", (0, 1), (1, 0)}:
+            stencil = _assemble_five(v, m)
+        el = v.electrode >= 0
+        ny, nx = el.shape
+        J = np.empty((ny, nx, 2)) if out is None else out
+        jx, jy, fx, fy = J[..., 0], J[..., 1], np.empty((ny, nx - 1)), np.empty((ny - 1, nx))
+        _fluxes_5(stencil[(0, 1)], stencil[(1, 0)], np.asarray(phi, dtype=float), v.conducting | el,
+                  m.voxel_size_m * m.thickness_m, jx, jy, fx, fy)
         return dict(jx=jx, jy=jy, fx=fx, fy=fy)
-    P = _padded(v)
-    ox, oy, gx, gy = _faces(P, gb_res)
-    ph = np.pad(np.where(P["alive"][1:-1, 1:-1], np.nan_to_num(phi), 0.0), 1)
-    Ny, Nx = ph.shape
-    jx = np.zeros((Ny, Nx))
-    jy = np.zeros((Ny, Nx))
-    fxf = np.zeros((Ny, Nx - 1))
-    fyf = np.zeros((Ny - 1, Nx))
-    for a0, a1 in _rows(Ny - 1, chunk):
-        mi = _corner_inverse(P, ox, oy, gx, gy, a0, a1)
-        s, s1 = slice(a0, a1), slice(a0 + 1, a1 + 1)
-        pUL, pUR, pLL, pLR = ph[s, :-1], ph[s, 1:], ph[s1, :-1], ph[s1, 1:]
-        dU, dL, dW, dE = pUL - pUR, pLL - pLR, pUL - pLL, pUR - pLR   # G^T phi
-        k = 2.0 / h
-        fU = k * (mi["UU"] * dU + mi["UL"] * dL + mi["UW"] * dW + mi["UE"] * dE)
-        fL = k * (mi["UL"] * dU + mi["LL"] * dL + mi["LW"] * dW + mi["LE"] * dE)
-        fW = k * (mi["UW"] * dU + mi["LW"] * dL + mi["WW"] * dW + mi["WE"] * dE)
-        fE = k * (mi["UE"] * dU + mi["LE"] * dL + mi["WE"] * dW + mi["EE"] * dE)
-        jx[s, :-1] += fU
-        jx[s, 1:] += fU
-        jx[s1, :-1] += fL
-        jx[s1, 1:] += fL
-        jy[s, :-1] += fW
-        jy[s1, :-1] += fW
-        jy[s, 1:] += fE
-        jy[s1, 1:] += fE
-        fxf[s, :] += 0.5 * fU
-        fxf[s1, :] += 0.5 * fL
-        fyf[s, :-1] += 0.5 * fW
-        fyf[s, 1:] += 0.5 * fE
-    return dict(jx=jx[1:-1, 1:-1] / 4.0, jy=jy[1:-1, 1:-1] / 4.0, fx=fxf[1:-1, 1:-1], fy=fyf[1:-1, 1:-1])
+    return _fluxes_corners(v, m, phi, out)
+
+
+def _fluxes_corners(v: Voxels, m: Microstructure, phi, out: np.ndarray | None = None) -> dict:
+    """:func:`fluxes` from the corner scheme's half-face fluxes (any tensors)."""
+    el = v.electrode >= 0
+    ny, nx = el.shape
+    if out is None:
+        J = np.zeros((ny, nx, 2))
+    else:
+        J = out
+        J.fill(0.0)
+    jx, jy, fx, fy = J[..., 0], J[..., 1], np.zeros((ny, nx - 1)), np.zeros((ny - 1, nx))
+    _fluxes_full(v.rxx, v.ryy, v.rxy, v.conducting | el, el, v.label, _gb_resistance(m), np.asarray(phi, dtype=float),
+                 2.0 / m.voxel_size_m, _blocks(ny + 1), jx, jy, fx, fy)
+    J /= 4.0
+    return dict(jx=jx, jy=jy, fx=fx, fy=fy)
 
 
 def apply(stencil: dict, x) -> np.ndarray:
@@ -858,7 +732,8 @@ def _potential_maps(x, conducting, el, fixed, phi, phi0):
 
 def potential_maps(x, conducting, el, fixed):
     """Potential map (V) from a grid solution: ``x`` on conducting voxels, ``fixed`` on electrodes,
-    NaN elsewhere; and the same with 0 where nothing conducts (:func:`finite_potential`).
+    NaN elsewhere; and the same with 0 where nothing conducts (NaN read as 0, +-inf as +-max float,
+    as ``np.nan_to_num``).
 
     Returns
     -------
@@ -875,20 +750,6 @@ def potential_maps(x, conducting, el, fixed):
     phi, phi0 = np.empty(x.shape), np.empty(x.shape)
     _potential_maps(x, np.asarray(conducting, bool), np.asarray(el, bool), np.asarray(fixed, dtype=float), phi, phi0)
     return phi, phi0
-
-
-def finite_potential(phi, alive) -> np.ndarray:
-    """``np.where(alive, np.nan_to_num(phi), 0.0)`` in one compiled pass (V).
-
-    Example
-    -------
-    >>> finite_potential(np.array([[np.nan, 1.0, 2.0]]), np.array([[True, True, False]]))
-    array([[0., 1., 0.]])
-    """
-    phi = np.asarray(phi, dtype=float)
-    out = np.empty(phi.shape)
-    _live_phi(phi, np.asarray(alive, dtype=bool), out)
-    return out
 
 
 def connected_to(alive, seed) -> np.ndarray:
@@ -1021,42 +882,3 @@ def electrode_currents(stencil: dict, x, electrode, names) -> dict:
         y = apply({k: c[ys, xs] for k, c in stencil.items()}, x[ys, xs])
         out[name] = float(y[mask[ys, xs]].sum())
     return out
-
-
-def link_network(v: Voxels, m: Microstructure):
-    """Reference assembly of the paper's 5-point network, one link at a time (scipy COO).
-
-    Independent of :func:`assemble` (used by the tests as a cross-check and by the benchmark as the
-    baseline). Returns ``(A, b_fixed_links)`` where A is the (ny*nx)^2 Laplacian-like matrix over all
-    voxels (S) with the diagonal sigma_xx, sigma_yy.
-    """
-    import scipy.sparse as sp
-
-    ny, nx = v.conducting.shape
-    h, t = m.voxel_size_m, m.thickness_m
-    r_gb = m.gb_thickness_m / (m.sigma_ip / m.gb_ratio) / (h * t)
-    el = v.electrode >= 0
-    alive = v.conducting | el
-    rows, cols, vals = [], [], []
-    for axis, s in ((1, v.sxx), (0, v.syy)):
-        if axis == 1:
-            p = (slice(None), slice(0, nx - 1))
-            q = (slice(None), slice(1, nx))
-        else:
-            p = (slice(0, ny - 1), slice(None))
-            q = (slice(1, ny), slice(None))
-        idx = np.arange(ny * nx).reshape(ny, nx)
-        ok = alive[p] & alive[q] & ~(el[p] & el[q])
-        with np.errstate(divide="ignore"):
-            half_p = np.where(el[p], 0.0, 1.0 / (2 * s[p] * t))
-            half_q = np.where(el[q], 0.0, 1.0 / (2 * s[q] * t))
-        lp, lq = v.label[p], v.label[q]
-        R = half_p + half_q + np.where((lp > 0) & (lq > 0) & (lp != lq), r_gb, 0.0)
-        g = 1.0 / R[ok]
-        i, j = idx[p][ok], idx[q][ok]
-        rows += [i, j, i, j]
-        cols += [i, j, j, i]
-        vals += [g, g, -g, -g]
-    A = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                      shape=(ny * nx, ny * nx)).tocsr()
-    return A

@@ -30,8 +30,10 @@ GB_COLUMNS = ("grain_a", "grain_b", "length_m", "j_a", "j_b", "jump", "delta_phi
               "misorientation_deg", "plane_angle_deg", "blocking",
               "jump_flow", "blockade", "applied_field_deg", "local_field_deg", "normal_deg",
               "theta_a_deg", "theta_b_deg")
-#: columns that scale with the bias (SimulationResult.scaled)
-_LINEAR = ("j_a", "j_b", "jump", "delta_phi", "jump_flow")
+#: signed columns that scale with the bias (SimulationResult.scaled: times the factor)
+_LINEAR = ("delta_phi", "jump_flow")
+#: columns of |j| means and their difference (SimulationResult.scaled: times |factor|)
+_MAGNITUDE = ("j_a", "j_b", "jump")
 
 
 @dataclass
@@ -82,6 +84,11 @@ class SimulationResult:
     def scaled(self, factor: float, offset: float = 0.0) -> "SimulationResult":
         """The result for electrode potentials ``factor * phi + offset`` (no new solve).
 
+        Signed quantities (potential differences, field, current density, electrode currents,
+        ``delta_phi``, ``jump_flow``) scale by ``factor``; the |j| means ``j_a``, ``j_b`` and their
+        difference ``jump`` by ``|factor|``. A negative factor reverses the field: ``blockade`` changes
+        sign, the field angles turn by 180 degrees and the GB types are classified again.
+
         Example
         -------
         >>> r10 = r.scaled(10.0)   # same geometry, 10x the bias   # doctest: +SKIP
@@ -90,6 +97,8 @@ class SimulationResult:
         gt = dict(self.gb_table)
         for k in _LINEAR:
             gt[k] = self.gb_table[k] * f
+        for k in _MAGNITUDE:
+            gt[k] = self.gb_table[k] * abs(f)
         if f < 0:  # the field reverses: sub-types that depend on its sense change, pile-up becomes depletion
             gt["blockade"] = -gt["blockade"]
             for k in ("applied_field_deg", "local_field_deg"):
@@ -115,6 +124,48 @@ def _floating_clusters(grains, floating_mask) -> list:
         out.append(dict(size=int(ys.size), grains=sorted(int(g) for g in np.unique(grains[box][sel])),
                         y=int(ys[0] + box[0].start), x=int(xs[0] + box[1].start)))
     return out
+
+
+@dataclass
+class LinearProblem:
+    """What a linear solver of :data:`SOLVERS` is given: the stencil (:func:`network.assemble`) of
+    the voxels ``voxels`` of ``micro``, the potential (V) of the fixed (electrode) voxels (NaN
+    elsewhere), the model name and the relative residual to reach."""
+
+    micro: Microstructure
+    stencil: dict
+    voxels: network.Voxels
+    fixed: np.ndarray
+    model: str
+    rtol: float
+
+
+def _solve_mg(p: LinearProblem, info: dict) -> np.ndarray:
+    """Structured multigrid-preconditioned CG on the grid (:func:`multigrid.solve_grid`)."""
+    from insitu.analysis.transport.multigrid import solve_grid
+
+    x = solve_grid(p.stencil, p.voxels.conducting, p.fixed, rtol=p.rtol, info=info)
+    info["nnz"] = int(sum(a.size - np.count_nonzero(a == 0.0) for a in p.stencil.values()))   # 2x faster than on floats
+    return x
+
+
+def _sparse_solver(method: str):
+    def run(p: LinearProblem, info: dict) -> np.ndarray:
+        A, b, index = build_system(p.stencil, p.voxels.conducting, p.fixed)
+        x = solve(A, b, rtol=p.rtol, info=info, method=method, anisotropic=p.model == "full")
+        info["nnz"] = int(A.nnz)
+        out = np.zeros(index.shape)
+        out[p.voxels.conducting] = x
+        return out
+
+    run.__doc__ = f"scipy CSR system of the unknowns, :func:`solver.solve` with method {method!r}."
+    return run
+
+
+#: linear solvers by name: each ``f(problem: LinearProblem, info: dict) -> potential grid`` (V on the
+#: unknown voxels; any value elsewhere), putting ``method``, ``iterations``, ``residual`` and ``nnz``
+#: (stored couplings) into ``info``
+SOLVERS = {"direct": _sparse_solver("direct"), "mg": _solve_mg, "amg": _sparse_solver("amg")}
 
 
 def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rtol: float = 1e-8,
@@ -145,11 +196,11 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
         :func:`gb_band_px`).
     with_gb_table : bool
         Compute the GB table (skip for speed when not needed).
-    solver : {"auto", "direct", "mg", "amg", "reference"}
+    solver : {"auto", "direct", "mg", "amg"}
         "direct": SuperLU; "mg": structured multigrid-preconditioned CG
         (:mod:`insitu.analysis.transport.multigrid`); "amg": pyamg-preconditioned CG; "auto": direct up to
-        :data:`insitu.analysis.transport.solver.DIRECT_MAX` unknowns, else "mg"; "reference": the benchmark
-        baseline (link-by-link scipy assembly, pyamg Ruge-Stueben + CG; diagonal model only).
+        :data:`insitu.analysis.transport.solver.DIRECT_MAX` unknowns, else "mg" (the names of
+        :data:`SOLVERS`).
 
     Returns
     -------
@@ -199,52 +250,17 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
         fixed[v.electrode == i] = pots[name]
     n_unknown = int(v.conducting.sum())
     method = solver if solver != "auto" else ("direct" if n_unknown <= DIRECT_MAX else "mg")
+    if method not in SOLVERS:
+        raise UserError(f"unknown solver '{solver}' (use auto, {', '.join(SOLVERS)})")
     info = {}
-    stencil = network.assemble(v, micro) if method != "reference" else None
-    if method == "reference":
-        # the benchmark baseline: the paper's network assembled link by link with scipy, pyamg RS + CG
-        import pyamg
-
-        if model != "paper":
-            raise UserError("solver 'reference' implements the paper model only")
-        A_all = network.link_network(v, micro)
-        u = np.flatnonzero(v.conducting.ravel())
-        f = np.flatnonzero((v.electrode >= 0).ravel())
-        A = A_all[u][:, u]
-        b = -(A_all[u][:, f] @ fixed.ravel()[f])
-        t2 = time.perf_counter()
-        ml = pyamg.ruge_stuben_solver(A)
-        res = []
-        x = ml.solve(b, tol=rtol, accel="cg", residuals=res)
-        info.update(method="reference", iterations=len(res) - 1,
-                    residual=float(np.linalg.norm(b - A @ x) / max(np.linalg.norm(b), 1e-300)))
-        nnz = int(A.nnz)
-    elif method == "mg":
-        from insitu.analysis.transport.multigrid import solve_grid
-
-        t2 = time.perf_counter()
-        xgrid = solve_grid(stencil, v.conducting, fixed, rtol=rtol, info=info)
-        x = None                      # the potential is read from the grid directly
-        nnz = int(sum(a.size - np.count_nonzero(a == 0.0) for a in stencil.values()))   # 2x faster than on floats
-    else:
-        A, b, index = build_system(stencil, v.conducting, fixed)
-        t2 = time.perf_counter()
-        x = solve(A, b, rtol=rtol, info=info, method=method, anisotropic=model == "full")
-        nnz = int(A.nnz)
+    stencil = network.assemble(v, micro)
+    t2 = time.perf_counter()
+    xgrid = SOLVERS[method](LinearProblem(micro, stencil, v, fixed, model, rtol), info)
+    nnz = info.pop("nnz")
     t3 = time.perf_counter()
 
-    if x is None:
-        phi, phi0 = network.potential_maps(xgrid, v.conducting, el, fixed)   # phi0: 0 where nothing conducts
-    else:
-        phi = np.full(micro.shape, np.nan)
-        phi[v.conducting] = x
-        phi[el] = fixed[el]
-        phi0 = network.finite_potential(phi, v.conducting | el)
-    if stencil is not None:
-        currents = network.electrode_currents(stencil, phi0, v.electrode, v.names)
-    else:
-        net_out = (A_all @ phi0.ravel()).reshape(phi0.shape)
-        currents = {name: float(net_out[v.electrode == i].sum()) for i, name in enumerate(v.names)}
+    phi, phi0 = network.potential_maps(xgrid, v.conducting, el, fixed)   # phi0: 0 where nothing conducts
+    currents = network.electrode_currents(stencil, phi0, v.electrode, v.names)
     j = np.empty(micro.shape + (2,))                 # (jx, jy) written here, then masked in place
     fl = network.fluxes(v, micro, phi0, stencil=stencil, out=j)
     j, E = network.current_and_field(v, fl, out=j, phi=phi0, h=micro.voxel_size_m)

@@ -69,9 +69,9 @@ def plot_result(result, micro, out_dir) -> dict:
     ext = _extent(result.potential.shape, h)
     paths = {}
 
-    from matplotlib import patheffects
+    from insitu.analysis.transport.outline import black_outline
 
-    outline = [patheffects.withStroke(linewidth=2.5, foreground="black")]
+    outline = black_outline()
 
     def electrodes_outline(ax):
         # white with a black rim: legible on every colour map used here (was gold on viridis' yellow)

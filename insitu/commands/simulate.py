@@ -37,7 +37,7 @@ def add_arguments(parser):
     parser.add_argument("--beam-tol", type=float, default=15.0, metavar="DEG",
                         help="grains with c within DEG of the beam have no plane trace: their GBs are "
                              "'no trace', never blocking (default 15)")
-    parser.add_argument("--solver", choices=("auto", "direct", "mg", "amg", "reference"), default="auto",
+    parser.add_argument("--solver", choices=("auto", "direct", "mg", "amg"), default="auto",
                         help="linear solver (default: direct up to 150k unknowns, else multigrid-CG)")
     parser.add_argument("--rtol", type=float, default=1e-8, help="relative residual of the iterative solve")
     parser.add_argument("--strict", action="store_true",

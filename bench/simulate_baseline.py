@@ -1,0 +1,29 @@
+"""The baseline of ``bench_simulator``: ``insitu simulate`` with the linear solve of the paper's
+network done the slow, independent way (``tests/network_oracles.reference_solver``: the network
+assembled link by link with scipy.sparse, pyamg Ruge-Stueben + CG); the rest of the command
+(reading, the applied-field solve, done the same way, GB table, writing) is the real one.
+
+Run as ``python bench/simulate_baseline.py simulate MICRO --potential ... --out DIR --model paper``
+(the arguments of ``insitu simulate``; ``--solver`` is replaced).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import network_oracles
+
+    from insitu.analysis.transport import simulator
+    from insitu.cli import build_parser
+
+    simulator.SOLVERS["reference"] = network_oracles.reference_solver
+    args = build_parser().parse_args(argv)
+    args.solver = "reference"
+    return int(args._module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
