@@ -104,6 +104,7 @@ def run_virtual_experiment(protocol, session_path: Path, *, seed: int = 0, time_
     from insitu.core.session import SessionWriter
     from insitu.virtual.instruments import DEFAULT_RATE_HZ, open_virtual_instruments
     from insitu.virtual.specimen import VirtualSpecimen
+    from insitu.seedwatch import attach as attach_seed_watcher
 
     config = parse_instruments(MOCK_TOML, "mock instruments")
     if specimen is None:
@@ -131,6 +132,7 @@ def run_virtual_experiment(protocol, session_path: Path, *, seed: int = 0, time_
         try:
             engine = Engine(protocol, inst, [writer, progress])
             restore = _signal_handlers(engine)
+            watcher = attach_seed_watcher(engine)   # closed-loop protocols: live seeds into the engine
             try:
                 engine.run()
                 status = "complete"
@@ -139,6 +141,8 @@ def run_virtual_experiment(protocol, session_path: Path, *, seed: int = 0, time_
                 print(f"\ninsitu demo: the run stopped early: {exc}", file=sys.stderr)
             finally:
                 restore()
+                if watcher is not None:
+                    watcher.stop(timeout_s=5.0)
         finally:
             try:
                 for name, part in (("source_meter", inst.source_meter), ("beam_blanker", inst.blanker),

@@ -97,6 +97,7 @@ def run(args) -> int:
     from insitu.instruments import open_instruments
     from insitu.control.protocol import load_protocol
     from insitu.core.session import SessionWriter
+    from insitu.seedwatch import attach as attach_seed_watcher
 
     protocol = load_protocol(args.protocol)          # validated in full: exit 1 before anything is touched
     if args.frame_interval is not None and not args.mock:
@@ -127,6 +128,7 @@ def run(args) -> int:
 
         engine = Engine(protocol, instruments, [writer], status_stream=status_stream(args.quiet))
         restore = _install_signal_handlers(engine)
+        watcher = attach_seed_watcher(engine)       # until: {seeds}, on_seed: the detector in its own thread
         try:
             engine.run()
             status = "complete"
@@ -135,6 +137,8 @@ def run(args) -> int:
             raise
         finally:
             restore()
+            if watcher is not None:
+                watcher.stop(timeout_s=5.0)
             try:
                 fs = engine.found_state
                 found = {} if fs is None else {"found_output_on": bool(fs.output_on), "found_level_V": fs.level_V,

@@ -38,7 +38,8 @@ class EventRecord:
 
     ``kind`` is a short machine-readable word: ``start``, ``step``,
     ``suspender``, ``compliance``, ``short``, ``stall``, ``beam``, ``abort``,
-    ``fault``, ``reconnect``, ``end``, ``info``.
+    ``fault``, ``reconnect``, ``end``, ``info``, ``seed`` (a confirmed seed,
+    from a :class:`SeedRecord`), ``trigger`` (a closed-loop rule fired).
     """
 
     time_s: float
@@ -73,3 +74,55 @@ class ProgressRecord:
     elapsed_s: float
     remaining_s: float
     paused: bool = False
+
+
+@dataclass(frozen=True)
+class SeedRecord:
+    """A seed the live detector confirmed -> a row of ``/entry/events`` with kind ``seed``.
+
+    ``time_s`` is when the engine received it (clock s), ``confirm_time_s`` the time of the
+    frame that confirmed it; frames count the recorded frames from 0; positions are in the
+    first recorded frame's pixels (centres at integers).
+
+    Example
+    -------
+    >>> SeedRecord(130.2, 3, 101.5, 40.25, 12, 14, 125.0).message()
+    'seed 3 at (101.5, 40.2) px: first frame 12, confirmed at frame 14 (t = 125 s)'
+    """
+
+    time_s: float
+    seed_id: int
+    x_px: float
+    y_px: float
+    first_frame: int
+    confirm_frame: int
+    confirm_time_s: float
+
+    def message(self) -> str:
+        """The event text (parsed back by :func:`parse_seed_message`)."""
+        return (f"seed {self.seed_id} at ({self.x_px:.1f}, {self.y_px:.1f}) px: first frame {self.first_frame}, "
+                f"confirmed at frame {self.confirm_frame} (t = {self.confirm_time_s:.6g} s)")
+
+
+_SEED_MESSAGE = (r"seed (?P<seed_id>\d+) at \((?P<x_px>[-+0-9.eEinfa]+), (?P<y_px>[-+0-9.eEinfa]+)\) px: "
+                 r"first frame (?P<first_frame>-?\d+), confirmed at frame (?P<confirm_frame>-?\d+) "
+                 r"\(t = (?P<confirm_time_s>[-+0-9.eEinfa]+) s\)")
+
+
+def parse_seed_message(time_s: float, message: str) -> SeedRecord | None:
+    """The :class:`SeedRecord` a ``seed`` event's message describes (None if it is not one).
+
+    Example
+    -------
+    >>> r = SeedRecord(130.2, 3, 101.5, 40.25, 12, 14, 125.0)
+    >>> parse_seed_message(130.2, r.message()).confirm_frame
+    14
+    """
+    import re
+
+    m = re.fullmatch(_SEED_MESSAGE, message)
+    if m is None:
+        return None
+    g = m.groupdict()
+    return SeedRecord(float(time_s), int(g["seed_id"]), float(g["x_px"]), float(g["y_px"]),
+                      int(g["first_frame"]), int(g["confirm_frame"]), float(g["confirm_time_s"]))
