@@ -151,8 +151,8 @@ def _step_starts(events) -> list[tuple[float, int]]:
     return out
 
 
-#: events after which the engine drains no more seeds
-_LAST_DRAIN_KINDS = ("abort", "short", "stall", "beam", "suspender", "fault", "end")
+#: events after which the engine drains no more seeds (the run ended, or an abort began the ramp-down)
+_LAST_DRAIN_KINDS = ("abort", "end")
 
 
 def replay_triggers(session_path, *, analyzer: LiveAnalyzer | None = None) -> tuple[list, list]:
@@ -190,8 +190,7 @@ def replay_triggers(session_path, *, analyzer: LiveAnalyzer | None = None) -> tu
         raise RuntimeError(watcher.error)
     flat = plan(protocol)
     starts = _step_starts(events)
-    t_end = min([t for t, k, _ in events if k in _LAST_DRAIN_KINDS and t >= (starts[0][0] if starts else 0.0)]
-                or [np.inf])
+    t_end = min([t for t, k, _ in events if k in _LAST_DRAIN_KINDS] or [np.inf])
     seeds = [s for s in seeds if s.confirm_time_s <= t_end]
     triggers = []
     for s in seeds:
