@@ -59,6 +59,21 @@ class _Backend:
         if self.producer is not None and hasattr(self.producer, "resume"):
             self.producer.resume()
 
+    def armed(self) -> dict:
+        """The closed-loop rules armed now (``{}`` when none, or not an engine run)."""
+        fn = getattr(self.producer, "armed", None)
+        return fn() if callable(fn) else {}
+
+    @property
+    def held(self) -> bool:
+        """An ``on_seed: hold`` waits for the operator."""
+        return getattr(self.producer, "state", None) == "held"
+
+    def disarm(self, rule: str) -> None:
+        fn = getattr(self.producer, "disarm", None)
+        if callable(fn):
+            fn(rule)
+
     def finish(self, outcome: str) -> None:
         pass
 
@@ -313,7 +328,14 @@ class EngineBackend(_Backend):
         engine = Engine(self.protocol, inst, sinks=(self.writer, *sinks))
         if not self._attach(engine):  # Abort came while connecting: the engine never switched anything on
             raise StoppedEarly(f"{self._stop_reason}: stopped before the run started (nothing switched on)")
-        return engine.run()
+        from insitu.seedwatch import attach as attach_seed_watcher
+
+        watcher = attach_seed_watcher(engine)   # until: {seeds}, on_seed: the detector in its own thread
+        try:
+            return engine.run()
+        finally:
+            if watcher is not None:
+                watcher.stop(timeout_s=5.0)
 
     def renew(self) -> bool:
         """A new run (after a fault: Retry) into the next free session name, with fresh connections."""

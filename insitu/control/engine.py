@@ -216,7 +216,7 @@ class Engine:
         self._paused.clear()
         if self._held.is_set():
             self._held.clear()
-            self._event("trigger", "resumed by the operator after on_seed hold")
+            self._event("info", "resumed by the operator after on_seed hold")
 
     def note(self, kind: str, message: str) -> None:
         """An event from another part of the run (e.g. the seed watcher), on the engine's clock. Thread-safe."""
@@ -247,11 +247,11 @@ class Engine:
         conditions: it runs its scripted time). Thread-safe; said as an event."""
         if rule == "on_seed":
             if self._on_seed != "none":
-                self._event("trigger", f"on_seed {self._on_seed} disarmed by the operator")
+                self._event("info", f"on_seed {self._on_seed} disarmed by the operator")
             self._on_seed = "none"
         elif rule == "until":
             if self._until_armed and self._until is not None:
-                self._event("trigger", f"{self._until.until.describe()} disarmed by the operator "
+                self._event("info", f"{self._until.until.describe()} disarmed by the operator "
                                        f"(step {self._step_label})")
             self._until_armed = False
         else:
@@ -600,7 +600,8 @@ class Engine:
                 self._set_beam(True, why=f"(on_seed blank, seed {rec.seed_id})")
         elif action == "hold":
             self._held.set()
-            self._event("trigger", f"holding {self.setpoint:g} V, protocol clock paused until the operator resumes")
+            self._event("info", f"on_seed hold: holding {self.setpoint:g} V, protocol clock paused until the "
+                                "operator resumes")
         elif action == "abort":
             raise _Stop("abort", f"aborted: {trig.message()}")
 
