@@ -66,6 +66,12 @@ def _install_signal_handlers(engine):
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
 
+    def resume(signum, frame):      # on_seed: hold waits for the operator: `kill -USR1 <pid>` resumes
+        engine.resume()
+
+    if hasattr(signal, "SIGUSR1"):
+        old[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, resume)
+
     def restore():
         for s, h in old.items():
             signal.signal(s, h)

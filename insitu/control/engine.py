@@ -812,7 +812,7 @@ class Engine:
     def status_line(self) -> str:
         """The one-line status: step, elapsed/remaining, V, I."""
         m = self.last
-        flag = (" HELD (on_seed: hold; resume to go on)" if self._held.is_set() else
+        flag = (" HELD by on_seed: hold (resume: GUI, or kill -USR1 the insitu run)" if self._held.is_set() else
                 " PAUSED" if self._paused.is_set() else (" STALL" if self._stalled else ""))
         flag += " COMPLIANCE" if self._compliance else ""
         step = f"[{self._step_index + 1}/{len(self.flat)}] {self._step_label}" if self._step_index >= 0 else "start"
