@@ -20,14 +20,14 @@ Example
 >>> got = []
 >>> w = SeedWatcher(got.append).start()
 >>> rng = np.random.default_rng(0)
->>> for k in range(8):
-...     f = rng.poisson(100, (64, 64)).astype(float)
-...     if k >= 4:
-...         f[30:35, 20:25] += 50
+>>> for k in range(10):
+...     f = rng.poisson(100, (96, 96)).astype(float)
+...     if k >= 5:
+...         f[48:53, 32:37] += 60          # a bright 5-px seed appears in frame 5
 ...     w(FrameRecord(25.0 * k, f, 0.0, 0.0, False, 0.0, 2e-8))
 >>> w.stop()
 >>> [(s.first_frame, s.confirm_frame, round(s.x_px), round(s.y_px)) for s in got]
-[(4, 5, 22, 32)]
+[(5, 7, 34, 50)]
 """
 from __future__ import annotations
 

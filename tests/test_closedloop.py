@@ -338,3 +338,62 @@ steps:
     trig = [r for r in records if isinstance(r, EventRecord) and r.kind == "trigger"]
     assert len(trig) == 1 and parse_trigger(trig[0].message).current_A > 2.0e-7
     assert emu.output is False and emu.level_V == 0.0
+
+
+# ----------------------------------------------------------------------------- the seed watcher
+def _frames(n=10, size=96, start=5):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for k in range(n):
+        f = rng.poisson(100, (size, size)).astype(float)
+        if k >= start:
+            f[48:53, 32:37] += 60
+        yield k, f
+
+
+def test_seed_watcher_detects_in_its_own_thread_and_numbers_recorded_frames():
+    from insitu.core.records import FrameRecord
+    from insitu.seedwatch import SeedWatcher
+
+    threads = set()
+    got: list = []
+    w = SeedWatcher(lambda rec: (threads.add(threading.get_ident()), got.append(rec))).start()
+    for k, f in _frames():
+        w(FrameRecord(100.0 + 25.0 * k, f, 0.0, 0.0, False, 0.0, 2e-8))
+    w.stop()
+    assert threads and threading.get_ident() not in threads          # never on the caller's (control) thread
+    assert [(r.first_frame, r.confirm_frame) for r in got] == [(5, 7)]
+    assert got[0].confirm_time_s == 100.0 + 25.0 * 7
+    assert abs(got[0].x_px - 34) <= 1 and abs(got[0].y_px - 50) <= 1
+    assert w.n_received == w.n_analysed == 10
+
+
+def test_seed_watcher_survives_a_detector_failure_and_says_so():
+    import numpy as np
+
+    from insitu.core.records import FrameRecord
+    from insitu.seedwatch import SeedWatcher
+
+    said: list = []
+    w = SeedWatcher(lambda rec: None, on_error=said.append).start()
+    w(FrameRecord(0.0, np.zeros((64, 64)), 0.0, 0.0, False, 0.0, 2e-8))
+    w(FrameRecord(25.0, np.zeros((32, 48)), 0.0, 0.0, False, 0.0, 2e-8))    # a frame of another shape
+    w(FrameRecord(50.0, np.zeros((64, 64)), 0.0, 0.0, False, 0.0, 2e-8))
+    w.stop()
+    assert len(said) == 1 and said[0].startswith("live seed detection stopped at frame 1: ValueError")
+    assert w.error == said[0] and w.n_analysed == 1
+
+
+def test_attach_gives_a_watcher_only_to_protocols_that_react_to_seeds():
+    from insitu.seedwatch import attach
+
+    plain = Engine(parse_protocol(LIM + "steps: [{hold: {duration: 1, until: {current_above: 1.0e-7}}}]"),
+                   mock_instruments())
+    assert not plain.needs_seeds and attach(plain) is None
+    eng = Engine(parse_protocol(LIM + "steps: [{hold: {duration: 1, until: {seeds: 1}}}]"), mock_instruments())
+    w = attach(eng)
+    try:
+        assert eng.needs_seeds and w in eng.sinks and w.post == eng.post_seed
+    finally:
+        w.stop()
