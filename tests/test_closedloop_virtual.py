@@ -146,3 +146,10 @@ def test_on_seed_abort_exits_3_with_the_output_off(tmp_path, capsys):
     assert "seed" in kinds and "trigger" in kinds and kinds[-1] == "end"
     assert any(m == "ramped to 0 V, output off" for _, m in of_kind(s, "info"))
     s.close()
+
+
+def test_replay_cli_compares_triggers(hold_session, capsys):
+    _, _, s, path = hold_session
+    assert main(["replay", str(path), "--triggers"]) == 0
+    out = capsys.readouterr().out
+    assert "same: recorded until seeds 1 met by seed" in out and "the same" in out.splitlines()[-1]
