@@ -28,8 +28,18 @@ What it guarantees (see ``docs/protocols.md``):
   up to ``reconnect_timeout_s``, ramp down from the level found, output off,
   :class:`~insitu.core.errors.ConnectionLost` (exit 2).
 
+* Closed loop (``until:`` on ramp/hold, ``on_seed:``): step kinds run through
+  a dispatch table; confirmed seeds arrive from another thread through
+  :meth:`Engine.post_seed` into an inbox the engine drains every tick without
+  waiting; the rules (:mod:`insitu.control.rules`) are judged each tick, and
+  each one that fires is a ``trigger`` event naming it. An early end keeps the
+  level and the next step starts from it (:func:`~insitu.control.plan.rebase`);
+  blank, hold and abort go through the same paths as scripted steps and
+  suspenders. The state is an :class:`EngineState`.
+
 Records go to every sink (callables): BiasSample each tick, BeamSample on
-each beam change, EventRecord, FrameRecord, ProgressRecord each tick.
+each beam change, EventRecord, FrameRecord, ProgressRecord each tick, and
+SeedRecord for each confirmed seed the engine received.
 """
 from __future__ import annotations
 
