@@ -383,7 +383,43 @@ def _rank_sum_distribution(ranks2: np.ndarray, k: int) -> np.ndarray:
     return dist / dist.sum()
 
 
-def stratified_rank_test(values, seeded, strata, weights=None, n_draws: int = 20000, seed: int = 0) -> dict:
+def _successive_sum_distribution(ranks2: np.ndarray, weights: np.ndarray, k: int,
+                                 max_draws: int) -> np.ndarray | None:
+    """P(sum of the ``ranks2`` of ``k`` units drawn one at a time without replacement, each with
+    probability proportional to its weight among those left = s), s = 0..sum(ranks2).
+
+    Exact, by enumerating the ordered draws; None when there are more than ``max_draws`` of them.
+
+    Example
+    -------
+    >>> d = _successive_sum_distribution(np.array([1, 2, 3]), np.array([1.0, 1.0, 2.0]), 1, 100)
+    >>> d.tolist()                         # one draw: P(unit) = w / sum(w); s runs to sum(ranks2) = 6
+    [0.0, 0.25, 0.25, 0.5, 0.0, 0.0, 0.0]
+    """
+    n = len(ranks2)
+    n_ordered = 1
+    for j in range(k):
+        n_ordered *= n - j
+    if n_ordered > max_draws:
+        return None
+    w = np.asarray(weights, float)
+    total_w = w.sum()
+    prob = np.ones(1)
+    taken_w = np.zeros(1)
+    rsum = np.zeros(1, np.int64)
+    picked = np.zeros((1, 0), np.int64)
+    for _ in range(k):
+        step = prob[:, None] * w[None, :] / (total_w - taken_w)[:, None]
+        step[np.arange(len(prob))[:, None], picked] = 0.0          # each unit at most once
+        rows, cols = np.nonzero(step > 0)
+        prob, taken_w = step[rows, cols], taken_w[rows] + w[cols]
+        rsum = rsum[rows] + ranks2[cols]
+        picked = np.column_stack([picked[rows], cols])
+    return np.bincount(rsum, weights=prob, minlength=int(ranks2.sum()) + 1)
+
+
+def stratified_rank_test(values, seeded, strata, weights=None, n_draws: int = 20000, seed: int = 0,
+                         max_exact_draws: int = 2_000_000) -> dict:
     """One-sided stratified rank-sum test: are the seeded units' values larger than the others' within
     their stratum?
 
@@ -392,9 +428,11 @@ def stratified_rank_test(values, seeded, strata, weights=None, n_draws: int = 20
     the p-value is exact: the null distribution is the convolution over strata of the distribution of a
     sum of ``k`` of ``n`` mid-ranks. With ``weights`` (e.g. GB lengths: a random seed lands on a GB with
     a probability proportional to its length) the null is that each stratum's ``k`` seeded units are
-    drawn without replacement with probability proportional to the weights (successive sampling,
-    Gumbel-top-k); the p-value is estimated from ``n_draws`` such draws with a fixed random ``seed``, so
-    the answer is deterministic.
+    drawn without replacement with probability proportional to the weights (successive sampling). Its
+    p-value is exact too when every stratum has at most ``max_exact_draws`` ordered draws (``k`` seeded of
+    ``n``: n!/(n-k)!, e.g. 3 of 100 is 970 200): the null distribution is enumerated. Otherwise it is
+    estimated from ``n_draws`` Gumbel-top-k draws with a fixed random ``seed``, so the answer is still
+    deterministic.
     Strata without a seeded unit or without a control carry no information and are left out.
 
     Parameters
@@ -403,7 +441,8 @@ def stratified_rank_test(values, seeded, strata, weights=None, n_draws: int = 20
     seeded : (n,) bool.
     strata : (n,) stratum label per unit.
     weights : (n,) > 0, optional; how likely a unit is to be seeded by chance.
-    n_draws, seed : Monte Carlo draws and their random seed (with ``weights``).
+    n_draws, seed : Monte Carlo draws and their random seed (with ``weights``, when not exact).
+    max_exact_draws : enumerate at most this many ordered draws per stratum for the exact weighted p.
 
     Returns
     -------
@@ -424,12 +463,10 @@ def stratified_rank_test(values, seeded, strata, weights=None, n_draws: int = 20
     s = np.asarray(seeded, bool)
     st = np.asarray(strata)
     w = None if weights is None else np.asarray(weights, float)
-    rng = np.random.default_rng(seed)
-    dist = np.ones(1)
-    null = np.zeros(n_draws) if w is not None else None
     t_obs = 0
     u_sum = pairs = 0.0
     n_seeded = n_controls = n_strata = 0
+    per_stratum = []                      # (mid-ranks x 2, k, weights or None)
     for lab in sorted(set(st.tolist()), key=str):
         m = st == lab
         k, n = int(s[m].sum()), int(m.sum())
@@ -437,12 +474,7 @@ def stratified_rank_test(values, seeded, strata, weights=None, n_draws: int = 20
             continue
         r2 = np.rint(2 * _midranks(v[m])).astype(int)      # mid-ranks are multiples of 1/2
         t_obs += int(r2[s[m]].sum())
-        if w is None:
-            dist = np.convolve(dist, _rank_sum_distribution(r2, k))
-        else:   # Gumbel-top-k: the k largest of log(w) + Gumbel noise = successive sampling prop. to w
-            keys = np.log(np.maximum(w[m], 1e-300))[None, :] + rng.gumbel(size=(n_draws, n))
-            top = np.argpartition(-keys, k - 1, axis=1)[:, :k]
-            null += r2[top].sum(axis=1)
+        per_stratum.append((r2, k, None if w is None else w[m]))
         u_sum += r2[s[m]].sum() / 2 - k * (k + 1) / 2
         pairs += k * (n - k)
         n_seeded += k
@@ -450,12 +482,26 @@ def stratified_rank_test(values, seeded, strata, weights=None, n_draws: int = 20
         n_strata += 1
     if pairs == 0:
         return dict(auc=float("nan"), p_value=float("nan"), n_seeded=0, n_controls=n_controls, n_strata=0)
-    if w is None:
-        p = float(min(1.0, dist[t_obs:].sum()))
+    dist = np.ones(1)
+    for r2, k, ws in per_stratum:
+        d = (_rank_sum_distribution(r2, k) if ws is None
+             else _successive_sum_distribution(r2, np.maximum(ws, 1e-300), k, max_exact_draws))
+        if d is None:
+            break
+        dist = np.convolve(dist, d)
     else:
-        p = float((1 + np.sum(null >= t_obs)) / (1 + n_draws))
+        p = float(min(1.0, dist[t_obs:].sum()))
+        return dict(auc=float(u_sum / pairs), p_value=p, n_seeded=n_seeded, n_controls=n_controls,
+                    n_strata=n_strata)
+    # too many ordered draws to enumerate: Gumbel-top-k, the k largest of log(w) + Gumbel noise
+    rng = np.random.default_rng(seed)
+    null = np.zeros(n_draws)
+    for r2, k, ws in per_stratum:
+        keys = np.log(np.maximum(ws, 1e-300))[None, :] + rng.gumbel(size=(n_draws, len(r2)))
+        top = np.argpartition(-keys, k - 1, axis=1)[:, :k]
+        null += r2[top].sum(axis=1)
+    p = float((1 + np.sum(null >= t_obs)) / (1 + n_draws))
     return dict(auc=float(u_sum / pairs), p_value=p, n_seeded=n_seeded, n_controls=n_controls, n_strata=n_strata)
-
 
 
 def _distance_strata(d: np.ndarray, per_bin: int = 12, max_bins: int = 3) -> np.ndarray:

@@ -168,8 +168,9 @@ def _engine_run(app, hold_s: float, with_gui: bool) -> dict:
         t = np.asarray(s.bias["time"], float)
     lateness = np.diff(t) - 0.1          # spacing beyond the 0.1 s schedule
     res["p99_jitter_ms"] = float(np.percentile(np.abs(lateness), 99) * 1e3)
-    out.unlink()
-    tmp.rmdir()
+    import shutil
+
+    shutil.rmtree(tmp)       # the session and the log file the runner writes next to it
     return res
 
 

@@ -8,17 +8,16 @@ its :class:`~insitu.gui.worker.RecordQueue`.
 """
 from __future__ import annotations
 
-import re
+import logging
 import signal
 import sys
 import time
-import traceback
 
 import numpy as np
 import pyqtgraph as pg
 from PyQt5 import QtCore, QtGui, QtWidgets
 
-from insitu.core.records import BeamSample, BiasSample, EventRecord, ProgressRecord
+from insitu.core.records import BeamSample, BiasSample, EngineState, EventKind, EventRecord, ProgressRecord
 
 from .image_view import LiveImageView
 from .plots import TracePlots
@@ -27,8 +26,7 @@ from .status import RateMeter, StatusBar, SyncTracker
 from insitu.core.units import format_duration
 from .worker import FrameInfo, LatestSlot, RecordQueue, SourceThread
 
-#: engine step events: "[k/n] label"
-_STEP_RE = re.compile(r"^\[(\d+)/(\d+)\]\s*(.*)$")
+log = logging.getLogger(__name__)
 
 BACKGROUND = "#14161b"
 PLOT_BACKGROUND = "#0d0f13"
@@ -109,7 +107,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.timeline = timeline
         self.queue = RecordQueue()
         self.thread: SourceThread | None = None
-        self.state = "idle"
+        self.state = EngineState.IDLE
         self._closing = False
         self._outcome_shown = False
         self.analysis = None
@@ -124,7 +122,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.dose = 0.0
         self._got_progress = False
         self._t_start_event = None       # time of the first "start" event (protocol time 0)
-        self._step_event = None          # (time, index, n, label) of the last "[k/n] label" step event
+        self._step_event: EventRecord | None = None   # the last step event (step index, count, label as fields)
         self._held = False               # the engine holds on its own (e.g. frame stall)
         self._tick_count = 0
         # redraw budget: the GUI thread shares the interpreter lock with the engine thread
@@ -148,7 +146,7 @@ class MainWindow(QtWidgets.QMainWindow):
         rl = QtWidgets.QVBoxLayout(right)
         rl.setContentsMargins(4, 4, 4, 0)
         rl.addWidget(self.header)
-        if backend.kind == "replay":
+        if backend.can_change_speed:
             row = QtWidgets.QHBoxLayout()
             row.addWidget(QtWidgets.QLabel("Replay speed"))
             self.speed_box = QtWidgets.QComboBox()
@@ -190,11 +188,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.panel.load_requested.connect(self.load_protocol)
         if protocol is not None and timeline is not None:
             self.panel.set_protocol(protocol, timeline, protocol_path)
-        if backend.kind == "replay":
-            self.panel.start_button.setText("Play")
-            self.panel.abort_button.setText("STOP REPLAY  (no instrument)")
+        if backend.start_text:
+            self.panel.start_button.setText(backend.start_text)
+        if backend.abort_text:
+            self.panel.abort_button.setText(backend.abort_text)
         self.status.set_instruments(backend.identities)
-        self.status.set_session(backend.session_path, "replaying" if backend.kind == "replay" else "session")
+        self.status.set_session(backend.session_path, backend.session_label)
 
         self._overlay_loader = None
         self._overlay_state = "none"     # none | loading | done | failed
@@ -208,43 +207,42 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # ------------------------------------------------------------------ helpers
     def _mode_name(self) -> str:
-        return {"engine": "live" if getattr(self.backend, "config", None) is not None
-                and not self.backend.config.is_mock else "mock instruments",
-                "replay": "replay", "feed": "synthetic feed"}.get(self.backend.kind, self.backend.kind)
+        return self.backend.mode_name
 
     def _update_buttons(self) -> None:
         b = self.backend
-        can_start = (self.state == "idle" or (self.state == "done" and b.kind == "engine")) and \
-            (b.kind != "engine" or self.protocol is not None)
-        may_be_on = self.state in ("running", "paused", "stopping")
+        S = EngineState
+        can_start = (self.state == S.IDLE or (self.state == S.DONE and b.can_renew)) and \
+            (not b.needs_protocol or self.protocol is not None)
+        may_be_on = self.state in (S.RUNNING, S.PAUSED, S.STOPPING)
         self.panel.set_run_state(self.state, can_start=can_start, source_may_be_on=may_be_on,
                                  can_pause=b.can_pause)
-        if b.kind == "engine":   # after a run: Retry (it failed) or New run, into the next free file name
-            outcome = self.thread.outcome if (self.state == "done" and self.thread is not None) else None
+        if b.can_renew:   # after a run: Retry (it failed) or New run, into the next free file name
+            outcome = self.thread.outcome if (self.state == S.DONE and self.thread is not None) else None
             self.panel.start_button.setText({None: "Start", "complete": "New run"}.get(outcome, "Retry"))
-        colours = {"idle": "#8a8fa0", "running": "#7fd18b", "paused": "#ffcf7a", "stopping": "#ff6b6b",
-                   "done": "#8a8fa0"}
-        text = {"idle": "READY", "running": "RUNNING", "paused": "PAUSED", "stopping": "STOPPING — ramping to 0 V",
-                "done": "FINISHED"}[self.state]
-        if self.state == "done" and self.thread is not None and self.thread.outcome:
+        colours = {S.IDLE: "#8a8fa0", S.RUNNING: "#7fd18b", S.PAUSED: "#ffcf7a", S.STOPPING: "#ff6b6b",
+                   S.DONE: "#8a8fa0"}
+        text = {S.IDLE: "READY", S.RUNNING: "RUNNING", S.PAUSED: "PAUSED", S.STOPPING: "STOPPING — ramping to 0 V",
+                S.DONE: "FINISHED"}[self.state]
+        if self.state == S.DONE and self.thread is not None and self.thread.outcome:
             text = f"FINISHED: {self.thread.outcome.upper()}"
-        if b.kind == "replay" and self.state == "stopping":
-            text = "STOPPING"
-        if self.state == "running" and self._held:
-            text, colours = "RUNNING — HOLDING (protocol clock paused)", dict(colours, running="#ffcf7a")
+        if not b.drives_source and self.state == S.STOPPING:
+            text = "STOPPING"             # nothing to ramp down
+        if self.state == S.RUNNING and self._held:
+            text, colours = "RUNNING — HOLDING (protocol clock paused)", {**colours, S.RUNNING: "#ffcf7a"}
         self.header.setText(f"<span style='color:{colours[self.state]}'>● {text}</span>"
                             f"<span style='color:#8a8fa0; font-size:10pt'>   {self._mode_name()}</span>")
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: EngineState) -> None:
         if state != self.state:
-            self.state = state
+            self.state = EngineState(state)
             self._update_buttons()
-            self.state_changed.emit(state)
+            self.state_changed.emit(self.state.value)
 
     # ------------------------------------------------------------------ actions
     def load_protocol(self, path: str) -> bool:
         """Load and validate a protocol file into the panel (engine mode, before Start)."""
-        if self.state not in ("idle",):
+        if self.state != EngineState.IDLE:
             return False
         try:
             from insitu.core.errors import InsituError
@@ -255,7 +253,7 @@ class MainWindow(QtWidgets.QMainWindow):
                               frame_rate_hz=getattr(self.backend, "frame_rate_hz", 1.0))
         except InsituError as exc:
             self.panel.set_protocol_error(str(exc))
-            self.panel.log_event(0.0, "info", f"protocol rejected: {exc}")
+            self.panel.log_event(0.0, EventKind.INFO, f"protocol rejected: {exc}")
             return False
         self.protocol, self.timeline = protocol, timeline
         if hasattr(self.backend, "protocol"):
@@ -270,9 +268,9 @@ class MainWindow(QtWidgets.QMainWindow):
         After an engine run has ended (say, a connection fault), Start offers a
         new run into the next free session name (``run-2.h5``) on fresh connections.
         """
-        if self.state == "done" and self.backend.renew():
+        if self.state == EngineState.DONE and self.backend.renew():
             self._reset_for_new_run()
-        if self.state != "idle":
+        if self.state != EngineState.IDLE:
             return
         if self.analysis_enabled and self.analysis is None:
             try:
@@ -284,13 +282,13 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.analysis.start()
             except Exception as exc:  # analysis is a convenience: never block the run
                 self.analysis = None
-                self.panel.log_event(0.0, "info", f"live analysis unavailable: {exc}")
+                self.panel.log_event(0.0, EventKind.INFO, f"live analysis unavailable: {exc}")
                 self.image.mode_box.model().item(1).setEnabled(False)
         sinks = (self.queue,)
         b = self.backend
-        self.thread = SourceThread(lambda: b.run(sinks), b.stop, finish=b.finish, kind=b.kind)
+        self.thread = SourceThread(lambda: b.run(sinks), b.stop, finish=b.finish, name=b.label)
         self.thread.start()
-        self._set_state("running")
+        self._set_state(EngineState.RUNNING)
 
     def _reset_for_new_run(self) -> None:
         """Forget the last run's records (plots, progress, dose) before the next one."""
@@ -304,34 +302,34 @@ class MainWindow(QtWidgets.QMainWindow):
         self._got_progress = self._outcome_shown = self._held = False
         self._t_start_event = self._step_event = None
         self._pending_bias = self._pending_prog = None
-        self.status.set_session(self.backend.session_path, "session")
+        self.status.set_session(self.backend.session_path, self.backend.session_label)
         self.status.set_instruments(self.backend.identities)
-        self.panel.log_event(0.0, "info", f"new run into {self.backend.session_path}")
-        self.state = "idle"
+        self.panel.log_event(0.0, EventKind.INFO, f"new run into {self.backend.session_path}")
+        self.state = EngineState.IDLE
 
     def toggle_pause(self) -> None:
-        if self.state == "running":
+        if self.state == EngineState.RUNNING:
             self.backend.pause()
-            self._set_state("paused")
-        elif self.state == "paused":
+            self._set_state(EngineState.PAUSED)
+        elif self.state == EngineState.PAUSED:
             self.backend.resume()
-            self._set_state("running")
+            self._set_state(EngineState.RUNNING)
 
     def abort(self, reason: str = "operator") -> None:
         """Ramp to 0 V and switch the output off (engine), or stop the replay. Returns at once."""
         if self.thread is None or not self.thread.is_alive():
             return
         self.thread.request_stop(reason)
-        if self.state in ("running", "paused"):
-            self.panel.log_event(self.last_record_time, "abort", f"abort requested ({reason})")
-            self._set_state("stopping")
+        if self.state in (EngineState.RUNNING, EngineState.PAUSED):
+            self.panel.log_event(self.last_record_time, EventKind.ABORT, f"abort requested ({reason})")
+            self._set_state(EngineState.STOPPING)
 
     # ------------------------------------------------------------------ draining
     def _tick(self) -> None:
         try:
             self._drain()
         except Exception:  # a display bug must not stop the timer
-            traceback.print_exc()
+            log.exception("insitu gui: display error (the run continues)")
 
     def _drain(self) -> None:
         self._tick_count += 1
@@ -350,22 +348,20 @@ class MainWindow(QtWidgets.QMainWindow):
                 last_bias = r
             elif isinstance(r, FrameInfo):
                 n_frames += 1
-                self.sync.add_frame(r[0], r[1])
-                self.dose = r[4]
-                self.last_record_time = max(self.last_record_time, r[0])
+                self.sync.add_frame(r.time_s, r.bias_V)
+                self.dose = r.dose
+                self.last_record_time = max(self.last_record_time, r.time_s)
             elif isinstance(r, ProgressRecord):
                 last_prog = r
             elif isinstance(r, BeamSample):
                 self.panel.set_beam(r.blanked, r.dose_rate)
             elif isinstance(r, EventRecord):
-                if r.kind == "start" and self._t_start_event is None:
+                if r.kind == EventKind.START and self._t_start_event is None:
                     self._t_start_event = r.time_s
-                elif r.kind == "step":
-                    m = _STEP_RE.match(r.message)
-                    if m:
-                        self._step_event = (r.time_s, int(m.group(1)) - 1, int(m.group(2)), m.group(3))
+                elif r.step_index is not None:
+                    self._step_event = r
                 self.panel.log_event(r.time_s, r.kind, r.message)
-                if r.kind not in ("info",):
+                if r.kind != EventKind.INFO:
                     self.plots.add_marker(r.time_s, r.kind, r.message)
         if bt:
             self.plots.add_samples(bt, bs, bv, bi)
@@ -374,7 +370,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if n_frames:
             self.in_rate.tick(n_frames)
             self._pending_dose = True
-        if last_prog is not None and self.backend.kind != "replay":  # replay: progress from the record times
+        if last_prog is not None and self.backend.progress_records:  # else: progress from the record times
             self._got_progress = True
             self._pending_prog = last_prog
 
@@ -409,9 +405,10 @@ class MainWindow(QtWidgets.QMainWindow):
                 self._drain()
             self._update_panel()
             self.plots.refresh()
-            msg = f"{th.kind} ended: {th.outcome}" + (f" — {th.message}" if th.message else "")
-            self.panel.log_event(self.last_record_time, "end" if th.outcome == "complete" else "abort", msg)
-            self._set_state("done")
+            msg = f"{th.label} ended: {th.outcome}" + (f" — {th.message}" if th.message else "")
+            self.panel.log_event(self.last_record_time,
+                                 EventKind.END if th.outcome == "complete" else EventKind.ABORT, msg)
+            self._set_state(EngineState.DONE)
             self._update_status()
             if self.analysis is not None:
                 self.analysis.stop()
@@ -433,11 +430,12 @@ class MainWindow(QtWidgets.QMainWindow):
             self.panel.set_progress(p)
             if self.panel.rules_box.isVisible():
                 self.panel.rules_box.set_armed(self.backend.armed(), self.backend.held)
-            held = bool(p.paused) and self.state == "running"
+            held = bool(p.paused) and self.state == EngineState.RUNNING
             if held != self._held:
                 self._held = held
                 self._update_buttons()
-        elif not self._got_progress and self.state in ("running", "paused", "stopping") and self.last_record_time:
+        elif not self._got_progress and self.state in (EngineState.RUNNING, EngineState.PAUSED,
+                                                       EngineState.STOPPING) and self.last_record_time:
             self._synth_progress()
 
     def _synth_progress(self) -> None:
@@ -456,7 +454,8 @@ class MainWindow(QtWidgets.QMainWindow):
         segs = getattr(self.timeline, "segments", ()) if self.timeline is not None else ()
         if self._step_event is not None:
             # the recorded step events say where the run really was (it may lag the plan)
-            t_ev, k, n, label = self._step_event
+            ev = self._step_event
+            t_ev, k, n, label = ev.time_s, ev.step_index, ev.n_steps or 1, ev.step_label
             mine = [sg for sg in segs if getattr(sg, "step_index", -1) == k]
             if mine:
                 tp = min(mine[0].t_start_s + (t - t_ev), mine[-1].t_end_s)
@@ -476,33 +475,20 @@ class MainWindow(QtWidgets.QMainWindow):
     # ------------------------------------------------------------------ overlays
     def _overlay_source(self):
         """A callable giving (microstructure, gb_table or None, note), or None when not available (yet)."""
-        b = self.backend
-        if b.kind == "engine":
-            spec = getattr(getattr(b, "instruments", None), "specimen", None)
-            if spec is None or getattr(spec, "microstructure", None) is None:
-                return None
-            sim = getattr(spec, "simulation", None)
-            return lambda: (spec.microstructure, getattr(sim, "gb_table", None),
-                            "GB jumps from the virtual specimen's transport simulation")
-        if b.kind == "replay":
-            from .overlays import microstructure_from_session
-
-            path = b.session_path
-            return lambda: (microstructure_from_session(path), None, "")
-        return None
+        return self.backend.overlay_source()
 
     def _request_overlays(self) -> None:
         if self._overlay_state in ("loading", "done", "failed"):
             return
         src = self._overlay_source()
         if src is None:
-            if self.state == "idle" and self.backend.kind == "engine":
+            if self.state == EngineState.IDLE and self.backend.can_renew:   # its instruments open on Start
                 if not getattr(self, "_overlay_hint", False):
                     self._overlay_hint = True
-                    self.panel.log_event(0.0, "info", "overlays appear once the run has started")
+                    self.panel.log_event(0.0, EventKind.INFO, "overlays appear once the run has started")
             else:
                 self._overlay_state = "failed"
-                self.panel.log_event(self.last_record_time, "info", "no microstructure: GB/electrode overlays "
+                self.panel.log_event(self.last_record_time, EventKind.INFO, "no microstructure: GB/electrode overlays "
                                                                     "are not available for this source")
             return
         from .overlays import OverlayLoader
@@ -520,7 +506,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 self._overlay_state = "done"
             else:
                 self._overlay_state = "failed"
-                self.panel.log_event(self.last_record_time, "info", f"overlays not available: {ld.error}")
+                self.panel.log_event(self.last_record_time, EventKind.INFO, f"overlays not available: {ld.error}")
         elif self._overlay_state == "none" and (self.image.gb_box.isChecked() or self.image.el_box.isChecked()) \
                 and self._overlay_source() is not None:
             self._request_overlays()
@@ -549,7 +535,7 @@ class MainWindow(QtWidgets.QMainWindow):
             if not ask():
                 event.ignore()
                 return
-            self.panel.log_event(self.last_record_time, "abort", "window closing: stopping safely first")
+            self.panel.log_event(self.last_record_time, EventKind.ABORT, "window closing: stopping safely first")
         self._closing = True
         self.abort("window closed")
         event.ignore()  # closed from _drain once the worker has finished
@@ -580,8 +566,7 @@ def install_excepthook() -> None:
     engine must always get to ramp down, so we replace it.
     """
     def hook(etype, value, tb):
-        sys.stderr.write("insitu gui: unexpected error (the run continues):\n")
-        traceback.print_exception(etype, value, tb)
+        log.error("insitu gui: unexpected error (the run continues)", exc_info=(etype, value, tb))
 
     sys.excepthook = hook
 
@@ -609,13 +594,19 @@ def save_screenshot(window: QtWidgets.QWidget, path: str) -> tuple[int, int]:
     return pix.width(), pix.height()
 
 
+#: longest wait (s) for the first frame before a timed screenshot is taken anyway
+FIRST_FRAME_WAIT_S = 60.0
+
+
 def run_window(window: MainWindow, *, autostart: bool = False, screenshot: str | None = None,
                duration_s: float | None = None, stop_timeout_s: float = 120.0) -> int:
     """Show ``window`` and run the event loop.
 
     With ``duration_s``: after that many seconds take the screenshot (if
     asked; while a run is on and no frame has been shown yet, it waits up to
-    another ``duration_s`` for the first one), stop the run safely, and quit. Returns the worker's exit code
+    another ``max(duration_s, FIRST_FRAME_WAIT_S)`` for the first one: on a
+    loaded machine building the virtual specimen alone can take longer than a
+    short ``duration_s``), stop the run safely, and quit. Returns the worker's exit code
     convention: 0 (complete, or stopped by us for the screenshot), 2 fault, 3 aborted.
     """
     app = QtWidgets.QApplication.instance()
@@ -632,7 +623,7 @@ def run_window(window: MainWindow, *, autostart: bool = False, screenshot: str |
             # wait for it (up to another duration_s), a screenshot without an image documents nothing
             now = time.monotonic()
             if deadline["t"] is None:
-                deadline["t"] = now + duration_s
+                deadline["t"] = now + max(duration_s, FIRST_FRAME_WAIT_S)
             if now < deadline["t"]:
                 QtCore.QTimer.singleShot(250, finish_timed)
                 return

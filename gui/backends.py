@@ -6,9 +6,12 @@ hands its records to the sinks it is given. Every backend offers:
 
 ``run(sinks)`` (blocking, in the worker thread), ``stop(reason)`` (thread-safe,
 returns at once, also before ``run`` got going), ``finish(outcome)`` (cleanup in
-the worker thread), ``pause()``/``resume()``, and the flags the window needs:
-``drives_source`` (True when an instrument output may be on, so Abort must
-stay enabled), ``can_pause``.
+the worker thread), ``pause()``/``resume()``, ``overlay_source()``, and the
+flags the window needs (:class:`_Backend`: ``drives_source``, ``can_pause``,
+``can_change_speed``, ``progress_records``, ``needs_protocol``, ``can_renew``
+...). The window reads these capabilities; it never asks which kind of
+source it has. Engine and replay runs go through :mod:`insitu.runner`, the
+same runner as the command line.
 """
 from __future__ import annotations
 
@@ -16,63 +19,76 @@ import threading
 import time
 from pathlib import Path
 
+from insitu.runner import Stoppable
 
-class _Backend:
-    kind = "base"
+
+class _Backend(Stoppable):
+    """What the window asks of any source; subclasses say what they can do through these flags
+    (the window never asks what kind of source it has)."""
+
+    #: a name for messages and the worker thread (display only)
+    label = "source"
+    #: the window title / header text
+    mode_name = "source"
+    #: an instrument output may be on while running: Abort must stay enabled, closing asks first
     drives_source = False
     can_pause = True
+    #: the replay speed can change while running
+    can_change_speed = False
+    #: the ProgressRecords the source sends are the protocol's progress (else the window derives it
+    #: from record times and the recorded step events)
+    progress_records = True
+    #: Start needs a protocol loaded
+    needs_protocol = False
+    #: after a run: Start offers another into the next free file name (Retry / New run)
+    can_renew = False
+    #: the status bar's word for the session file
+    session_label = "session"
+    #: button texts when they differ from Start / ABORT
+    start_text: str | None = None
+    abort_text: str | None = None
+    identities = ""           # instrument identities for the status bar
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self._stop_reason: str | None = None
-        self.producer = None          # the Engine / Player / feed once built
-        self.identities = ""           # instrument identities for the status bar
+        super().__init__()            # .producer: the Runner / feed once built
         self.session_path: str | None = None
-        self.duration_s = float("nan")
+        self._duration_s = float("nan")
 
-    def _attach(self, producer) -> bool:
-        """Publish the producer; if a stop came first, pass it on. Returns False when stopped."""
-        with self._lock:
-            self.producer = producer
-            reason = self._stop_reason
-        if reason is not None:
-            self._stop_producer(producer, reason)
-            return False
-        return True
-
-    def _stop_producer(self, producer, reason: str) -> None:
-        producer.stop()
-
-    def stop(self, reason: str = "operator") -> None:
-        with self._lock:
-            if self._stop_reason is None:
-                self._stop_reason = reason
-            producer = self.producer
-        if producer is not None:
-            self._stop_producer(producer, reason)
-
-    def pause(self) -> None:
-        if self.producer is not None and hasattr(self.producer, "pause"):
-            self.producer.pause()
-
-    def resume(self) -> None:
-        if self.producer is not None and hasattr(self.producer, "resume"):
-            self.producer.resume()
+    # -- closed loop (until:, on_seed:); nothing for sources without an engine
+    @property
+    def engine(self):
+        """The engine while a protocol runs (the runner's producer), else None."""
+        return getattr(self.producer, "engine", None)
 
     def armed(self) -> dict:
-        """The closed-loop rules armed now (``{}`` when none, or not an engine run)."""
-        fn = getattr(self.producer, "armed", None)
+        """The closed-loop rules armed now (``{}`` when none, or no engine)."""
+        fn = getattr(self.engine, "armed", None)
         return fn() if callable(fn) else {}
 
     @property
     def held(self) -> bool:
-        """An ``on_seed: hold`` waits for the operator."""
-        return getattr(self.producer, "state", None) == "held"
+        """An ``on_seed: hold`` waits for the operator (Resume)."""
+        return getattr(self.engine, "state", None) == "held"
 
     def disarm(self, rule: str) -> None:
-        fn = getattr(self.producer, "disarm", None)
+        """Disarm ``"on_seed"`` or the present step's ``"until"`` (said as an event)."""
+        fn = getattr(self.engine, "disarm", None)
         if callable(fn):
             fn(rule)
+
+    @property
+    def duration_s(self) -> float:
+        """Planned or recorded length of the run (experiment s; NaN when unknown)."""
+        return self._known_duration_s()
+
+    def _known_duration_s(self) -> float:
+        return self._duration_s
+
+    @duration_s.setter
+    def duration_s(self, value: float) -> None:
+        self._duration_s = float(value)
+
+    _attach = Stoppable._publish
 
     def finish(self, outcome: str) -> None:
         pass
@@ -80,6 +96,11 @@ class _Backend:
     def renew(self) -> bool:
         """Make ready for another run after one ended (Retry / New run); False when this backend cannot."""
         return False
+
+    def overlay_source(self):
+        """A callable giving ``(microstructure, gb_table or None, note)`` for the GB/electrode overlays,
+        or None when this source has none (yet)."""
+        return None
 
 
 def next_free_path(path) -> Path:
@@ -105,7 +126,8 @@ def next_free_path(path) -> Path:
 class FeedBackend(_Backend):
     """A :class:`~insitu.gui.feed.SyntheticFeed` (tests, benchmarks, demos without files)."""
 
-    kind = "feed"
+    label = "feed"
+    mode_name = "synthetic feed"
 
     def __init__(self, **feed_kwargs):
         super().__init__()
@@ -187,14 +209,20 @@ class ReplayClock:
 
 
 class ReplayBackend(_Backend):
-    """Plays a recorded session through :class:`insitu.control.replay.Player`; no instrument is touched.
+    """Plays a recorded session through :class:`insitu.runner.ReplayRunner`; no instrument is touched.
 
     Pause and speed changes work while playing: the player runs on a
     :class:`ReplayClock`, and a gate (the first sink) holds the player thread
     while paused.
     """
 
-    kind = "replay"
+    label = "replay"
+    mode_name = "replay"
+    can_change_speed = True
+    progress_records = False       # progress follows the record times and the recorded step events
+    session_label = "replaying"
+    start_text = "Play"
+    abort_text = "STOP REPLAY  (no instrument)"
 
     def __init__(self, session_path: str | Path, speed: float = 1.0):
         super().__init__()
@@ -204,6 +232,20 @@ class ReplayBackend(_Backend):
         self._running = threading.Event()
         self._running.set()
         self.identities = f"replay of {Path(session_path).name} (no instruments)"
+
+    @property
+    def _player(self):
+        return getattr(self.producer, "player", None)
+
+    def _known_duration_s(self) -> float:
+        p = self._player
+        return float(p.duration_s) if p is not None else self._duration_s
+
+    @property
+    def t_first(self) -> float:
+        """Time (s) of the first recorded record."""
+        p = self._player
+        return float(p.t_first) if p is not None else 0.0
 
     def set_speed(self, speed: float) -> None:
         """Change the replay speed (from the next record on)."""
@@ -222,31 +264,39 @@ class ReplayBackend(_Backend):
         super().stop(reason)
         self._running.set()   # release a paused gate
 
+    def _stop_producer(self, producer, reason: str) -> None:
+        producer.request_abort(reason)
+
     def _gate(self, record) -> None:
         while not self._running.is_set() and self._stop_reason is None:
             self._running.wait(0.05)
 
     def run(self, sinks) -> str:
-        from insitu.control.replay import Player
+        from insitu.core.errors import StoppedEarly
+        from insitu.runner import ReplayRunner
 
         self.clock = clock = ReplayClock(self.speed)
         if not self._running.is_set():
             clock.pause()
-        player = Player(self.session_path, speed=self.speed, sinks=(self._gate, *sinks), clock=clock)
-        self.duration_s = float(getattr(player, "duration_s", float("nan")))
-        self.t_first = float(getattr(player, "t_first", 0.0))
-        if not self._attach(player):
+        runner = ReplayRunner(self.session_path, None, speed=self.speed, clock=clock, program="insitu gui",
+                              handle_signals=False)
+        if not self._attach(runner):
             return "stopped"
-        return player.run() or "complete"
+        try:
+            return runner.run((self._gate, *sinks)) or "complete"
+        except StoppedEarly:          # stopped while the file was being opened
+            return "stopped"
 
-    def finish(self, outcome: str) -> None:
-        p = self.producer
-        if p is not None and hasattr(p, "close"):
-            p.close()
+    def overlay_source(self):
+        from .overlays import microstructure_from_session
+
+        path = self.session_path
+        return lambda: (microstructure_from_session(path), None, "")
 
 
 class EngineBackend(_Backend):
-    """Runs a protocol with :class:`insitu.control.engine.Engine` on real or mock instruments, recording a session.
+    """Runs a protocol through :class:`insitu.runner.ProtocolRunner` (the same runner as ``insitu run``)
+    on real or mock instruments, recording a session (and its log file).
 
     Parameters
     ----------
@@ -263,8 +313,10 @@ class EngineBackend(_Backend):
         :func:`insitu.instruments.open_instruments` (tests inject plain mocks).
     """
 
-    kind = "engine"
+    label = "engine"
     drives_source = True
+    needs_protocol = True
+    can_renew = True
 
     def __init__(self, config, config_text: str, protocol, out_path, *, overwrite: bool = False,
                  time_scale: float = 1.0, seed: int = 0, open_instruments=None):
@@ -275,6 +327,7 @@ class EngineBackend(_Backend):
 
             raise UserError("--time-scale is only allowed with mock instruments")
         self.config = config
+        self.mode_name = "mock instruments" if config.is_mock else "live"
         self.probe_current_A = config.beam.probe_current_A
         #: expected frames per second (for the planned duration of acquire steps)
         self.frame_rate_hz = float(config.frames.rate_hz)
@@ -284,81 +337,57 @@ class EngineBackend(_Backend):
         self.overwrite = overwrite
         self.time_scale = time_scale
         self.seed = seed
-        self.instruments = None
-        self.writer = None
-        self.identities = "connecting on Start…"
+
+    @property
+    def runner(self):
+        return self.producer
+
+    @property
+    def instruments(self):
+        """The open instruments while a run is on (None before)."""
+        return getattr(self.producer, "instruments", None)
+
+    @property
+    def writer(self):
+        return getattr(self.producer, "writer", None)
+
+    @property
+    def identities(self) -> str:
+        inst = self.instruments
+        if inst is None:
+            return "connecting on Start…"
+        from insitu.runner import identities
+
+        return identities(inst)
 
     def _stop_producer(self, producer, reason: str) -> None:
         producer.request_abort(reason)
 
     def run(self, sinks) -> str:
-        from insitu.core.clock import Clock
-        from insitu.control.engine import Engine
-        from insitu.core.session import SessionWriter
-
-        if self._open_instruments is not None:
-            open_instruments = self._open_instruments
-        else:
-            from insitu.instruments import open_instruments
-
         from insitu.core.errors import StoppedEarly
+        from insitu.runner import ProtocolRunner
 
         if self._stop_reason is not None:
             raise StoppedEarly(f"{self._stop_reason}: stopped before the run started (nothing switched on)")
-        clock = Clock(self.time_scale)
-        self.instruments = inst = open_instruments(self.config, clock, seed=self.seed)
-        ids = []
-        for name, part in (("source_meter", inst.source_meter), ("beam_blanker", inst.blanker),
-                           ("frames", inst.frames)):
-            idn = getattr(part, "idn", None) if part is not None else None
-            if idn:
-                ids.append(str(idn))
-        self.identities = " | ".join(ids) or "instruments open"
-        self.writer = SessionWriter(self.session_path, overwrite=self.overwrite, start_time_iso=clock.start_iso,
-                                    protocol_text=getattr(self.protocol, "text", "") or "",
-                                    instruments_text=self.config_text, program="insitu gui")
-        for name, part in (("source_meter", inst.source_meter), ("beam_blanker", inst.blanker),
-                           ("frames", inst.frames)):
-            idn = getattr(part, "idn", None) if part is not None else None
-            if idn:
-                try:
-                    self.writer.set_instrument(name, {"identity": str(idn)})
-                except Exception:
-                    pass
-        engine = Engine(self.protocol, inst, sinks=(self.writer, *sinks))
-        if not self._attach(engine):  # Abort came while connecting: the engine never switched anything on
-            raise StoppedEarly(f"{self._stop_reason}: stopped before the run started (nothing switched on)")
-        from insitu.seedwatch import attach as attach_seed_watcher
-
-        watcher = attach_seed_watcher(engine)   # until: {seeds}, on_seed: the detector in its own thread
-        try:
-            return engine.run()
-        finally:
-            if watcher is not None:
-                watcher.stop(timeout_s=5.0)
+        runner = ProtocolRunner(self.protocol, self.config, self.config_text, self.session_path,
+                                overwrite=self.overwrite, time_scale=self.time_scale, seed=self.seed,
+                                program="insitu gui", open_instruments=self._open_instruments,
+                                handle_signals=False)
+        self._attach(runner)   # a stop that came first reaches the runner: it stops before switching on
+        return runner.run(sinks)
 
     def renew(self) -> bool:
         """A new run (after a fault: Retry) into the next free session name, with fresh connections."""
         with self._lock:
             self._stop_reason = None
             self.producer = None
-        self.instruments = self.writer = None
         self.session_path = str(next_free_path(self.session_path))
-        self.identities = "connecting on Start…"
         return True
 
-    def finish(self, outcome: str) -> None:
-        inst, writer = self.instruments, self.writer
-        try:
-            if writer is not None and inst is not None and getattr(inst, "specimen", None) is not None:
-                try:
-                    inst.specimen.write_truth(writer)
-                except Exception:
-                    pass
-        finally:
-            try:
-                if writer is not None:
-                    writer.close({"complete": "complete", "aborted": "aborted"}.get(outcome, "fault"))
-            finally:
-                if inst is not None:
-                    inst.close()
+    def overlay_source(self):
+        spec = getattr(self.instruments, "specimen", None)
+        if spec is None or getattr(spec, "microstructure", None) is None:
+            return None
+        sim = getattr(spec, "simulation", None)
+        return lambda: (spec.microstructure, getattr(sim, "gb_table", None),
+                        "GB jumps from the virtual specimen's transport simulation")

@@ -14,6 +14,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt5 import QtCore, QtWidgets
 
+from insitu.core.records import EngineState, EventKind
 from insitu.core.units import format_current, format_duration
 
 
@@ -282,22 +283,25 @@ class ProtocolPanel(QtWidgets.QWidget):
     def set_dose(self, dose: float) -> None:
         self.r_dose.set(f"{dose:.4g} e/Å²")
 
-    def set_run_state(self, state: str, *, can_start: bool, source_may_be_on: bool, can_pause: bool = True) -> None:
-        """Enable the buttons for ``state`` (idle/running/paused/stopping/done)."""
-        if state in ("stopping", "done"):   # the last progress record may say "paused": no longer true
+    def set_run_state(self, state: EngineState, *, can_start: bool, source_may_be_on: bool,
+                      can_pause: bool = True) -> None:
+        """Enable the buttons for ``state`` (an :class:`~insitu.core.records.EngineState`)."""
+        S = EngineState
+        if state in (S.STOPPING, S.DONE):   # the last progress record may say "paused": no longer true
             self.step_label.setText(self.step_label.text().replace("   — PAUSED", ""))
         self.start_button.setEnabled(can_start)
-        self.pause_button.setEnabled(can_pause and state in ("running", "paused"))
-        self.pause_button.setText("Resume" if state == "paused" else "Pause")
+        self.pause_button.setEnabled(can_pause and state in (S.RUNNING, S.PAUSED))
+        self.pause_button.setText("Resume" if state == S.PAUSED else "Pause")
         # Abort stays enabled whenever the output might be on (never greyed out mid-run)
         self.abort_button.setEnabled(source_may_be_on)
-        self.load_button.setEnabled(state in ("idle", "done"))
+        self.load_button.setEnabled(state in (S.IDLE, S.DONE))
 
     def log_event(self, t_s: float, kind: str, message: str) -> None:
-        if kind == "trigger":
+        """One line of the event log; ``kind`` an :class:`~insitu.core.records.EventKind` (its colour).
+        A ``trigger`` event also shows in the closed-loop box."""
+        if kind == EventKind.TRIGGER:
             self.rules_box.fired(t_s, message)
-        colour = {"trigger": "#c58bff", "seed": "#7fd1d1", "abort": "#ff6b6b", "fault": "#ff6b6b", "short": "#ff6b6b", "suspender": "#ffb347",
-                  "compliance": "#ffb347", "stall": "#ffb347"}.get(kind, "#c8ccd8")
+        colour = _EVENT_COLOURS.get(kind, "#c8ccd8")
         stamp = time.strftime("%H:%M:%S")
         self.log.appendHtml(f"<span style='color:#8a8fa0'>{stamp}  t={t_s:8.1f} s</span> "
                             f"<span style='color:{colour}'><b>{kind}</b></span> {_escape(message)}")
@@ -383,6 +387,12 @@ class RulesBox(QtWidgets.QGroupBox):
         self.n_fired += 1
         self.fired_label.setText(f"FIRED at t = {t_s:.1f} s: {message}")
         self.fired_label.setStyleSheet("color: #c58bff; font-weight: 700")
+
+
+#: event-log colours: red for stops and faults, amber for what holds or limits the run
+_EVENT_COLOURS = {EventKind.ABORT: "#ff6b6b", EventKind.FAULT: "#ff6b6b", EventKind.SHORT: "#ff6b6b",
+                  EventKind.SUSPENDER: "#ffb347", EventKind.COMPLIANCE: "#ffb347", EventKind.STALL: "#ffb347",
+                  EventKind.TRIGGER: "#c58bff", EventKind.SEED: "#7fd1d1"}
 
 
 def _escape(s: str) -> str:

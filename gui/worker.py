@@ -15,7 +15,7 @@ import inspect
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from insitu.core.records import FrameRecord
 
@@ -50,14 +50,26 @@ class LatestSlot:
             return item
 
 
-class FrameInfo(tuple):
-    """``(time_s, bias_V, current_A, blanked, dose, pixel_size_m)`` of every frame, without pixels."""
+class FrameInfo(NamedTuple):
+    """A frame's metadata without its pixels (read it by name).
 
-    __slots__ = ()
+    Examples
+    --------
+    >>> FrameInfo(1.5, 10.0, 2e-9, False, 40.0, 5e-9).dose
+    40.0
+    """
 
-    @property
-    def time_s(self) -> float:
-        return self[0]
+    time_s: float
+    bias_V: float
+    current_A: float
+    blanked: bool
+    dose: float             # e/Å², cumulative
+    pixel_size_m: float
+
+    @classmethod
+    def of(cls, record: FrameRecord) -> "FrameInfo":
+        return cls(record.time_s, record.bias_V, record.current_A, record.blanked, record.dose,
+                   record.pixel_size_m)
 
 
 class RecordQueue:
@@ -82,8 +94,7 @@ class RecordQueue:
 
     def __call__(self, record) -> None:
         if isinstance(record, FrameRecord):
-            self._records.append(FrameInfo((record.time_s, record.bias_V, record.current_A, record.blanked,
-                                            record.dose, record.pixel_size_m)))
+            self._records.append(FrameInfo.of(record))
             for slot in self.frame_slots:
                 slot.put(record)
         else:
@@ -129,20 +140,20 @@ class SourceThread(threading.Thread):
         ``finish(outcome)`` runs in this thread after ``run`` returns or
         raises (close the session file, close instruments), where outcome is
         ``complete``, ``stopped`` (a replay stopped early), ``aborted`` or ``fault``.
-    kind : str
-        ``engine`` or ``replay`` (for messages).
+    name : str
+        What runs, for messages and the thread's name (``engine``, ``replay``, ``feed``).
 
     The thread is not a daemon: if the interpreter is asked to exit while an
     engine still runs, it waits for the engine to reach 0 V with output off.
     """
 
     def __init__(self, run: Callable[[], Any], stop: Callable[..., Any], *,
-                 finish: Callable[[str], Any] | None = None, kind: str = "engine"):
-        super().__init__(name=f"insitu-{kind}", daemon=False)
+                 finish: Callable[[str], Any] | None = None, name: str = "engine"):
+        super().__init__(name=f"insitu-{name}", daemon=False)
         self._run_fn = run
         self._stop_fn = stop
         self._finish = finish
-        self.kind = kind
+        self.label = name
         self.outcome: str | None = None     # complete | stopped | aborted | fault (None while running)
         self.message: str = ""
         self.started_at = None

@@ -28,9 +28,9 @@ def test_rules_box_shows_armed_rules_fires_and_disarms(qtbot, tmp_path):
     assert box.isVisible() and "on_seed: hold" in box.armed_label.text()
     assert "until seeds >= 2" in box.armed_label.text()
     w.start()
-    qtbot.waitUntil(lambda: b.producer is not None and b.producer.state == "running" and
-                    "until" in b.producer.armed(), timeout=10_000)
-    eng = b.producer
+    qtbot.waitUntil(lambda: b.engine is not None and b.engine.state == "running" and
+                    "until" in b.engine.armed(), timeout=10_000)
+    eng = b.engine
     qtbot.waitUntil(lambda: "this step: until seeds >= 2" in box.armed_label.text(), timeout=5000)
     assert box.disarm_until_button.isEnabled() and box.disarm_seed_button.isEnabled()
     assert not box.resume_button.isEnabled()

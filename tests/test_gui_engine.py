@@ -158,9 +158,11 @@ def test_abort_while_connecting_switches_nothing_on(qtbot, tmp_path):
     import threading
 
     gate = threading.Event()
+    connecting = threading.Event()
     opened = []
 
     def slow_mocks(config, clock, seed=0):
+        connecting.set()
         gate.wait(5)                      # the instruments take a while to connect
         inst = plain_mocks(config, clock, seed)
         opened.append(inst)
@@ -173,6 +175,7 @@ def test_abort_while_connecting_switches_nothing_on(qtbot, tmp_path):
     qtbot.addWidget(w)
     w.start()
     assert w.panel.abort_button.isEnabled()
+    assert connecting.wait(10)            # Abort while the instruments are connecting (not before)
     w.abort()
     gate.set()
     qtbot.waitUntil(lambda: w.state == "done", timeout=10_000)

@@ -337,3 +337,31 @@ def test_direct_five_point_assembly_equals_corner_scheme():
     a, b = network.fluxes(v, m, phi), network.fluxes(v, m, phi, general=True)
     for k in ("jx", "jy", "fx", "fy"):
         np.testing.assert_allclose(a[k], b[k], rtol=1e-10, atol=1e-10 * np.abs(b[k]).max())
+
+
+def test_gb_band_width_is_reported_and_narrow_full_model_bands_get_a_note():
+    import warnings
+
+    from insitu.analysis.transport.simulator import RESOLVED_BAND_PX, gb_band_px, gb_resolution_note
+
+    m = voronoi_lamella((96, 96), n_grains=6, seed=2)
+    pots = {"top": 0.0, "right": 1.0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")              # a floating cluster, if any, is not the point here
+        full = simulate(m, pots)
+        paper = simulate(m, pots, model="paper")
+        wide = simulate(m, pots, gb_band_m=(RESOLVED_BAND_PX + 1) * m.voxel_size_m)
+        bare = simulate(m, pots, with_gb_table=False)
+    band_px = gb_band_px(full_label(m))
+    assert full.info["gb_band_m"] == pytest.approx(band_px * m.voxel_size_m)
+    assert band_px < RESOLVED_BAND_PX
+    assert gb_resolution_note(full).startswith(f"note: GB bands are {band_px:.1f} voxels wide")
+    assert gb_resolution_note(paper) is None                          # the paper model converges at 5 voxels
+    assert wide.info["gb_band_m"] == pytest.approx((RESOLVED_BAND_PX + 1) * m.voxel_size_m)
+    assert gb_resolution_note(wide) is None
+    assert "gb_band_m" not in bare.info
+
+
+def full_label(m):
+    """Grain ids where GB terms apply (no floating clusters in the maps this is used on)."""
+    return network.voxel_properties(m).label

@@ -17,7 +17,7 @@ with an accelerated clock, then run the transport simulation, the analysis
 write one HTML report. The virtual specimen knows where its filament seeds
 are, so the demo scores the analysis against that ground truth.
 
-Outputs in DIR: session.h5, simulation/, analysis/ (seeds.csv, ...), report.html.
+Outputs in DIR: session.h5 (and its session.log), simulation/, analysis/ (seeds.csv, ...), report.html.
 
 examples:
   insitu demo --out demo-output
@@ -53,69 +53,67 @@ def find_example(name: str) -> Path:
                     "(give --protocol)")
 
 
-class ProgressBar:
-    """A one-line progress bar on a stream (coarse lines when it is not a terminal)."""
+def _bar(label: str, frac: float, text: str = "", width: int = 30) -> str:
+    """A progress bar as one status text.
 
-    def __init__(self, label: str, stream=None, width: int = 30, quiet: bool = False):
-        self.label, self.width, self.quiet = label, width, quiet
-        self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._last = -1.0
-        self._last_pct = -10
+    Examples
+    --------
+    >>> _bar("run", 0.5, "hold", width=10)
+    'run       [#####.....]  50.0% hold'
+    """
+    frac = min(max(frac, 0.0), 1.0)
+    n = int(round(frac * width))
+    return f"{label:<9} [{'#' * n}{'.' * (width - n)}] {100 * frac:5.1f}% {text[:48]}"
+
+
+class _Bar:
+    """A progress bar drawn through :class:`~insitu.core.progress.StatusLine` (``None`` stream: silent)."""
+
+    def __init__(self, label: str, stream):
+        self.label, self.stream = label, stream
+        self._t = -1.0
 
     def update(self, frac: float, text: str = "") -> None:
-        if self.quiet:
-            return
-        frac = min(max(frac, 0.0), 1.0)
         now = time.monotonic()
-        if self.tty:
-            if now - self._last < 0.1 and frac < 1.0:
-                return
-            self._last = now
-            n = int(round(frac * self.width))
-            self.stream.write(f"\r{self.label:<9} [{'#' * n}{'.' * (self.width - n)}] {100 * frac:5.1f}% {text[:48]:<48}")
-            self.stream.flush()
-        elif int(100 * frac) >= self._last_pct + 10:
-            self._last_pct = int(100 * frac) // 10 * 10
-            print(f"{self.label}: {self._last_pct:3d}% {text}", file=self.stream, flush=True)
+        if self.stream is None or (now - self._t < 0.1 and frac < 1.0):
+            return
+        self._t = now
+        self.stream.write("\r" + _bar(self.label, frac, text))
+        self.stream.flush()
 
     def done(self, text: str = "") -> None:
-        if self.quiet:
-            return
-        self.update(1.0, text)
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self.stream is not None:
+            self._t = -1.0
+            self.update(1.0, text)
+            self.stream.close()
 
 
 def run_virtual_experiment(protocol, session_path: Path, *, seed: int = 0, time_scale: float | None = None,
-                           bar: ProgressBar | None = None, specimen=None):
+                           bar: _Bar | None = None, specimen=None):
     """Run ``protocol`` on the virtual specimen; record ``session_path`` with the ground truth.
 
-    Returns ``(status, specimen, engine)``; status is ``complete`` or ``aborted`` (a suspender
-    fired: what was recorded is kept).
+    Goes through :class:`insitu.runner.ProtocolRunner` (as ``insitu run --mock``
+    and the GUI do), so the session carries the same metadata. Returns
+    ``(status, specimen, engine)``; status is ``complete`` or ``aborted`` (a
+    suspender fired: what was recorded is kept).
     """
-    from insitu.core.clock import Clock
-    from insitu.control.config import MOCK_TOML, parse_instruments
-    from insitu.control.engine import Engine
-    from insitu.core.errors import StoppedEarly
+    from insitu.control.config import DEFAULT_FRAME_INTERVAL_S, mock_toml, parse_instruments
     from insitu.control.protocol import expand
+    from insitu.core.errors import StoppedEarly
     from insitu.core.records import ProgressRecord
-    from insitu.core.session import SessionWriter
-    from insitu.virtual.instruments import DEFAULT_RATE_HZ, open_virtual_instruments
+    from insitu.runner import ProtocolRunner
+    from insitu.virtual.instruments import open_virtual_instruments
     from insitu.virtual.specimen import VirtualSpecimen
-    from insitu.seedwatch import attach as attach_seed_watcher
 
-    config = parse_instruments(MOCK_TOML, "mock instruments")
+    config_text = mock_toml(DEFAULT_FRAME_INTERVAL_S)    # the same mock instruments as insitu run --mock
+    config = parse_instruments(config_text, "mock instruments")
     if specimen is None:
         specimen = VirtualSpecimen(seed=seed)   # lamella + one transport simulation (a second or two)
-    timeline = expand(protocol, config.beam.probe_current_A, frame_rate_hz=DEFAULT_RATE_HZ)
+    timeline = expand(protocol, config.beam.probe_current_A, frame_rate_hz=config.frames.rate_hz)
     if time_scale is None:
         time_scale = max(1.0, timeline.duration_s / TARGET_RUN_S)
     if not (0 < time_scale < 1e6):
         raise UserError(f"--time-scale: must be > 0 (got {time_scale!r})")
-    clock = Clock(time_scale)
-    inst = open_virtual_instruments(config, clock, seed=seed, specimen=specimen)
 
     def progress(rec):
         if bar is not None and isinstance(rec, ProgressRecord):
@@ -123,48 +121,18 @@ def run_virtual_experiment(protocol, session_path: Path, *, seed: int = 0, time_
             bar.update(rec.elapsed_s / total if total > 0 else 0.0,
                        f"{rec.elapsed_s:5.0f}/{total:.0f} s  {rec.step_label}")
 
-    status = "fault"
-    engine = None
+    runner = ProtocolRunner(protocol, config, config_text, session_path, overwrite=True, time_scale=time_scale,
+                            seed=seed, program="insitu demo",
+                            open_instruments=lambda cfg, clock, seed=0: open_virtual_instruments(
+                                cfg, clock, seed=seed, specimen=specimen))
     try:
-        writer = SessionWriter(session_path, overwrite=True, start_time_iso=clock.start_iso,
-                               protocol_text=protocol.text, instruments_text=MOCK_TOML,
-                               frame_shape=specimen.base.shape, frame_dtype="uint16")
-        try:
-            engine = Engine(protocol, inst, [writer, progress])
-            restore = _signal_handlers(engine)
-            watcher = attach_seed_watcher(engine)   # closed-loop protocols: live seeds into the engine
-            try:
-                engine.run()
-                status = "complete"
-            except StoppedEarly as exc:
-                status = "aborted"
-                print(f"\ninsitu demo: the run stopped early: {exc}", file=sys.stderr)
-            finally:
-                restore()
-                if watcher is not None:
-                    watcher.stop(timeout_s=5.0)
-        finally:
-            try:
-                for name, part in (("source_meter", inst.source_meter), ("beam_blanker", inst.blanker),
-                                   ("frames", inst.frames)):
-                    writer.set_instrument(name, {"idn": str(getattr(part, "idn", type(part).__name__)),
-                                                 "virtual_specimen_seed": seed})
-                specimen.write_truth(writer)
-            finally:
-                writer.close(status)
-    finally:
-        inst.close()
+        runner.run([progress])
+    except StoppedEarly as exc:
+        print(f"\ninsitu demo: the run stopped early: {exc}", file=sys.stderr)
+    engine = runner.engine
     if bar is not None:
-        bar.done(f"{status}: {engine.n_frames if engine else 0} frames")
-    return status, specimen, engine
-
-
-def _signal_handlers(engine):
-    try:
-        from insitu.commands.run import _install_signal_handlers
-    except ImportError:  # pragma: no cover
-        return lambda: None
-    return _install_signal_handlers(engine)
+        bar.done(f"{runner.status}: {engine.n_frames if engine else 0} frames")
+    return runner.status, specimen, engine
 
 
 def story(specimen, truth: dict) -> dict:
@@ -291,7 +259,9 @@ def run(args) -> int:
     protocol = load_protocol(args.protocol or find_example("ding2023.yaml"))
     session_path = out / "session.h5"
 
-    bar = ProgressBar("run", quiet=args.quiet)
+    from insitu.core.progress import status_stream
+
+    bar = _Bar("run", status_stream(args.quiet))
     status, specimen, engine = run_virtual_experiment(protocol, session_path, seed=args.seed,
                                                       time_scale=args.time_scale, bar=bar)
     t_run = time.monotonic() - t0
@@ -302,7 +272,7 @@ def run(args) -> int:
     save_result(specimen.simulation, sim_dir)
     write_microstructure(sim_dir / "microstructure.h5", specimen.microstructure)
 
-    abar = ProgressBar("analyse", quiet=args.quiet)
+    abar = _Bar("analyse", status_stream(args.quiet))
     paths = analyze(session_path, out / "analysis", microstructure=specimen.microstructure,
                     simulation=specimen.simulation,
                     progress=lambda k, n: abar.update(k / n if n else 0.0, f"frame {k}/{n}"))

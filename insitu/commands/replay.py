@@ -36,8 +36,8 @@ def add_arguments(parser):
 class _Progress:
     """One status line (frames, time, V, I): in place on a terminal, a line every few seconds in a log."""
 
-    def __init__(self, player, stream):
-        self.player = player
+    def __init__(self, runner, stream):
+        self.runner = runner
         self.stream = stream
         self.v = self.i = float("nan")
         self.frames = 0
@@ -49,29 +49,10 @@ class _Progress:
             self.v, self.i = rec.voltage_V, rec.current_A
         elif isinstance(rec, FrameRecord):
             self.frames += 1
-            p = self.player
+            p = self.runner.player
             self.stream.write(f"\rreplay {rec.time_s - p.t_first:8.1f}/{p.duration_s:.1f} s  frame "
                               f"{self.frames}/{p.session.n_frames}  V {self.v:+8.3f} V  I {self.i:+.3e} A ")
             self.stream.flush()
-
-
-def _copy_context(src_path, dst_path) -> None:
-    """Copy the original's instrument groups and /entry/sample (e.g. ground truth) into the replayed file."""
-    import h5py
-
-    from insitu.core.session import _open_h5, tidy_session
-
-    src, _ = _open_h5(src_path)
-    try:
-        with h5py.File(dst_path, "r+") as dst:
-            for name, obj in src["/entry/instrument"].items():
-                if name not in dst["/entry/instrument"]:
-                    src.copy(obj, dst["/entry/instrument"], name=name)
-            if "sample" in src["/entry"] and "sample" not in dst["/entry"]:
-                src.copy(src["/entry/sample"], dst["/entry"], name="sample")
-    finally:
-        src.close()
-    tidy_session(dst_path)  # text copied from an older file in the form HyperSpy reads
 
 
 def _check_triggers(session_path) -> int:
@@ -112,61 +93,37 @@ def run(args) -> int:
 
     from pathlib import Path
 
-    from insitu.control.replay import Player
+    from insitu.core.progress import StatusLine
+    from insitu.runner import ReplayRunner
 
-    player = Player(args.session, speed=args.speed)
+    runner = ReplayRunner(args.session, args.out, speed=args.speed, overwrite=args.overwrite)
     sinks = []
-    writer = None
+    analyzer = None
+    if args.analyze:
+        from insitu.analysis.pipeline import LiveAnalyzer
+        from insitu.core.records import FrameRecord
+
+        analyzer = LiveAnalyzer()
+        Path(args.analyze).mkdir(parents=True, exist_ok=True)
+        sinks.append(lambda r: analyzer.feed(r.data, r.time_s) if isinstance(r, FrameRecord) else None)
+    progress = None
+    if not args.quiet:
+        progress = _Progress(runner, StatusLine(sys.stderr))
+        sinks.append(progress)
     try:
-        if args.out:
-            from insitu.core.session import SessionWriter
-
-            src = player.session
-            writer = SessionWriter(args.out, overwrite=args.overwrite, start_time_iso=src.start_time,
-                                   protocol_text=src.protocol_text, instruments_text=src.instruments_text,
-                                   program="insitu replay", frame_shape=src.frame_shape or None,
-                                   frame_dtype=src.frame_dtype)
-            writer.set_instrument("replay", {"source": str(Path(args.session).resolve()), "speed": args.speed})
-            sinks.append(writer)
-        analyzer = None
-        if args.analyze:
-            from insitu.analysis.pipeline import LiveAnalyzer
-            from insitu.core.records import FrameRecord
-
-            analyzer = LiveAnalyzer()
-            out_dir = Path(args.analyze)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            sinks.append(lambda r: analyzer.feed(r.data, r.time_s) if isinstance(r, FrameRecord) else None)
-        from insitu.core.progress import StatusLine
-
-        progress = _Progress(player, StatusLine(sys.stderr))
-        if not args.quiet:
-            sinks.append(progress)
-        player.sinks = sinks
-        try:
-            outcome = player.run()
-        except KeyboardInterrupt:
-            player.stop()
-            outcome = "stopped"
-        if not args.quiet:
-            progress.stream.close()
-        if writer is not None:
-            writer.close("complete" if outcome == "complete" else "aborted")
-            _copy_context(args.session, args.out)
-        msg = f"replayed {player.n_emitted} records ({count(player.session.n_frames, 'frame')}, {player.duration_s:.1f} s " \
-              f"recorded) at {args.speed:g}×: {outcome}"
-        if writer is not None:
-            msg += f"; wrote {args.out}"
-        if analyzer is not None:
-            from insitu.analysis.pipeline import write_seeds_csv
-
-            path = write_seeds_csv(analyzer.seeds_table(), Path(args.analyze) / "seeds.csv")
-            msg += f"; {len(analyzer.seeds_table()['id'])} seeds -> {path}"
-        print(msg)
-        return 0 if outcome == "complete" else 3
-    except BaseException:
-        if writer is not None:
-            writer.close("fault")
-        raise
+        outcome = runner.run(sinks)
     finally:
-        player.close()
+        if progress is not None:
+            progress.stream.close()
+    player = runner.player
+    msg = f"replayed {player.n_emitted} records ({count(player.session.n_frames, 'frame')}, " \
+          f"{player.duration_s:.1f} s recorded) at {args.speed:g}×: {outcome}"
+    if args.out:
+        msg += f"; wrote {args.out}"
+    if analyzer is not None:
+        from insitu.analysis.pipeline import write_seeds_csv
+
+        path = write_seeds_csv(analyzer.seeds_table(), Path(args.analyze) / "seeds.csv")
+        msg += f"; {len(analyzer.seeds_table()['id'])} seeds -> {path}"
+    print(msg)
+    return runner.exit_code

@@ -67,7 +67,7 @@ def run(args) -> int:
     compile_notice("insitu simulate")
     from insitu.analysis.transport import network
     from insitu.analysis.transport.microstructure import read_microstructure
-    from insitu.analysis.transport.simulator import floating_message, save_result, simulate
+    from insitu.analysis.transport.simulator import floating_message, gb_resolution_note, save_result, simulate
 
     from insitu.core.outputs import check_target
 
@@ -119,6 +119,9 @@ def run(args) -> int:
         for k in order:
             print(f"    G{gt['grain_a'][k]}/G{gt['grain_b'][k]}  jump {gt['jump'][k]:+.3e} A/m^2  "
                   f"{gt['gb_type'][k]}{'  (blocking)' if gt['blocking'][k] else ''}")
+        note = gb_resolution_note(result)
+        if note:
+            print(f"  {note}")
     for p in paths.values():
         print(f"wrote {p}")
     return 0

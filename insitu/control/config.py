@@ -183,7 +183,7 @@ def mock_toml(frame_interval_s: float = DEFAULT_FRAME_INTERVAL_S) -> str:
     0.2
     """
     if not (frame_interval_s > 0 and frame_interval_s < float("inf")):
-        raise UserError(f"--frame-interval: must be a positive number of seconds (got {frame_interval_s!r})")
+        raise UserError(f"frame interval: must be a positive number of seconds (got {frame_interval_s!r})")
     return f"{MOCK_TOML}rate_hz = {1.0 / frame_interval_s!r}   # one frame every {frame_interval_s:g} s\n"
 
 

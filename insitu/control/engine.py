@@ -49,7 +49,6 @@ import queue
 import threading
 import time
 from collections import deque
-from enum import Enum
 from typing import Callable, Iterable
 
 from insitu.control.dose import dose_rate
@@ -58,7 +57,8 @@ from insitu.core.errors import ConnectionLost, InsituError, InstrumentError, Sto
 from insitu.control.plan import is_done, level_at, plan, rebase
 from insitu.control.protocol import Protocol, effective_rate, expand
 from insitu.control.rules import Trigger, UntilWatch, seed_trigger
-from insitu.core.records import BeamSample, BiasSample, EventRecord, FrameRecord, ProgressRecord, SeedRecord
+from insitu.core.records import (BeamSample, BiasSample, EngineState, EventRecord, FrameRecord, ProgressRecord,
+                                 SeedRecord)
 from insitu.control.safety import LimitBreach, SlewGuard, check_measurement, check_setpoint, ramp_levels
 from insitu.core.units import count
 
@@ -73,17 +73,6 @@ CLOCK_HOLD_SLACK = 0.25
 STATUS_PERIOD_S = 0.2
 #: readings kept for per-frame interpolation (at 0.2 s: the last 2 min)
 RECENT_SAMPLES = 600
-
-
-class EngineState(str, Enum):
-    """Where the engine is (a ``str``: ``engine.state == "running"`` holds)."""
-
-    IDLE = "idle"
-    RUNNING = "running"
-    PAUSED = "paused"        # the operator paused (pause())
-    HELD = "held"            # an on_seed: hold rule paused; resume() continues
-    STOPPING = "stopping"    # ramping down
-    DONE = "done"
 
 
 class _Stop(Exception):
@@ -187,6 +176,7 @@ class Engine:
         self.protocol_time = 0.0
         self._step_index = -1
         self._step_label = "start"
+        self._step_kind = ""
         self._step_t0 = 0.0
         self._sink_error: BaseException | None = None
         self._status_t = 0.0
@@ -499,10 +489,11 @@ class Engine:
         for st in self.flat:
             st = rebase(st, self.setpoint, self.dt)   # after a step that ended early: from the present level
             self._step_index, self._step_label, self._step_t0 = st.index, st.label, self.protocol_time
+            self._step_kind = st.kind
             t0 = self.clock.now()
             moved = "" if st is self.flat[st.index] else f" (from {st.v_start_V:g} V: the previous step ended early)"
             cond = f", {st.until.describe()}" if st.until is not None else ""
-            self._emit(EventRecord(t0, "step", f"[{st.index + 1}/{len(self.flat)}] {st.label}{cond}{moved}"))
+            self._emit(EventRecord.step(t0, st.index, len(self.flat), f"{st.label}{cond}{moved}", st.kind))
             self._until_armed = True
             self._until = UntilWatch(st.until, t0) if st.until is not None else None
             try:
@@ -816,8 +807,9 @@ class Engine:
             if self.state in (EngineState.RUNNING, EngineState.PAUSED, EngineState.HELD):
                 self.state = (EngineState.HELD if self._held.is_set() else
                               EngineState.PAUSED if self._paused.is_set() else EngineState.RUNNING)
+            state = self.state
         self._emit(ProgressRecord(now, max(self._step_index, 0), len(self.flat), self._step_label,
-                                  self.protocol_time, self._remaining(), paused))
+                                  self.protocol_time, self._remaining(), paused, state, self._step_kind))
 
     def status_line(self) -> str:
         """The one-line status: step, elapsed/remaining, V, I."""

@@ -85,8 +85,7 @@ class Player:
             b = s.beam
             return BeamSample(float(b["time"][i]), bool(b["blanked"][i]), float(b["dose_rate"][i]))
         if kind == "event":
-            t, k, m = s.events[i]
-            return EventRecord(t, k, m)
+            return EventRecord.from_row(*s.events[i])   # a step event gets its step fields back
         ft = s.frame_table
         return FrameRecord(float(ft["time"][i]), np.asarray(s.frame(i)), float(ft["bias"][i]),
                            float(ft["current"][i]), bool(ft["blanked"][i]), float(ft["dose"][i]),

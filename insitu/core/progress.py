@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import sys
 import time
+import weakref
 
 #: seconds between progress lines when the stream is not a terminal
 LINE_PERIOD_S = 10.0
+
+#: status lines on a terminal whose last text is not yet ended by a newline
+_open_lines: "weakref.WeakSet[StatusLine]" = weakref.WeakSet()
 
 
 class StatusLine:
@@ -51,6 +55,11 @@ class StatusLine:
     def write(self, text: str) -> None:
         if self.tty:
             self.stream.write(text)
+            if text:
+                if text.endswith("\n"):
+                    _open_lines.discard(self)
+                else:
+                    _open_lines.add(self)
             return
         for i, part in enumerate(text.split("\n")):
             if i > 0:                                    # a newline: the status is final
@@ -77,9 +86,35 @@ class StatusLine:
         """End the status: a newline on a terminal, the last pending line otherwise."""
         if self.tty:
             self.stream.write("\n")
+            _open_lines.discard(self)
         else:
             self._emit()
         self.flush()
+
+    def end_line(self) -> None:
+        """On a terminal, end a status text left without a newline (so that a message printed next
+        starts on its own line); a no-op otherwise."""
+        if self.tty and self in _open_lines:
+            _open_lines.discard(self)
+            self.stream.write("\n")
+            self.flush()
+
+
+def end_status_lines() -> None:
+    """End every terminal status line left open (before an error message is printed).
+
+    Examples
+    --------
+    >>> import io
+    >>> buf = io.StringIO()
+    >>> s = StatusLine(buf, tty=True)
+    >>> s.write("\\r  frame 10 ")
+    >>> end_status_lines()
+    >>> buf.getvalue()
+    '\\r  frame 10 \\n'
+    """
+    for line in list(_open_lines):
+        line.end_line()
 
 
 def status_stream(quiet: bool = False, stream=None) -> StatusLine | None:

@@ -6,7 +6,9 @@ dose, which microscopy quotes in e/Å².
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -32,19 +34,95 @@ class BeamSample:
     dose_rate: float  # e/Å²/s on the scanned field (0 when blanked)
 
 
+class _Word(str, Enum):
+    """A str enum that prints as its value (``f"{EngineState.DONE}"`` is ``done``)."""
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+class EngineState(_Word):
+    """What the engine (or the window around it) is doing; a ``str``: ``EngineState.RUNNING == "running"``."""
+
+    IDLE = "idle"
+    RUNNING = "running"
+    PAUSED = "paused"
+    HELD = "held"            # an on_seed: hold rule stopped the protocol clock; resume() continues
+    STOPPING = "stopping"
+    DONE = "done"
+
+
+class EventKind(_Word):
+    """The machine-readable words of :attr:`EventRecord.kind` (a ``str``: ``EventKind.STEP == "step"``)."""
+
+    START = "start"
+    STEP = "step"
+    SUSPENDER = "suspender"
+    COMPLIANCE = "compliance"
+    SHORT = "short"
+    STALL = "stall"
+    BEAM = "beam"
+    ABORT = "abort"
+    FAULT = "fault"
+    RECONNECT = "reconnect"
+    FRAMES = "frames"
+    END = "end"
+    INFO = "info"
+    SEED = "seed"            # a confirmed seed (from a SeedRecord)
+    TRIGGER = "trigger"      # a closed-loop rule fired (until:, on_seed:)
+
+
+#: the text of a step event in ``/entry/events``: ``"[k/n] label"`` (k counts from 1)
+_STEP_TEXT = re.compile(r"^\[(\d+)/(\d+)\]\s*(.*)$", re.S)
+
+
 @dataclass(frozen=True)
 class EventRecord:
     """Something the operator must know about -> a row of ``/entry/events``.
 
-    ``kind`` is a short machine-readable word: ``start``, ``step``,
-    ``suspender``, ``compliance``, ``short``, ``stall``, ``beam``, ``abort``,
-    ``fault``, ``reconnect``, ``end``, ``info``, ``seed`` (a confirmed seed,
-    from a :class:`SeedRecord`), ``trigger`` (a closed-loop rule fired).
+    ``kind`` is a short machine-readable word (:class:`EventKind`): ``start``,
+    ``step``, ``suspender``, ``compliance``, ``short``, ``stall``, ``beam``,
+    ``abort``, ``fault``, ``reconnect``, ``frames``, ``end``, ``info``, ``seed``
+    (a confirmed seed, from a :class:`SeedRecord`), ``trigger`` (a closed-loop rule fired).
+
+    A ``step`` event also carries the step as fields: ``step_index`` (from 0),
+    ``n_steps``, ``step_label`` and ``step_kind`` (``ramp``, ``hold``, ``beam``,
+    ``acquire``; empty when not known, e.g. replayed from a file). Only
+    ``time_s``, ``kind`` and ``message`` go to the file; build step events with
+    :meth:`step` and read recorded ones back with :meth:`from_row`.
+
+    Examples
+    --------
+    >>> ev = EventRecord.step(12.0, 1, 4, "hold 10 V", "hold")
+    >>> ev.message
+    '[2/4] hold 10 V'
+    >>> back = EventRecord.from_row(12.0, "step", ev.message)
+    >>> (back.step_index, back.n_steps, back.step_label)
+    (1, 4, 'hold 10 V')
     """
 
     time_s: float
     kind: str
     message: str
+    step_index: int | None = None
+    n_steps: int | None = None
+    step_label: str = ""
+    step_kind: str = ""
+
+    @classmethod
+    def step(cls, time_s: float, index: int, n_steps: int, label: str, step_kind: str = "") -> "EventRecord":
+        """The event of step ``index`` (from 0) of ``n_steps`` starting at ``time_s``."""
+        return cls(time_s, EventKind.STEP.value, f"[{index + 1}/{n_steps}] {label}", int(index), int(n_steps),
+                   str(label), str(step_kind))
+
+    @classmethod
+    def from_row(cls, time_s: float, kind: str, message: str) -> "EventRecord":
+        """An event read back from ``/entry/events``: a step event gets its step fields again."""
+        if kind == EventKind.STEP:
+            m = _STEP_TEXT.match(message)
+            if m:
+                return cls(time_s, kind, message, int(m.group(1)) - 1, int(m.group(2)), m.group(3))
+        return cls(time_s, kind, message)
 
 
 @dataclass(frozen=True)
@@ -65,7 +143,12 @@ class FrameRecord:
 
 @dataclass(frozen=True)
 class ProgressRecord:
-    """Protocol progress for displays (not written to the file)."""
+    """Protocol progress for displays (not written to the file).
+
+    ``paused`` is True while the protocol clock stands still (operator pause,
+    frame stall); ``state`` is the engine's :class:`EngineState`; ``step_kind``
+    as in :class:`EventRecord`.
+    """
 
     time_s: float
     step_index: int
@@ -74,6 +157,8 @@ class ProgressRecord:
     elapsed_s: float
     remaining_s: float
     paused: bool = False
+    state: EngineState = EngineState.RUNNING
+    step_kind: str = ""
 
 
 @dataclass(frozen=True)
