@@ -123,7 +123,7 @@ class LiveAnalyzer:
         self.gate_px = float(gate_px)
         self.warmup = int(warmup)
         #: working px next to the edge of the drift-corrected region where no seed is looked for
-        self.border = 4
+        self.border = 2
         self.step_option = step
         self.threshold = float(threshold)
         self.low = float(low)
@@ -185,7 +185,29 @@ class LiveAnalyzer:
 
     # -- public ----------------------------------------------------------------------------------
     def feed(self, frame: np.ndarray, time_s: float) -> FrameResult:
-        """Analyse the next frame (2-D array) taken at ``time_s`` (s)."""
+        """Analyse the next frame (2-D array) taken at ``time_s`` (s); the incremental detector API.
+
+        Contract (kept stable for closed-loop protocols, e.g. "end a hold when N new seeds are
+        confirmed"):
+
+        * ``result.new_seeds`` lists the seeds **confirmed by this frame**, each exactly once over
+          the series, in no particular order; ``result.seeds`` lists all confirmed so far.
+        * A :class:`~insitu.analysis.image.seeds.Seed` carries ``id`` (1, 2, … in order of confirmation,
+          never reused), ``sign`` (+1 brighter, −1 darker), ``x_px, y_px`` (first-frame pixel
+          coordinates, x = column; refined while the seed's first ``position_hits`` (6) detections
+          come in, fixed after), ``first_frame`` and ``first_time_s`` (the estimated onset of the
+          change, fixed at confirmation; may be earlier than the confirmation) and
+          ``confirmed_frame`` (the index of the frame whose ``feed`` returned it). The objects
+          are live: ``last_frame``, ``area_px`` and ``peak_snr`` grow as the seed does.
+        * Frames are numbered from 0 in the order fed. A seed can be confirmed from frame
+          ``n_init + warmup + persistence − 1`` (6) on; a change already present in the first
+          frames is part of the reference and is not reported (see docs/analysis.md).
+        * Bounded cost: each call does the same work on frame-sized arrays, plus work linear in
+          the number of live tracks and of this frame's candidates; memory does not grow with
+          the number of frames (only with the number of seeds).
+
+        Raises ValueError for a frame that is not 2-D or whose shape differs from the first.
+        """
         frame = np.asarray(frame)
         if frame.ndim != 2:
             raise ValueError(f"a frame must be a 2-D image, got shape {frame.shape}")
@@ -216,7 +238,8 @@ class LiveAnalyzer:
             if self._imager.count > self._imager.n_init + self.warmup:
                 if self._imager._grad is not None and (self._evidence.edges is None or k % 8 == 0):
                     self._evidence.set_edges(self._imager._grad[2])
-                ev = self._evidence.push(z, exclude=outside)
+                rvar = None if self._freeze is None else self._imager.reference_variance(self._freeze)
+                ev = self._evidence.push(z, exclude=outside, ref_var=rvar)
             else:
                 # the first differentials share the error of a reference of only a few frames, which
                 # would look persistent: they do not enter the evidence (a seed that began meanwhile

@@ -156,8 +156,11 @@ def _engine_run(app, hold_s: float, with_gui: bool) -> dict:
                 res.update(incoming_fps=(w.queue.frames.n_put - n_in0) / dt,
                            shown_fps=(w.image.n_drawn - n_drawn0) / dt)
         res["backlog_max"] = backlog
+        eng = getattr(b, "producer", None)
         w.close()
         _pump(app, 0.2)
+        res["engine_frames"] = getattr(eng, "n_frames", None)
+        res["writer_dropped"] = getattr(b.writer, "frames_dropped", 0) if b.writer is not None else None
     else:
         clock = Clock()
         inst = mocks(None, clock)
@@ -166,6 +169,7 @@ def _engine_run(app, hold_s: float, with_gui: bool) -> dict:
             wr.close("complete")
     with open_session(out) as s:
         t = np.asarray(s.bias["time"], float)
+        res["recorded_frames"] = s.n_frames
     lateness = np.diff(t) - 0.1          # spacing beyond the 0.1 s schedule
     res["p99_jitter_ms"] = float(np.percentile(np.abs(lateness), 99) * 1e3)
     import shutil
@@ -276,6 +280,10 @@ def main() -> dict:
               f"of {e['incoming_fps']:.1f}/s, max backlog {e['backlog_max']}; bias-sample spacing p99 error "
               f"{e['p99_jitter_ms']:.1f} ms with the window vs {e['headless_p99_jitter_ms']:.1f} ms headless "
               f"(ratio {e['p99_jitter_ms'] / max(e['headless_p99_jitter_ms'], 1e-3):.2f})")
+        kept = e.get("engine_frames") is not None and e["recorded_frames"] == e["engine_frames"]
+        print(f"  same run: {e['recorded_frames']} frames in the session of {e.get('engine_frames')} the engine "
+              f"recorded ({e.get('writer_dropped')} dropped by the writer); goal shown >= 9.5/s and every frame "
+              f"kept: {'MET' if e['shown_fps'] >= 9.5 and kept else 'NOT MET'}")
     p = bench_plots(app)
     print(f"plots refresh: 1 min {p['1 min'] * 1e3:.1f} ms ({p['1 min points']} pts), 1 h {p['1 h'] * 1e3:.1f} ms "
           f"({p['1 h points']} pts), 10 h {p['10 h'] * 1e3:.1f} ms ({p['10 h points']} pts): "

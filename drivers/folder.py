@@ -26,6 +26,7 @@ from pathlib import Path
 from insitu.core.clock import Clock
 
 from .interfaces import Frame
+from .producer import DEFAULT_MAXSIZE, BackgroundProducer
 
 _TEMP_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".crdownload", ".download", "~")
 
@@ -67,6 +68,15 @@ class FolderWatchSource:
         (wall-clock seconds: files are written in real time).
     max_attempts : int
         Settled reads that may fail before a file is skipped.
+    scan_interval_s : float
+        Wall time between two scans of the folder.
+    max_queued : int
+        Frames read but not yet polled that are kept (beyond: the oldest is dropped, counted in ``dropped``).
+
+    The scanning and reading run in a background thread
+    (:class:`~insitu.drivers.producer.BackgroundProducer`): ``poll()`` only takes
+    the frames read so far, so a slow disk, a large file or a hung network
+    share never holds up the caller.
 
     Example
     -------
@@ -75,7 +85,7 @@ class FolderWatchSource:
     """
 
     def __init__(self, path, clock: Clock | None = None, pattern: str | None = None, settle_s: float = 0.5,
-                 max_attempts: int = 3):
+                 max_attempts: int = 3, scan_interval_s: float = 0.1, max_queued: int = DEFAULT_MAXSIZE):
         from insitu.core.errors import UserError
 
         self.path = Path(path)
@@ -96,6 +106,9 @@ class FolderWatchSource:
         self.skipped: list[tuple[str, str]] = []
         #: file names delivered, in order
         self.delivered: list[str] = []
+        #: wall time between two scans of the folder (s)
+        self.scan_interval_s = float(scan_interval_s)
+        self._producer = BackgroundProducer(self._step, name=f"folder:{self.path.name}", maxsize=max_queued)
 
     def _scan(self):
         try:
@@ -110,19 +123,36 @@ class FolderWatchSource:
             self._known = {name for name, _ in self._scan()}
             self._pending.clear()
             self._running = True
+        self._producer.start()
 
     def poll(self) -> list[Frame]:
-        """Frames from files that completed since the last call (never blocks on a writer)."""
+        """Frames from files that completed since the last call; never blocks (the reading is done in a
+        background thread, see :mod:`insitu.drivers.producer`)."""
+        return self._producer.drain()
+
+    @property
+    def dropped(self) -> int:
+        """Frames read but dropped because nobody polled them in time (the queue was full)."""
+        return self._producer.dropped
+
+    @property
+    def hung(self) -> bool:
+        """True when :meth:`stop` found the reading thread stuck (e.g. an unreachable share)."""
+        return self._producer.hung
+
+    def _step(self) -> tuple[list[Frame], float]:
+        """One scan of the folder and the reading of every settled file (producer thread)."""
         from insitu.core.errors import UserError
         from insitu.core.readers import read_file
 
         with self._lock:
             if not self._running:
-                return []
+                return [], self.scan_interval_s
+            scan = self._scan()
             now_wall = time.monotonic()
-            now = self.clock.now()
+            now = self.clock.now()   # after the scan: a file is never dated before it was seen
             ready = []
-            for name, st in self._scan():
+            for name, st in scan:
                 if name in self._known:
                     continue
                 p = self._pending.get(name)
@@ -133,36 +163,38 @@ class FolderWatchSource:
                     continue
                 if st.st_size > 0 and now_wall - p.stable_since >= self.settle_s:
                     ready.append((p.first_seen_t, name))
-            out: list[Frame] = []
-            for first_t, name in sorted(ready):
-                p = self._pending[name]
-                try:
-                    stack = read_file(self.path / name)
-                except (UserError, OSError, ValueError, KeyError) as exc:
-                    p.attempts += 1
-                    p.stable_since = now_wall  # wait another settle period before retrying
-                    if p.attempts >= self.max_attempts:
-                        self.skipped.append((name, str(exc)))
-                        self._known.add(name)
-                        del self._pending[name]
-                    continue
-                del self._pending[name]
-                self._known.add(name)
-                self.delivered.append(name)
-                t_last = float(stack.times_s[-1])
-                file_meta = {k: v for k, v in stack.meta.items() if k != "frame_datetime_s"}
-                for k in range(stack.n_frames):
-                    meta = {"pixel_size_m": stack.pixel_size_m, "file": name, "file_frame": k,
-                            "file_time_s": float(stack.times_s[k]), "file_start_epoch_s": stack.start_epoch_s,
-                            "file_meta": file_meta}
-                    out.append(Frame(self._count, first_t - (t_last - float(stack.times_s[k])),
-                                     stack.frames[k], meta))
-                    self._count += 1
-            return out
+        out: list[Frame] = []
+        for first_t, name in sorted(ready):
+            p = self._pending[name]
+            try:
+                stack = read_file(self.path / name)   # slow (and may block on a share): no lock held
+            except (UserError, OSError, ValueError, KeyError) as exc:
+                p.attempts += 1
+                p.stable_since = time.monotonic()  # wait another settle period before retrying
+                if p.attempts >= self.max_attempts:
+                    self.skipped.append((name, str(exc)))
+                    self._known.add(name)
+                    self._pending.pop(name, None)
+                continue
+            self._pending.pop(name, None)
+            self._known.add(name)
+            self.delivered.append(name)
+            t_last = float(stack.times_s[-1])
+            file_meta = {k: v for k, v in stack.meta.items() if k != "frame_datetime_s"}
+            for k in range(stack.n_frames):
+                meta = {"pixel_size_m": stack.pixel_size_m, "file": name, "file_frame": k,
+                        "file_time_s": float(stack.times_s[k]), "file_start_epoch_s": stack.start_epoch_s,
+                        "file_meta": file_meta}
+                out.append(Frame(self._count, first_t - (t_last - float(stack.times_s[k])),
+                                 stack.frames[k], meta))
+                self._count += 1
+        return out, self.scan_interval_s
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """Stop watching; False (and :attr:`hung`) when the reading thread is stuck and was left behind."""
         with self._lock:
             self._running = False
+        return self._producer.stop()
 
     def close(self) -> None:
         self.stop()

@@ -96,14 +96,20 @@ class FrameSource(Protocol):
     """Delivers frames as they become available.
 
     ``poll()`` never blocks: it returns the frames that arrived since the
-    last call (possibly none). ``start()``/``stop()`` bracket acquisition.
+    last call (possibly none). The in-tree sources keep that promise by doing
+    their reading, decoding or rendering in a background thread
+    (:class:`~insitu.drivers.producer.BackgroundProducer`); ``poll()`` only
+    drains its queue. ``start()``/``stop()`` bracket acquisition; ``stop()``
+    never waits long for a stuck reader and returns False when it left one
+    behind. Optional: ``dropped`` (frames lost because the queue was full),
+    ``period_s`` (typical frame period, s).
     """
 
     def start(self) -> None: ...
 
     def poll(self) -> list[Frame]: ...
 
-    def stop(self) -> None: ...
+    def stop(self) -> bool | None: ...
 
 
 @dataclass

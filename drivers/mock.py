@@ -18,6 +18,7 @@ from insitu.core.clock import Clock
 from insitu.core.errors import ConnectionLost, InstrumentError
 
 from .interfaces import Frame, Measurement, SourceState
+from .producer import DEFAULT_MAXSIZE, BackgroundProducer
 
 
 class MockSourceMeter:
@@ -179,8 +180,19 @@ class MockBeamBlanker:
         pass
 
 
+#: pixels drawn in one numpy call by NoiseFrameSource (~2 ms: the GIL is free between two bands)
+NOISE_BAND_PIXELS = 1 << 16
+#: Poisson frames NoiseFrameSource draws; later frames are random cyclic shifts of them
+NOISE_BANK = 8
+
+
 class NoiseFrameSource:
     """Poisson-noise frames at ``rate_hz`` while the beam is unblanked.
+
+    The first :data:`NOISE_BANK` frames are fresh Poisson draws; later ones are
+    random cyclic shifts of those (cheap at 1024² and 10 frames/s). The frames are drawn in a background thread
+    (:class:`~insitu.drivers.producer.BackgroundProducer`) on the clock's
+    schedule; ``poll()`` only takes the frames made so far and never waits.
 
     Parameters
     ----------
@@ -193,10 +205,22 @@ class NoiseFrameSource:
     mean_counts : float
         Mean Poisson counts per pixel.
     pixel_size_m : float
+    max_queued : int
+        Frames made but not yet polled that are kept (beyond: the oldest is dropped, counted in ``dropped``).
+
+    Example
+    -------
+    >>> import time
+    >>> src = NoiseFrameSource((64, 64), rate_hz=20.0, clock=Clock())
+    >>> src.start(); time.sleep(0.3); frames = src.poll(); src.stop()
+    True
+    >>> len(frames) >= 2 and frames[0].data.shape == (64, 64)
+    True
     """
 
     def __init__(self, shape=(128, 128), rate_hz: float = 2.0, clock: Clock | None = None,
-                 blanker=None, mean_counts: float = 100.0, pixel_size_m: float = 5e-9, seed: int = 0):
+                 blanker=None, mean_counts: float = 100.0, pixel_size_m: float = 5e-9, seed: int = 0,
+                 max_queued: int = DEFAULT_MAXSIZE):
         self.shape = tuple(shape)
         self.period_s = 1.0 / rate_hz
         self.clock = clock or Clock()
@@ -204,27 +228,65 @@ class NoiseFrameSource:
         self.mean_counts = mean_counts
         self.pixel_size_m = pixel_size_m
         self._rng = np.random.default_rng(seed)
+        self._bank: list[np.ndarray] = []
         self._next_t: float | None = None
         self._index = 0
         self.idn = "insitu,NoiseFrameSource,0,1.0"
+        self._producer = BackgroundProducer(self._step, name="noise", maxsize=max_queued)
+
+    @property
+    def dropped(self) -> int:
+        """Frames made but dropped because nobody polled them in time."""
+        return self._producer.dropped
 
     def start(self) -> None:
         self._next_t = self.clock.now() + self.period_s
+        self._producer.start()
 
-    def poll(self) -> list[Frame]:
-        if self._next_t is None:
-            return []
+    def _step(self) -> tuple[list[Frame], float]:
+        """Frames due now (producer thread) and the wall time until the next one is due."""
+        nxt = self._next_t
+        if nxt is None:
+            return [], 0.05
         now = self.clock.now()
         out = []
-        while self._next_t <= now:
-            t = self._next_t
-            self._next_t += self.period_s
+        while nxt <= now:
+            t = nxt
+            nxt += self.period_s
             if self.blanker is not None and self.blanker.is_blanked():
                 continue
-            data = self._rng.poisson(self.mean_counts, self.shape).astype(np.uint16)
-            out.append(Frame(self._index, t, data, {"pixel_size_m": self.pixel_size_m}))
+            out.append(Frame(self._index, t, self._noise(), {"pixel_size_m": self.pixel_size_m}))
             self._index += 1
-        return out
+        self._next_t = nxt
+        return out, min(0.05, max(0.0, (nxt - self.clock.now()) / self.clock.time_scale))
 
-    def stop(self) -> None:
+    def _noise(self) -> np.ndarray:
+        """One Poisson frame: one of :data:`NOISE_BANK` frames drawn once, shifted by a random offset.
+
+        Drawing a fresh 1024² Poisson frame costs ~50 ms of CPU with the GIL held; at 10 frames/s
+        that starves the control loop and the GUI. The bank is drawn a band of rows at a time (the
+        GIL is free between two bands); each frame after that is a cyclic shift of a bank frame (a
+        copy, which numpy does without the GIL): still Poisson counts, distinct frames.
+        """
+        ny, nx = self.shape
+        if len(self._bank) < NOISE_BANK:
+            out = np.empty((ny, nx), np.uint16)
+            rows = max(1, NOISE_BAND_PIXELS // max(nx, 1))
+            for r0 in range(0, ny, rows):
+                r1 = min(ny, r0 + rows)
+                out[r0:r1] = self._rng.poisson(self.mean_counts, (r1 - r0, nx))
+            self._bank.append(out)
+            return out.copy()
+        base = self._bank[int(self._rng.integers(NOISE_BANK))]
+        return np.roll(base, (int(self._rng.integers(ny)), int(self._rng.integers(nx))), axis=(0, 1))
+
+    def poll(self) -> list[Frame]:
+        """The frames made since the last call (never waits)."""
+        return self._producer.drain()
+
+    def stop(self) -> bool:
+        """Stop making frames; False when the producer thread did not end in time (reported, left behind)."""
         self._next_t = None
+        ok = self._producer.stop()
+        self._next_t = None
+        return ok

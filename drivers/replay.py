@@ -14,6 +14,7 @@ import numpy as np
 from insitu.core.clock import Clock
 
 from .interfaces import Frame
+from .producer import DEFAULT_MAXSIZE, BackgroundProducer
 
 
 class ReplayFrameSource:
@@ -29,6 +30,12 @@ class ReplayFrameSource:
         Playback speed (1 = recorded spacing).
     loop : bool
         Start again from the first frame after the last (default False).
+    max_queued : int
+        Frames read but not yet polled that are kept (beyond: the oldest is dropped, counted in ``dropped``).
+
+    The frames are read from the file in a background thread
+    (:class:`~insitu.drivers.producer.BackgroundProducer`); ``poll()`` only takes
+    those read so far.
 
     Example
     -------
@@ -36,7 +43,8 @@ class ReplayFrameSource:
     >>> src.start(); frames = src.poll()                        # doctest: +SKIP
     """
 
-    def __init__(self, path, clock: Clock | None = None, speed: float = 1.0, loop: bool = False):
+    def __init__(self, path, clock: Clock | None = None, speed: float = 1.0, loop: bool = False,
+                 max_queued: int = DEFAULT_MAXSIZE):
         from insitu.core.errors import UserError
         from insitu.core.session import open_session
 
@@ -61,16 +69,28 @@ class ReplayFrameSource:
         self._next = 0
         self._count = 0
         self._cycle_s = float(self._rel[-1] + self.period_s)
+        self._producer = BackgroundProducer(self._step, name="replay", maxsize=max_queued)
 
     def start(self) -> None:
         with self._lock:
             self._t0 = self.clock.now()
             self._next = 0
+        self._producer.start()
 
     def poll(self) -> list[Frame]:
+        """The frames due since the last call; never waits (they are read in a background thread)."""
+        return self._producer.drain()
+
+    @property
+    def dropped(self) -> int:
+        """Frames read but dropped because nobody polled them in time (the queue was full)."""
+        return self._producer.dropped
+
+    def _step(self) -> tuple[list[Frame], float]:
+        """Read the frames due now from the session file (producer thread); the wall time to the next one."""
         with self._lock:
             if self._t0 is None:
-                return []
+                return [], 0.05
             now = self.clock.now()
             out = []
             while True:
@@ -90,17 +110,25 @@ class ReplayFrameSource:
                                   "recorded_bias_V": float(ft["bias"][i])}))
                 self._next += 1
                 self._count += 1
-            return out
+                if len(out) >= self._producer.maxsize:
+                    break   # a long-late step (a paused clock let go) hands over what it has first
+            nxt = self._t0 + self._rel[self._next] if self._next < self.n_frames else None
+        scale = getattr(self.clock, "time_scale", 1.0)
+        wait = 0.05 if nxt is None else (nxt - self.clock.now()) / scale
+        return out, min(0.05, max(0.0, wait))
 
     @property
     def finished(self) -> bool:
         """True when every frame has been delivered (never with ``loop``)."""
-        return not self.loop and self._next >= self.n_frames
+        return not self.loop and self._next >= self.n_frames and self._producer.depth == 0
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """Stop playing; False when the reading thread did not end in time (reported, left behind)."""
         with self._lock:
             self._t0 = None
+        return self._producer.stop()
 
     def close(self) -> None:
-        self.stop()
-        self._session.close()
+        ended = self.stop()
+        if ended:
+            self._session.close()

@@ -174,7 +174,8 @@ def record_synthetic_session(path, *, duration_s: float = 10.0, sample_interval_
     from insitu.core.session import SessionWriter
 
     clock = Clock()
-    with SessionWriter(path, overwrite=overwrite, start_time_iso=clock.start_iso, program="insitu.gui.feed") as wr:
+    with SessionWriter(path, overwrite=overwrite, start_time_iso=clock.start_iso, program="insitu.gui.feed",
+                       when_full="wait") as wr:  # as fast as the disk allows, every frame kept
         SyntheticFeed([wr], duration_s=duration_s, sample_interval_s=sample_interval_s,
                       frame_rate_hz=frame_rate_hz, frame_shape=frame_shape, clock=clock).emit_all()
         wr.close("complete")

@@ -21,7 +21,12 @@ from insitu.core.records import FrameRecord
 
 
 class LatestSlot:
-    """Holds only the newest item put in it; ``take()`` empties it.
+    """Holds only the newest ``depth`` items put in it; ``take()`` returns the oldest of them.
+
+    With ``depth`` 1 a taker always gets the newest item. With ``depth`` 2 (the
+    GUI's frames) two frames that arrive together (frames come asynchronously to
+    the display timer, e.g. one late and the next on time) are both shown, one a
+    timer tick after the other, and the backlog never exceeds one frame.
 
     Examples
     --------
@@ -29,25 +34,35 @@ class LatestSlot:
     >>> s.put(1); s.put(2)
     >>> s.take(), s.take(), s.n_dropped
     (2, None, 1)
+    >>> s2 = LatestSlot(depth=2)
+    >>> s2.put(1); s2.put(2); s2.put(3)
+    >>> s2.take(), s2.take(), s2.take(), s2.n_dropped
+    (2, 3, None, 1)
     """
 
-    def __init__(self):
-        self._item = None
+    def __init__(self, depth: int = 1):
+        self._items: deque = deque()
+        self.depth = int(depth)
         self._lock = threading.Lock()
         self.n_put = 0
         self.n_dropped = 0
 
     def put(self, item) -> None:
         with self._lock:
-            if self._item is not None:
+            if len(self._items) >= self.depth:
+                self._items.popleft()
                 self.n_dropped += 1
-            self._item = item
+            self._items.append(item)
             self.n_put += 1
 
     def take(self):
         with self._lock:
-            item, self._item = self._item, None
-            return item
+            return self._items.popleft() if self._items else None
+
+    def __len__(self) -> int:
+        """Items waiting."""
+        with self._lock:
+            return len(self._items)
 
 
 class FrameInfo(NamedTuple):
@@ -89,7 +104,7 @@ class RecordQueue:
 
     def __init__(self, max_records: int = 500_000):
         self._records: deque = deque(maxlen=max_records)
-        self.frames = LatestSlot()
+        self.frames = LatestSlot(depth=2)   # a pair arriving together is shown over two timer ticks
         self.frame_slots: list[LatestSlot] = [self.frames]
 
     def __call__(self, record) -> None:

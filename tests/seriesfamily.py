@@ -17,8 +17,16 @@ then rendered (:func:`render`). What a configuration spans (issue 15, and more):
   a sub-pixel random-walk drift of up to 3–15 px, a slow global decay (0–30 %) and
   one-frame bright specks (0.3–2 per frame).
 
+**Widened family** (:func:`draw_wide_config`, seeds :data:`WIDE_SEEDS`; added after the
+detector was tuned, to test it on conditions the family above does not span): dose down to
+40 counts per pixel, scan-line offsets up to 8 %, drift up to 18 px, a frame-to-frame
+brightness flicker (0–5 %), a non-rigid scan distortion (a shear of the fast scan axis that
+wanders from frame to frame, up to 2 px across the frame), pairs of seeds 5–8 px apart that
+touch once grown, and seeds that appear in frames 1–5.
+
 Coordinates as in :mod:`seriesgen`: ``x`` column, ``y`` row, first-frame coordinates; a
-feature at first-frame position p is at p + drift[k] in frame k.
+feature at first-frame position p is at p + drift[k] in frame k (plus the scan distortion
+``shear[k]·(y/ny − ½)`` in x, zero in the first frame, for the widened family).
 
 Example
 -------
@@ -39,6 +47,8 @@ from scipy.spatial import cKDTree
 TUNE_SEEDS = tuple(range(0, 8))
 #: configuration seeds never looked at while tuning (reported separately)
 HELD_OUT_SEEDS = tuple(range(1000, 1008))
+#: configurations of the widened family (:func:`draw_wide_config`), held out from any tuning
+WIDE_SEEDS = tuple(range(2000, 2008))
 
 
 @dataclass
@@ -49,6 +59,7 @@ class FamilySeries:
     seeds: dict            # x_px, y_px, first_frame, sign, contrast, r0, growth, at_band (arrays)
     config: dict
     specks: list = field(default_factory=list)   # (frame, x, y) in first-frame coordinates
+    shear: np.ndarray | None = None              # (n,) scan distortion (px across the frame) per frame
 
 
 def draw_config(seed: int, shape=(512, 512), n_frames: int = 60, **override) -> dict:
@@ -73,6 +84,24 @@ def draw_config(seed: int, shape=(512, 512), n_frames: int = 60, **override) -> 
                band_side=int(rng.choice([-1, 1])), probe_px=float(rng.uniform(0.8, 1.2)))
     cfg.update(override)
     cfg["n_band_seeds"] = min(cfg["n_band_seeds"], cfg["n_seeds"])
+    return cfg
+
+
+def draw_wide_config(seed: int, shape=(512, 512), n_frames: int = 60, **override) -> dict:
+    """A configuration of the widened family: :func:`draw_config` with the conditions it does not span.
+
+    Extra keys (0 in :func:`draw_config`): flicker (relative σ of a per-frame gain), shear_px
+    (scale of the scan distortion, px across the frame), n_pairs (seeds with a partner 5–8 px
+    away), n_early (seeds that appear in frames 1–5). Dose (40–200 counts), scan-line noise
+    (1–8 %) and drift (3–18 px) are drawn wider.
+    """
+    cfg = draw_config(seed, shape=shape, n_frames=n_frames)
+    rng = np.random.default_rng([15, seed, 2])
+    cfg.update(counts=float(rng.uniform(40, 200)), line_noise=float(rng.uniform(0.01, 0.08)),
+               drift_px=float(rng.uniform(3, 18)), flicker=float(rng.uniform(0, 0.05)),
+               shear_px=float(rng.uniform(0.3, 2.0)), n_pairs=int(rng.integers(1, 3)),
+               n_early=int(rng.integers(1, 3)), wide=True)
+    cfg.update(override)
     return cfg
 
 
@@ -170,6 +199,29 @@ def render(cfg: dict) -> FamilySeries:
     k = len(sx)
     sx, sy = np.array(sx, float), np.array(sy, float)
     first = rng.integers(min(6, n - 1), max(7, n - 8), k)
+    # the widened family's conditions come from their own random stream (the others stay as they were)
+    rng2 = np.random.default_rng([15, cfg["seed"], 3])
+    n_pairs = min(int(cfg.get("n_pairs", 0)), k - cfg["n_band_seeds"])
+    if n_pairs > 0:
+        # a partner 5–8 px from a GB seed: the two touch once grown
+        px, py, pf = [], [], []
+        for i in rng2.permutation(np.arange(cfg["n_band_seeds"], k))[:n_pairs]:
+            for _ in range(50):
+                a, d = rng2.uniform(0, 2 * np.pi), rng2.uniform(5.0, 8.0)
+                x, y = sx[i] + d * np.cos(a), sy[i] + d * np.sin(a)
+                if margin <= x < cx - margin and margin <= y < cy - margin and \
+                        all(np.hypot(x - u, y - v) > 16 for j, (u, v) in enumerate(zip(sx, sy)) if j != i):
+                    px.append(x)
+                    py.append(y)
+                    pf.append(int(np.clip(first[i] + rng2.integers(-4, 5), min(6, n - 1), max(7, n - 8) - 1)))
+                    break
+        sx, sy = np.r_[sx, px], np.r_[sy, py]
+        first = np.r_[first, np.array(pf, int)]
+        at_band = at_band + [False] * len(px)
+        k = len(sx)
+    n_early = min(int(cfg.get("n_early", 0)), k)
+    if n_early > 0:
+        first[rng2.permutation(k)[:n_early]] = rng2.integers(1, min(6, n), n_early)
     n_dark = int(round(cfg["dark_fraction"] * k))
     sign = np.ones(k, int)
     sign[rng.permutation(k)[:n_dark]] = -1
@@ -180,6 +232,13 @@ def render(cfg: dict) -> FamilySeries:
     local = ndi.uniform_filter(scene, 3)[np.rint(sy).astype(int), np.rint(sx).astype(int)]
 
     times = np.arange(n) * cfg["frame_time_s"]
+    # scan distortion: the fast-scan (x) position shifts by shear[f]·(y/ny − ½), a random walk from 0
+    shear = np.cumsum(rng2.normal(0, 1, n))
+    shear -= shear[0]
+    shear *= cfg.get("shear_px", 0.0) / max(1e-9, float(np.abs(shear).max()))
+    gain = 1.0 + cfg.get("flicker", 0.0) * rng2.normal(0, 1, n)
+    kxr = np.fft.rfftfreq(nx)[None, :]
+    rows = (np.arange(ny) / ny - 0.5)[:, None]
     frames = np.empty((n, ny, nx), np.float32)
     specks = []
     yy, xx = np.mgrid[0:cy, 0:cx]
@@ -196,7 +255,9 @@ def render(cfg: dict) -> FamilySeries:
             g = np.exp(-((xx[win] - sx[i]) ** 2 + (yy[win] - sy[i]) ** 2) / (2 * r * r))
             img[win] += sign[i] * contrast[i] * local[i] * g
         img = _shift(img, drift[f, 0], drift[f, 1])[pad:pad + ny, pad:pad + nx]
-        bright = 1.0 - cfg["decay"] * f / max(1, n - 1)
+        if shear[f] != 0:
+            img = np.fft.irfft(np.fft.rfft(img, axis=1) * np.exp(-2j * np.pi * kxr * shear[f] * rows), n=nx, axis=1)
+        bright = (1.0 - cfg["decay"] * f / max(1, n - 1)) * gain[f]
         lam = np.clip(img, 0, None) * cfg["counts"] * bright
         for _ in range(rng.poisson(cfg["speck_rate"])):
             ax, ay = rng.uniform(3, nx - 3), rng.uniform(3, ny - 3)
@@ -213,9 +274,11 @@ def render(cfg: dict) -> FamilySeries:
         frames[f] = out
     seeds = dict(x_px=sx - pad, y_px=sy - pad, first_frame=first, sign=sign, contrast=contrast, r0=r0,
                  growth=growth, at_band=np.array(at_band, bool))
-    return FamilySeries(frames=frames, times=times, drift=drift, seeds=seeds, config=cfg, specks=specks)
+    return FamilySeries(frames=frames, times=times, drift=drift, seeds=seeds, config=cfg, specks=specks,
+                        shear=shear)
 
 
 def make(seed: int, **kw) -> FamilySeries:
-    """``render(draw_config(seed, **kw))``."""
-    return render(draw_config(seed, **kw))
+    """``render(draw_config(seed, **kw))``, or of :func:`draw_wide_config` for the widened family's seeds."""
+    draw = draw_wide_config if seed in WIDE_SEEDS else draw_config
+    return render(draw(seed, **kw))

@@ -204,8 +204,11 @@ def test_full_disk_is_a_recording_failure_not_silence(tmp_path, monkeypatch):
     monkeypatch.setattr(session_mod.os, "statvfs", lambda path: Full(real(path)))
     from insitu.core.session import RecordingFailed
 
+    # write() only queues (the writer thread meets the full disk); the failure reaches the caller at
+    # the next write() or flush()
+    w.write(FrameRecord(1.0, np.ones((64, 64), np.uint16), 0.0, 0.0, False, 0.0, 1e-9))
     with pytest.raises(RecordingFailed, match="No space left on device"):
-        w.write(FrameRecord(1.0, np.ones((64, 64), np.uint16), 0.0, 0.0, False, 0.0, 1e-9))
+        w.flush()
     with pytest.raises(RecordingFailed):
         w.write(BiasSample(1.1, 0.0, 0.0, 0.0, False))  # every later write says so too
     monkeypatch.setattr(session_mod.os, "statvfs", real)

@@ -135,6 +135,7 @@ def test_frame_of_other_shape_is_skipped_with_an_event(tmp_path):
     w.write(FrameRecord(0.0, _frame(0), 0.0, 0.0, False, 0.0, 1e-9))
     w.write(FrameRecord(1.0, _frame(1, shape=(9, 12)), 0.0, 0.0, False, 0.0, 1e-9))  # scan size changed
     w.write(FrameRecord(2.0, _frame(2), 0.0, 0.0, False, 0.0, 1e-9))
+    w.flush()  # write() queues; the writer thread writes (and skips)
     assert w.n_skipped_frames == 1
     w.close()
     s = open_session(p)

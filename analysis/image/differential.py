@@ -208,6 +208,10 @@ class DifferentialImager:
         self.smoother = ShiftSmoother(self.frame_shape, self.sigma_px, workers=workers, step=self.step)
         self.reference: np.ndarray | None = None   # smoothed, first-frame coordinates
         self.nseen: np.ndarray | None = None       # frames that went into the reference, per pixel
+        #: frames averaged into the reference per pixel (float32): stops where a change is under way or a
+        #: frame was an outlier; its inverse is the variance of the reference's own noise relative to a
+        #: frame's (see :meth:`reference_variance`)
+        self.nref: np.ndarray | None = None
         self.count = 0
         self.last_valid: tuple[slice, slice] | None = None
         self._grad = None          # (gx, gy, gx² + gy²) of the reference, working grid
@@ -349,6 +353,7 @@ class DifferentialImager:
                 if self._early is not None:
                     self._early[0][sl][m] = x
             ns[m] = n + 1
+            self.nref[sl][m] = n + 1
 
     def _restart_median(self, sl, av: np.ndarray, ready: np.ndarray) -> None:
         """At the 5th frame, the reference of the pixels seen from the start becomes the median of
@@ -384,6 +389,7 @@ class DifferentialImager:
         if self.reference is None:
             self.reference = np.zeros(self.shape, np.float32)
             self.nseen = np.zeros(self.shape, np.uint8)
+            self.nref = np.zeros(self.shape, np.float32)
             self._p1 = np.zeros(self.shape, np.float32)
             self._p2 = np.zeros(self.shape, np.float32)
             self._early = [np.zeros(self.shape, np.float32), np.zeros(self.shape, np.float32)]
@@ -458,6 +464,9 @@ class DifferentialImager:
         if fz is not None:
             step[fz] = 0.0
         rv += step
+        # an exponential average of weight alpha holds about 2/alpha − 1 frames
+        nr = self.nref[sl]
+        np.add(nr, np.float32(1), out=nr, where=ready & (step != 0) & (nr < np.float32(2.0 / self.alpha - 1)))
         if part:
             self._probation(sl, av, new)
         self._restart_median(sl, av, ready)
@@ -481,6 +490,19 @@ class DifferentialImager:
             self._sd_map()
         return z
 
+    def reference_variance(self, where: np.ndarray) -> np.ndarray:
+        """Variance of the reference's own noise relative to one frame's (1 / frames averaged), at the
+        pixels ``where`` (bool, working grid), 0 elsewhere (float32).
+
+        Where the reference has stopped following (a change under way) its error no longer
+        shrinks while the rest of the reference's does: every later differential there shares it.
+        """
+        out = np.zeros(self.shape, np.float32)
+        if self.nref is not None:
+            m = where & (self.nref > 0)
+            out[m] = np.float32(1.0) / self.nref[m]
+        return out
+
     @staticmethod
     def _inner(shape, border: int = 3) -> np.ndarray:
         """True but on a border of ``border`` px (of a 2× subsampled region): the pixels next to the
@@ -495,29 +517,36 @@ class DifferentialImager:
         self._grad = (gx, gy, gx * gx + gy * gy)
 
     def _refine_shift(self, d: np.ndarray, freeze, new) -> None:
-        """Remove the part of ``d`` (in place) that a residual sub-pixel shift of the frame explains.
+        """Remove the part of ``d`` (in place) that a residual shift of the frame explains.
 
         The phase correlation leaves an error of a few hundredths of a pixel; at a sharp edge (the
-        electrode band next to vacuum, a particle) that is a residual of several σ. A least-squares
-        fit d ≈ gx·δx + gy·δy over the frame (one δ per frame) takes it out; small seeds hardly
-        weigh in the fit.
+        electrode band next to vacuum, a particle) that is a residual of several σ. Drift *during*
+        the scan adds a shift that grows with the row (the rows are scanned one after the other: a
+        shear of the fast axis and a stretch of the slow one) that a rigid registration cannot
+        follow. A least-squares fit d ≈ gx·(δx + βx·ŷ) + gy·(δy + βy·ŷ) over the frame (ŷ: row
+        position, −½ … ½ over the frame; four numbers per frame) takes both out to first order;
+        small seeds hardly weigh in the fit.
         """
         sl = self.last_valid
-        gx, gy = self._grad[0][sl][::2, ::2], self._grad[1][sl][::2, ::2]
-        ds = d[::2, ::2]
+        gxf, gyf = self._grad[0][sl], self._grad[1][sl]
+        gx, gy, ds = gxf[::2, ::2], gyf[::2, ::2], d[::2, ::2]
+        yh = ((np.arange(sl[0].start, sl[0].stop, dtype=np.float32) - 0.5 * self.shape[0])
+              / np.float32(self.shape[0]))[:, None]
         w = self._inner(ds.shape)
         if freeze is not None:
             w &= ~freeze[::2, ::2]
         if new is not None:
             w &= ~new[::2, ::2]
+        ys = np.broadcast_to(yh[::2], gx.shape)[w]
         gx, gy, ds = gx[w], gy[w], ds[w]
-        a = np.array([[gx @ gx, gx @ gy], [gx @ gy, gy @ gy]], np.float64)
-        b = np.array([gx @ ds, gy @ ds], np.float64)
-        if np.linalg.cond(a) > 1e6 or not np.isfinite(a).all():
+        cols = np.stack([gx, gy, gx * ys, gy * ys]).astype(np.float64)
+        a = cols @ cols.T
+        b = cols @ ds.astype(np.float64)
+        if not np.isfinite(a).all() or np.linalg.cond(a) > 1e6:
             return
-        sx, sy = np.linalg.solve(a, b)
-        d -= np.float32(sx) * self._grad[0][sl]
-        d -= np.float32(sy) * self._grad[1][sl]
+        sx, sy, bx, by = np.linalg.solve(a, b)
+        d -= (np.float32(sx) + np.float32(bx) * yh) * gxf
+        d -= (np.float32(sy) + np.float32(by) * yh) * gyf
 
     def _update_shift_var(self, zv: np.ndarray, sd: np.ndarray, sl, exclude) -> None:
         """Fit the variance of the residual shift (px²): excess d² over the counting noise vs |∇R|².

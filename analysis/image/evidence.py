@@ -10,14 +10,17 @@ median absolute value), so all are in calibrated σ whatever the spatial and tem
 correlation of the noise (smoothing, the reference's own noise). The evidence image is
 the signed statistic of largest magnitude.
 
-Memory: ``max(lags)`` differential images per scale; every frame costs the same.
+Memory: ``max(lags)`` differential images per scale; every frame costs the same. The per-pixel
+work (clipping, the window sums, the signed maximum over lags) runs in two compiled passes
+per scale (numba, cached on disk), the spreads in between on a 1-in-16 subsample.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["EvidenceAccumulator", "robust_sigma"]
+__all__ = ["EvidenceAccumulator", "robust_sigma", "gaussian_smooth"]
 
 
 def robust_sigma(x: np.ndarray) -> float:
@@ -31,6 +34,170 @@ def robust_sigma(x: np.ndarray) -> float:
     """
     x = np.asarray(x).ravel()
     return 1.4826 * float(np.median(np.abs(x))) if x.size else 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _accumulate(zs, prev, clipv, sums, ring, count, lags):
+    """One frame into the window sums, in place (float32, the operations of numpy's clip and +=).
+
+    Per pixel: zc = clip(zs, ±max(|prev|, clipv)); prev ← zs; sums[j] += zc − ring[count − lags[j]]
+    (once ``count`` ≥ lags[j]); ring[count] ← zc (slots modulo the ring depth).
+    """
+    depth = ring.shape[0]
+    slot = count % depth
+    ny, nx = zs.shape
+    zc = np.empty(nx, np.float32)
+    for y in range(ny):
+        for x in range(nx):
+            v = zs[y, x]
+            lim = abs(prev[y, x])
+            if lim < clipv:
+                lim = clipv
+            prev[y, x] = v
+            zc[x] = min(max(v, -lim), lim)
+        for j in range(lags.shape[0]):
+            row = sums[j, y]
+            if count >= lags[j]:
+                old = ring[(count - lags[j]) % depth, y]
+                for x in range(nx):
+                    row[x] = (row[x] + zc[x]) - old[x]
+            else:
+                for x in range(nx):
+                    row[x] = row[x] + zc[x]
+        dst = ring[slot, y]
+        for x in range(nx):
+            dst[x] = zc[x]
+
+
+@numba.njit(cache=True, nogil=True)
+def _signed_max(sums, inv_edge, inv_rest, edges, ref_var, frame_sd, lags, out):
+    """out = the statistic sums[j]·inv[j] of largest magnitude over j (the positive one on a tie);
+    inv is ``inv_edge[j]`` where ``edges`` is True, else ``inv_rest[j]``, and where ``ref_var`` > 0
+    at most 1 / (frame_sd·√(L + L²·ref_var)) (L = lags[j]): the spread of a window sum of L frames
+    against a reference that no longer follows them and whose own noise has variance ref_var."""
+    ny, nx = out.shape
+    pos = np.empty(nx, np.float32)
+    neg = np.empty(nx, np.float32)
+    for y in range(ny):
+        e = edges[y]
+        rv = ref_var[y]
+        for x in range(nx):
+            pos[x] = -np.inf
+            neg[x] = np.inf
+        frozen = False
+        for x in range(nx):
+            if rv[x] > 0:
+                frozen = True
+                break
+        for j in range(sums.shape[0]):
+            row = sums[j, y]
+            a = inv_edge[j]
+            b = inv_rest[j]
+            L = np.float32(lags[j])
+            if not frozen:          # most rows: a loop the compiler vectorises
+                for x in range(nx):
+                    t = row[x] * (a if e[x] else b)
+                    pos[x] = max(pos[x], t)
+                    neg[x] = min(neg[x], t)
+                continue
+            for x in range(nx):
+                f = a if e[x] else b
+                if rv[x] > 0:
+                    g = np.float32(1.0) / (frame_sd * np.sqrt(L + L * L * rv[x]))
+                    if g < f:
+                        f = g
+                t = row[x] * f
+                pos[x] = max(pos[x], t)
+                neg[x] = min(neg[x], t)
+        o = out[y]
+        for x in range(nx):
+            o[x] = pos[x] if pos[x] >= -neg[x] else neg[x]
+
+
+@numba.njit(cache=True, nogil=True)
+def _largest(per_scale, out):
+    """out = per_scale[i] of largest magnitude over i (the first on a tie)."""
+    for y in range(out.shape[0]):
+        for x in range(out.shape[1]):
+            best = per_scale[0, y, x]
+            for i in range(1, per_scale.shape[0]):
+                v = per_scale[i, y, x]
+                if abs(v) > abs(best):
+                    best = v
+            out[y, x] = best
+
+
+@numba.njit(cache=True, nogil=True)
+def _gauss_axis0(a, w, out):
+    """out[y] = w_0 a[y] + Σ_j w_j (a[y−j] + a[y+j]) along axis 0 (zeros outside; sums in double,
+    the farthest pair first, as ``scipy.ndimage.correlate1d`` does for a symmetric kernel)."""
+    ny, nx = a.shape
+    r = w.shape[0] - 1
+    acc = np.empty(nx)
+    for y in range(ny):
+        for x in range(nx):
+            acc[x] = np.float64(a[y, x]) * w[0]
+        for j in range(r, 0, -1):
+            lo, hi = y - j, y + j
+            if lo >= 0 and hi < ny:
+                for x in range(nx):
+                    acc[x] += (np.float64(a[lo, x]) + np.float64(a[hi, x])) * w[j]
+            elif lo >= 0:
+                for x in range(nx):
+                    acc[x] += (np.float64(a[lo, x]) + 0.0) * w[j]
+            elif hi < ny:
+                for x in range(nx):
+                    acc[x] += (0.0 + np.float64(a[hi, x])) * w[j]
+            else:
+                for x in range(nx):
+                    acc[x] += 0.0 * w[j]
+        for x in range(nx):
+            out[y, x] = acc[x]
+@numba.njit(cache=True, nogil=True)
+def _gauss_axis1(a, w, out):
+    """The same along the rows (axis 1)."""
+    ny, nx = a.shape
+    r = w.shape[0] - 1
+    line = np.zeros(nx + 2 * r)
+    acc = np.empty(nx)
+    for y in range(ny):
+        for x in range(nx):
+            line[r + x] = a[y, x]
+        for x in range(nx):
+            acc[x] = line[r + x] * w[0]
+        for j in range(r, 0, -1):
+            wj = w[j]
+            left = line[r - j:r - j + nx]
+            right = line[r + j:r + j + nx]
+            for x in range(nx):
+                acc[x] += (left[x] + right[x]) * wj
+        for x in range(nx):
+            out[y, x] = acc[x]
+def gaussian_smooth(a: np.ndarray, sigma: float, truncate: float = 3.0) -> np.ndarray:
+    """Gaussian filter of a float32 image with zeros outside it (float32).
+
+    The result of ``scipy.ndimage.gaussian_filter(a, sigma, mode="constant", truncate=truncate)``,
+    bit for bit (the same weights, sums in double in the same order, axis 0 then axis 1), in
+    about 40 % of its time.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> from scipy import ndimage as ndi
+    >>> a = np.random.default_rng(0).normal(size=(32, 40)).astype(np.float32)
+    >>> bool(np.array_equal(gaussian_smooth(a, 1.5), ndi.gaussian_filter(a, 1.5, mode="constant", truncate=3.0)))
+    True
+    """
+    a = np.ascontiguousarray(a, np.float32)
+    r = int(truncate * float(sigma) + 0.5)
+    x = np.arange(-r, r + 1)
+    phi = np.exp(-0.5 / (sigma * sigma) * x ** 2)
+    w = (phi / phi.sum())[r:].copy()
+    tmp = np.empty(a.shape, np.float32)
+    out = np.empty(a.shape, np.float32)
+    _gauss_axis0(a, w, tmp)
+    _gauss_axis1(tmp, w, out)
+    return out
 
 
 class EvidenceAccumulator:
@@ -82,7 +249,7 @@ class EvidenceAccumulator:
 
     def _filtered(self, z: np.ndarray):
         for s in self.scales:
-            yield ndi.gaussian_filter(z, s, mode="constant", truncate=3.0) if s > 0 else z
+            yield gaussian_smooth(z, s) if s > 0 else z
 
     def set_edges(self, g2: np.ndarray, fraction: float = 0.04) -> None:
         """Mark the pixels near steep edges (``g2``: squared gradient of the reference), per scale.
@@ -96,24 +263,36 @@ class EvidenceAccumulator:
         self.edges = [ndi.binary_dilation(steep, iterations=max(1, int(np.ceil(2 * sc)))) if sc > 0 else steep
                       for sc in self.scales]
         for i, j in list(self.inv):
-            self.inv[(i, j)] = np.where(self.edges[i], np.float32(1.0 / max(self.edge_spread[i, j], self.spread[i, j])),
-                                        np.float32(1.0 / self.spread[i, j]))
+            self.inv[(i, j)] = self._inv_pair(i, j, self.edge_spread[i, j])
 
-    def push(self, z: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
+    def _inv_pair(self, i: int, j: int, sde: float) -> tuple:
+        """1/spread of statistic (i, j) near edges (the edge's own spread where it is larger) and elsewhere."""
+        return np.float32(1.0 / max(sde, self.spread[i, j])), np.float32(1.0 / self.spread[i, j])
+
+    def push(self, z: np.ndarray, exclude: np.ndarray | None = None,
+             ref_var: np.ndarray | None = None) -> np.ndarray:
         """Add one differential image; return the evidence image (signed, σ).
 
         The evidence of each scale alone (signed, largest over the lags) is kept in
         :attr:`per_scale`. ``exclude`` (bool): pixels left out of the calibration (known changes,
-        invalid border).
+        invalid border). ``ref_var`` (float, > 0 where the reference has stopped following: see
+        :meth:`DifferentialImager.reference_variance`): there a window sum of L frames shares the
+        reference's error, so its spread is at least frame spread · √(L + L²·ref_var), whatever
+        the spread measured over the image (where the reference keeps following and its error
+        shrinks); without this a young reference's error, once frozen, would pass for a change.
         """
         z = np.asarray(z, np.float32)
-        slot = self.count % self.depth
         sub = (slice(None, None, 4), slice(None, None, 4))
         keep = None if exclude is None else ~exclude[sub]
         if self.per_scale is None:
             self.per_scale = np.zeros((len(self.scales),) + self.shape, np.float32)
             self.prev = np.zeros((len(self.scales),) + self.shape, np.float32)
+        lags = np.array(self.lags, np.int64)
+        nl = len(self.lags)
+        no_edges = np.zeros(self.shape, bool) if self.edges is None else None
+        rv = np.zeros(self.shape, np.float32) if ref_var is None else np.asarray(ref_var, np.float32)
         for i, zs in enumerate(self._filtered(z)):
+            zs = np.ascontiguousarray(zs, np.float32)
             v = zs[sub]
             v = v[keep] if keep is not None else v
             sd = robust_sigma(v[v != 0]) if v.size else 0.0
@@ -122,22 +301,14 @@ class EvidenceAccumulator:
             # a one-frame artefact (a speck, a streak) must not stay in the sums for max(lags)
             # frames: a frame adds at most ± clip σ (of this scale) more than the previous frame
             # showed at that pixel, so only a change seen in two frames running adds in full
-            prev = self.prev[i]
-            lim = np.abs(prev)
-            np.maximum(lim, np.float32(self.clip * self.frame_spread[i]), out=lim)
-            prev[...] = zs
-            zc = np.clip(zs, -lim, lim)
-            ring = self.ring[i]
-            pos = np.full(self.shape, -np.inf, np.float32)
-            neg = np.full(self.shape, np.inf, np.float32)
-            for j, lag in enumerate(self.lags):
-                s = self.sums[i, j]
-                s += zc
-                if self.count >= lag:
-                    s -= ring[(self.count - lag) % self.depth]
-                # the spreads change slowly: measured every frame at first, then every 4th
-                measure = self.count < 16 or self.count % 4 == i % 4
-                v = s[sub]
+            _accumulate(zs, self.prev[i], np.float32(self.clip * self.frame_spread[i]), self.sums[i],
+                        self.ring[i], self.count, lags)
+            # the spreads change slowly: measured every frame at first, then every 4th
+            measure = self.count < 16 or self.count % 4 == i % 4
+            inv_edge = np.empty(nl, np.float32)
+            inv_rest = np.empty(nl, np.float32)
+            for j in range(nl):
+                v = self.sums[i, j][sub]
                 if measure:
                     vk = v[keep] if keep is not None else v
                     sd = robust_sigma(vk[vk != 0]) if vk.size else 0.0
@@ -148,21 +319,16 @@ class EvidenceAccumulator:
                     ve = v[e[sub] if keep is None else (e[sub] & keep)]
                     sde = robust_sigma(ve[ve != 0]) if ve.size >= 50 else 0.0
                     self.edge_spread[i, j] = sde
-                    # 1/spread per pixel: the edge's own spread near edges where it is larger
-                    self.inv[(i, j)] = np.where(e, np.float32(1.0 / max(sde, self.spread[i, j])),
-                                                np.float32(1.0 / self.spread[i, j]))
+                    self.inv[(i, j)] = self._inv_pair(i, j, sde)
                 if self.edges is not None and (i, j) in self.inv:
-                    t = s * self.inv[(i, j)]
+                    inv_edge[j], inv_rest[j] = self.inv[(i, j)]
                 else:
-                    t = s * np.float32(1.0 / self.spread[i, j])
-                np.maximum(pos, t, out=pos)
-                np.minimum(neg, t, out=neg)
-            ring[slot] = zc
-            np.copyto(self.per_scale[i], np.where(pos >= -neg, pos, neg))
+                    inv_edge[j] = inv_rest[j] = np.float32(1.0 / self.spread[i, j])
+            _signed_max(self.sums[i], inv_edge, inv_rest, no_edges if self.edges is None else self.edges[i],
+                        rv, np.float32(self.frame_spread[i]), lags, self.per_scale[i])
         self.count += 1
-        best = self.per_scale[0].copy()
-        for ps in self.per_scale[1:]:
-            np.copyto(best, ps, where=np.abs(ps) > np.abs(best))
+        best = np.empty(self.shape, np.float32)
+        _largest(self.per_scale, best)
         return best
 
     def onset(self, y: int, x: int, sign: int) -> int:

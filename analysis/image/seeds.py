@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -36,6 +37,52 @@ class Candidate:
     area: int      # px above the low threshold
     onset: int | None = None          # frame at which the change began (estimated), if known
     onset_time_s: float | None = None
+
+
+@numba.njit(cache=True, nogil=True)
+def _blob_moments(lab, az, z, low, threshold, keep):
+    """Per label l with ``keep[l]``: area, Σw, Σw·x, Σw·y, Σz, peak |z| (over |z| > threshold) and the
+    central second moments Σw·dx², Σw·dy², Σw·dx·dy (w = |z| − low in the precision of ``az``;
+    sums in float64 in row-major pixel order, as ``np.bincount``)."""
+    n = keep.shape[0]
+    area = np.zeros(n, np.int64)
+    sw = np.zeros(n)
+    sx = np.zeros(n)
+    sy = np.zeros(n)
+    ssign = np.zeros(n)
+    peak = np.zeros(n)
+    lo = low
+    for y in range(lab.shape[0]):
+        for x in range(lab.shape[1]):
+            v = lab[y, x]
+            if v == 0 or not keep[v]:
+                continue
+            a = az[y, x]
+            w = np.float64(a - lo)
+            area[v] += 1
+            sw[v] += w
+            sx[v] += w * x
+            sy[v] += w * y
+            ssign[v] += np.float64(z[y, x])
+            if a > threshold and a > peak[v]:
+                peak[v] = a
+    mx = sx / np.maximum(sw, 1e-30)
+    my = sy / np.maximum(sw, 1e-30)
+    vxx = np.zeros(n)
+    vyy = np.zeros(n)
+    vxy = np.zeros(n)
+    for y in range(lab.shape[0]):
+        for x in range(lab.shape[1]):
+            v = lab[y, x]
+            if v == 0 or not keep[v]:
+                continue
+            w = np.float64(az[y, x] - lo)
+            dx = x - mx[v]
+            dy = y - my[v]
+            vxx[v] += w * dx * dx
+            vyy[v] += w * dy * dy
+            vxy[v] += w * dx * dy
+    return area, sw, sx, sy, ssign, peak, vxx, vyy, vxy
 
 
 def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
@@ -82,29 +129,15 @@ def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
     sel = sel[sel > 0]
     if len(sel) > 20 * max_candidates:
         return []  # the whole frame changed (beam blank, jump): nothing local to report
-    flat = lab.ravel()
-    idx = np.flatnonzero(flat)
-    labs = flat[idx]
-    w = az.ravel()[idx] - low
-    yy, xx = np.divmod(idx, zr.shape[1])
-    area = np.bincount(labs, minlength=n + 1)
-    sw = np.bincount(labs, weights=w, minlength=n + 1)
-    sx = np.bincount(labs, weights=w * xx, minlength=n + 1)
-    sy = np.bincount(labs, weights=w * yy, minlength=n + 1)
-    ssign = np.bincount(labs, weights=zr.ravel()[idx], minlength=n + 1)
-    peaks = np.zeros(n + 1, np.float64)
-    hflat = np.flatnonzero(hi)          # a blob's peak is among its pixels above threshold
-    np.maximum.at(peaks, flat[hflat], az.ravel()[hflat])
+    keep = np.zeros(n + 1, np.bool_)
+    keep[sel] = True
+    t = az.dtype.type   # numpy compares and subtracts a Python float in the array's precision
+    area, sw, sx, sy, ssign, peaks, vxx, vyy, vxy = _blob_moments(lab, az, zr, t(low), t(threshold), keep)
     peak = peaks[sel]
     if min_roundness > 0:
         # a seed is round; a change along a line (an edge, an interface changing along its length)
         # is not: ratio of the principal second moments of the blob (weights |z| − low)
-        mx, my = sx / np.maximum(sw, 1e-30), sy / np.maximum(sw, 1e-30)
-        dxx = xx - mx[labs]
-        dyy = yy - my[labs]
-        vxx = np.bincount(labs, weights=w * dxx * dxx, minlength=n + 1)[sel]
-        vyy = np.bincount(labs, weights=w * dyy * dyy, minlength=n + 1)[sel]
-        vxy = np.bincount(labs, weights=w * dxx * dyy, minlength=n + 1)[sel]
+        vxx, vyy, vxy = vxx[sel], vyy[sel], vxy[sel]
         half = 0.5 * (vxx + vyy)
         disc = np.sqrt(np.maximum(0.0, half * half - (vxx * vyy - vxy * vxy)))
         round_ok = (half - disc) >= min_roundness * (half + disc)

@@ -111,7 +111,8 @@ def _write_session(path, stack, log, t_log, bias_at, current_at, microscope, fil
     from insitu.core.session import SessionWriter
 
     w = SessionWriter(path, start_time_iso=start_iso, program="insitu import",
-                      frame_shape=stack.frame_shape, frame_dtype=stack.frames.dtype)
+                      frame_shape=stack.frame_shape, frame_dtype=stack.frames.dtype,
+                      when_full="wait")  # offline: every frame, at the disk's pace
     try:
         w.set_instrument("microscope", microscope)
         if log is not None:

@@ -166,11 +166,13 @@ class Engine:
         self._compliance = False
         self._acquiring = 0
         self._acquired = 0
+        self._acquire_t0 = float("-inf")
         self.n_frames = 0
         #: frames the frame source delivered, recorded or not (blanked beam, scanned before unblanking)
         self.n_delivered = 0
         self._next_beam_check = 0.0
         self._next_frame_error_event = float("-inf")
+        self._source_dropped = 0
         self._next_t = 0.0
         self._prev_t: float | None = None
         self.protocol_time = 0.0
@@ -348,11 +350,7 @@ class Engine:
             self.clock.release()
             self._status_done()
             self.state = EngineState.DONE
-            if self.instruments.frames is not None:
-                try:
-                    self.instruments.frames.stop()
-                except Exception:
-                    pass
+            self._stop_frames()
         note = self.frames_note
         if note:
             self._event("frames", note)
@@ -534,6 +532,7 @@ class Engine:
         if was_blanked:
             self._set_beam(False, why=f"to acquire {count(n, 'frame')}")
         self._acquiring, self._acquired = n, 0
+        self._acquire_t0 = self.clock.now()   # frames scanned before the step do not count (delivery lags)
         try:
             while self._acquired < n:
                 inc = self._next_tick()
@@ -737,12 +736,44 @@ class Engine:
         w = (t - a.time_s) / (b.time_s - a.time_s) if b.time_s > a.time_s else 1.0
         return (a.voltage_V + w * (b.voltage_V - a.voltage_V), a.current_A + w * (b.current_A - a.current_A))
 
-    def _poll_frames(self) -> None:
+    def _stop_frames(self) -> None:
+        """Stop the frame source; a producer thread stuck in a read is left behind and said (never waited for)."""
         src = self.instruments.frames
         if src is None:
             return
         try:
-            got = src.poll()
+            ended = src.stop()
+        except Exception as exc:  # noqa: BLE001 - the output is already safe; report, go on
+            self._event("info", f"frame source: stop failed: {type(exc).__name__}: {exc}")
+            return
+        if ended is False:
+            self._event("frames", "frame source did not stop (its reading thread is stuck, e.g. on an unreachable "
+                                  "share): left behind; nothing it delivers later is recorded")
+
+    @property
+    def frames_dropped(self) -> int:
+        """Frames lost on the way to the file: dropped by the frame source's queue (nobody polled in time)
+        plus dropped by recorders that fell behind (their ``frames_dropped``)."""
+        n = int(getattr(self.instruments.frames, "dropped", 0) or 0)
+        for sink in self.sinks:
+            n += int(getattr(getattr(sink, "__self__", sink), "frames_dropped", 0) or 0)
+        return n
+
+    def _note_source_drops(self) -> None:
+        """An event when the frame source's queue dropped frames since the last look."""
+        n = int(getattr(self.instruments.frames, "dropped", 0) or 0)
+        if n > self._source_dropped:
+            self._event("frames", f"frame source dropped {n - self._source_dropped} frame(s): its queue was full "
+                                  f"({n} dropped so far)")
+            self._source_dropped = n
+
+    def _poll_frames(self) -> None:
+        src = self.instruments.frames
+        if src is None:
+            return
+        self._note_source_drops()
+        try:
+            got = src.poll()  # only drains the source's queue (drivers/producer.py): never waits for a read
         except Exception as exc:  # a bad file must not end a biasing run; the stall watch covers a dead source
             now = self.clock.now()
             if now >= self._next_frame_error_event:
@@ -761,7 +792,8 @@ class Engine:
             self._emit(FrameRecord(fr.time_s, fr.data, v_at, i_at, False, dose, float(px),
                                    meta=dict(fr.meta or {})))
             self.n_frames += 1
-            self._acquired += 1
+            if fr.time_s >= self._acquire_t0:
+                self._acquired += 1
             self._last_frame_t = self.clock.now()
 
     def _check_beam(self, now: float) -> None:
@@ -817,6 +849,8 @@ class Engine:
         flag = (" HELD by on_seed: hold (resume: GUI, or kill -USR1 the insitu run)" if self._held.is_set() else
                 " PAUSED" if self._paused.is_set() else (" STALL" if self._stalled else ""))
         flag += " COMPLIANCE" if self._compliance else ""
+        dropped = self.frames_dropped
+        flag += f" FRAMES DROPPED {dropped}" if dropped else ""
         step = f"[{self._step_index + 1}/{len(self.flat)}] {self._step_label}" if self._step_index >= 0 else "start"
         if self._stopping:
             step = "stopping: ramping to 0 V" if self.output_maybe_on else "finished: output off"

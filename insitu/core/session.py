@@ -16,11 +16,26 @@ Layout (binding, see DESIGN.md)::
 Crash safety: the writer uses HDF5 SWMR (single writer, multiple readers).
 Every group, dataset and attribute is created *before* SWMR starts; while a
 run goes on, the writer only appends rows to existing datasets and overwrites
-fixed-size values (``status``, ``end_time``). Small records are buffered and
-written at least once a second (flush-on-write when a second has passed, and
-a background flusher for quiet periods); frames go to disk as they arrive.
-A ``kill -9`` therefore leaves a file that holds everything up to the last
-flush. The writer holds an advisory lock on the file for the whole run
+fixed-size values (``status``, ``end_time``).
+
+Writer thread: :meth:`SessionWriter.write` never touches the file. It puts the
+record in a queue and returns at once; one writer thread owns the HDF5 file,
+writes what is queued and flushes at least once a second (after a batch when
+a second has passed, and on a timer in quiet periods). So the engine's
+control loop never waits for the disk. Bias samples, beam changes and events
+are never dropped (they are small; their queue is not bounded). Frames are:
+when the frames waiting in the queue reach ``max_queue_frames`` or
+``max_queue_bytes`` (the disk is slower than the frames arrive), a new frame
+is dropped (``when_full="drop"``, for live recording: the control loop must
+not wait) or ``write`` waits for room (``when_full="wait"``, for imports and
+other offline writers that must keep every frame). Every drop is counted
+(:attr:`SessionWriter.frames_dropped`) and said in ``/entry/events`` (kind
+``frames``: the first drop at once, then at most one summary every
+:data:`DROP_EVENT_PERIOD_S`, and a total at close). :meth:`SessionWriter.close`
+drains the queue first, waiting at most ``close_timeout_s``; when that is hit
+the frames still queued are given up (counted, an event and a warning on the
+``insitu.core.session`` logger) and the small records are still written. A
+``kill -9`` leaves a file that holds everything up to the last flush. The writer holds an advisory lock on the file for the whole run
 (:mod:`insitu.core.writelock`): a second writer is refused, and the first reader
 that finds the lock gone finishes the file as ``interrupted``
 (:func:`recover_interrupted`), after which plain ``h5py.File(path)`` and
@@ -42,6 +57,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import threading
 import time
@@ -58,11 +74,24 @@ from insitu.core.records import BeamSample, BiasSample, EventRecord, FrameRecord
 from insitu.core.superblock import check_not_truncated, repair_session
 from insitu.core.writelock import WriteLock, try_lock, writer_alive
 
+log = logging.getLogger(__name__)
+
 #: statuses a writer closes with (``recording_failed`` replaces any of them after a failed write)
 CLOSE_STATUSES = ("complete", "aborted", "fault")
 #: every final status: ``interrupted`` is written by the first reader that finds the writer dead
 STATUSES = CLOSE_STATUSES + ("recording_failed", "interrupted")
 
+
+#: frames waiting to be written that make the queue full (``when_full`` decides what happens then)
+MAX_QUEUE_FRAMES = 256
+#: bytes of frames waiting to be written that make the queue full (8 frames of 4096² uint16)
+MAX_QUEUE_BYTES = 256 << 20
+#: at most one "frames dropped" event per this many seconds (wall) while the recorder is behind
+DROP_EVENT_PERIOD_S = 10.0
+#: how long close() waits for the writer thread to write what is queued (wall s)
+CLOSE_TIMEOUT_S = 60.0
+#: when_full choices
+WHEN_FULL = ("drop", "wait")
 
 #: free space (bytes) kept on the session's disk beyond the next write: below it the recording stops as
 #: failed while HDF5 can still write the status and close the file (a write HDF5 meets with ENOSPC leaves
@@ -203,6 +232,20 @@ class SessionWriter:
         first frame needs no restructuring step.
     flush_interval_s : float
         Longest time buffered records stay in memory (default 1 s).
+    when_full : {"drop", "wait"}
+        What :meth:`write` does with a frame when the frames queued for the
+        writer thread reach ``max_queue_frames`` or ``max_queue_bytes``:
+        ``"drop"`` it (counted in :attr:`frames_dropped`, said in the events;
+        live recording, where the caller must not wait) or ``"wait"`` for room
+        (imports and other offline writers). Other records are never dropped.
+    max_queue_frames, max_queue_bytes : int
+        Bounds of the frame queue.
+    close_timeout_s : float
+        Longest wait in :meth:`close` for the queue to be written (wall s).
+
+    Status, readable from any thread while recording: :attr:`frames_dropped`,
+    :attr:`queue_frames` (frames waiting), :attr:`queue_depth` (records
+    waiting), :attr:`n_frames` (frames written).
 
     Examples
     --------
@@ -217,7 +260,10 @@ class SessionWriter:
 
     def __init__(self, path, *, overwrite: bool = False, start_time_iso: str, protocol_text: str = "",
                  instruments_text: str = "", program: str = "insitu", frame_shape=None, frame_dtype=None,
-                 flush_interval_s: float = 1.0):
+                 flush_interval_s: float = 1.0, when_full: str = "drop", max_queue_frames: int = MAX_QUEUE_FRAMES,
+                 max_queue_bytes: int = MAX_QUEUE_BYTES, close_timeout_s: float = CLOSE_TIMEOUT_S):
+        if when_full not in WHEN_FULL:
+            raise ValueError(f"when_full must be one of {WHEN_FULL}, got {when_full!r}")
         self.path = Path(path)
         existed = self.path.exists()
         if existed and not overwrite:
@@ -284,9 +330,26 @@ class SessionWriter:
         f.swmr_mode = True
         self._last_flush = time.monotonic()
         self._dirty = False
+        # the queue between write() (any thread) and the writer thread
+        self.when_full = when_full
+        self.max_queue_frames = int(max_queue_frames)
+        self.max_queue_bytes = int(max_queue_bytes)
+        self.close_timeout_s = float(close_timeout_s)
+        self._cv = threading.Condition(threading.Lock())
+        self._queue: list = []
+        self._queued_frames = 0
+        self._queued_bytes = 0
+        self._busy = False           # the writer thread holds records taken from the queue
         self._stop = threading.Event()
-        self._flusher = threading.Thread(target=self._flush_loop, name="session-flusher", daemon=True)
-        self._flusher.start()
+        self._give_up_frames = False  # close() timed out: queued frames are counted, not written
+        #: frames dropped because the queue was full (live recording), see ``when_full``
+        self.frames_dropped = 0
+        #: frames still queued when close() gave up waiting (counted, not written)
+        self.frames_lost_at_close = 0
+        self._drop_reported = 0
+        self._drop_event_t = float("-inf")
+        self._writer = threading.Thread(target=self._writer_loop, name="session-writer", daemon=True)
+        self._writer.start()
 
     # -- structure ---------------------------------------------------------
     def _create_frames(self, f: h5py.File, shape, dtype) -> None:
@@ -406,22 +469,139 @@ class SessionWriter:
 
     # -- records -----------------------------------------------------------
     def write(self, record) -> None:
-        """Record one engine record; thread-safe. ProgressRecord is ignored.
+        """Queue one engine record for the writer thread; thread-safe, returns at once. ProgressRecord is ignored.
+
+        A frame that finds the queue full is dropped and counted (``when_full="drop"``) or waits
+        for room (``"wait"``); other records are always queued.
 
         Raises
         ------
         RecordingFailed
-            Writing failed now or earlier (also in the background flusher): a fault.
+            Writing failed earlier (in the writer thread): a fault.
         """
         if isinstance(record, ProgressRecord):
             return
-        with self._lock:
-            if self._closed:
-                return
-            self._check_ok()
-            self._guarded(self._write_locked, record)
+        if not isinstance(record, (BiasSample, BeamSample, EventRecord, FrameRecord)):
+            raise TypeError(f"SessionWriter cannot record {type(record).__name__}")
+        if self._closed:
+            return
+        self._check_ok()
+        nbytes = 0
+        if isinstance(record, FrameRecord):
+            ndim = np.ndim(record.data)
+            if ndim != 2:
+                raise ValueError(f"frame must be 2-D, got {ndim} dimension(s)")
+            nbytes = max(1, int(getattr(record.data, "nbytes", 1)))
+        with self._cv:
+            if nbytes:
+                while self._full(nbytes):
+                    if self.when_full == "drop" or self._stop.is_set():
+                        self._dropped(record)
+                        return
+                    self._cv.wait(0.5)
+                    if self.error is not None:
+                        self._check_ok()
+                self._queued_frames += 1
+                self._queued_bytes += nbytes
+            self._queue.append(record)
+            self._cv.notify_all()
 
     __call__ = write
+
+    def _full(self, nbytes: int) -> bool:
+        """Whether one more frame of ``nbytes`` exceeds the queue bounds (an empty queue always takes one)."""
+        if self._queued_frames == 0:
+            return False
+        return (self._queued_frames + 1 > self.max_queue_frames
+                or self._queued_bytes + nbytes > self.max_queue_bytes)
+
+    def _dropped(self, record) -> None:
+        """Count a frame not recorded because the queue is full; say so in the events (cv held)."""
+        self.frames_dropped += 1
+        now = time.monotonic()
+        if self._drop_reported == 0 or now - self._drop_event_t >= DROP_EVENT_PERIOD_S:
+            new = self.frames_dropped - self._drop_reported
+            self._drop_reported = self.frames_dropped
+            self._drop_event_t = now
+            self._queue.append(EventRecord(
+                record.time_s, "frames",
+                f"recorder behind: {new} frame(s) dropped (the disk is slower than the frames arrive; "
+                f"{self._queued_frames} frames, {self._queued_bytes / 1e6:.0f} MB queued); "
+                f"{self.frames_dropped} dropped so far"))
+
+    @property
+    def queue_frames(self) -> int:
+        """Frames queued for the writer thread, not yet in the file."""
+        return self._queued_frames
+
+    @property
+    def queue_depth(self) -> int:
+        """Records (of any kind) queued or being written, not yet in the file."""
+        with self._cv:
+            return len(self._queue) + (1 if self._busy else 0)
+
+    # -- the writer thread ---------------------------------------------------
+    def _writer_loop(self) -> None:
+        period = max(0.02, self.flush_interval_s / 4)
+        while True:
+            with self._cv:
+                if not self._queue and not self._stop.is_set():
+                    self._cv.wait(period)
+                batch, self._queue = self._queue, []
+                self._busy = bool(batch)
+                stopping = self._stop.is_set() and not batch
+            try:
+                with self._lock:
+                    self._write_batch(batch)
+            finally:
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
+            if stopping:
+                return
+
+    def _write_batch(self, batch) -> None:
+        """Write queued records and flush when a second has passed (writer thread, ``_lock`` held)."""
+        for rec in batch:
+            nbytes = max(1, int(getattr(rec.data, "nbytes", 1))) if isinstance(rec, FrameRecord) else 0
+            try:
+                if self._closed or self.error is not None:
+                    continue
+                if nbytes and self._give_up_frames:
+                    self.frames_lost_at_close += 1
+                    continue
+                self._write_locked(rec)
+            except Exception as exc:  # noqa: BLE001 - the next write() raises it: a fault
+                if isinstance(exc, (OSError, RuntimeError)):
+                    self._fail(exc)
+                elif self.error is None:
+                    self.error = exc
+            finally:
+                if nbytes:
+                    with self._cv:
+                        self._queued_frames -= 1
+                        self._queued_bytes -= nbytes
+                        self._cv.notify_all()
+        if self._closed or self.error is not None:
+            return
+        if self._dirty and time.monotonic() - self._last_flush >= self.flush_interval_s:
+            try:
+                self._flush_locked()
+            except Exception as exc:  # noqa: BLE001 - the next write() raises it: a fault
+                self._fail(exc)
+
+    def _wait_written(self, timeout_s: float | None) -> bool:
+        """Wait until the writer thread has written everything queued now; False on timeout."""
+        t_end = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._cv:
+            while self._queue or self._busy:
+                if not self._writer.is_alive():
+                    return False
+                left = None if t_end is None else t_end - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cv.wait(0.1 if left is None else min(left, 0.1))
+        return True
 
     def _write_locked(self, record) -> None:
         if isinstance(record, BiasSample):
@@ -438,8 +618,6 @@ class SessionWriter:
         else:
             raise TypeError(f"SessionWriter cannot record {type(record).__name__}")
         self._dirty = True
-        if time.monotonic() - self._last_flush >= self.flush_interval_s:
-            self._flush_locked()
 
     def _check_space(self, need_bytes: int) -> None:
         """Fail (disk full) before a write that would leave less than :data:`RESERVE_BYTES` free."""
@@ -493,7 +671,8 @@ class SessionWriter:
         self._dirty = False
 
     def flush(self) -> None:
-        """Write buffered records and flush the file to disk (RecordingFailed when that fails)."""
+        """Write everything queued and flush the file to disk (RecordingFailed when that fails)."""
+        self._wait_written(self.close_timeout_s)
         with self._lock:
             if not self._closed:
                 self._check_ok()
@@ -501,18 +680,6 @@ class SessionWriter:
                     self._flush_locked()
                 except (OSError, RuntimeError) as exc:
                     raise self._fail(exc) from None
-
-    def _flush_loop(self) -> None:
-        period = max(0.05, self.flush_interval_s / 4)
-        while not self._stop.wait(period):
-            with self._lock:
-                if self._closed:
-                    return
-                if self.error is None and self._dirty and time.monotonic() - self._last_flush >= self.flush_interval_s:
-                    try:
-                        self._flush_locked()
-                    except Exception as exc:  # noqa: BLE001 - the next write() raises it: a fault
-                        self._fail(exc)
 
     # -- end -------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -536,10 +703,13 @@ class SessionWriter:
         """
         if status not in CLOSE_STATUSES:
             raise ValueError(f"status must be one of {CLOSE_STATUSES}, got {status!r}")
+        if self._closed:
+            return
+        if not self._drain_for_close():
+            return
         with self._lock:
             if self._closed:
                 return
-            self._stop.set()
             failed_before = self.error is not None
             text_rows = 0
             try:
@@ -572,6 +742,54 @@ class SessionWriter:
                 self._wlock.release()
             if self.error is not None and not failed_before:
                 raise RecordingFailed(f"cannot write {self.path}: {_reason(self.error)}")
+
+    def _drain_for_close(self) -> bool:
+        """Let the writer thread write what is queued (at most ``close_timeout_s``), then stop it.
+
+        On timeout the frames still queued are given up (counted in :attr:`frames_lost_at_close`, an
+        event, a warning) and the small records are written. False when the writer thread is stuck
+        inside HDF5 (a hung disk): the file is left as it is (a reader later marks it ``interrupted``).
+        """
+        drained = self._wait_written(self.close_timeout_s)
+        if not drained:
+            with self._cv:
+                self._give_up_frames = True
+                self._cv.notify_all()
+            drained = self._wait_written(min(5.0, self.close_timeout_s))
+            lost = self.frames_lost_at_close
+            msg = (f"closing: the queue was not written within {self.close_timeout_s:g} s; "
+                   f"{lost} queued frame(s) given up, not in the file")
+            log.warning("%s: %s", self.path, msg)
+            if drained and self.error is None:
+                with self._lock:
+                    self._tables["events"].pending.append((self._last_time(), "frames", msg))
+        with self._cv:
+            self._stop.set()
+            if self.frames_dropped > self._drop_reported:   # drops since the last event
+                self._drop_reported = self.frames_dropped
+            self._cv.notify_all()
+        self._writer.join(min(5.0, self.close_timeout_s))
+        if not self._writer.is_alive():
+            with self._cv:   # records that came in while the thread was stopping
+                rest, self._queue = self._queue, []
+            with self._lock:
+                self._write_batch(rest)
+        if self._writer.is_alive():
+            log.error("%s: the writer thread is stuck (a hung disk?); the file is left unclosed and will "
+                      "be marked interrupted by the next reader", self.path)
+            self._closed = True
+            return False
+        if self.frames_dropped and self.error is None:
+            with self._lock:
+                self._tables["events"].pending.append(
+                    (self._last_time(), "frames", f"{self.frames_dropped} frame(s) dropped in all while "
+                                                  "the recorder was behind (see the events before)"))
+        return True
+
+    def _last_time(self) -> float:
+        """Latest time (s) among the records buffered for the file (0 when none): for closing events."""
+        ts = [row[0] for t in self._tables.values() for row in t.pending[-1:]]
+        return float(max(ts)) if ts else 0.0
 
     def __enter__(self):
         return self

@@ -25,12 +25,13 @@ from insitu.core.clock import Clock
 from insitu.control.config import DEFAULT_FRAME_INTERVAL_S
 from insitu.drivers.interfaces import Frame, Measurement
 from insitu.drivers.mock import MockBeamBlanker, MockSourceMeter
+from insitu.drivers.producer import DEFAULT_MAXSIZE, BackgroundProducer
 from insitu.drivers.interfaces import Instruments
 
 
 #: frame rate when the config does not set ``frames.rate_hz`` (the project-wide default interval)
 DEFAULT_RATE_HZ = 1.0 / DEFAULT_FRAME_INTERVAL_S
-#: under an accelerated clock, one poll renders at most this much wall time of frames (s)
+#: under an accelerated clock, one rendering step renders at most this much wall time of frames (s)
 POLL_BUDGET_WALL_S = 0.25
 
 
@@ -127,10 +128,13 @@ class VirtualFrameSource:
 
     A frame is due every ``1/rate_hz`` experiment seconds after :meth:`start`;
     it is delivered (and counted in the ground truth) only if the beam was
-    unblanked at its time.
+    unblanked at its time. Frames are rendered in a background thread
+    (:class:`~insitu.drivers.producer.BackgroundProducer`) as they fall due;
+    ``poll()`` only takes those rendered so far.
     """
 
-    def __init__(self, specimen, clock: Clock, blanker: VirtualBeamBlanker | None = None, rate_hz: float = 1.0):
+    def __init__(self, specimen, clock: Clock, blanker: VirtualBeamBlanker | None = None, rate_hz: float = 1.0,
+                 max_queued: int = DEFAULT_MAXSIZE):
         self.specimen = specimen
         self.clock = clock
         self.blanker = blanker
@@ -141,6 +145,7 @@ class VirtualFrameSource:
         self._render_s = 0.02  # running mean of one frame's render time (wall s)
         self._lock = threading.Lock()
         self.idn = f"insitu,VirtualFrameSource,specimen-{specimen.seed},1.0"
+        self._producer = BackgroundProducer(self._step, name=f"virtual-{specimen.seed}", maxsize=max_queued)
         hp = specimen.params.haadf
         self.meta = {"pixel_size_m": specimen.pixel_size_m, "dwell_s": hp.dwell_s,
                      "probe_current_A": hp.probe_current_A,
@@ -165,39 +170,57 @@ class VirtualFrameSource:
     def start(self) -> None:
         with self._lock:
             self._next_t = self.clock.now() + self.period_s
+        self._producer.start()
+
+    @property
+    def dropped(self) -> int:
+        """Frames rendered but dropped because nobody polled them in time (the queue was full)."""
+        return self._producer.dropped
 
     def poll(self) -> list[Frame]:
+        """The frames rendered since the last call; never waits (rendering runs in a background thread)."""
+        return self._producer.drain()
+
+    def _step(self) -> tuple[list[Frame], float]:
+        """Render the frames due now (producer thread); the wall time until the next one is due."""
         with self._lock:
             if self._next_t is None:
-                return []
+                return [], 0.05
             now = self.clock.now()
-            out = []
-            # On an accelerated clock a poller that falls behind (a busy machine) would
-            # have every due frame rendered, which makes the next poll later still and
+            # On an accelerated clock a renderer that falls behind (a busy machine) would
+            # have every due frame rendered, which makes the next step later still and
             # snowballs. Only as many of the newest due frames as render within
             # POLL_BUDGET_WALL_S are kept; older ones are skipped (counted in
             # ``skipped``). At real-time speed nothing is ever skipped.
-            if getattr(self.clock, "time_scale", 1.0) > 1.0 and self._next_t <= now:
+            scale = getattr(self.clock, "time_scale", 1.0)
+            if scale > 1.0 and self._next_t <= now:
                 due = int((now - self._next_t) // self.period_s) + 1
                 keep = max(2, int(POLL_BUDGET_WALL_S / self._render_s))
                 if due > keep:
                     self._next_t += (due - keep) * self.period_s
                     self.skipped += due - keep
+            due_times = []
             while self._next_t <= now:
-                t = self._next_t
+                due_times.append(self._next_t)
                 self._next_t += self.period_s
-                if self._blanked(t):
-                    continue
-                t0 = time.perf_counter()
-                data = self.specimen.frame(t)
-                self._render_s = 0.8 * self._render_s + 0.2 * max(time.perf_counter() - t0, 1e-4)
-                out.append(Frame(self._index, t, data, dict(self.meta)))
-                self._index += 1
-            return out
+            next_t = self._next_t
+        out = []
+        for t in due_times:   # rendering without the lock: set_rate() and stop() never wait for it
+            if self._blanked(t):
+                continue
+            t0 = time.perf_counter()
+            data = self.specimen.frame(t)
+            self._render_s = 0.8 * self._render_s + 0.2 * max(time.perf_counter() - t0, 1e-4)
+            out.append(Frame(self._index, t, data, dict(self.meta)))
+            self._index += 1
+        wait = (next_t - self.clock.now()) / scale if scale > 0 else 0.05
+        return out, min(0.05, max(0.0, wait))
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """Stop rendering; False when the rendering thread did not end in time (reported, left behind)."""
         with self._lock:
             self._next_t = None
+        return self._producer.stop()
 
 
 def open_virtual_instruments(config, clock: Clock, seed: int = 0, *, specimen=None) -> Instruments:

@@ -344,7 +344,8 @@ class VirtualSpecimen:
             self.frames_delivered += 1
             self.frame_times.append(float(t_s))
             hp = self.params.haadf
-            return render(self.base, xyr, drift_px=rel, gain=brightness(t_s, hp), p=hp, rng=self._frame_rng)
+        # rendered outside the lock: the source-meter's readings (advance) never wait for a frame
+        return render(self.base, xyr, drift_px=rel, gain=brightness(t_s, hp), p=hp, rng=self._frame_rng)
 
     def frame_drift_px(self, t_s: float) -> np.ndarray:
         """(dx, dy) px: where a first-frame position ``p`` appears at ``t_s`` is ``p + (dx, dy)``."""
