@@ -481,7 +481,7 @@ class SessionWriter:
         """
         if isinstance(record, ProgressRecord):
             return
-        if not isinstance(record, (BiasSample, BeamSample, EventRecord, FrameRecord)):
+        if not isinstance(record, (BiasSample, BeamSample, EventRecord, FrameRecord, SeedRecord)):
             raise TypeError(f"SessionWriter cannot record {type(record).__name__}")
         if self._closed:
             return
