@@ -182,6 +182,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
         self.panel.start_clicked.connect(self.start)
         self.panel.pause_clicked.connect(self.toggle_pause)
+        self.panel.disarm_requested.connect(self.backend.disarm)
+        self.panel.resume_clicked.connect(self.backend.resume)
         self.panel.abort_clicked.connect(self.abort)
         self.panel.load_requested.connect(self.load_protocol)
         if protocol is not None and timeline is not None:
@@ -426,6 +428,8 @@ class MainWindow(QtWidgets.QMainWindow):
         if p is not None:
             self._pending_prog = None
             self.panel.set_progress(p)
+            if self.panel.rules_box.isVisible():
+                self.panel.rules_box.set_armed(self.backend.armed(), self.backend.held)
             held = bool(p.paused) and self.state == EngineState.RUNNING
             if held != self._held:
                 self._held = held

@@ -54,6 +54,28 @@ class _Backend(Stoppable):
         self.session_path: str | None = None
         self._duration_s = float("nan")
 
+    # -- closed loop (until:, on_seed:); nothing for sources without an engine
+    @property
+    def engine(self):
+        """The engine while a protocol runs (the runner's producer), else None."""
+        return getattr(self.producer, "engine", None)
+
+    def armed(self) -> dict:
+        """The closed-loop rules armed now (``{}`` when none, or no engine)."""
+        fn = getattr(self.engine, "armed", None)
+        return fn() if callable(fn) else {}
+
+    @property
+    def held(self) -> bool:
+        """An ``on_seed: hold`` waits for the operator (Resume)."""
+        return getattr(self.engine, "state", None) == "held"
+
+    def disarm(self, rule: str) -> None:
+        """Disarm ``"on_seed"`` or the present step's ``"until"`` (said as an event)."""
+        fn = getattr(self.engine, "disarm", None)
+        if callable(fn):
+            fn(rule)
+
     @property
     def duration_s(self) -> float:
         """Planned or recorded length of the run (experiment s; NaN when unknown)."""

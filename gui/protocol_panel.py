@@ -96,6 +96,10 @@ class ProtocolPanel(QtWidgets.QWidget):
     start_clicked = QtCore.pyqtSignal()
     pause_clicked = QtCore.pyqtSignal()
     abort_clicked = QtCore.pyqtSignal()
+    #: the operator disarms a closed-loop rule: "on_seed" or "until"
+    disarm_requested = QtCore.pyqtSignal(str)
+    #: the operator resumes after an on_seed: hold
+    resume_clicked = QtCore.pyqtSignal()
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -180,6 +184,12 @@ class ProtocolPanel(QtWidgets.QWidget):
         self.pause_button.clicked.connect(self.pause_clicked)
         self.abort_button.clicked.connect(self.abort_clicked)
 
+        # --- closed-loop rules (until:, on_seed:) ---------------------------
+        self.rules_box = RulesBox()
+        self.rules_box.disarm_requested.connect(self.disarm_requested)
+        self.rules_box.resume_button.clicked.connect(self.resume_clicked)
+        lay.addWidget(self.rules_box)
+
         # --- event log ----------------------------------------------------
         lay.addWidget(QtWidgets.QLabel("Events"))
         self.log = QtWidgets.QPlainTextEdit()
@@ -227,6 +237,7 @@ class ProtocolPanel(QtWidgets.QWidget):
             self.tl_plot.addItem(reg)
             self._beam_regions.append(reg)
         self.tl_plot.autoRange()
+        self.rules_box.set_protocol(protocol, timeline)
 
     def set_protocol_error(self, message: str) -> None:
         self.name_label.setStyleSheet("color: #ff6b6b")
@@ -286,16 +297,102 @@ class ProtocolPanel(QtWidgets.QWidget):
         self.load_button.setEnabled(state in (S.IDLE, S.DONE))
 
     def log_event(self, t_s: float, kind: str, message: str) -> None:
-        """One line of the event log; ``kind`` an :class:`~insitu.core.records.EventKind` (its colour)."""
+        """One line of the event log; ``kind`` an :class:`~insitu.core.records.EventKind` (its colour).
+        A ``trigger`` event also shows in the closed-loop box."""
+        if kind == EventKind.TRIGGER:
+            self.rules_box.fired(t_s, message)
         colour = _EVENT_COLOURS.get(kind, "#c8ccd8")
         stamp = time.strftime("%H:%M:%S")
         self.log.appendHtml(f"<span style='color:#8a8fa0'>{stamp}  t={t_s:8.1f} s</span> "
                             f"<span style='color:{colour}'><b>{kind}</b></span> {_escape(message)}")
 
 
+def protocol_rules(protocol, timeline) -> list[str]:
+    """The closed-loop rules a protocol arms, in words (empty for a fixed timeline).
+
+    Examples
+    --------
+    >>> from insitu.control.protocol import expand, parse_protocol
+    >>> p = parse_protocol('''
+    ... limits: {max_voltage: 5, compliance_current: 1.0e-6, max_slew_rate: 1}
+    ... on_seed: blank
+    ... steps: [{hold: {duration: 60, until: {seeds: 1}}}]''')
+    >>> protocol_rules(p, expand(p))
+    ['on_seed: blank', 'step 1 (hold 60 s at 0 V): until seeds >= 1']
+    """
+    out = []
+    on_seed = getattr(protocol, "on_seed", "none")
+    if on_seed != "none":
+        out.append(f"on_seed: {on_seed}")
+    for seg in getattr(timeline, "segments", ()):
+        if getattr(seg, "condition", ""):
+            out.append(f"step {seg.step_index + 1} ({seg.label}): {seg.condition}")
+    return out
+
+
+class RulesBox(QtWidgets.QGroupBox):
+    """Closed-loop rules: which are armed now, the moment one fired, Disarm and Resume buttons.
+
+    Hidden for a protocol without ``until:``/``on_seed:``.
+    """
+
+    disarm_requested = QtCore.pyqtSignal(str)
+
+    def __init__(self, parent=None):
+        super().__init__("Closed loop", parent)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(6, 4, 6, 4)
+        self.armed_label = QtWidgets.QLabel("")
+        self.armed_label.setTextFormat(QtCore.Qt.PlainText)   # rule texts come from the file
+        self.armed_label.setWordWrap(True)
+        self.fired_label = QtWidgets.QLabel("nothing fired yet")
+        self.fired_label.setTextFormat(QtCore.Qt.PlainText)
+        self.fired_label.setWordWrap(True)
+        self.fired_label.setObjectName("ruleFired")
+        lay.addWidget(self.armed_label)
+        lay.addWidget(self.fired_label)
+        row = QtWidgets.QHBoxLayout()
+        self.disarm_seed_button = QtWidgets.QPushButton("Disarm on_seed")
+        self.disarm_until_button = QtWidgets.QPushButton("Disarm until (this step)")
+        self.resume_button = QtWidgets.QPushButton("Resume (on_seed hold)")
+        for b in (self.disarm_seed_button, self.disarm_until_button, self.resume_button):
+            b.setEnabled(False)
+            row.addWidget(b)
+        lay.addLayout(row)
+        self.disarm_seed_button.clicked.connect(lambda: self.disarm_requested.emit("on_seed"))
+        self.disarm_until_button.clicked.connect(lambda: self.disarm_requested.emit("until"))
+        self.n_fired = 0
+        self.setVisible(False)
+
+    def set_protocol(self, protocol, timeline) -> None:
+        rules = protocol_rules(protocol, timeline)
+        self.setVisible(bool(rules))
+        self.armed_label.setText("rules: " + "; ".join(rules) if rules else "")
+        self.fired_label.setText("nothing fired yet")
+        self.fired_label.setStyleSheet("")
+        self.n_fired = 0
+
+    def set_armed(self, armed: dict, held: bool = False) -> None:
+        """The rules armed now (``Engine.armed()``) and whether an on_seed hold waits for the operator."""
+        parts = [f"on_seed: {armed['on_seed']}"] if "on_seed" in armed else []
+        if "until" in armed:
+            parts.append(f"this step: {armed['until']}")
+        self.armed_label.setText("ARMED  " + ("; ".join(parts) if parts else "nothing"))
+        self.disarm_seed_button.setEnabled("on_seed" in armed)
+        self.disarm_until_button.setEnabled("until" in armed)
+        self.resume_button.setEnabled(bool(held))
+
+    def fired(self, t_s: float, message: str) -> None:
+        """A ``trigger`` event: shown with its time, highlighted."""
+        self.n_fired += 1
+        self.fired_label.setText(f"FIRED at t = {t_s:.1f} s: {message}")
+        self.fired_label.setStyleSheet("color: #c58bff; font-weight: 700")
+
+
 #: event-log colours: red for stops and faults, amber for what holds or limits the run
 _EVENT_COLOURS = {EventKind.ABORT: "#ff6b6b", EventKind.FAULT: "#ff6b6b", EventKind.SHORT: "#ff6b6b",
-                  EventKind.SUSPENDER: "#ffb347", EventKind.COMPLIANCE: "#ffb347", EventKind.STALL: "#ffb347"}
+                  EventKind.SUSPENDER: "#ffb347", EventKind.COMPLIANCE: "#ffb347", EventKind.STALL: "#ffb347",
+                  EventKind.TRIGGER: "#c58bff", EventKind.SEED: "#7fd1d1"}
 
 
 def _escape(s: str) -> str:

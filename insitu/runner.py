@@ -104,9 +104,10 @@ def log_event_sink(record) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- signals
-def install_signal_handlers(stop, program: str = "insitu"):
-    """SIGINT/SIGTERM call ``stop(signal name)`` (the engine ramps down); returns a function restoring the
-    old handlers. Off the main thread (GUI worker, tests) nothing is installed."""
+def install_signal_handlers(stop, program: str = "insitu", resume=None):
+    """SIGINT/SIGTERM call ``stop(signal name)`` (the engine ramps down); SIGUSR1 calls ``resume()`` when
+    given (after an ``on_seed: hold``); returns a function restoring the old handlers. Off the main thread
+    (GUI worker, tests) nothing is installed."""
     import signal
 
     if threading.current_thread() is not threading.main_thread():
@@ -126,6 +127,8 @@ def install_signal_handlers(stop, program: str = "insitu"):
                   file=sys.stderr, flush=True)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    if resume is not None and hasattr(signal, "SIGUSR1"):
+        old[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, lambda signum, frame: resume())
 
     def restore():
         for s, h in old.items():
@@ -331,7 +334,7 @@ class Runner(Stoppable):
                 self._attach(self._producer(run_sinks))
                 producer = self.producer
                 if self.handle_signals:
-                    restore = install_signal_handlers(self.request_abort, self.program)
+                    restore = install_signal_handlers(self.request_abort, self.program, self.resume)
                 result = self._start(producer)
                 status = "complete" if result == "complete" else "aborted"
             except BaseException as exc:
@@ -469,6 +472,18 @@ class ProtocolRunner(Runner):
 
     def _stop_producer(self, producer, reason: str) -> None:
         producer.request_abort(reason)
+
+    def _start(self, producer) -> str:
+        """Run the engine; a protocol with ``until: {seeds}`` or ``on_seed:`` gets the live seed detector in
+        its own thread (:func:`insitu.seedwatch.attach`), fed the recorded frames, posting into the engine."""
+        from insitu.seedwatch import attach
+
+        watcher = attach(producer)
+        try:
+            return producer.run()
+        finally:
+            if watcher is not None:
+                watcher.stop(timeout_s=5.0)
 
     def _metadata(self, writer) -> None:
         inst = self.instruments

@@ -14,6 +14,9 @@ examples:
   insitu replay run.h5 --speed 10 --out copy.h5      frames in copy.h5 equal the originals
   insitu replay run.h5 --speed 20 --analyze seeds/   live analysis -> seeds/seeds.csv
   insitu replay run.h5 --gui                         the operator window (insitu gui --replay)
+  insitu replay run.h5 --triggers                    closed loop: the recorded frames through the seed
+                                                     detector and the protocol's until:/on_seed: rules;
+                                                     prints each trigger beside the recorded one
 """
 
 
@@ -25,6 +28,9 @@ def add_arguments(parser):
     parser.add_argument("--analyze", metavar="DIR", help="run the live analysis; write DIR/seeds.csv at the end")
     parser.add_argument("--gui", action="store_true", help="show the replay in the operator window")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
+    parser.add_argument("--triggers", action="store_true",
+                        help="closed loop: fire the protocol's until:/on_seed: rules on the replayed frames and "
+                             "readings (as fast as possible) and compare with the triggers the run recorded")
 
 
 class _Progress:
@@ -49,11 +55,35 @@ class _Progress:
             self.stream.flush()
 
 
+def _check_triggers(session_path) -> int:
+    """``--triggers``: replayed triggers against recorded ones, one line each; 0 when they agree."""
+    from insitu.control.rules import parse_trigger
+    from insitu.core.session import open_session
+    from insitu.seedwatch import replay_triggers
+
+    with open_session(session_path) as s:
+        recorded = [parse_trigger(m) for _, k, m in s.events if k == "trigger"]
+    seeds, replayed = replay_triggers(session_path)
+    n = max(len(recorded), len(replayed))
+    for k in range(n):
+        a = recorded[k].message() if k < len(recorded) else "-"
+        b = replayed[k].message() if k < len(replayed) else "-"
+        print(f"{'same' if a == b else 'DIFFERS'}: recorded {a} | replayed {b}")
+    same = recorded == replayed
+    print(f"{session_path}: {count(len(seeds), 'seed')} confirmed on replay; {len(recorded)} recorded trigger(s), "
+          f"{len(replayed)} replayed: {'the same' if same else 'NOT the same'}")
+    return 0 if same else 1
+
+
 def run(args) -> int:
     from insitu.core.errors import UserError
 
     if not (args.speed > 0 and args.speed < float("inf")):
         raise UserError(f"--speed must be a finite number > 0, got {args.speed:g}")
+    if args.triggers:
+        if args.out or args.analyze or args.gui:
+            raise UserError("--triggers replays for the rules only; drop --out/--analyze/--gui")
+        return _check_triggers(args.session)
     if args.gui:
         if args.out or args.analyze:
             raise UserError("--gui shows the replay only; drop --out/--analyze or run them without --gui")

@@ -12,6 +12,11 @@ example:
   insitu validate examples/ding2023.yaml
 """
 
+#: what each on_seed rule does, in the header line
+ON_SEED_WORDS = {"mark": "each confirmed seed is an event", "blank": "a confirmed seed blanks the beam",
+                 "hold": "a seed pauses the protocol until the operator resumes",
+                 "abort": "a seed ramps to 0 V and stops the run, exit 3"}
+
 #: at most this many timeline rows are printed in full (then head and tail)
 MAX_ROWS = 60
 
@@ -47,21 +52,26 @@ def format_timeline(protocol, tl) -> str:
         f"slew <= {lim.max_slew_rate:g} V/s (ramps at most {effective_rate(None, lim, protocol.sample_interval):.4g} V/s, "
         f"so that one extra {protocol.sample_interval:g}-s step in a 2-s window stays within the slew limit)"
         + ("; " + ", ".join(extra) if extra else ""),
-        f"sample interval {protocol.sample_interval:g} s; on compliance: {protocol.on_compliance}",
+        f"sample interval {protocol.sample_interval:g} s; on compliance: {protocol.on_compliance}"
+        + (f"; on seed: {protocol.on_seed} ({ON_SEED_WORDS[protocol.on_seed]})" if protocol.on_seed != "none" else ""),
         "",
         f"{'#':>5}  {'start':>8}  {'end':>8}  {'V from':>8}  {'V to':>8}  {'beam':7}  step",
     ]
     rows = []
     for s in tl.segments:
+        cond = f"   [{s.condition}; at most {_hms(s.t_end_s - s.t_start_s)}]" if s.condition else ""
         rows.append(f"{s.step_index + 1:>5}  {_hms(s.t_start_s):>8}  {_hms(s.t_end_s):>8}  {s.v_start_V:>8.3g}  "
-                    f"{s.v_end_V:>8.3g}  {'blanked' if s.blanked else 'ON':7}  {s.label}")
+                    f"{s.v_end_V:>8.3g}  {'blanked' if s.blanked else 'ON':7}  {s.label}{cond}")
     if len(rows) > MAX_ROWS:
         half = MAX_ROWS // 2
         rows = rows[:half] + [f"{'...':>5}  ({len(rows) - 2 * half} more steps)"] + rows[-half:]
     lines += rows
+    n_cond = sum(1 for s in tl.segments if s.condition)
     lines += [
         "",
-        f"duration   {_hms(tl.duration_s)} ({tl.duration_s:.0f} s)",
+        f"duration   {_hms(tl.duration_s)} ({tl.duration_s:.0f} s)"
+        + (f" at most: {n_cond} conditional step{'s' if n_cond != 1 else ''} may end earlier "
+           "(times after one are latest times; frames, beam-on time and dose are upper bounds)" if n_cond else ""),
         f"peak |V|   {tl.peak_abs_V:g} V",
         f"frames     ~{tl.n_frames}",
         f"beam on    {_hms(tl.beam_on_s)} ({tl.beam_on_s:.0f} s)",

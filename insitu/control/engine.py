@@ -28,12 +28,24 @@ What it guarantees (see ``docs/protocols.md``):
   up to ``reconnect_timeout_s``, ramp down from the level found, output off,
   :class:`~insitu.core.errors.ConnectionLost` (exit 2).
 
+* Closed loop (``until:`` on ramp/hold, ``on_seed:``): step kinds run through
+  a dispatch table; confirmed seeds arrive from another thread through
+  :meth:`Engine.post_seed` into an inbox the engine drains every tick without
+  waiting; the rules (:mod:`insitu.control.rules`) are judged each tick, and
+  each one that fires is a ``trigger`` event naming it. An early end keeps the
+  level and the next step starts from it (:func:`~insitu.control.plan.rebase`);
+  blank, hold and abort go through the same paths as scripted steps and
+  suspenders. The state is an :class:`EngineState`.
+
 Records go to every sink (callables): BiasSample each tick, BeamSample on
-each beam change, EventRecord, FrameRecord, ProgressRecord each tick.
+each beam change, EventRecord, FrameRecord, ProgressRecord each tick, and
+SeedRecord for each confirmed seed the engine received.
 """
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import queue
 import threading
 import time
 from collections import deque
@@ -42,9 +54,11 @@ from typing import Callable, Iterable
 from insitu.control.dose import dose_rate
 from insitu.drivers.interfaces import Measurement
 from insitu.core.errors import ConnectionLost, InsituError, InstrumentError, StoppedEarly, UserError
-from insitu.control.plan import is_done, level_at, plan
+from insitu.control.plan import is_done, level_at, plan, rebase
 from insitu.control.protocol import Protocol, effective_rate, expand
-from insitu.core.records import BeamSample, BiasSample, EngineState, EventRecord, FrameRecord, ProgressRecord
+from insitu.control.rules import Trigger, UntilWatch, seed_trigger
+from insitu.core.records import (BeamSample, BiasSample, EngineState, EventRecord, FrameRecord, ProgressRecord,
+                                 SeedRecord)
 from insitu.control.safety import LimitBreach, SlewGuard, check_measurement, check_setpoint, ramp_levels
 from insitu.core.units import count
 
@@ -171,6 +185,18 @@ class Engine:
         self._status_len = 0
         #: (scheduled, actual) clock time of every sample tick, for timing checks
         self.timing: deque = deque(maxlen=100_000)
+        # closed loop: confirmed seeds arrive in the inbox from another thread (post_seed); the engine drains
+        # it every tick, never waiting. The rules are armed until the operator disarms them (disarm()).
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._held = threading.Event()
+        self._on_seed = protocol.on_seed
+        self._until_armed = True
+        self._until: UntilWatch | None = None
+        self._blank_pending: SeedRecord | None = None
+        #: every rule that fired, in order (each is also a ``trigger`` event)
+        self.triggers: list[Trigger] = []
+        #: seeds received so far
+        self.seeds: list[SeedRecord] = []
         d = [st.n_ticks * self.dt if st.kind in ("ramp", "hold") else
              (st.frames * (period or 1.0) if st.kind == "acquire" else 0.0) for st in self.flat]
         self._expected = d
@@ -188,8 +214,50 @@ class Engine:
         self._paused.set()
 
     def resume(self) -> None:
-        """Continue after :meth:`pause`."""
+        """Continue after :meth:`pause` or an ``on_seed: hold``."""
         self._paused.clear()
+        if self._held.is_set():
+            self._held.clear()
+            self._event("info", "resumed by the operator after on_seed hold")
+
+    def note(self, kind: str, message: str) -> None:
+        """An event from another part of the run (e.g. the seed watcher), on the engine's clock. Thread-safe."""
+        self._event(kind, message)
+
+    def post_seed(self, record: SeedRecord) -> None:
+        """Hand the engine a confirmed seed (any thread; never blocks). It reacts at its next tick."""
+        self._inbox.put(record)
+
+    @property
+    def needs_seeds(self) -> bool:
+        """Whether the protocol has rules that react to seeds (a seed watcher should feed :meth:`post_seed`)."""
+        return self._on_seed != "none" or any(st.until is not None and st.until.seeds is not None
+                                              for st in self.flat)
+
+    def armed(self) -> dict[str, str]:
+        """The rules armed now: ``{"on_seed": "blank", "until": "until seeds >= 1"}`` (keys only when armed)."""
+        out = {}
+        if self._on_seed != "none":
+            out["on_seed"] = self._on_seed
+        w = self._until
+        if w is not None and self._until_armed:
+            out["until"] = w.until.describe()
+        return out
+
+    def disarm(self, rule: str) -> None:
+        """The operator disarms ``"on_seed"`` (for the rest of the run) or ``"until"`` (the present step's
+        conditions: it runs its scripted time). Thread-safe; said as an event."""
+        if rule == "on_seed":
+            if self._on_seed != "none":
+                self._event("info", f"on_seed {self._on_seed} disarmed by the operator")
+            self._on_seed = "none"
+        elif rule == "until":
+            if self._until_armed and self._until is not None:
+                self._event("info", f"{self._until.until.describe()} disarmed by the operator "
+                                       f"(step {self._step_label})")
+            self._until_armed = False
+        else:
+            raise ValueError(f"unknown rule {rule!r}: 'on_seed' or 'until'")
 
     @property
     def sm(self):
@@ -318,6 +386,8 @@ class Engine:
             raise UserError("the protocol has acquire steps but no frame source is configured")
         if kinds & {"acquire", "beam"} and self.instruments.blanker is None:
             raise UserError("the protocol has beam/acquire steps but no beam blanker is configured")
+        if self.protocol.on_seed == "blank" and self.instruments.blanker is None:
+            raise UserError("on_seed: blank needs a beam blanker, and none is configured")
 
     def _prepare(self) -> None:
         lim, sm, clock = self.limits, self.sm, self.clock
@@ -402,30 +472,45 @@ class Engine:
                             "before ramping down")
 
     # ------------------------------------------------------------------ protocol
+    def _clock_stopped(self) -> bool:
+        """The protocol clock stands still: operator pause, on_seed hold, frame stall."""
+        return self._paused.is_set() or self._held.is_set() or self._stalled
+
     def _must_hold(self, target_V: float) -> bool:
-        if self._paused.is_set() or self._stalled:
+        if self._clock_stopped():
             return True
         return self._compliance and abs(target_V) > abs(self.setpoint)
 
     def _execute(self) -> None:
+        run_step = {"beam": self._run_beam, "acquire": self._run_acquire, "ramp": self._run_levels,
+                    "hold": self._run_levels}
         for st in self.flat:
+            st = rebase(st, self.setpoint, self.dt)   # after a step that ended early: from the present level
             self._step_index, self._step_label, self._step_t0 = st.index, st.label, self.protocol_time
             self._step_kind = st.kind
-            self._emit(EventRecord.step(self.clock.now(), st.index, len(self.flat), st.label, st.kind))
-            if st.kind == "beam":
-                self._set_beam(bool(st.blank))
-            elif st.kind == "acquire":
-                self._acquire(st.frames)
-            else:
-                self._run_levels(st)
+            t0 = self.clock.now()
+            moved = "" if st is self.flat[st.index] else f" (from {st.v_start_V:g} V: the previous step ended early)"
+            cond = f", {st.until.describe()}" if st.until is not None else ""
+            self._emit(EventRecord.step(t0, st.index, len(self.flat), f"{st.label}{cond}{moved}", st.kind))
+            self._until_armed = True
+            self._until = UntilWatch(st.until, t0) if st.until is not None else None
+            try:
+                run_step[st.kind](st)
+            finally:
+                self._until = None
+
+    def _run_beam(self, st) -> None:
+        self._set_beam(bool(st.blank))
+        self._react()
 
     def _run_levels(self, st) -> None:
         """A ramp or hold: one tick per sample interval.
 
-        The step's clock ``tau`` stops while holding (pause, stall,
-        compliance). A step ends only when its time is up AND its level has
-        been reached; a hold starts counting once the level is there (the slew
-        guard may have slowed the way to it).
+        The step's clock ``tau`` stops while holding (pause, on_seed hold, stall,
+        compliance). A step ends when its time is up AND its level has been
+        reached (a hold starts counting once the level is there: the slew guard
+        may have slowed the way to it), or as soon as its ``until`` is met: the
+        level set last is kept.
         """
         tau = 0.0
         while not (is_done(st, tau, self.dt) and self.setpoint == st.v_end_V):
@@ -433,13 +518,16 @@ class Engine:
             target = level_at(st, tau + inc, self.dt)
             if self._must_hold(target):
                 self._sample(None)
-                continue
-            self.protocol_time += inc
-            if st.kind == "ramp" or self.setpoint == st.v_end_V:
-                tau += inc
-            self._sample(target)
+            else:
+                self.protocol_time += inc
+                if st.kind == "ramp" or self.setpoint == st.v_end_V:
+                    tau += inc
+                self._sample(target)
+            if self._react(self.last.current_A):
+                return
 
-    def _acquire(self, n: int) -> None:
+    def _run_acquire(self, st) -> None:
+        n = st.frames
         was_blanked = bool(self.blanked)
         if was_blanked:
             self._set_beam(False, why=f"to acquire {count(n, 'frame')}")
@@ -448,13 +536,74 @@ class Engine:
         try:
             while self._acquired < n:
                 inc = self._next_tick()
-                if not (self._paused.is_set() or self._stalled):
+                if not self._clock_stopped():
                     self.protocol_time += inc
                 self._sample(None)
+                self._react()
         finally:
             self._acquiring = 0
         if was_blanked:
             self._set_beam(True, why=f"after {count(n, 'frame')}")
+        pending, self._blank_pending = self._blank_pending, None
+        if pending is not None and self.blanked is False:
+            self._set_beam(True, why=f"(on_seed blank, seed {pending.seed_id}, after the acquire step)")
+
+    # ------------------------------------------------------------------ closed loop
+    def _fire(self, trig: Trigger) -> None:
+        self.triggers.append(trig)
+        self._event("trigger", trig.message())
+
+    def _react(self, current_A: float | None = None) -> bool:
+        """Drain the seed inbox (never waits), apply the rules; True when the step's ``until`` is met.
+
+        Every action goes through the engine's own paths: blanking through :meth:`_set_beam`, holding
+        through the paused protocol clock (the level stays, the slew guard and suspenders keep
+        watching), aborting through the ramp-down of every stop.
+        """
+        done = None
+        while True:
+            try:
+                rec = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            rec = dataclasses.replace(rec, time_s=self.clock.now())   # when the engine knew of it
+            self.seeds.append(rec)
+            self._emit(rec)
+            if self._until is not None and self._until_armed and done is None:
+                done = self._until.seed(rec)
+            self._on_seed_rule(rec)
+        if done is None and current_A is not None and self._until is not None and self._until_armed:
+            done = self._until.current(current_A)
+        if done is not None:
+            self._fire(done)
+            self._event("info", f"step [{self._step_index + 1}/{len(self.flat)}] ended early at {self.setpoint:g} V; "
+                                "the protocol goes on from this level")
+            return True
+        return False
+
+    def _on_seed_rule(self, rec: SeedRecord) -> None:
+        action = self._on_seed
+        trig = seed_trigger(action, rec)
+        if trig is None:
+            return
+        self._fire(trig)                # every seed fires the rule; the action may have nothing left to do
+        if action == "blank" and self.blanked is not False:
+            return                      # already blanked (or no blanker: then _check_instruments refused)
+        if action == "hold" and self._held.is_set():
+            return
+        if action == "blank":
+            if self._acquiring:
+                self._blank_pending = rec
+                self._event("beam", f"on_seed blank: the beam is blanked when this acquire step ends "
+                                    f"({self._acquired}/{self._acquiring} frames)")
+            else:
+                self._set_beam(True, why=f"(on_seed blank, seed {rec.seed_id})")
+        elif action == "hold":
+            self._held.set()
+            self._event("info", f"on_seed hold: holding {self.setpoint:g} V, protocol clock paused until the "
+                                "operator resumes")
+        elif action == "abort":
+            raise _Stop("abort", f"aborted: {trig.message()}")
 
     def _set_beam(self, blank: bool, why: str = "") -> None:
         bl = self.instruments.blanker
@@ -685,10 +834,11 @@ class Engine:
         return self._remaining_after[i] + max(0.0, self._expected[i] - spent)
 
     def _progress(self, now: float) -> None:
-        paused = self._paused.is_set() or self._stalled
+        paused = self._clock_stopped()
         with self._state_lock:
-            if self.state in (EngineState.RUNNING, EngineState.PAUSED):
-                self.state = EngineState.PAUSED if self._paused.is_set() else EngineState.RUNNING
+            if self.state in (EngineState.RUNNING, EngineState.PAUSED, EngineState.HELD):
+                self.state = (EngineState.HELD if self._held.is_set() else
+                              EngineState.PAUSED if self._paused.is_set() else EngineState.RUNNING)
             state = self.state
         self._emit(ProgressRecord(now, max(self._step_index, 0), len(self.flat), self._step_label,
                                   self.protocol_time, self._remaining(), paused, state, self._step_kind))
@@ -696,7 +846,8 @@ class Engine:
     def status_line(self) -> str:
         """The one-line status: step, elapsed/remaining, V, I."""
         m = self.last
-        flag = " PAUSED" if self._paused.is_set() else (" STALL" if self._stalled else "")
+        flag = (" HELD by on_seed: hold (resume: GUI, or kill -USR1 the insitu run)" if self._held.is_set() else
+                " PAUSED" if self._paused.is_set() else (" STALL" if self._stalled else ""))
         flag += " COMPLIANCE" if self._compliance else ""
         dropped = self.frames_dropped
         flag += f" FRAMES DROPPED {dropped}" if dropped else ""

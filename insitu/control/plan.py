@@ -13,8 +13,10 @@ A ramp of ``n`` steps makes one step every ``sample_interval``: at
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from insitu.control.protocol import FlatStep, Protocol, flatten
+from insitu.control.safety import n_ramp_steps
 
 _TICK_EPS = 1e-6  # fraction of a tick: absorbs float rounding of tau
 
@@ -64,3 +66,29 @@ def is_done(step: FlatStep, tau_s: float, dt_s: float) -> bool:
     (False, True)
     """
     return tau_s >= (step.n_ticks - _TICK_EPS) * dt_s
+
+
+def rebase(step: FlatStep, level_V: float, dt_s: float) -> FlatStep:
+    """The ramp or hold ``step`` started from ``level_V`` instead of its planned start.
+
+    After a step ended early (an ``until`` condition) the level is not where the
+    protocol planned it: a hold then holds the present level, and a ramp goes to
+    its target from there at its own rate (its ``n_ticks`` recounted).
+
+    Examples
+    --------
+    >>> from insitu.control.protocol import FlatStep
+    >>> ramp = FlatStep(2, "ramp", "ramp", "steps[2]", v_start_V=10.0, v_end_V=0.0, rate_V_s=0.5, n_ticks=40)
+    >>> r = rebase(ramp, 4.0, 0.5)
+    >>> r.v_start_V, r.n_ticks, r.duration_s
+    (4.0, 16, 8.0)
+    >>> hold = FlatStep(3, "hold", "hold", "steps[3]", v_start_V=10.0, v_end_V=10.0, n_ticks=5)
+    >>> rebase(hold, 4.0, 0.5).v_end_V
+    4.0
+    """
+    if step.kind not in ("ramp", "hold") or step.v_start_V == level_V:
+        return step
+    if step.kind == "hold":
+        return replace(step, v_start_V=level_V, v_end_V=level_V)
+    n = n_ramp_steps(step.v_end_V - level_V, step.rate_V_s * dt_s)
+    return replace(step, v_start_V=level_V, n_ticks=n, duration_s=n * dt_s)

@@ -38,7 +38,7 @@ from typing import Annotated, Literal, Optional, Union
 
 import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError,
-                      field_validator)
+                      field_validator, model_validator)
 
 from insitu.control.dose import DEFAULT_FIELD_OF_VIEW_M, dose_rate
 from insitu.core.errors import UserError
@@ -92,13 +92,50 @@ class Limits(_Strict):
         return v
 
 
+class Until(_Strict):
+    """End a ``ramp`` or ``hold`` early: whichever condition is met first (at least one is given).
+
+    ``seeds``: this many new seeds confirmed since the step began; ``current_above`` /
+    ``current_below``: the measured current (A, signed) above / below this value.
+    """
+
+    seeds: Optional[Int] = Field(None, ge=1, le=100_000, description="new confirmed seeds since the step began")
+    current_above: Optional[Num] = Field(None, ge=-ABS_MAX_CURRENT_A, le=ABS_MAX_CURRENT_A, description="A")
+    current_below: Optional[Num] = Field(None, ge=-ABS_MAX_CURRENT_A, le=ABS_MAX_CURRENT_A, description="A")
+
+    @model_validator(mode="after")
+    def _some(self):
+        if self.seeds is None and self.current_above is None and self.current_below is None:
+            raise ValueError("give at least one of seeds, current_above, current_below")
+        return self
+
+    def describe(self) -> str:
+        """The conditions in words, e.g. ``until seeds >= 1 or I > 5e-07 A``.
+
+        Examples
+        --------
+        >>> Until(seeds=1, current_above=5e-7).describe()
+        'until seeds >= 1 or I > 5e-07 A'
+        """
+        parts = []
+        if self.seeds is not None:
+            parts.append(f"seeds >= {self.seeds}")
+        if self.current_above is not None:
+            parts.append(f"I > {self.current_above:g} A")
+        if self.current_below is not None:
+            parts.append(f"I < {self.current_below:g} A")
+        return "until " + " or ".join(parts)
+
+
 class Ramp(_Strict):
     to: Num = Field(description="target level, V")
     rate: Optional[Num] = Field(None, gt=0, description="V/s; default and maximum: limits.max_slew_rate")
+    until: Optional[Until] = None
 
 
 class Hold(_Strict):
     duration: Num = Field(ge=0, le=7 * 86400.0, description="s")
+    until: Optional[Until] = None
 
 
 class Acquire(_Strict):
@@ -161,6 +198,8 @@ class Protocol(_Strict):
     limits: Limits
     sample_interval: Num = Field(0.2, ge=0.01, le=1.0, description="s")
     on_compliance: Literal["hold", "abort"] = "hold"
+    #: what every confirmed seed does: nothing, an event, blank the beam, pause the protocol, abort (exit 3)
+    on_seed: Literal["none", "mark", "blank", "hold", "abort"] = "none"
     field_of_view_m: Num = Field(DEFAULT_FIELD_OF_VIEW_M, gt=0, le=1e-3,
                                    description="edge of the (square) scanned field, m; for the dose")
     steps: list[Step] = Field(min_length=1)
@@ -183,6 +222,8 @@ class FlatStep:
     start and end level (V), effective rate (V/s) and number of setpoint steps
     ``n_ticks``; holds their ``n_ticks``; beam steps ``blank``; acquire
     ``frames``. ``path`` is the field path in the YAML (``steps[4].repeat.steps[0]``).
+    ``until`` (ramp, hold) is the step's :class:`Until` or None; its ``duration_s`` is then
+    the longest the step can take.
     """
 
     index: int
@@ -196,6 +237,7 @@ class FlatStep:
     duration_s: float = 0.0
     blank: Optional[bool] = None
     frames: int = 0
+    until: Optional[Until] = None
 
 
 def effective_rate(rate_V_s: float | None, limits: Limits, sample_interval_s: float) -> float:
@@ -222,6 +264,19 @@ def _fmt_v(v: float) -> str:
     return f"{v:g} V"
 
 
+def _check_until(until: Until | None, path: str, lim: Limits) -> None:
+    """A current condition the instrument can never report (|I| is held at the current limit) is refused."""
+    if until is None:
+        return
+    for key, value in (("current_above", until.current_above), ("current_below", until.current_below)):
+        if value is None:
+            continue
+        beyond = value >= lim.compliance_current if key == "current_above" else value <= -lim.compliance_current
+        if beyond:
+            raise ValueError(f"{path}.{key}: {value:g} A can never be met: the current is held within "
+                             f"limits.compliance_current {lim.compliance_current:g} A")
+
+
 def _walk(steps, prefix: str, protocol: Protocol, out: list, v: float, rep: str):
     """Unroll ``steps`` into ``out`` starting from level ``v``; return the final level."""
     lim, dt = protocol.limits, protocol.sample_interval
@@ -236,15 +291,17 @@ def _walk(steps, prefix: str, protocol: Protocol, out: list, v: float, rep: str)
             if r.rate is not None and r.rate > lim.max_slew_rate:
                 raise ValueError(f"{path}.ramp.rate: {r.rate:g} V/s exceeds limits.max_slew_rate "
                                  f"{lim.max_slew_rate:g} V/s")
+            _check_until(r.until, f"{path}.ramp.until", lim)
             rate = effective_rate(r.rate, lim, dt)
             n = n_ramp_steps(r.to - v, rate * dt)
             out.append(FlatStep(len(out), "ramp", f"{rep}ramp to {_fmt_v(r.to)} at {rate:.3g} V/s", path,
-                                v, r.to, rate, n, n * dt))
+                                v, r.to, rate, n, n * dt, until=r.until))
             v = r.to
         elif isinstance(st, HoldStep):
+            _check_until(st.hold.until, f"{path}.hold.until", lim)
             n = int(math.ceil(st.hold.duration / dt - 1e-9))
             out.append(FlatStep(len(out), "hold", f"{rep}hold {st.hold.duration:g} s at {_fmt_v(v)}", path,
-                                v, v, 0.0, n, n * dt))
+                                v, v, 0.0, n, n * dt, until=st.hold.until))
         elif isinstance(st, BeamStep):
             out.append(FlatStep(len(out), "beam", f"{rep}beam {st.beam}", path, v, v, blank=(st.beam == "blank")))
         elif isinstance(st, AcquireStep):
@@ -306,6 +363,8 @@ class Segment:
     blanked: bool
     label: str
     step_index: int
+    #: the step's ``until`` in words ('' for a scripted step); ``t_end_s`` is then its latest end
+    condition: str = ""
 
 
 @dataclass(frozen=True)
@@ -378,7 +437,7 @@ def expand(protocol: Protocol, probe_current_A: float = 5e-11, *, frame_rate_hz:
                 beam_on += d
                 n_frames += d * frame_rate_hz
         segs.append(Segment(t, t + d, st.v_start_V, st.v_end_V, blanked if st.kind != "acquire" else False,
-                            st.label, st.index))
+                            st.label, st.index, st.until.describe() if st.until is not None else ""))
         t += d
     peak = max([abs(s.v_start_V) for s in segs] + [abs(s.v_end_V) for s in segs] + [0.0])
     return Timeline(tuple(segs), t, peak, int(round(n_frames)), beam_on, beam_on * rate_dose, rate_dose,

@@ -47,6 +47,7 @@ class EngineState(_Word):
     IDLE = "idle"
     RUNNING = "running"
     PAUSED = "paused"
+    HELD = "held"            # an on_seed: hold rule stopped the protocol clock; resume() continues
     STOPPING = "stopping"
     DONE = "done"
 
@@ -67,6 +68,8 @@ class EventKind(_Word):
     FRAMES = "frames"
     END = "end"
     INFO = "info"
+    SEED = "seed"            # a confirmed seed (from a SeedRecord)
+    TRIGGER = "trigger"      # a closed-loop rule fired (until:, on_seed:)
 
 
 #: the text of a step event in ``/entry/events``: ``"[k/n] label"`` (k counts from 1)
@@ -79,7 +82,8 @@ class EventRecord:
 
     ``kind`` is a short machine-readable word (:class:`EventKind`): ``start``,
     ``step``, ``suspender``, ``compliance``, ``short``, ``stall``, ``beam``,
-    ``abort``, ``fault``, ``reconnect``, ``frames``, ``end``, ``info``.
+    ``abort``, ``fault``, ``reconnect``, ``frames``, ``end``, ``info``, ``seed``
+    (a confirmed seed, from a :class:`SeedRecord`), ``trigger`` (a closed-loop rule fired).
 
     A ``step`` event also carries the step as fields: ``step_index`` (from 0),
     ``n_steps``, ``step_label`` and ``step_kind`` (``ramp``, ``hold``, ``beam``,
@@ -155,3 +159,55 @@ class ProgressRecord:
     paused: bool = False
     state: EngineState = EngineState.RUNNING
     step_kind: str = ""
+
+
+@dataclass(frozen=True)
+class SeedRecord:
+    """A seed the live detector confirmed -> a row of ``/entry/events`` with kind ``seed``.
+
+    ``time_s`` is when the engine received it (clock s), ``confirm_time_s`` the time of the
+    frame that confirmed it; frames count the recorded frames from 0; positions are in the
+    first recorded frame's pixels (centres at integers).
+
+    Example
+    -------
+    >>> SeedRecord(130.2, 3, 101.5, 40.25, 12, 14, 125.0).message()
+    'seed 3 at (101.5, 40.2) px: first frame 12, confirmed at frame 14 (t = 125 s)'
+    """
+
+    time_s: float
+    seed_id: int
+    x_px: float
+    y_px: float
+    first_frame: int
+    confirm_frame: int
+    confirm_time_s: float
+
+    def message(self) -> str:
+        """The event text (parsed back by :func:`parse_seed_message`)."""
+        return (f"seed {self.seed_id} at ({self.x_px:.1f}, {self.y_px:.1f}) px: first frame {self.first_frame}, "
+                f"confirmed at frame {self.confirm_frame} (t = {self.confirm_time_s:.6g} s)")
+
+
+_SEED_MESSAGE = (r"seed (?P<seed_id>\d+) at \((?P<x_px>[-+0-9.eEinfa]+), (?P<y_px>[-+0-9.eEinfa]+)\) px: "
+                 r"first frame (?P<first_frame>-?\d+), confirmed at frame (?P<confirm_frame>-?\d+) "
+                 r"\(t = (?P<confirm_time_s>[-+0-9.eEinfa]+) s\)")
+
+
+def parse_seed_message(time_s: float, message: str) -> SeedRecord | None:
+    """The :class:`SeedRecord` a ``seed`` event's message describes (None if it is not one).
+
+    Example
+    -------
+    >>> r = SeedRecord(130.2, 3, 101.5, 40.25, 12, 14, 125.0)
+    >>> parse_seed_message(130.2, r.message()).confirm_frame
+    14
+    """
+    import re
+
+    m = re.fullmatch(_SEED_MESSAGE, message)
+    if m is None:
+        return None
+    g = m.groupdict()
+    return SeedRecord(float(time_s), int(g["seed_id"]), float(g["x_px"]), float(g["y_px"]),
+                      int(g["first_frame"]), int(g["confirm_frame"]), float(g["confirm_time_s"]))

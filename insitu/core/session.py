@@ -70,7 +70,7 @@ import numpy as np
 
 from insitu import __version__
 from insitu.core.errors import InstrumentError, StoppedEarly, UserError
-from insitu.core.records import BeamSample, BiasSample, EventRecord, FrameRecord, ProgressRecord
+from insitu.core.records import BeamSample, BiasSample, EventRecord, FrameRecord, ProgressRecord, SeedRecord
 from insitu.core.superblock import check_not_truncated, repair_session
 from insitu.core.writelock import WriteLock, try_lock, writer_alive
 
@@ -481,7 +481,7 @@ class SessionWriter:
         """
         if isinstance(record, ProgressRecord):
             return
-        if not isinstance(record, (BiasSample, BeamSample, EventRecord, FrameRecord)):
+        if not isinstance(record, (BiasSample, BeamSample, EventRecord, FrameRecord, SeedRecord)):
             raise TypeError(f"SessionWriter cannot record {type(record).__name__}")
         if self._closed:
             return
@@ -611,6 +611,8 @@ class SessionWriter:
             self._tables["beam"].pending.append((record.time_s, bool(record.blanked), record.dose_rate))
         elif isinstance(record, EventRecord):
             self._tables["events"].pending.append((record.time_s, record.kind, record.message))
+        elif isinstance(record, SeedRecord):
+            self._tables["events"].pending.append((record.time_s, "seed", record.message()))
         elif isinstance(record, FrameRecord):
             self._write_frame(record)
         else:
