@@ -156,7 +156,7 @@ def _engine_run(app, hold_s: float, with_gui: bool) -> dict:
                 res.update(incoming_fps=(w.queue.frames.n_put - n_in0) / dt,
                            shown_fps=(w.image.n_drawn - n_drawn0) / dt)
         res["backlog_max"] = backlog
-        eng = getattr(b, "producer", None)
+        eng = b.engine                   # the runner's engine (the backend's producer is the runner)
         w.close()
         _pump(app, 0.2)
         res["engine_frames"] = getattr(eng, "n_frames", None)
