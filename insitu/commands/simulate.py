@@ -63,8 +63,6 @@ def parse_potentials(items) -> dict:
 
 def run(args) -> int:
     from insitu.core.jit_notice import compile_notice
-
-    compile_notice("insitu simulate")
     from insitu.analysis.transport import network
     from insitu.analysis.transport.microstructure import read_microstructure
     from insitu.analysis.transport.simulator import floating_message, gb_resolution_note, save_result, simulate
@@ -82,6 +80,7 @@ def run(args) -> int:
     micro = read_microstructure(args.microstructure)
     if args.model == "diagonal":
         print("warning: --model diagonal is deprecated: it is the paper's model, now --model paper", file=sys.stderr)
+    compile_notice("insitu simulate")            # after the input checks: a bad input stays a one-line error
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")          # said below, once, in the command's own words
         result = simulate(micro, pots, model=network.model_name(args.model), gb_tol_deg=args.gb_tol,
