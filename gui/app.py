@@ -428,6 +428,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if p is not None:
             self._pending_prog = None
             self.panel.set_progress(p)
+            self.status.set_lost_frames(p.frames_dropped)
             if self.panel.rules_box.isVisible():
                 self.panel.rules_box.set_armed(self.backend.armed(), self.backend.held)
             held = bool(p.paused) and self.state == EngineState.RUNNING

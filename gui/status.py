@@ -121,7 +121,10 @@ class StatusBar(QtWidgets.QStatusBar):
         self.session = QtWidgets.QLabel("session: —")
         self.rates = QtWidgets.QLabel("frames: —")
         self.sync = QtWidgets.QLabel("sync: —")
-        for w in (self.instruments, self.session, self.rates, self.sync):
+        self.lost = QtWidgets.QLabel("")
+        self.lost.setStyleSheet("color: #ff5555; font-weight: bold")
+        self.lost.setVisible(False)
+        for w in (self.instruments, self.session, self.rates, self.lost, self.sync):
             w.setObjectName("statusField")
             self.addPermanentWidget(w, 1 if w is self.session else 0)
         self.session_path: str | None = None
@@ -149,6 +152,13 @@ class StatusBar(QtWidgets.QStatusBar):
 
     def set_rates(self, incoming_fps: float, shown_fps: float, dropped: int) -> None:
         self.rates.setText(f"frames in {incoming_fps:4.1f}/s · shown {shown_fps:4.1f}/s · skipped {dropped}")
+
+    def set_lost_frames(self, n: int) -> None:
+        """Frames lost on the way to the file (not recorded): shown in red once there is one."""
+        self.lost.setVisible(n > 0)
+        self.lost.setText(f"{n} frame{'s' if n != 1 else ''} NOT RECORDED" if n > 0 else "")
+        self.lost.setToolTip("the frame source or the recorder fell behind; the session's events say when"
+                             if n > 0 else "")
 
     def set_sync(self, dt_s: float, dv_V: float) -> None:
         if dt_s != dt_s:

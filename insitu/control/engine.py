@@ -841,7 +841,8 @@ class Engine:
                               EngineState.PAUSED if self._paused.is_set() else EngineState.RUNNING)
             state = self.state
         self._emit(ProgressRecord(now, max(self._step_index, 0), len(self.flat), self._step_label,
-                                  self.protocol_time, self._remaining(), paused, state, self._step_kind))
+                                  self.protocol_time, self._remaining(), paused, state, self._step_kind,
+                                  self.frames_dropped))
 
     def status_line(self) -> str:
         """The one-line status: step, elapsed/remaining, V, I."""

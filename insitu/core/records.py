@@ -147,7 +147,8 @@ class ProgressRecord:
 
     ``paused`` is True while the protocol clock stands still (operator pause,
     frame stall); ``state`` is the engine's :class:`EngineState`; ``step_kind``
-    as in :class:`EventRecord`.
+    as in :class:`EventRecord`; ``frames_dropped`` counts frames lost on the way
+    to the file so far (the frame source's queue or a recorder fell behind).
     """
 
     time_s: float
@@ -159,6 +160,7 @@ class ProgressRecord:
     paused: bool = False
     state: EngineState = EngineState.RUNNING
     step_kind: str = ""
+    frames_dropped: int = 0
 
 
 @dataclass(frozen=True)
