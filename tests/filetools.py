@@ -41,3 +41,40 @@ def can_mount_tmpfs() -> bool:
         return False
     return subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
                           capture_output=True).returncode == 0
+
+
+def run_while(microscope, tmp_path, *extra_args, start_timeout_s: float = 60.0) -> tuple[int, object]:
+    """``insitu run p.yaml --config inst.toml --out run.h5`` (files in ``tmp_path``) while
+    ``microscope()`` runs in a thread (e.g. copying frame files into a watched folder); returns
+    (exit code, path of the session).
+
+    ``microscope`` is called once the run has started its frame source (the ``output on`` line is in
+    the run's log, ``run.log``), so that its own delays count from the start of the protocol and not
+    from a start-up that takes longer on a loaded machine (a file there before the start is not a
+    frame of the run, by design)."""
+    import threading
+    import time
+
+    from insitu.cli import main
+
+    out = tmp_path / "run.h5"
+    log = out.with_suffix(".log")
+    done = threading.Event()
+
+    def play():
+        t0 = time.monotonic()
+        while not done.is_set() and time.monotonic() - t0 < start_timeout_s:
+            if log.exists() and "output on" in log.read_text(errors="replace"):
+                microscope()
+                return
+            time.sleep(0.02)
+
+    th = threading.Thread(target=play)
+    th.start()
+    try:
+        rc = main(["run", str(tmp_path / "p.yaml"), "--config", str(tmp_path / "inst.toml"),
+                   "--out", str(out), *extra_args])
+    finally:
+        done.set()
+        th.join()
+    return rc, out

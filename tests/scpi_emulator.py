@@ -137,8 +137,8 @@ def _match(nodes: list[_Node], tokens: list[str]):
     return None
 
 
-def _split_params(text: str) -> list[str]:
-    """Split a parameter list on commas outside quotes; strip blanks."""
+def _split_outside_quotes(text: str, sep: str) -> list[str]:
+    """Split ``text`` on ``sep`` where it stands outside single or double quotes (kept verbatim)."""
     out, cur, quote = [], [], None
     for ch in text:
         if quote:
@@ -148,15 +148,19 @@ def _split_params(text: str) -> list[str]:
         elif ch in "'\"":
             quote = ch
             cur.append(ch)
-        elif ch == ",":
-            out.append("".join(cur).strip())
+        elif ch == sep:
+            out.append("".join(cur))
             cur = []
         else:
             cur.append(ch)
-    last = "".join(cur).strip()
-    if last or out:
-        out.append(last)
+    out.append("".join(cur))
     return out
+
+
+def _split_params(text: str) -> list[str]:
+    """Split a parameter list on commas outside quotes; strip blanks (no parameters: [])."""
+    parts = [p.strip() for p in _split_outside_quotes(text, ",")]
+    return [] if parts == [""] else parts
 
 
 def _number(text: str, *, minimum: float, maximum: float, default: float | None = None) -> float:
@@ -893,19 +897,4 @@ def _quickack(conn: socket.socket) -> None:
 
 def _split_units(message: str) -> list[str]:
     """Split a program message on ';' outside quotes."""
-    out, cur, quote = [], [], None
-    for ch in message:
-        if quote:
-            cur.append(ch)
-            if ch == quote:
-                quote = None
-        elif ch in "'\"":
-            quote = ch
-            cur.append(ch)
-        elif ch == ";":
-            out.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    out.append("".join(cur))
-    return out
+    return _split_outside_quotes(message, ";")

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import pytest
 
-from filetools import can_mount_tmpfs, one_line_error
+from filetools import can_mount_tmpfs, one_line_error, run_while
 from insitu.cli import main
 from insitu.core.errors import UserError
 from insitu.core.records import BiasSample, EventRecord, FrameRecord
@@ -296,8 +296,6 @@ FOLDER_PROTO = ("name: folder-noblank\nlimits: {max_voltage: 5, compliance_curre
 
 def _folder_run(real_data, tmp_path, blanker: str, n_files: int = 3):
     """`insitu run` with a folder-watch frame source; ``n_files`` Velox files are copied in during the run."""
-    import threading
-
     emd = real_data / "STEM HAADF Diffraction Micro.emd"
     watch = tmp_path / "export"
     watch.mkdir()
@@ -312,14 +310,7 @@ def _folder_run(real_data, tmp_path, blanker: str, n_files: int = 3):
             shutil.copy(emd, watch / f"f{k}.emd.tmp")
             (watch / f"f{k}.emd.tmp").rename(watch / f"f{k}.emd")
 
-    th = threading.Thread(target=microscope)
-    th.start()
-    out = tmp_path / "run.h5"
-    try:
-        rc = main(["run", str(tmp_path / "p.yaml"), "--config", str(tmp_path / "inst.toml"), "--out", str(out)])
-    finally:
-        th.join()
-    return rc, out
+    return run_while(microscope, tmp_path)
 
 
 def test_folder_watch_without_blanker_records_every_frame(real_data, tmp_path, capsys):

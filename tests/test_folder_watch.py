@@ -143,7 +143,7 @@ def test_live_run_records_copied_files_with_bias(real_data, tmp_path):
 def test_insitu_run_with_folder_frames_config(real_data, tmp_path, capsys):
     """`insitu run --config` with `[frames] driver = "folder"`: files copied in during the run are frames."""
     pytest.importorskip("insitu.control.engine")
-    from insitu.cli import main
+    from filetools import run_while
     from insitu.core.session import open_session
 
     watch = tmp_path / "export"
@@ -157,7 +157,7 @@ def test_insitu_run_with_folder_frames_config(real_data, tmp_path, capsys):
         "  - hold: {duration: 1.5}\n  - ramp: {to: 0.0, rate: 2.0}\n")
 
     def microscope():
-        time.sleep(0.9)
+        time.sleep(0.3)
         shutil.copy(real_data / EMD, watch / "HAADF 1.emd")
         shutil.copy(real_data / EMD, watch / "BF 1.emd")  # another detector: not matched by the pattern
         time.sleep(2.0)  # into the hold at 2 V
@@ -166,13 +166,7 @@ def test_insitu_run_with_folder_frames_config(real_data, tmp_path, capsys):
         time.sleep(0.4)
         shutil.copy(real_data / DM_TIF, watch / "HAADF 3.tif")  # 68x68: not the session's frame size
 
-    th = threading.Thread(target=microscope)
-    th.start()
-    out = tmp_path / "run.h5"
-    try:
-        rc = main(["run", str(tmp_path / "p.yaml"), "--config", str(tmp_path / "inst.toml"), "--out", str(out)])
-    finally:
-        th.join()
+    rc, out = run_while(microscope, tmp_path)
     s = open_session(out)
     assert rc == 0 and s.status == "complete", capsys.readouterr().err
     assert s.n_frames == 2 and s.frame_shape == (128, 128)
