@@ -45,12 +45,12 @@ from insitu.core.errors import UserError
 from insitu.control.safety import n_ramp_steps
 from insitu.core.validation import first_error_line, one_line
 from insitu.core.units import count
+from insitu.drivers.keithley import KeithleySourceMeter
 
-#: hard bounds that no protocol may exceed (what a 2400/2450 can do at all: source ±210 V; current limit
-#: 1 nA .. 1.05 A, see ../shared/reference/smu-scpi.md and ``insitu.drivers.keithley``)
-ABS_MAX_VOLTAGE_V = 210.0
-ABS_MAX_CURRENT_A = 1.05
-ABS_MIN_CURRENT_LIMIT_A = 1e-9
+#: hard bounds that no protocol may exceed: what a 2400/2450 can do at all (source ±210 V; current limit
+#: 1 nA .. 1.05 A, see ../shared/reference/smu-scpi.md), stated once, in the driver
+ABS_MAX_VOLTAGE_V = KeithleySourceMeter.MAX_LEVEL_V
+ABS_MIN_CURRENT_LIMIT_A, ABS_MAX_CURRENT_A = KeithleySourceMeter.LIMIT_SPAN_A
 MAX_FLAT_STEPS = 100_000
 #: ramps stay this fraction below the slew cap, so the slew guard (which keeps its own, smaller
 #: headroom for rounding) never has to clip a nominal staircase
