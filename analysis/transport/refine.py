@@ -92,6 +92,13 @@ def refine_labels(grains: np.ndarray, r: int, sigma_px: float = 1.0) -> np.ndarr
     >>> bool(wrong[16:-16, 16:-16].mean() < 0.01)                         # near the line only
     True
     """
+    return _refine(grains, r, sigma_px)["labels"]
+
+
+def _refine(grains, r: int, sigma_px: float = 1.0, cut: bool = False) -> dict:
+    """:func:`refine_labels` as ``{"labels": ...}``; with ``cut``, also per fine voxel: ``best`` and
+    ``second``, the largest and second-largest smoothed grain indicators, ``second_id`` the
+    runner-up grain, ``grad`` (x, y) the gradient (per coarse voxel) of the best grain's indicator."""
     from scipy import ndimage
 
     g = np.asarray(grains)
@@ -100,7 +107,7 @@ def refine_labels(grains: np.ndarray, r: int, sigma_px: float = 1.0) -> np.ndarr
         raise ValueError(f"refinement factor {r}: must be >= 1")
     fine = block_upsample(g.astype(np.int32), r)
     if r == 1:
-        return fine
+        return {"labels": fine}
     ny, nx = g.shape
     ids, comp = np.unique(np.where(g > 0, g, 0), return_inverse=True)
     comp = comp.reshape(g.shape).astype(np.int32)       # 1..n for grains (0: not a grain)
@@ -109,6 +116,10 @@ def refine_labels(grains: np.ndarray, r: int, sigma_px: float = 1.0) -> np.ndarr
         ids = np.concatenate([[0], ids])
     is_grain = block_upsample(g > 0, r)
     best = np.full(fine.shape, -np.inf, np.float32)
+    if cut:       # runner-up grain and its value, gradient (per coarse voxel) of the best grain's indicator
+        second = np.full(fine.shape, -np.inf, np.float32)
+        second_id = np.zeros(fine.shape, np.int32)
+        grad = np.zeros(fine.shape + (2,), np.float32)
     wy, wx = _interp_weights(ny, r), _interp_weights(nx, r)
     m = int(np.ceil(4 * sigma_px)) + 1
     for k, box in enumerate(ndimage.find_objects(comp), start=1):
@@ -126,6 +137,17 @@ def refine_labels(grains: np.ndarray, r: int, sigma_px: float = 1.0) -> np.ndarr
         rows = s[iy0 - ey0] * (1 - ty)[:, None] + s[iy1 - ey0] * ty[:, None]
         val = rows[:, ix0 - ex0] * (1 - tx) + rows[:, ix1 - ex0] * tx
         sel = is_grain[fy, fx] & (val > best[fy, fx])
+        if cut:
+            sel2 = is_grain[fy, fx] & ~sel & (val > second[fy, fx])
+            second[fy, fx][sel2] = val[sel2]
+            second_id[fy, fx][sel2] = ids[k]
+            second[fy, fx][sel] = best[fy, fx][sel]
+            second_id[fy, fx][sel] = fine[fy, fx][sel]
+            gy, gx = np.gradient(s)
+            for c, gc in enumerate((gx, gy)):
+                rows = gc[iy0 - ey0] * (1 - ty)[:, None] + gc[iy1 - ey0] * ty[:, None]
+                gval = rows[:, ix0 - ex0] * (1 - tx) + rows[:, ix1 - ex0] * tx
+                grad[fy, fx, c][sel] = gval[sel]
         best[fy, fx][sel] = val[sel]
         fine[fy, fx][sel] = ids[k]
     present = np.unique(fine[fine > 0])
@@ -133,12 +155,17 @@ def refine_labels(grains: np.ndarray, r: int, sigma_px: float = 1.0) -> np.ndarr
     if lost.size:
         back = np.isin(block_upsample(g, r), lost)
         fine[back] = block_upsample(g, r)[back]
-    return fine
+        if cut:
+            second[back] = -np.inf
+    out = {"labels": fine}
+    if cut:
+        out.update(best=best, second=second, second_id=second_id, grad=grad)
+    return out
 
 
-def refine_microstructure(micro, r: int, sigma_px: float = 1.0):
-    """``micro`` on an ``r`` x finer grid: grains by :func:`refine_labels`, electrodes as blocks,
-    voxel size / r, everything else the same.
+def refine_microstructure(micro, r: int, sigma_px: float = 1.0, labels=None):
+    """``micro`` on an ``r`` x finer grid: grains by :func:`refine_labels` (or ``labels``, already
+    refined), electrodes as blocks, voxel size / r, everything else the same.
 
     Example
     -------
@@ -151,7 +178,7 @@ def refine_microstructure(micro, r: int, sigma_px: float = 1.0):
 
     if int(r) == 1:
         return micro
-    return replace(micro, grains=refine_labels(micro.grains, r, sigma_px),
+    return replace(micro, grains=refine_labels(micro.grains, r, sigma_px) if labels is None else labels,
                    electrodes={k: block_upsample(v, r) for k, v in micro.electrodes.items()},
                    voxel_size_m=micro.voxel_size_m / r)
 
@@ -183,3 +210,113 @@ def choose_refine(band_px: float, shape, target_band_px: float, max_voxels: int 
                f"({max_voxels} voxels, factor <= {max_factor}) allows {r}x"
                + ("" if r > 1 else ": not refined") + f" (GB jumps less converged, docs/simulator.md, Resolution)")
     return r, why
+
+
+def laminate(sa: np.ndarray, sb: np.ndarray, phi: np.ndarray, normal: np.ndarray) -> np.ndarray:
+    """Effective 2x2 conductivity of a rank-1 laminate: a fraction ``phi`` of ``sa`` and ``1 - phi``
+    of ``sb`` in layers with unit normal ``normal`` (continuity of the normal current and of the
+    tangential field: harmonic mean across the layers, arithmetic along them).
+
+    Parameters
+    ----------
+    sa, sb : ndarray (k, 3)
+        (sxx, syy, sxy) of the two materials (S/m).
+    phi : ndarray (k,)
+        Volume fraction of ``sa``.
+    normal : ndarray (k, 2)
+        Unit layer normal (x, y).
+
+    Returns
+    -------
+    ndarray (k, 3)
+        (sxx, syy, sxy) (S/m).
+
+    Example
+    -------
+    >>> s = laminate(np.array([[1.0, 1.0, 0.0]]), np.array([[3.0, 3.0, 0.0]]), np.array([0.5]),
+    ...              np.array([[1.0, 0.0]]))
+    >>> s.round(6).tolist()                   # series across x: 1.5; parallel along y: 2
+    [[1.5, 2.0, 0.0]]
+    """
+    nx, ny = normal[:, 0], normal[:, 1]
+
+    def frame(s):
+        sxx, syy, sxy = s[:, 0], s[:, 1], s[:, 2]
+        return (nx * nx * sxx + 2 * nx * ny * sxy + ny * ny * syy,            # n.S.n
+                -nx * ny * sxx + (nx * nx - ny * ny) * sxy + nx * ny * syy,   # n.S.t, t = (-ny, nx)
+                ny * ny * sxx - 2 * nx * ny * sxy + nx * nx * syy)            # t.S.t
+
+    (aa, ba, ca), (ab, bb, cb) = frame(sa), frame(sb)
+    q = 1.0 - phi
+    a = 1.0 / (phi / aa + q / ab)
+    b = a * (phi * ba / aa + q * bb / ab)
+    c = phi * (ca - ba ** 2 / aa) + q * (cb - bb ** 2 / ab) + b ** 2 / a
+    return np.stack([a * nx * nx - 2 * b * nx * ny + c * ny * ny,
+                     a * ny * ny + 2 * b * nx * ny + c * nx * nx,
+                     a * nx * ny + b * (nx * nx - ny * ny) - c * nx * ny], axis=1)
+
+
+def cut_fractions(fields: dict):
+    """Fine voxels cut by the smooth boundary: flat indices, own-grain volume fraction, unit normal
+    and the other grain, from :func:`_refine` (``cut=True``) output.
+
+    Along each axis where the 4-neighbour is another grain, the boundary crosses the segment
+    between the two centres where the smoothed indicators of the two grains are equal (linear
+    interpolation of best - second on either side): ``d`` (fine voxels) from the centre. The
+    distance to the boundary line is then ``d |n_axis|`` (n: the normal from the indicator's
+    gradient; the smaller over the axes), and the fraction that of a voxel cut by that line,
+    ``0.5 + s / (|n_x| + |n_y|)`` (linear in s; exact for lines along the axes). A voxel more
+    than 99.9 % inside is left alone, so boundaries on the grid stay exact.
+    """
+    lab, g = fields["labels"], (fields["best"] - fields["second"]).astype(np.float64)
+    grad = fields["grad"].astype(np.float64)
+    norm = np.hypot(grad[..., 0], grad[..., 1])
+    s = np.full(lab.shape, np.inf)
+    other = np.zeros(lab.shape, np.int32)
+    nrm = np.where(norm[..., None] > 0, grad / np.where(norm > 0, norm, 1.0)[..., None], 0.0)
+    for axis in (0, 1):
+        for step in (1, -1):
+            nb = np.roll(lab, -step, axis=axis)
+            gn = np.roll(g, -step, axis=axis)
+            edge = np.zeros(lab.shape, bool)
+            if step == 1:
+                (edge[:-1] if axis == 0 else edge[:, :-1])[...] = True
+            else:
+                (edge[1:] if axis == 0 else edge[:, 1:])[...] = True
+            sel = edge & (lab > 0) & (nb > 0) & (nb != lab) & np.isfinite(g) & np.isfinite(gn)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                d = np.where(sel, g / (g + gn), np.inf)
+            dist = d * np.abs(nrm[..., 1 - axis])          # grad is (x, y): the component along this axis
+            better = sel & (dist < s)
+            s[better] = dist[better]
+            other[better] = nb[better]
+    w = np.abs(nrm[..., 0]) + np.abs(nrm[..., 1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        phi = np.clip(0.5 + s / np.where(w > 0, w, 1.0), 0.0, 1.0)
+    cut = np.isfinite(s) & (phi < 0.999) & (w > 0)
+    lin = np.flatnonzero(cut)
+    return lin, phi.ravel()[lin], nrm.reshape(-1, 2)[lin], other.ravel()[lin]
+
+
+def apply_laminate(v, fields: dict, micro) -> int:
+    """Give the fine voxels cut by the smooth boundary (:func:`cut_fractions`) the laminate tensor
+    (:func:`laminate`) of their grain and the grain across, in place in ``v``
+    (:class:`insitu.analysis.transport.network.Voxels` of the thin-film model on the fine map
+    ``micro``); returns the number of voxels changed. The GB resistor stays on the fine faces."""
+    from insitu.analysis.transport.network import grain_conductivity
+
+    lin, phi, n, other = cut_fractions(fields)
+    keep = v.conducting.ravel()[lin] & (v.label.ravel()[lin] > 0)
+    lin, phi, n, other = lin[keep], phi[keep], n[keep], other[keep]
+    if lin.size == 0:
+        return 0
+    table = grain_conductivity(micro.c_axis, micro.sigma_ip, micro.anisotropy, "full")
+    row = {int(g): i for i, g in enumerate(micro.grain_ids)}
+    sb = table[np.array([row[int(o)] for o in other])]
+    sa = np.stack([v.sxx.ravel()[lin], v.syy.ravel()[lin], v.sxy.ravel()[lin]], 1)
+    eff = laminate(sa, sb, phi, n)
+    det = eff[:, 0] * eff[:, 1] - eff[:, 2] ** 2
+    for arr, val in ((v.sxx, eff[:, 0]), (v.syy, eff[:, 1]), (v.sxy, eff[:, 2]), (v.rxx, eff[:, 1] / det),
+                     (v.ryy, eff[:, 0] / det), (v.rxy, -eff[:, 2] / det)):
+        arr.ravel()[lin] = val            # contiguous arrays: ravel() is a view
+    return int(lin.size)

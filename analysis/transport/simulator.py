@@ -171,7 +171,7 @@ SOLVERS = {"direct": _sparse_solver("direct"), "mg": _solve_mg, "amg": _sparse_s
 def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rtol: float = 1e-8,
              gb_tol_deg: float = 15.0, beam_tol_deg: float = 15.0, gb_band_m: float | None = None,
              with_gb_table: bool = True, solver: str = "auto", refine: int | str = 1,
-             refine_sigma_px: float = 1.0) -> SimulationResult:
+             refine_sigma_px: float = 1.0, refine_laminate: bool = False, _voxels_hook=None) -> SimulationResult:
     """Solve for potential, field and current density in ``micro`` with electrodes at ``potentials``.
 
     Parameters
@@ -214,6 +214,9 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
         says why (with "auto").
     refine_sigma_px : float
         Smoothing (coarse voxels) of the sub-voxel boundaries.
+    refine_laminate : bool
+        Full model, refined: the fine voxels the smooth boundary cuts get the laminate tensor of the
+        two grains (:func:`insitu.analysis.transport.refine.apply_laminate`).
 
     Returns
     -------
@@ -246,11 +249,13 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
     if refine != 1:
         r, why = refine_factor(micro, model, refine, gb_band_m)
         if r > 1:
-            return _refined(micro, pots, model, r, why, refine_sigma_px, dict(
+            return _refined(micro, pots, model, r, why, refine_sigma_px, refine_laminate, dict(
                 rtol=rtol, gb_tol_deg=gb_tol_deg, beam_tol_deg=beam_tol_deg, gb_band_m=gb_band_m,
                 with_gb_table=with_gb_table, solver=solver))
 
     v = network.voxel_properties(micro, model)
+    if _voxels_hook is not None:
+        _voxels_hook(v)
     el = v.electrode >= 0
     alive = v.conducting | el
     floating_mask = alive & ~network.connected_to(alive, el)
@@ -345,14 +350,18 @@ def _grain_pairs(grains) -> set:
     return out
 
 
-def _refined(micro, pots, model, r, why, sigma_px, kw) -> SimulationResult:
+def _refined(micro, pots, model, r, why, sigma_px, lam, kw) -> SimulationResult:
     """:func:`simulate` on the ``r`` x refined map, reported on the grid of ``micro``."""
-    from insitu.analysis.transport.refine import block_mean, refine_microstructure
+    from insitu.analysis.transport.refine import _refine, apply_laminate, block_mean, refine_microstructure
 
-    fine = refine_microstructure(micro, r, sigma_px)
+    lam = bool(lam) and model == "full"
+    fields = _refine(micro.grains, r, sigma_px, cut=lam)
+    fine = refine_microstructure(micro, r, labels=fields["labels"])
+    n_cut = []
+    hook = (lambda v: n_cut.append(apply_laminate(v, fields, fine))) if lam else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = simulate(fine, pots, model, refine=1, **kw)
+        res = simulate(fine, pots, model, refine=1, _voxels_hook=hook, **kw)
     for w in caught:              # the floating-cluster warning is said again below, in coarse voxels
         if not (res.floating and str(w.message).startswith(f"{len(res.floating)} conducting cluster")):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -366,7 +375,7 @@ def _refined(micro, pots, model, r, why, sigma_px, kw) -> SimulationResult:
         keep = np.array([(int(a), int(b)) in pairs for a, b in zip(table["grain_a"], table["grain_b"])])
         table = {k: v[keep] for k, v in table.items()}
     info = dict(res.info, refine=int(r), refine_note=why, refine_sigma_px=float(sigma_px),
-                fine_shape=list(fine.shape))
+                fine_shape=list(fine.shape), refine_laminate_voxels=int(n_cut[0]) if n_cut else 0)
     return replace(res, potential=block_mean(res.potential, r), field=block_mean(res.field, r),
                    current_density=block_mean(res.current_density, r), gb_table=table,
                    voxel_size_m=float(micro.voxel_size_m), floating=floating, info=info)
