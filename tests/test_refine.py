@@ -11,7 +11,7 @@ import pytest
 
 from insitu.analysis.transport.lamella import voronoi_lamella
 from insitu.analysis.transport.microstructure import Microstructure
-from insitu.analysis.transport.refine import (AUTO_MAX_VOXELS, block_mean, choose_refine, refine_labels,
+from insitu.analysis.transport.refine import (AUTO_MAX_VOXELS, block_mean, choose_refine, laminate, refine_labels,
                                               refine_microstructure)
 from insitu.analysis.transport.simulator import RESOLVED_BAND_PX, gb_resolution_note, refine_factor, simulate
 from insitu.core.errors import UserError
@@ -155,3 +155,41 @@ def test_block_mean_and_refine_microstructure():
     for k in m.electrodes:
         np.testing.assert_array_equal(block_mean(f.electrodes[k].astype(float), 2) == 1.0, m.electrodes[k])
     assert refine_microstructure(m, 1) is m
+
+
+def _rot(theta):
+    c, s = np.cos(theta), np.sin(theta)
+    return np.array([[c, -s], [s, c]])
+
+
+def _mat(s):
+    return np.array([[s[0], s[2]], [s[2], s[1]]])
+
+
+def test_laminate_tensor_closed_form_rotation_and_wiener_bounds():
+    """Layers normal to x: the closed form (harmonic across, the Schur-complement rule along);
+    any other normal by rotating the frame; and the effective tensor between the harmonic and the
+    arithmetic mean of the two tensors (Wiener bounds, in the matrix sense)."""
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        A = [rng.uniform(0.1, 3.0, 2) for _ in range(2)]
+        th = rng.uniform(0, np.pi, 2)
+        sa, sb = (_rot(t) @ np.diag(a) @ _rot(t).T for t, a in zip(th, A))
+        v = lambda m: np.array([[m[0, 0], m[1, 1], m[0, 1]]])
+        phi = rng.uniform(0.05, 0.95)
+        eff = _mat(laminate(v(sa), v(sb), np.array([phi]), np.array([[1.0, 0.0]]))[0])
+        mean = lambda f: phi * f(sa) + (1 - phi) * f(sb)
+        sxx = 1.0 / mean(lambda s: 1.0 / s[0, 0])
+        sxy = sxx * mean(lambda s: s[0, 1] / s[0, 0])
+        syy = mean(lambda s: s[1, 1] - s[0, 1] ** 2 / s[0, 0]) + sxy ** 2 / sxx
+        np.testing.assert_allclose(eff, [[sxx, sxy], [sxy, syy]], rtol=1e-12)
+        # a normal at angle psi: the same laminate seen in a rotated frame
+        psi = rng.uniform(0, 2 * np.pi)
+        R = _rot(psi)
+        rot = _mat(laminate(v(R @ sa @ R.T), v(R @ sb @ R.T), np.array([phi]),
+                            np.array([[np.cos(psi), np.sin(psi)]]))[0])
+        np.testing.assert_allclose(rot, R @ eff @ R.T, rtol=1e-10, atol=1e-12)
+        arith = phi * sa + (1 - phi) * sb
+        harm = np.linalg.inv(phi * np.linalg.inv(sa) + (1 - phi) * np.linalg.inv(sb))
+        assert np.linalg.eigvalsh(arith - eff).min() > -1e-12
+        assert np.linalg.eigvalsh(eff - harm).min() > -1e-12

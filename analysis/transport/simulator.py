@@ -171,7 +171,7 @@ SOLVERS = {"direct": _sparse_solver("direct"), "mg": _solve_mg, "amg": _sparse_s
 def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rtol: float = 1e-8,
              gb_tol_deg: float = 15.0, beam_tol_deg: float = 15.0, gb_band_m: float | None = None,
              with_gb_table: bool = True, solver: str = "auto", refine: int | str = 1,
-             refine_sigma_px: float = 1.0, refine_laminate: bool = False, _voxels_hook=None) -> SimulationResult:
+             refine_sigma_px: float = 1.0, refine_laminate: bool = True, _voxels_hook=None) -> SimulationResult:
     """Solve for potential, field and current density in ``micro`` with electrodes at ``potentials``.
 
     Parameters
