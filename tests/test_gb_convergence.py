@@ -25,8 +25,23 @@ the discretisation (the 256^2 solve vs its own 4x split: 13 % median) and the st
 the 256^2 map (its 4x split vs the 1024^2 lamella: 11 % median). Neither a band that leaves out
 the voxels nearest the GB (median 9 %, max 24 %, against 1024^2), Richardson extrapolation from 256^2 and 512^2
 (9 % / 27 %), nor a 2x or 4x refinement of a smoothed 256^2 map (13 % / 17 %, 8 % / 17 % against 2048^2) reach
-10 % for all ten; docs/simulator.md says what would. The 10 % goal at 256^2 is kept below as a
-strict xfail, so that it shows when the scheme gets there.
+10 % for all ten.
+
+What does: the refined solve with sub-voxel GBs, ``simulate(..., refine="auto")`` (4x at 256^2:
+the map solved on 1024^2 with smooth grain boundaries and laminate tensors in the fine voxels they
+cut; analysis/transport/refine.py). The same 256^2 map (the user's question: are the numbers of
+*this* map converged?), top-10 jumps, median / max, rank correlation with the next refinement:
+
+| 256^2 map, full model | vs 8x (h/2) | vs 16x (4096^2, h/4) | vs the 2048^2 lamella |
+|---|---|---|---|
+| unrefined | 15 % / 27 % (vs 4x) | 19 % / 32 % | 22 % / 34 % |
+| refine 4, no laminate | 3.8 % / 9.2 %, rank 0.999 | 5.8 % / 9.6 % | 8.1 % / 16.5 % |
+| refine 4 (auto, laminate) | S0_48 | 2.6 % / 5.8 % (16x without laminate) | S0_LAM |
+| refine 8, no laminate | | 2.0 % / 2.7 % | 4.1 % / 9.3 % |
+
+Other lamellae (seeds 1, 2; same test family), refine 4 vs 8: S12_48.
+The gap to the finer Voronoi lamellae is what the 256^2 map's own resolution costs (a staircase
+holds less about the true boundary than a finer map): a property of the data, not of the solver.
 """
 from __future__ import annotations
 

@@ -266,7 +266,8 @@ def cut_fractions(fields: dict):
     distance to the boundary line is then ``d |n_axis|`` (n: the normal from the indicator's
     gradient; the smaller over the axes), and the fraction that of a voxel cut by that line,
     ``0.5 + s / (|n_x| + |n_y|)`` (linear in s; exact for lines along the axes). A voxel more
-    than 99.9 % inside is left alone, so boundaries on the grid stay exact.
+    than 99.9 % inside is left alone, so boundaries on the grid stay exact; an axis along which the
+    normal's component is below 0.2 is not used (a junction, not this boundary).
     """
     lab, g = fields["labels"], (fields["best"] - fields["second"]).astype(np.float64)
     grad = fields["grad"].astype(np.float64)
@@ -283,11 +284,12 @@ def cut_fractions(fields: dict):
                 (edge[:-1] if axis == 0 else edge[:, :-1])[...] = True
             else:
                 (edge[1:] if axis == 0 else edge[:, 1:])[...] = True
-            sel = edge & (lab > 0) & (nb > 0) & (nb != lab) & np.isfinite(g) & np.isfinite(gn)
+            comp = np.abs(nrm[..., 1 - axis])          # grad is (x, y): the normal's component along this axis
+            # a neighbour of another grain across an axis the boundary nearly runs along: a junction, skipped
+            sel = edge & (lab > 0) & (nb > 0) & (nb != lab) & np.isfinite(g) & np.isfinite(gn) & (comp >= 0.2)
             with np.errstate(invalid="ignore", divide="ignore"):
-                d = np.where(sel, g / (g + gn), np.inf)
-            dist = d * np.abs(nrm[..., 1 - axis])          # grad is (x, y): the component along this axis
-            better = sel & (dist < s)
+                dist = np.where(sel, g / (g + gn) * comp, np.inf)
+            better = sel & np.isfinite(dist) & (dist < s)
             s[better] = dist[better]
             other[better] = nb[better]
     w = np.abs(nrm[..., 0]) + np.abs(nrm[..., 1])
