@@ -39,7 +39,8 @@ cut; analysis/transport/refine.py). The same 256^2 map (the user's question: are
 | refine 4 (auto, laminate) | 2.0 % / 4.5 %, rank 0.9996 | 2.3 % / 5.8 % (16x without laminate) | 5.2 % / 9.5 % |
 | refine 8, no laminate | | 2.0 % / 2.7 % | 4.1 % / 9.3 % |
 
-Other lamellae (seeds 1, 2; same test family), refine 4 vs 8: seed 1 2.9 % / 5.2 % (rank 1.000), seed 2 2.6 % / 5.3 % (rank 0.9992); unrefined (vs 8×) 15 % and 21 % median.
+Other lamellae (seeds 1, 2; same test family), refine 4 vs 8: seed 1 2.9 % / 5.2 % (rank 1.000),
+seed 2 2.6 % / 5.3 % (rank 0.9992); unrefined (vs 8x) 15 % and 21 % median.
 The gap to the finer Voronoi lamellae is what the 256^2 map's own resolution costs (a staircase
 holds less about the true boundary than a finer map): a property of the data, not of the solver.
 """

@@ -304,7 +304,8 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
     t5 = time.perf_counter()
     if refine != 1:
         info["refine_note"] = why
-    info.update(refine=1, gb_tol_deg=float(gb_tol_deg), beam_tol_deg=float(beam_tol_deg), t_setup_s=t1 - t0, t_assemble_s=t2 - t1, t_solve_s=t3 - t2, t_post_s=t4 - t3, t_gb_s=t5 - t4,
+    info.update(refine=1)
+    info.update(gb_tol_deg=float(gb_tol_deg), beam_tol_deg=float(beam_tol_deg), t_setup_s=t1 - t0, t_assemble_s=t2 - t1, t_solve_s=t3 - t2, t_post_s=t4 - t3, t_gb_s=t5 - t4,
                 unknowns=n_unknown, nnz=nnz)
     return SimulationResult(potential=phi, field=E, current_density=j, electrode_current=currents, gb_table=table,
                             conductance_S=conductance, potentials=pots, model=model,

@@ -41,10 +41,11 @@ def add_arguments(parser):
                         help="linear solver (default: direct up to 150k unknowns, else multigrid-CG)")
     parser.add_argument("--rtol", type=float, default=1e-8, help="relative residual of the iterative solve")
     parser.add_argument("--refine", default="1", metavar="R|auto",
-                        help="solve on an R x finer grid with sub-voxel grain boundaries (GB table per GB of the "
-                             "map, from the fine grid; result.h5 maps are block means on the map's grid); auto: the "
-                             "full model refined until its GB bands are ~20 voxels wide, fine grid capped at 2048^2 "
-                             "and R <= 8 (time and memory grow R^2; default 1: no refinement)")
+                        help="solve on an R x finer grid with sub-voxel grain boundaries (full model: laminate "
+                             "tensors where they cut a voxel; GB table per GB of the map, from the fine grid; "
+                             "result.h5 maps are block means on the map's grid); auto: the full model refined until "
+                             "its GB bands are ~20 voxels wide, fine grid capped at 2048^2 and R <= 8 (time and "
+                             "memory grow R^2; default 1: no refinement)")
     parser.add_argument("--strict", action="store_true",
                         help="fail (exit 1) when a conducting cluster touches no electrode instead of excluding it")
 
