@@ -371,11 +371,12 @@ def _refined(micro, pots, model, r, why, sigma_px, lam, kw) -> SimulationResult:
     if floating:
         warnings.warn(floating_message(floating) + " (excluded: potential NaN, no current)", stacklevel=3)
     table = res.gb_table
+    pairs, fine_pairs = _grain_pairs(micro.grains), _grain_pairs(fine.grains)
     if len(table["grain_a"]):
-        pairs = _grain_pairs(micro.grains)
         keep = np.array([(int(a), int(b)) in pairs for a, b in zip(table["grain_a"], table["grain_b"])])
         table = {k: v[keep] for k, v in table.items()}
     info = dict(res.info, refine=int(r), refine_note=why, refine_sigma_px=float(sigma_px),
+                refine_gbs_lost=len(pairs - fine_pairs), refine_gbs_left_out=len(fine_pairs - pairs),
                 fine_shape=list(fine.shape), refine_laminate_voxels=int(n_cut[0]) if n_cut else 0)
     return replace(res, potential=block_mean(res.potential, r), field=block_mean(res.field, r),
                    current_density=block_mean(res.current_density, r), gb_table=table,
