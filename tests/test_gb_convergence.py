@@ -25,8 +25,24 @@ the discretisation (the 256^2 solve vs its own 4x split: 13 % median) and the st
 the 256^2 map (its 4x split vs the 1024^2 lamella: 11 % median). Neither a band that leaves out
 the voxels nearest the GB (median 9 %, max 24 %, against 1024^2), Richardson extrapolation from 256^2 and 512^2
 (9 % / 27 %), nor a 2x or 4x refinement of a smoothed 256^2 map (13 % / 17 %, 8 % / 17 % against 2048^2) reach
-10 % for all ten; docs/simulator.md says what would. The 10 % goal at 256^2 is kept below as a
-strict xfail, so that it shows when the scheme gets there.
+10 % for all ten.
+
+What does: the refined solve with sub-voxel GBs, ``simulate(..., refine="auto")`` (4x at 256^2:
+the map solved on 1024^2 with smooth grain boundaries and laminate tensors in the fine voxels they
+cut; analysis/transport/refine.py). The same 256^2 map (the user's question: are the numbers of
+*this* map converged?), top-10 jumps, median / max, rank correlation with the next refinement:
+
+| 256^2 map, full model | vs 8x (h/2) | vs 16x (4096^2, h/4) | vs the 2048^2 lamella |
+|---|---|---|---|
+| unrefined | 15 % / 27 % (vs 4x) | 19 % / 32 % | 22 % / 34 % |
+| refine 4, no laminate | 3.8 % / 9.2 %, rank 0.999 | 5.8 % / 9.6 % | 8.1 % / 16.5 % |
+| refine 4 (auto, laminate) | 2.0 % / 4.5 %, rank 0.9996 | 2.3 % / 5.8 % (16x without laminate) | 5.2 % / 9.5 % |
+| refine 8, no laminate | | 2.0 % / 2.7 % | 4.1 % / 9.3 % |
+
+Other lamellae (seeds 1, 2; same test family), refine 4 vs 8: seed 1 2.9 % / 5.2 % (rank 1.000),
+seed 2 2.6 % / 5.3 % (rank 0.9992); unrefined (vs 8x) 15 % and 21 % median.
+The gap to the finer Voronoi lamellae is what the 256^2 map's own resolution costs (a staircase
+holds less about the true boundary than a finer map): a property of the data, not of the solver.
 """
 from __future__ import annotations
 
@@ -37,43 +53,56 @@ import pytest
 from scipy.stats import spearmanr
 
 from insitu.analysis.transport.lamella import voronoi_lamella
-from insitu.analysis.transport.simulator import simulate
+from insitu.analysis.transport.simulator import refine_factor, simulate
 
 N = 256
 _cache = {}
 
 
-def _table(model, k, base=N, n_grains=20):
-    """GB table of the lamella at (base k)^2: {(grain_a, grain_b): (jump, blockade, length_m)}, and
-    the band width (m)."""
-    if (model, k, base, n_grains) not in _cache:
+def _table(model, k, base=N, n_grains=20, refine=1):
+    """GB table of the lamella at (base k)^2, solved ``refine`` x refined:
+    {(grain_a, grain_b): (jump, blockade, length_m)}, and the band width (m)."""
+    if (model, k, base, n_grains, refine) not in _cache:
         m = voronoi_lamella((base * k, base * k), n_grains=n_grains, seed=0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            r = simulate(m, {"top": 0.0, "right": 1.0}, model=model)
+            r = simulate(m, {"top": 0.0, "right": 1.0}, model=model, refine=refine)
         g = r.gb_table
-        _cache[model, k, base, n_grains] = ({(int(a), int(b)): (j, bl, le) for a, b, j, bl, le in
-                                             zip(g["grain_a"], g["grain_b"], g["jump"], g["blockade"], g["length_m"])},
-                                            r.info["gb_band_m"])
-    return _cache[model, k, base, n_grains]
+        _cache[model, k, base, n_grains, refine] = (
+            {(int(a), int(b)): (j, bl, le) for a, b, j, bl, le in
+             zip(g["grain_a"], g["grain_b"], g["jump"], g["blockade"], g["length_m"])}, r.info["gb_band_m"])
+    return _cache[model, k, base, n_grains, refine]
+
+
+def _compare(ta, tb, tc, band_m, q, n_top=10):
+    """Relative errors of the top-``n_top`` GBs of table ``ta`` by |quantity q| against table
+    ``tc``, and the rank correlation of all GBs between ``ta`` and ``tb``. GBs shorter than
+    ``band_m`` (in ``tc``) are left out: the 20-grain lamella has four such stubs at near-fourfold
+    Voronoi vertices (0.2-2 % of a grain diameter at 2048^2), which come and go with the
+    voxelisation."""
+    keys = [key for key in ta if key in tb and key in tc]
+    assert len(keys) >= 0.9 * len(ta)              # the same GBs at every resolution
+    keys = [key for key in keys if tc[key][2] >= band_m]
+    assert len(keys) >= 0.85 * len(ta)
+    a, b, c = (np.array([t[key][q] for key in keys]) for t in (ta, tb, tc))
+    top = np.argsort(-np.abs(a))[:n_top]
+    return np.abs(a[top] - c[top]) / np.abs(c[top]), spearmanr(a, b)[0]
 
 
 def _errors(model, q, k=1, ref=4, base=N, n_grains=20, n_top=10):
-    """Relative errors of the top-``n_top`` GBs by |quantity q| at (base k)^2 against (base ref)^2,
-    and the rank correlation of all GBs between (base k)^2 and (2 base k)^2. GBs shorter than their
-    band (at the reference grid) are left out: the 20-grain lamella has four such stubs at
-    near-fourfold Voronoi vertices (0.2-2 % of a grain diameter at 2048^2), which come and go with
-    the voxelisation."""
+    """:func:`_compare` of the lamella at (base k)^2 against (base ref)^2, rank correlation with
+    (2 base k)^2."""
     t = {n: _table(model, n, base, n_grains)[0] for n in sorted({k, 2 * k, ref})}
-    band_m = _table(model, ref, base, n_grains)[1]
-    keys = [key for key in t[k] if all(key in t[n] for n in t)]
-    assert len(keys) >= 0.9 * len(t[k])              # the same GBs at every resolution
-    keys = [key for key in keys if t[ref][key][2] >= band_m]
-    assert len(keys) >= 0.85 * len(t[k])
-    a, b, c = (np.array([t[n][key][q] for key in keys]) for n in (k, 2 * k, ref))
-    top = np.argsort(-np.abs(a))[:n_top]
-    rel = np.abs(a[top] - c[top]) / np.abs(c[top])
-    return rel, spearmanr(a, b)[0]
+    return _compare(t[k], t[2 * k], t[ref], _table(model, ref, base, n_grains)[1], q, n_top)
+
+
+def _refined_errors(q, r, r_ref, ref_lamella=None, n_top=10):
+    """:func:`_compare` of the 256^2 map solved ``r`` x refined (full model) against the same map
+    ``r_ref`` x refined (or, with ``ref_lamella=k``, against the (256 k)^2 lamella), rank correlation
+    with the ``2 r`` x refined solve."""
+    ta, tb = _table("full", 1, refine=r)[0], _table("full", 1, refine=2 * r)[0]
+    tc, band_m = _table("full", ref_lamella, refine=1) if ref_lamella else _table("full", 1, refine=r_ref)
+    return _compare(ta, tb, tc, band_m, q, n_top)
 
 
 def test_small_lamella_gb_jumps_under_refinement():
@@ -120,8 +149,26 @@ def test_full_model_gb_jumps_converge_once_grains_are_resolved():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="thin-film tensor at 256^2 (grains ~54 voxels): top-10 jumps 20 % (median), "
-                                       "32 % (max) off the 4x solve; within 10 % from ~200 voxels per grain")
-def test_full_model_top_jumps_within_10_percent_of_4x():
-    rel, _ = _errors("full", 0)
-    assert rel.max() <= 0.10
+@pytest.mark.timeout(900)          # a 1024^2 and a 2048^2 thin-film solve: ~3 min on a loaded 2-core machine
+def test_refined_full_model_gb_quantities_converge():
+    """Issue 14's goal, with the treatment: the 256^2 map solved with sub-voxel GBs and laminate
+    tensors on a 4x finer grid (``refine="auto"``: bands 5.4 -> 21.6 voxels) against the same map
+    8x refined (h/2): top-10 jumps within 10 % (measured 2.0 % median, 4.5 % max; blockade 0.5 %,
+    3.2 %; against 16x: 2.3 % / 5.8 %), rank correlation >= 0.95 (0.9996)."""
+    m = voronoi_lamella((N, N), n_grains=20, seed=0)
+    assert refine_factor(m, "full", "auto")[0] == 4
+    for q in (0, 1):
+        rel, rho = _refined_errors(q, 4, 8)
+        assert rho >= 0.95
+        assert rel.max() <= 0.10
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_refined_solve_closes_most_of_the_gap_to_finer_data():
+    """Against the finer data, the 2048^2 lamella (what the 256^2 map's own resolution costs, a
+    property of the data): the refined solve of the 256^2 map is 5.2 % / 9.5 % off (top-10 jumps,
+    median / max), the unrefined one 22 % / 34 %."""
+    rel_refined, _ = _refined_errors(0, 4, None, ref_lamella=8)
+    rel_plain, _ = _errors("full", 0, ref=8)
+    assert np.median(rel_refined) < 0.5 * np.median(rel_plain)

@@ -91,3 +91,25 @@ def test_grain_labels_only_where_legible():
     assert abs(x - 199.5) < 2 and abs(y - 299.5) < 2                    # centroid of the lower half
     many = np.repeat(np.repeat(np.arange(1, 101).reshape(10, 10), 40, 0), 40, 1)   # 100 grains of 40x40 px
     assert len(legible_grain_labels(many, range(1, 101))) == MAX_GRAIN_LABELS
+
+
+def test_refine_option(micro_file, tmp_path, capsys):
+    """--refine R: the solve on an R x finer grid, maps written on the map's grid, the factor said;
+    a bad value is a one-line error; floating clusters are reported in the map's voxels."""
+    out = tmp_path / "sim"
+    base = ["simulate", str(micro_file), "--potential", "top=0", "--potential", "right=1"]
+    assert main(base + ["--out", str(out), "--refine", "2"]) == 0
+    assert "refine 2: refined 2x as asked" in capsys.readouterr().out
+    with h5py.File(out / "result.h5") as f:
+        assert f["potential"].shape == (48, 64) and f["current_density"].shape == (48, 64, 2)
+    assert main(base + ["--out", str(tmp_path / "o"), "--refine", "two"]) == 1
+    assert "--refine two" in capsys.readouterr().err
+    m = voronoi_lamella((40, 40), n_grains=4, seed=1)
+    m.grains[15:22, 15:22] = ZRO2
+    m.grains[18, 18] = m.grain_ids[0]
+    p = tmp_path / "f.h5"
+    write_microstructure(p, m)
+    assert main(["simulate", str(p), "--potential", "top=0", "--potential", "right=1", "--out",
+                 str(tmp_path / "f"), "--refine", "3", "--strict"]) == 1
+    err = capsys.readouterr().err
+    assert "1 voxel(s)" in err and "row 18, column 18" in err
