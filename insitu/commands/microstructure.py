@@ -97,12 +97,15 @@ def add_electrodes(grains, sides: dict):
     return g, el
 
 
+def _no_thickness(src):
+    raise UserError(f"{src.name} gives no lamella thickness: pass --thickness-m (e.g. 1.7e-7 for the paper's "
+                    f"170 nm lamella); currents scale with it")
+
+
 def run(args) -> int:
     from pathlib import Path
 
     from insitu.core.jit_notice import ORIX_KERNELS, compile_notice
-
-    compile_notice("insitu microstructure", ORIX_KERNELS)
 
     import numpy as np
 
@@ -122,8 +125,12 @@ def run(args) -> int:
     euler = None
     map_thickness = None
     if ext in (".ang", ".ctf"):
-        from insitu.analysis.transport.orientation import load_orientation_map, mean_orientations, segment_grains
+        from insitu.analysis.transport.orientation import (header_thickness_m, load_orientation_map,
+                                                           mean_orientations, segment_grains)
 
+        if args.thickness_m is None and header_thickness_m(src) is None:
+            _no_thickness(src)             # before the compile notice: a bad input is a one-line error
+        compile_notice("insitu microstructure", ORIX_KERNELS)
         om = load_orientation_map(src)
         if not om.valid.any():
             raise UserError(f"{src}: no indexed points")
@@ -164,8 +171,7 @@ def run(args) -> int:
     elif map_thickness is not None:
         thickness, thickness_from = map_thickness, f"the header of {src.name}"
     else:
-        raise UserError(f"{src.name} gives no lamella thickness: pass --thickness-m (e.g. 1.7e-7 for the paper's "
-                        f"170 nm lamella); currents scale with it")
+        _no_thickness(src)
     grains, electrodes = add_electrodes(labels, sides)
     m = Microstructure(grains=grains, grain_ids=ids, c_axis=c, electrodes=electrodes, voxel_size_m=vs,
                        thickness_m=thickness, sigma_ip=args.sigma_ip, anisotropy=args.anisotropy,
