@@ -76,6 +76,26 @@ def test_apply_restrict_prolong_and_galerkin_product_match_sparse_algebra(shape,
     np.testing.assert_allclose(mg.stencil_to_csr(Sc).toarray(), (P.T @ A @ P).toarray(), rtol=1e-12, atol=1e-12)
 
 
+def test_interpolation_lumps_positive_couplings_and_preserves_constants():
+    """The weights are those of the stencil with its positive off-diagonal couplings moved to the
+    diagonal (lumped here with numpy), and where every row sums to zero they sum to one."""
+    ny, nx = 17, 22
+    S = _random_spd_stencil(ny, nx, seed=5)
+    off = [k for k in range(9) if k != 4]
+    assert (S[off] > 0).any()
+    L = S.copy()
+    pos = np.clip(L[off], 0.0, None)
+    L[off] -= pos
+    L[4] += pos.sum(axis=0)
+    W = mg._interpolation(S, np.zeros((ny, nx, 4)))
+    np.testing.assert_allclose(W, mg._interpolation(L, np.zeros((ny, nx, 4))), rtol=1e-13, atol=1e-15)
+    Z = S.copy()
+    Z[4] = -Z[off].sum(axis=0)                 # zero row sums (constants in the null space)
+    nyc, nxc = (ny + 1) // 2, (nx + 1) // 2
+    P = _P_matrix(mg._interpolation(Z, np.zeros((ny, nx, 4))), nyc, nxc)
+    np.testing.assert_allclose(P @ np.ones(nyc * nxc), 1.0, rtol=1e-12)
+
+
 def _solve_row_dense(A, x, b, i, nx):
     """Reference: block Gauss-Seidel step for row i with dense algebra."""
     rows = np.arange(i * nx, (i + 1) * nx)
