@@ -241,3 +241,25 @@ def test_pcg_solves_thin_and_odd_grids(shape):
     ref = spsolve(mg.stencil_to_csr(S).tocsc(), b.ravel()).reshape(shape)
     assert res <= 1e-10 and its < 40
     np.testing.assert_allclose(x, ref, rtol=0, atol=1e-8 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("float32_maxiter", [300, 4])
+def test_solve_grid_float32_hierarchy_and_its_float64_fallback(monkeypatch, float32_maxiter):
+    """The thin-film system with the float32 hierarchy, and CG continued with a float64 one when the
+    float32 V-cycle has not converged (forced here by a tiny budget), against a sparse direct solve."""
+    from scipy.sparse.linalg import spsolve
+
+    m = voronoi_lamella((90, 110), n_grains=12, seed=7)
+    v = network.voxel_properties(m, "full")
+    fixed = np.full(m.shape, np.nan)
+    for i, name in enumerate(v.names):
+        fixed[v.electrode == i] = float(i)
+    stencil = network.assemble(v, m)
+    S, b = mg.grid_system(stencil, v.conducting, fixed)
+    ref = spsolve(mg.stencil_to_csr(S).tocsc(), b.ravel()).reshape(S.shape[1:])
+    monkeypatch.setattr(mg, "FLOAT32_MAXITER", float32_maxiter)
+    info = {}
+    x = mg.solve_grid(stencil, v.conducting, fixed, rtol=1e-10, info=info)
+    assert info["hierarchy"] == ("float32" if float32_maxiter == 300 else "float32, then float64")
+    assert info["residual"] <= 1e-10 and info["iterations"] > (4 if float32_maxiter == 4 else 0)
+    np.testing.assert_allclose(x[v.conducting], ref[v.conducting], rtol=0, atol=1e-8)

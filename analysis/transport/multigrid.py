@@ -829,28 +829,42 @@ def filled(S, unknown, fill: float = 1e-6):
     return _fill(S, unknown, fill * float(np.max(S[4][unknown])), np.empty_like(S))
 
 
+#: CG iterations with the float32 hierarchy before :func:`solve_grid` switches to float64
+FLOAT32_MAXITER = 300
+
+
 def solve_grid(stencil: dict, unknown, fixed_value, rtol: float = 1e-8, info: dict | None = None,
                maxiter: int = 1000) -> np.ndarray:
     """Solve for the unknown voxels with multigrid-preconditioned CG; returns the potential grid
     (values at unknown voxels, 0 elsewhere). ``info`` receives method, iterations, residual, levels,
-    t_mg_setup_s."""
+    t_mg_setup_s and hierarchy ("float32", or "float32, then float64" when CG had not converged
+    after :data:`FLOAT32_MAXITER` iterations)."""
     import time
 
     from insitu.core.errors import UserError
 
     S, b = grid_system(stencil, unknown, fixed_value)
     t0 = time.perf_counter()
-    # float32 hierarchy for the 5-point (paper) network: the V-cycle only preconditions (CG works on
-    # the exact float64 system), and half the memory traffic makes it ~1.5x faster with the same
-    # iteration count. The 9-point thin-film operator needs float64: its 2-D anisotropy reaches
-    # 1000:1 at oblique angles and a float32 V-cycle loses so much that CG stalls (2048^2 lamella:
-    # relative residual 7e-3 after 1000 iterations in float32, 1e-8 after 75 in float64)
-    dtype = np.float32 if _is_five(S) else np.float64
-    mg = GridMultigrid(S, preconditioner_of=filled(S, unknown), mask=unknown, smoother_dtype=dtype)
+    # float32 hierarchy: the V-cycle only preconditions (CG works on the exact float64 system), and
+    # half the memory traffic makes it ~1.5x faster with the same iteration count (2048^2 thin-film
+    # lamella: 57 iterations either way). Before the interpolation lumped the positive couplings, a
+    # float32 V-cycle made CG stall on the thin-film operator (residual 7e-3 after 1000 iterations);
+    # should it stall again, CG goes on from where it stopped with a float64 hierarchy.
+    mg = GridMultigrid(S, preconditioner_of=filled(S, unknown), mask=unknown, smoother_dtype=np.float32)
     t1 = time.perf_counter()
-    x, its, res = mg.pcg(b, rtol=rtol, maxiter=maxiter)
+    x, its, res = mg.pcg(b, rtol=rtol, maxiter=min(maxiter, FLOAT32_MAXITER))
+    hierarchy = "float32"
+    if res > rtol and its < maxiter:
+        del mg
+        t2 = time.perf_counter()
+        mg = GridMultigrid(S, preconditioner_of=filled(S, unknown), mask=unknown, smoother_dtype=np.float64)
+        t1 += time.perf_counter() - t2
+        x, its64, res = mg.pcg(b, rtol=rtol, maxiter=maxiter - its, x0=x)
+        its += its64
+        hierarchy = "float32, then float64"
     if info is not None:
-        info.update(method="mg", iterations=its, residual=res, levels=len(mg.levels), t_mg_setup_s=t1 - t0)
+        info.update(method="mg", iterations=its, residual=res, levels=len(mg.levels), t_mg_setup_s=t1 - t0,
+                    hierarchy=hierarchy)
     if not np.isfinite(res) or res > max(100 * rtol, 1e-6):
         raise UserError(f"the transport solver did not converge (relative residual {res:.2g} after {its} iterations)")
     return np.where(unknown, x, 0.0)
