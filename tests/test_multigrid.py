@@ -76,6 +76,26 @@ def test_apply_restrict_prolong_and_galerkin_product_match_sparse_algebra(shape,
     np.testing.assert_allclose(mg.stencil_to_csr(Sc).toarray(), (P.T @ A @ P).toarray(), rtol=1e-12, atol=1e-12)
 
 
+def test_interpolation_lumps_positive_couplings_and_preserves_constants():
+    """The weights are those of the stencil with its positive off-diagonal couplings moved to the
+    diagonal (lumped here with numpy), and where every row sums to zero they sum to one."""
+    ny, nx = 17, 22
+    S = _random_spd_stencil(ny, nx, seed=5)
+    off = [k for k in range(9) if k != 4]
+    assert (S[off] > 0).any()
+    L = S.copy()
+    pos = np.clip(L[off], 0.0, None)
+    L[off] -= pos
+    L[4] += pos.sum(axis=0)
+    W = mg._interpolation(S, np.zeros((ny, nx, 4)))
+    np.testing.assert_allclose(W, mg._interpolation(L, np.zeros((ny, nx, 4))), rtol=1e-13, atol=1e-15)
+    Z = S.copy()
+    Z[4] = -Z[off].sum(axis=0)                 # zero row sums (constants in the null space)
+    nyc, nxc = (ny + 1) // 2, (nx + 1) // 2
+    P = _P_matrix(mg._interpolation(Z, np.zeros((ny, nx, 4))), nyc, nxc)
+    np.testing.assert_allclose(P @ np.ones(nyc * nxc), 1.0, rtol=1e-12)
+
+
 def _solve_row_dense(A, x, b, i, nx):
     """Reference: block Gauss-Seidel step for row i with dense algebra."""
     rows = np.arange(i * nx, (i + 1) * nx)
@@ -221,3 +241,25 @@ def test_pcg_solves_thin_and_odd_grids(shape):
     ref = spsolve(mg.stencil_to_csr(S).tocsc(), b.ravel()).reshape(shape)
     assert res <= 1e-10 and its < 40
     np.testing.assert_allclose(x, ref, rtol=0, atol=1e-8 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("float32_maxiter", [300, 4])
+def test_solve_grid_float32_hierarchy_and_its_float64_fallback(monkeypatch, float32_maxiter):
+    """The thin-film system with the float32 hierarchy, and CG continued with a float64 one when the
+    float32 V-cycle has not converged (forced here by a tiny budget), against a sparse direct solve."""
+    from scipy.sparse.linalg import spsolve
+
+    m = voronoi_lamella((90, 110), n_grains=12, seed=7)
+    v = network.voxel_properties(m, "full")
+    fixed = np.full(m.shape, np.nan)
+    for i, name in enumerate(v.names):
+        fixed[v.electrode == i] = float(i)
+    stencil = network.assemble(v, m)
+    S, b = mg.grid_system(stencil, v.conducting, fixed)
+    ref = spsolve(mg.stencil_to_csr(S).tocsc(), b.ravel()).reshape(S.shape[1:])
+    monkeypatch.setattr(mg, "FLOAT32_MAXITER", float32_maxiter)
+    info = {}
+    x = mg.solve_grid(stencil, v.conducting, fixed, rtol=1e-10, info=info)
+    assert info["hierarchy"] == ("float32" if float32_maxiter == 300 else "float32, then float64")
+    assert info["residual"] <= 1e-10 and info["iterations"] > (4 if float32_maxiter == 4 else 0)
+    np.testing.assert_allclose(x[v.conducting], ref[v.conducting], rtol=0, atol=1e-8)

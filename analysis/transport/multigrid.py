@@ -309,20 +309,45 @@ def _cast_and_transpose(S, planes, out, outT, tplane):
                 _transpose_rows(S[k], outT[tplane[k]], i0, i1)
 
 
+@njit(cache=True, inline="always")
+def _neg(S, k, i, j):
+    """min(S[k, i, j], 0): the coupling as the interpolation sees it (positive ones lumped)."""
+    v = S[k, i, j]
+    return v if v < 0.0 else 0.0
+
+
+@njit(cache=True)
+def _lumped_diagonal(S, i, j):
+    """S[4, i, j] plus the positive off-diagonal couplings of row (i, j) (row sum unchanged)."""
+    d = S[4, i, j]
+    for k in range(9):
+        if k != 4 and S[k, i, j] > 0.0:
+            d += S[k, i, j]
+    return d
+
+
 @njit(cache=True)
 def _edge_weights(S, i, j, c1, c2, a0, a1, a2, b0, b1, b2):
     """Weights of the two coarse neighbours of a fine voxel on a coarse line: the stencil collapsed
-    across the line (planes c1, c2 join the centre), the couplings to each side (a*, b*) summed."""
-    den = S[4, i, j] + S[c1, i, j] + S[c2, i, j]
-    if abs(den) <= 1e-12 * abs(S[4, i, j]):
-        den = S[4, i, j]
-    return -(S[a0, i, j] + S[a1, i, j] + S[a2, i, j]) / den, -(S[b0, i, j] + S[b1, i, j] + S[b2, i, j]) / den
+    across the line (planes c1, c2 join the centre), the couplings to each side (a*, b*) summed;
+    positive couplings lumped into the centre."""
+    d = _lumped_diagonal(S, i, j)
+    den = d + _neg(S, c1, i, j) + _neg(S, c2, i, j)
+    if abs(den) <= 1e-12 * abs(d):
+        den = d
+    return (-(_neg(S, a0, i, j) + _neg(S, a1, i, j) + _neg(S, a2, i, j)) / den,
+            -(_neg(S, b0, i, j) + _neg(S, b1, i, j) + _neg(S, b2, i, j)) / den)
 
 
 @njit(cache=True, parallel=True)
 def _interpolation(S, W):
     """Dendy's operator-dependent interpolation P (fine x coarse) as weights W (ny, nx, 4): slot 2a+b
-    holds the weight of coarse voxel (i//2 + a, j//2 + b) for fine voxel (i, j) (0 where there is none)."""
+    holds the weight of coarse voxel (i//2 + a, j//2 + b) for fine voxel (i, j) (0 where there is none).
+
+    Positive off-diagonal couplings (the 9-point thin-film operator is not an M-matrix, nor are its
+    Galerkin coarse levels) are lumped into the diagonal for the weights, as classical AMG does: the
+    weights still sum to 1 where the row sum is 0, and the 1024^2 thin-film lamella needs 47 CG
+    iterations instead of 68 (docs/simulator.md, "Solvers and speed")."""
     ny, nx = S.shape[1], S.shape[2]
     # points on coarse rows (even i): from west / east along the row, the stencil collapsed in y
     for ii in prange((ny + 1) // 2):
@@ -346,7 +371,7 @@ def _interpolation(S, W):
     for ii in prange(ny // 2):
         i = 2 * ii + 1
         for j in range(1, nx, 2):
-            c = S[4, i, j]
+            c = _lumped_diagonal(S, i, j)
             for sy in range(2):
                 ic = i - 1 + 2 * sy
                 if ic >= ny:
@@ -355,10 +380,10 @@ def _interpolation(S, W):
                     jc = j - 1 + 2 * sx
                     if jc >= nx:
                         continue
-                    w = S[(0 if sy == 0 else 6) + (0 if sx == 0 else 2), i, j]
+                    w = _neg(S, (0 if sy == 0 else 6) + (0 if sx == 0 else 2), i, j)
                     # edge neighbour (ic, j) takes weight W[ic, j, sx] from (ic, jc); (i, jc) W[i, jc, 2 sy]
-                    w += S[1 if sy == 0 else 7, i, j] * W[ic, j, sx]
-                    w += S[3 if sx == 0 else 5, i, j] * W[i, jc, 2 * sy]
+                    w += _neg(S, 1 if sy == 0 else 7, i, j) * W[ic, j, sx]
+                    w += _neg(S, 3 if sx == 0 else 5, i, j) * W[i, jc, 2 * sy]
                     W[i, j, 2 * sy + sx] = -w / c
     return W
 
@@ -804,28 +829,42 @@ def filled(S, unknown, fill: float = 1e-6):
     return _fill(S, unknown, fill * float(np.max(S[4][unknown])), np.empty_like(S))
 
 
+#: CG iterations with the float32 hierarchy before :func:`solve_grid` switches to float64
+FLOAT32_MAXITER = 300
+
+
 def solve_grid(stencil: dict, unknown, fixed_value, rtol: float = 1e-8, info: dict | None = None,
                maxiter: int = 1000) -> np.ndarray:
     """Solve for the unknown voxels with multigrid-preconditioned CG; returns the potential grid
     (values at unknown voxels, 0 elsewhere). ``info`` receives method, iterations, residual, levels,
-    t_mg_setup_s."""
+    t_mg_setup_s and hierarchy ("float32", or "float32, then float64" when CG had not converged
+    after :data:`FLOAT32_MAXITER` iterations)."""
     import time
 
     from insitu.core.errors import UserError
 
     S, b = grid_system(stencil, unknown, fixed_value)
     t0 = time.perf_counter()
-    # float32 hierarchy for the 5-point (paper) network: the V-cycle only preconditions (CG works on
-    # the exact float64 system), and half the memory traffic makes it ~1.5x faster with the same
-    # iteration count. The 9-point thin-film operator needs float64: its 2-D anisotropy reaches
-    # 1000:1 at oblique angles and a float32 V-cycle loses so much that CG stalls (2048^2 lamella:
-    # relative residual 7e-3 after 1000 iterations in float32, 1e-8 after 75 in float64)
-    dtype = np.float32 if _is_five(S) else np.float64
-    mg = GridMultigrid(S, preconditioner_of=filled(S, unknown), mask=unknown, smoother_dtype=dtype)
+    # float32 hierarchy: the V-cycle only preconditions (CG works on the exact float64 system), and
+    # half the memory traffic makes it ~1.5x faster with the same iteration count (2048^2 thin-film
+    # lamella: 57 iterations either way). Before the interpolation lumped the positive couplings, a
+    # float32 V-cycle made CG stall on the thin-film operator (residual 7e-3 after 1000 iterations);
+    # should it stall again, CG goes on from where it stopped with a float64 hierarchy.
+    mg = GridMultigrid(S, preconditioner_of=filled(S, unknown), mask=unknown, smoother_dtype=np.float32)
     t1 = time.perf_counter()
-    x, its, res = mg.pcg(b, rtol=rtol, maxiter=maxiter)
+    x, its, res = mg.pcg(b, rtol=rtol, maxiter=min(maxiter, FLOAT32_MAXITER))
+    hierarchy = "float32"
+    if res > rtol and its < maxiter:
+        del mg
+        t2 = time.perf_counter()
+        mg = GridMultigrid(S, preconditioner_of=filled(S, unknown), mask=unknown, smoother_dtype=np.float64)
+        t1 += time.perf_counter() - t2
+        x, its64, res = mg.pcg(b, rtol=rtol, maxiter=maxiter - its, x0=x)
+        its += its64
+        hierarchy = "float32, then float64"
     if info is not None:
-        info.update(method="mg", iterations=its, residual=res, levels=len(mg.levels), t_mg_setup_s=t1 - t0)
+        info.update(method="mg", iterations=its, residual=res, levels=len(mg.levels), t_mg_setup_s=t1 - t0,
+                    hierarchy=hierarchy)
     if not np.isfinite(res) or res > max(100 * rtol, 1e-6):
         raise UserError(f"the transport solver did not converge (relative residual {res:.2g} after {its} iterations)")
     return np.where(unknown, x, 0.0)

@@ -400,23 +400,36 @@ def floating_message(floating: list) -> str:
     return f"{len(floating)} conducting cluster(s) touch no electrode: {desc}{more}"
 
 
-def applied_field(micro: Microstructure, potentials: dict, solver: str = "auto", rtol: float = 1e-8) -> np.ndarray:
+def applied_field(micro: Microstructure, potentials: dict, solver: str = "auto", rtol: float = 1e-8,
+                  factor: int | None = None) -> np.ndarray:
     """The applied field (V/m, (ny, nx, 2)): the field of the same electrodes in a uniform isotropic
     lamella (every non-vacuum voxel, ZrO2 and backbone included, conducts sigma_ip; no GBs).
 
-    This is the field the paper classifies GBs against (DOMAIN.md, "GB classification").
+    This is the field the paper classifies GBs against (DOMAIN.md, "GB classification"). It is
+    solved on a grid ``factor`` times coarser (default :func:`coarse.applied_factor`: 1 below
+    1024 voxels across, up to 8, keeping >= 512 voxels across) and read back at the fine voxels
+    (:mod:`insitu.analysis.transport.coarse`); if the coarse lamella is not valid or leaves a
+    conducting voxel floating, on the fine grid.
 
     Example
     -------
     >>> E = applied_field(voronoi_lamella((64, 64)), {"top": 0.0, "right": 1.0})   # doctest: +SKIP
     """
-    from insitu.analysis.transport.microstructure import VACUUM
+    from insitu.analysis.transport import coarse
 
-    uniform = replace(micro, grains=np.where(micro.grains != VACUUM, 1, 0).astype(np.int32),
-                      grain_ids=np.array([1]), c_axis=np.array([[0.0, 0.0, 1.0]]), euler_bunge=None)
+    f = coarse.applied_factor(micro.shape) if factor is None else int(factor)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        r = simulate(uniform, potentials, model="paper", rtol=rtol, with_gb_table=False, solver=solver)
+        if f > 1:
+            try:
+                r = simulate(coarse.coarse_uniform(micro, f), potentials, model="paper", rtol=rtol,
+                             with_gb_table=False, solver=solver)
+                if not r.floating:
+                    return coarse.upsample_field(r.field, micro, f)
+            except UserError:
+                pass
+        r = simulate(coarse.coarse_uniform(micro, 1), potentials, model="paper", rtol=rtol, with_gb_table=False,
+                     solver=solver)
     return r.field
 
 
