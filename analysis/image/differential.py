@@ -95,6 +95,39 @@ def _normalise_and_step(d, sd, spread, floor, clip, rate, outlier, use_outlier, 
                     nref[y, x] += np.float32(1.0)
 
 
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _sd_from_model(ref, xp, fp, slopes, g2, shift_var, has_shift, floor, out):
+    """out = √max(interp(ref; xp, fp) + shift_var·g2, floor) (float32): ``np.interp`` (the same
+    formula, slopes precomputed as numpy does for long inputs) then the float32 steps. Rows in
+    parallel."""
+    ny, nx = ref.shape
+    n = xp.shape[0]
+    nb = min(_BLOCKS, ny)
+    for blk in numba.prange(nb):
+        for y in range(blk * ny // nb, (blk + 1) * ny // nb):
+            for x in range(nx):
+                r = np.float64(ref[y, x])
+                if r < xp[0]:
+                    v = fp[0]
+                elif r >= xp[n - 1]:
+                    v = fp[n - 1]
+                else:
+                    lo, hi = 0, n - 1          # xp[lo] <= r < xp[hi]
+                    while hi - lo > 1:
+                        mid = (lo + hi) >> 1
+                        if xp[mid] <= r:
+                            lo = mid
+                        else:
+                            hi = mid
+                    v = fp[lo] if xp[lo] == r else slopes[lo] * (r - xp[lo]) + fp[lo]
+                w = np.float32(v)
+                if has_shift:
+                    w = w + shift_var * g2[y, x]
+                if w < floor:
+                    w = floor
+                out[y, x] = np.sqrt(w)
+
+
 class ShiftSmoother:
     """Shift images by a subpixel amount and smooth them with a Gaussian, in one FFT pair.
 
@@ -373,11 +406,15 @@ class DifferentialImager:
 
     def _sd_map(self) -> None:
         """σ per working pixel from the level model and the shift term (refreshed every 4 frames)."""
-        v = np.interp(self.reference, self._lvl, self._lvar).astype(np.float32)
-        if self._grad is not None and self.shift_var > 0:
-            v += np.float32(self.shift_var) * self._grad[2]
-        np.maximum(v, np.float32(1e-6 * self._s2 + 1e-30), out=v)
-        self._sd = np.sqrt(v)
+        # v = interp(R; levels, variances) (+ shift_var·|∇R|²), at least 1e-6 of the median; σ = √v
+        xp = np.asarray(self._lvl, np.float64)
+        fp = np.asarray(self._lvar, np.float64)
+        slopes = np.diff(fp) / np.diff(xp) if xp.size > 1 else np.zeros(1)
+        has_shift = self._grad is not None and self.shift_var > 0
+        sd = np.empty(self.reference.shape, np.float32)
+        _sd_from_model(self.reference, xp, fp, slopes, self._grad[2] if has_shift else self.reference,
+                       np.float32(self.shift_var), has_shift, np.float32(1e-6 * self._s2 + 1e-30), sd)
+        self._sd = sd
 
     def _match_brightness(self, av: np.ndarray, rv: np.ndarray, ready: np.ndarray | None,
                           keep: np.ndarray | None = None) -> None:
