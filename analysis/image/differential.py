@@ -28,104 +28,127 @@ __all__ = ["ShiftSmoother", "upsample_fourier", "valid_slices", "remove_row_offs
 _BLOCKS = 32
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _pixel_spread(d, sd, pm, pv, hold, has_hold, beta, spread):
+@numba.njit(cache=True, nogil=True)
+def _pixel_spread_rows(d, sd, pm, pv, hold, has_hold, beta, spread, y0, y1):
     """Running mean ``pm`` and mean square ``pv`` of d clipped to ±3·sd, in place (not where
     ``hold``), and ``spread`` = max(pv − pm², 0) (float32, the operations of the numpy steps)."""
     ny, nx = d.shape
     three = np.float32(3.0)
+    for y in range(y0, y1):
+        for x in range(nx):
+            m = pm[y, x]
+            v = pv[y, x]
+            if has_hold and hold[y, x]:
+                dc, dc2 = m, v
+            else:
+                lim = three * sd[y, x]
+                dc = min(max(d[y, x], -lim), lim)
+                dc2 = dc * dc
+            m = m + beta * (dc - m)
+            v = v + beta * (dc2 - v)
+            pm[y, x] = m
+            pv[y, x] = v
+            s = v - m * m
+            spread[y, x] = s if s > 0 else np.float32(0.0)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _pixel_spread(d, sd, pm, pv, hold, has_hold, beta, spread):
+    """:func:`_pixel_spread_rows` over all rows, blocks of rows in parallel."""
+    ny = d.shape[0]
     nb = min(_BLOCKS, ny)
     for blk in numba.prange(nb):
-        for y in range(blk * ny // nb, (blk + 1) * ny // nb):
-            for x in range(nx):
-                m = pm[y, x]
-                v = pv[y, x]
-                if has_hold and hold[y, x]:
-                    dc, dc2 = m, v
-                else:
-                    lim = three * sd[y, x]
-                    dc = min(max(d[y, x], -lim), lim)
-                    dc2 = dc * dc
-                m = m + beta * (dc - m)
-                v = v + beta * (dc2 - v)
-                pm[y, x] = m
-                pv[y, x] = v
-                s = v - m * m
-                spread[y, x] = s if s > 0 else np.float32(0.0)
+        _pixel_spread_rows(d, sd, pm, pv, hold, has_hold, beta, spread, blk * ny // nb, (blk + 1) * ny // nb)
+
+
+@numba.njit(cache=True, nogil=True)
+def _normalise_and_step_rows(d, sd, spread, floor, clip, rate, outlier, use_outlier, fz, has_fz,
+                             ready, nref, nref_max, zv, sd_out, y0, y1):
+    """σ per pixel = max(sd, floor·√(3×3 mean of ``spread``, edges repeated)) → ``sd_out``;
+    zv = d / σ; ``d`` ← the clipped reference update clip(zv, ±clip)·σ·rate (0 where |zv| >
+    ``outlier`` if ``use_outlier``, and where ``fz``); ``nref`` += 1 where ``ready``, the update
+    is not 0 and nref < ``nref_max``. The 3×3 mean in double, rows first then
+    columns, rounded to float32 in between (as ``scipy.ndimage.uniform_filter``)."""
+    ny, nx = d.shape
+    col = np.empty(nx, np.float32)
+    for y in range(y0, y1):
+        ya = max(y - 1, 0)
+        yb = min(y + 1, ny - 1)
+        for x in range(nx):
+            col[x] = np.float32((np.float64(spread[ya, x]) + np.float64(spread[y, x])
+                                 + np.float64(spread[yb, x])) / 3.0)
+        for x in range(nx):
+            xa = max(x - 1, 0)
+            xb = min(x + 1, nx - 1)
+            h = np.float32((np.float64(col[xa]) + np.float64(col[x]) + np.float64(col[xb])) / 3.0)
+            f = np.sqrt(h) * floor
+            s = sd[y, x]
+            if f > s:
+                s = f
+            sd_out[y, x] = s
+            z = d[y, x] / s
+            zv[y, x] = z
+            st = min(max(z, -clip), clip)
+            st = st * s
+            st = st * rate
+            if use_outlier and abs(z) > outlier:
+                st = np.float32(0.0)
+            if has_fz and fz[y, x]:
+                st = np.float32(0.0)
+            d[y, x] = st
+            if ready[y, x] and st != 0 and nref[y, x] < nref_max:
+                nref[y, x] += np.float32(1.0)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _normalise_and_step(d, sd, spread, floor, clip, rate, outlier, use_outlier, fz, has_fz,
                         ready, nref, nref_max, zv, sd_out):
-    """σ per pixel = max(sd, floor·√(3×3 mean of ``spread``, edges repeated)) → ``sd_out``;
-    zv = d / σ; ``d`` ← the clipped reference update clip(zv, ±clip)·σ·rate (0 where |zv| >
-    ``outlier`` if ``use_outlier``, and where ``fz``); ``nref`` += 1 where ``ready``, the update
-    is not 0 and nref < ``nref_max``. Rows in parallel; the 3×3 mean in double, rows first then
-    columns, rounded to float32 in between (as ``scipy.ndimage.uniform_filter``)."""
-    ny, nx = d.shape
+    """:func:`_normalise_and_step_rows` over all rows, blocks of rows in parallel."""
+    ny = d.shape[0]
     nb = min(_BLOCKS, ny)
     for blk in numba.prange(nb):
-        col = np.empty(nx, np.float32)
-        for y in range(blk * ny // nb, (blk + 1) * ny // nb):
-            ya = max(y - 1, 0)
-            yb = min(y + 1, ny - 1)
-            for x in range(nx):
-                col[x] = np.float32((np.float64(spread[ya, x]) + np.float64(spread[y, x])
-                                     + np.float64(spread[yb, x])) / 3.0)
-            for x in range(nx):
-                xa = max(x - 1, 0)
-                xb = min(x + 1, nx - 1)
-                h = np.float32((np.float64(col[xa]) + np.float64(col[x]) + np.float64(col[xb])) / 3.0)
-                f = np.sqrt(h) * floor
-                s = sd[y, x]
-                if f > s:
-                    s = f
-                sd_out[y, x] = s
-                z = d[y, x] / s
-                zv[y, x] = z
-                st = min(max(z, -clip), clip)
-                st = st * s
-                st = st * rate
-                if use_outlier and abs(z) > outlier:
-                    st = np.float32(0.0)
-                if has_fz and fz[y, x]:
-                    st = np.float32(0.0)
-                d[y, x] = st
-                if ready[y, x] and st != 0 and nref[y, x] < nref_max:
-                    nref[y, x] += np.float32(1.0)
+        _normalise_and_step_rows(d, sd, spread, floor, clip, rate, outlier, use_outlier, fz, has_fz,
+                                 ready, nref, nref_max, zv, sd_out, blk * ny // nb, (blk + 1) * ny // nb)
+
+
+@numba.njit(cache=True, nogil=True)
+def _sd_from_model_rows(ref, xp, fp, slopes, g2, shift_var, has_shift, floor, out, y0, y1):
+    """out = √max(interp(ref; xp, fp) + shift_var·g2, floor) (float32): ``np.interp`` (the same
+    formula, slopes precomputed as numpy does for long inputs) then the float32 steps."""
+    ny, nx = ref.shape
+    n = xp.shape[0]
+    for y in range(y0, y1):
+        for x in range(nx):
+            r = np.float64(ref[y, x])
+            if r < xp[0]:
+                v = fp[0]
+            elif r >= xp[n - 1]:
+                v = fp[n - 1]
+            else:
+                lo, hi = 0, n - 1          # xp[lo] <= r < xp[hi]
+                while hi - lo > 1:
+                    mid = (lo + hi) >> 1
+                    if xp[mid] <= r:
+                        lo = mid
+                    else:
+                        hi = mid
+                v = fp[lo] if xp[lo] == r else slopes[lo] * (r - xp[lo]) + fp[lo]
+            w = np.float32(v)
+            if has_shift:
+                w = w + shift_var * g2[y, x]
+            if w < floor:
+                w = floor
+            out[y, x] = np.sqrt(w)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _sd_from_model(ref, xp, fp, slopes, g2, shift_var, has_shift, floor, out):
-    """out = √max(interp(ref; xp, fp) + shift_var·g2, floor) (float32): ``np.interp`` (the same
-    formula, slopes precomputed as numpy does for long inputs) then the float32 steps. Rows in
-    parallel."""
-    ny, nx = ref.shape
-    n = xp.shape[0]
+    """:func:`_sd_from_model_rows` over all rows, blocks of rows in parallel."""
+    ny = ref.shape[0]
     nb = min(_BLOCKS, ny)
     for blk in numba.prange(nb):
-        for y in range(blk * ny // nb, (blk + 1) * ny // nb):
-            for x in range(nx):
-                r = np.float64(ref[y, x])
-                if r < xp[0]:
-                    v = fp[0]
-                elif r >= xp[n - 1]:
-                    v = fp[n - 1]
-                else:
-                    lo, hi = 0, n - 1          # xp[lo] <= r < xp[hi]
-                    while hi - lo > 1:
-                        mid = (lo + hi) >> 1
-                        if xp[mid] <= r:
-                            lo = mid
-                        else:
-                            hi = mid
-                    v = fp[lo] if xp[lo] == r else slopes[lo] * (r - xp[lo]) + fp[lo]
-                w = np.float32(v)
-                if has_shift:
-                    w = w + shift_var * g2[y, x]
-                if w < floor:
-                    w = floor
-                out[y, x] = np.sqrt(w)
+        _sd_from_model_rows(ref, xp, fp, slopes, g2, shift_var, has_shift, floor, out,
+                            blk * ny // nb, (blk + 1) * ny // nb)
 
 
 class ShiftSmoother:
@@ -226,30 +249,37 @@ def valid_slices(shape, dx: float, dy: float, margin: int) -> tuple[slice, slice
     return slice(y0, max(y0, y1)), slice(x0, max(x0, x1))
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _row_offsets(diff, lim1, lim2, second, keep, has_keep):
+@numba.njit(cache=True, nogil=True)
+def _row_offsets_rows(diff, lim1, lim2, second, keep, has_keep, y0, y1):
     """Per row, in place: subtract the mean of diff clipped to ±lim1, then (if ``second``) the mean
     of the result clipped to ±lim2; means over ``keep`` only if ``has_keep`` (sums in double,
-    each mean rounded to float32). Rows in parallel."""
+    each mean rounded to float32)."""
     ny, nx = diff.shape
-    nb = min(_BLOCKS, ny)
-    for blk in numba.prange(nb):
-        for y in range(blk * ny // nb, (blk + 1) * ny // nb):
-            row = diff[y]
-            n = 0
+    for y in range(y0, y1):
+        row = diff[y]
+        n = 0
+        for x in range(nx):
+            if not has_keep or keep[y, x]:
+                n += 1
+        n = max(n, 1)
+        for p in range(2 if second else 1):
+            lim = lim1 if p == 0 else lim2
+            acc = 0.0
             for x in range(nx):
                 if not has_keep or keep[y, x]:
-                    n += 1
-            n = max(n, 1)
-            for p in range(2 if second else 1):
-                lim = lim1 if p == 0 else lim2
-                acc = 0.0
-                for x in range(nx):
-                    if not has_keep or keep[y, x]:
-                        acc += min(max(row[x], -lim), lim)
-                m = np.float32(acc / n)
-                for x in range(nx):
-                    row[x] = row[x] - m
+                    acc += min(max(row[x], -lim), lim)
+            m = np.float32(acc / n)
+            for x in range(nx):
+                row[x] = row[x] - m
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _row_offsets(diff, lim1, lim2, second, keep, has_keep):
+    """:func:`_row_offsets_rows` over all rows, blocks of rows in parallel."""
+    ny = diff.shape[0]
+    nb = min(_BLOCKS, ny)
+    for blk in numba.prange(nb):
+        _row_offsets_rows(diff, lim1, lim2, second, keep, has_keep, blk * ny // nb, (blk + 1) * ny // nb)
 
 
 def remove_row_offsets(diff: np.ndarray, clip: float | None = None, exclude: np.ndarray | None = None) -> np.ndarray:

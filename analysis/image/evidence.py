@@ -96,99 +96,88 @@ def _abs_median(a, mask, has_mask, buf):
     return n_in, np.float32(np.float32(lo + hi) / np.float32(2.0))
 
 
-#: rows of an image are handed to the threads in this many blocks (fixed, so that every per-row
-#: result is computed the same way whatever the number of threads, ``NUMBA_NUM_THREADS``)
-_BLOCKS = 32
-
-
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _accumulate(zs, prev, clipv, sums, ring, count, lags):
+@numba.njit(cache=True, nogil=True)
+def _accumulate_rows(zs, prev, clipv, sums, ring, count, lags, y0, y1):
     """One frame into the window sums, in place (float32, the operations of numpy's clip and +=).
 
     Per pixel: zc = clip(zs, ±max(|prev|, clipv)); prev ← zs; sums[j] += zc − ring[count − lags[j]]
-    (once ``count`` ≥ lags[j]); ring[count] ← zc (slots modulo the ring depth). Rows run in
-    parallel (each row on its own: the same result on any number of threads).
+    (once ``count`` ≥ lags[j]); ring[count] ← zc (slots modulo the ring depth).
     """
     depth = ring.shape[0]
     slot = count % depth
     ny, nx = zs.shape
-    nb = min(_BLOCKS, ny)
-    for blk in numba.prange(nb):
-        zc = np.empty(nx, np.float32)
-        for y in range(blk * ny // nb, (blk + 1) * ny // nb):
-            for x in range(nx):
-                v = zs[y, x]
-                lim = abs(prev[y, x])
-                if lim < clipv:
-                    lim = clipv
-                prev[y, x] = v
-                zc[x] = min(max(v, -lim), lim)
-            for j in range(lags.shape[0]):
-                row = sums[j, y]
-                if count >= lags[j]:
-                    old = ring[(count - lags[j]) % depth, y]
-                    for x in range(nx):
-                        row[x] = (row[x] + zc[x]) - old[x]
-                else:
-                    for x in range(nx):
-                        row[x] = row[x] + zc[x]
-            dst = ring[slot, y]
-            for x in range(nx):
-                dst[x] = zc[x]
+    zc = np.empty(nx, np.float32)
+    for y in range(y0, y1):
+        for x in range(nx):
+            v = zs[y, x]
+            lim = abs(prev[y, x])
+            if lim < clipv:
+                lim = clipv
+            prev[y, x] = v
+            zc[x] = min(max(v, -lim), lim)
+        for j in range(lags.shape[0]):
+            row = sums[j, y]
+            if count >= lags[j]:
+                old = ring[(count - lags[j]) % depth, y]
+                for x in range(nx):
+                    row[x] = (row[x] + zc[x]) - old[x]
+            else:
+                for x in range(nx):
+                    row[x] = row[x] + zc[x]
+        dst = ring[slot, y]
+        for x in range(nx):
+            dst[x] = zc[x]
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _signed_max(sums, inv_edge, inv_rest, edges, ref_var, frame_sd, lags, out):
+@numba.njit(cache=True, nogil=True)
+def _signed_max_rows(sums, inv_edge, inv_rest, edges, ref_var, frame_sd, lags, out, y0, y1):
     """out = the statistic sums[j]·inv[j] of largest magnitude over j (the positive one on a tie);
     inv is ``inv_edge[j]`` where ``edges`` is True, else ``inv_rest[j]``, and where ``ref_var`` > 0
     at most 1 / (frame_sd·√(L + L²·ref_var)) (L = lags[j]): the spread of a window sum of L frames
-    against a reference that no longer follows them and whose own noise has variance ref_var.
-    Rows run in parallel."""
+    against a reference that no longer follows them and whose own noise has variance ref_var."""
     ny, nx = out.shape
-    nb = min(_BLOCKS, ny)
-    for blk in numba.prange(nb):
-        pos = np.empty(nx, np.float32)
-        neg = np.empty(nx, np.float32)
-        for y in range(blk * ny // nb, (blk + 1) * ny // nb):
-            e = edges[y]
-            rv = ref_var[y]
-            for x in range(nx):
-                pos[x] = -np.inf
-                neg[x] = np.inf
-            frozen = False
-            for x in range(nx):
-                if rv[x] > 0:
-                    frozen = True
-                    break
-            for j in range(sums.shape[0]):
-                row = sums[j, y]
-                a = inv_edge[j]
-                b = inv_rest[j]
-                L = np.float32(lags[j])
-                if not frozen:          # most rows: a loop the compiler vectorises
-                    for x in range(nx):
-                        t = row[x] * (a if e[x] else b)
-                        pos[x] = max(pos[x], t)
-                        neg[x] = min(neg[x], t)
-                    continue
+    pos = np.empty(nx, np.float32)
+    neg = np.empty(nx, np.float32)
+    for y in range(y0, y1):
+        e = edges[y]
+        rv = ref_var[y]
+        for x in range(nx):
+            pos[x] = -np.inf
+            neg[x] = np.inf
+        frozen = False
+        for x in range(nx):
+            if rv[x] > 0:
+                frozen = True
+                break
+        for j in range(sums.shape[0]):
+            row = sums[j, y]
+            a = inv_edge[j]
+            b = inv_rest[j]
+            L = np.float32(lags[j])
+            if not frozen:          # most rows: a loop the compiler vectorises
                 for x in range(nx):
-                    f = a if e[x] else b
-                    if rv[x] > 0:
-                        g = np.float32(1.0) / (frame_sd * np.sqrt(L + L * L * rv[x]))
-                        if g < f:
-                            f = g
-                    t = row[x] * f
+                    t = row[x] * (a if e[x] else b)
                     pos[x] = max(pos[x], t)
                     neg[x] = min(neg[x], t)
-            o = out[y]
+                continue
             for x in range(nx):
-                o[x] = pos[x] if pos[x] >= -neg[x] else neg[x]
+                f = a if e[x] else b
+                if rv[x] > 0:
+                    g = np.float32(1.0) / (frame_sd * np.sqrt(L + L * L * rv[x]))
+                    if g < f:
+                        f = g
+                t = row[x] * f
+                pos[x] = max(pos[x], t)
+                neg[x] = min(neg[x], t)
+        o = out[y]
+        for x in range(nx):
+            o[x] = pos[x] if pos[x] >= -neg[x] else neg[x]
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _largest(per_scale, out):
-    """out = per_scale[i] of largest magnitude over i (the first on a tie). Rows run in parallel."""
-    for y in numba.prange(out.shape[0]):
+@numba.njit(cache=True, nogil=True)
+def _largest_rows(per_scale, out, y0, y1):
+    """out = per_scale[i] of largest magnitude over i (the first on a tie)."""
+    for y in range(y0, y1):
         for x in range(out.shape[1]):
             best = per_scale[0, y, x]
             for i in range(1, per_scale.shape[0]):
@@ -198,59 +187,105 @@ def _largest(per_scale, out):
             out[y, x] = best
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _gauss_axis0(a, w, out):
+@numba.njit(cache=True, nogil=True)
+def _gauss_axis0_rows(a, w, out, y0, y1):
     """out[y] = w_0 a[y] + Σ_j w_j (a[y−j] + a[y+j]) along axis 0 (zeros outside; sums in double,
-    the farthest pair first, as ``scipy.ndimage.correlate1d`` does for a symmetric kernel).
-    Rows run in parallel."""
+    the farthest pair first, as ``scipy.ndimage.correlate1d`` does for a symmetric kernel)."""
     ny, nx = a.shape
     r = w.shape[0] - 1
+    acc = np.empty(nx)
+    for y in range(y0, y1):
+        for x in range(nx):
+            acc[x] = np.float64(a[y, x]) * w[0]
+        for j in range(r, 0, -1):
+            lo, hi = y - j, y + j
+            if lo >= 0 and hi < ny:
+                for x in range(nx):
+                    acc[x] += (np.float64(a[lo, x]) + np.float64(a[hi, x])) * w[j]
+            elif lo >= 0:
+                for x in range(nx):
+                    acc[x] += (np.float64(a[lo, x]) + 0.0) * w[j]
+            elif hi < ny:
+                for x in range(nx):
+                    acc[x] += (0.0 + np.float64(a[hi, x])) * w[j]
+            else:
+                for x in range(nx):
+                    acc[x] += 0.0 * w[j]
+        for x in range(nx):
+            out[y, x] = acc[x]
+
+
+@numba.njit(cache=True, nogil=True)
+def _gauss_axis1_rows(a, w, out, y0, y1):
+    """The same along the rows (axis 1)."""
+    ny, nx = a.shape
+    r = w.shape[0] - 1
+    line = np.zeros(nx + 2 * r)
+    acc = np.empty(nx)
+    for y in range(y0, y1):
+        for x in range(nx):
+            line[r + x] = a[y, x]
+        for x in range(nx):
+            acc[x] = line[r + x] * w[0]
+        for j in range(r, 0, -1):
+            wj = w[j]
+            left = line[r - j:r - j + nx]
+            right = line[r + j:r + j + nx]
+            for x in range(nx):
+                acc[x] += (left[x] + right[x]) * wj
+        for x in range(nx):
+            out[y, x] = acc[x]
+
+
+#: rows of an image are handed to the threads in this many blocks (fixed, so that every per-row
+#: result is computed the same way whatever the number of threads, ``NUMBA_NUM_THREADS``)
+_BLOCKS = 32
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _accumulate(zs, prev, clipv, sums, ring, count, lags):
+    """:func:`_accumulate_rows` over all rows, blocks of rows in parallel."""
+    ny = zs.shape[0]
     nb = min(_BLOCKS, ny)
     for blk in numba.prange(nb):
-        acc = np.empty(nx)
-        for y in range(blk * ny // nb, (blk + 1) * ny // nb):
-            for x in range(nx):
-                acc[x] = np.float64(a[y, x]) * w[0]
-            for j in range(r, 0, -1):
-                lo, hi = y - j, y + j
-                if lo >= 0 and hi < ny:
-                    for x in range(nx):
-                        acc[x] += (np.float64(a[lo, x]) + np.float64(a[hi, x])) * w[j]
-                elif lo >= 0:
-                    for x in range(nx):
-                        acc[x] += (np.float64(a[lo, x]) + 0.0) * w[j]
-                elif hi < ny:
-                    for x in range(nx):
-                        acc[x] += (0.0 + np.float64(a[hi, x])) * w[j]
-                else:
-                    for x in range(nx):
-                        acc[x] += 0.0 * w[j]
-            for x in range(nx):
-                out[y, x] = acc[x]
+        _accumulate_rows(zs, prev, clipv, sums, ring, count, lags, blk * ny // nb, (blk + 1) * ny // nb)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _signed_max(sums, inv_edge, inv_rest, edges, ref_var, frame_sd, lags, out):
+    """:func:`_signed_max_rows` over all rows, blocks of rows in parallel."""
+    ny = out.shape[0]
+    nb = min(_BLOCKS, ny)
+    for blk in numba.prange(nb):
+        _signed_max_rows(sums, inv_edge, inv_rest, edges, ref_var, frame_sd, lags, out,
+                         blk * ny // nb, (blk + 1) * ny // nb)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _largest(per_scale, out):
+    """:func:`_largest_rows` over all rows, blocks of rows in parallel."""
+    ny = out.shape[0]
+    nb = min(_BLOCKS, ny)
+    for blk in numba.prange(nb):
+        _largest_rows(per_scale, out, blk * ny // nb, (blk + 1) * ny // nb)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _gauss_axis0(a, w, out):
+    """:func:`_gauss_axis0_rows` over all rows, blocks of rows in parallel."""
+    ny = out.shape[0]
+    nb = min(_BLOCKS, ny)
+    for blk in numba.prange(nb):
+        _gauss_axis0_rows(a, w, out, blk * ny // nb, (blk + 1) * ny // nb)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _gauss_axis1(a, w, out):
-    """The same along the rows (axis 1). Rows run in parallel."""
-    ny, nx = a.shape
-    r = w.shape[0] - 1
+    """:func:`_gauss_axis1_rows` over all rows, blocks of rows in parallel."""
+    ny = out.shape[0]
     nb = min(_BLOCKS, ny)
     for blk in numba.prange(nb):
-        line = np.zeros(nx + 2 * r)
-        acc = np.empty(nx)
-        for y in range(blk * ny // nb, (blk + 1) * ny // nb):
-            for x in range(nx):
-                line[r + x] = a[y, x]
-            for x in range(nx):
-                acc[x] = line[r + x] * w[0]
-            for j in range(r, 0, -1):
-                wj = w[j]
-                left = line[r - j:r - j + nx]
-                right = line[r + j:r + j + nx]
-                for x in range(nx):
-                    acc[x] += (left[x] + right[x]) * wj
-            for x in range(nx):
-                out[y, x] = acc[x]
+        _gauss_axis1_rows(a, w, out, blk * ny // nb, (blk + 1) * ny // nb)
 
 
 def gaussian_smooth(a: np.ndarray, sigma: float, truncate: float = 3.0) -> np.ndarray:

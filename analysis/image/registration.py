@@ -45,89 +45,46 @@ def _noise_sigma(a: np.ndarray) -> float:
     return 1.4826 * float(np.median(np.abs(sub - np.median(sub)))) / np.sqrt(1.5) + 1e-12
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _prepare(a, glitch, despeckle, window, out):
+#: rows are handed to the threads in this many blocks (fixed, so that every row is computed the
+#: same way whatever the number of threads)
+_BLOCKS = 32
+
+
+@numba.njit(cache=True, nogil=True)
+def _prepare_rows(a, glitch, despeckle, window, out, y0, y1):
     """out = (a' − row mean of a') · window (float32; row means summed in double).
 
     a' = ``a`` if not ``despeckle``; else pixels that stand out from both vertical neighbours by
     more than ``glitch`` (k·σ: scan glitches) are clipped to within ``glitch`` of the neighbours'
     range (an edge row's missing neighbour is the row itself); ordinary pixels are left exactly
-    as they are, so the subpixel accuracy is kept. Rows in parallel, in 32 fixed blocks (the
-    same result on any number of threads)."""
+    as they are, so the subpixel accuracy is kept."""
     ny, nx = a.shape
-    nb = min(32, ny)
-    for blk in numba.prange(nb):
-        for y in range(blk * ny // nb, (blk + 1) * ny // nb):
-            yu = max(y - 1, 0)
-            yd = min(y + 1, ny - 1)
-            acc = 0.0
-            for x in range(nx):
-                v = a[y, x]
-                if despeckle:
-                    u = a[yu, x]
-                    d = a[yd, x]
-                    lo = min(u, d) - glitch
-                    hi = max(u, d) + glitch
-                    v = min(max(v, lo), hi)
-                out[y, x] = v
-                acc += v
-            m = np.float32(acc / nx)
-            for x in range(nx):
-                out[y, x] = (out[y, x] - m) * window[y, x]
+    for y in range(y0, y1):
+        yu = max(y - 1, 0)
+        yd = min(y + 1, ny - 1)
+        acc = 0.0
+        for x in range(nx):
+            v = a[y, x]
+            if despeckle:
+                u = a[yu, x]
+                d = a[yd, x]
+                lo = min(u, d) - glitch
+                hi = max(u, d) + glitch
+                v = min(max(v, lo), hi)
+            out[y, x] = v
+            acc += v
+        m = np.float32(acc / nx)
+        for x in range(nx):
+            out[y, x] = (out[y, x] - m) * window[y, x]
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _whiten(mov, ref, weight, whiten, out):
-    """out = mov·conj(ref) / (|mov·conj(ref)| + eps)^whiten · weight (complex64), eps = max(1e-12 ×
-    the largest magnitude, 1e-20). Rows in parallel, in 32 fixed blocks."""
-    ny, nx = mov.shape
-    nb = min(32, ny)
-    peaks = np.zeros(nb, np.float32)
+def _prepare(a, glitch, despeckle, window, out):
+    """:func:`_prepare_rows` over all rows, blocks of rows in parallel."""
+    ny = a.shape[0]
+    nb = min(_BLOCKS, ny)
     for blk in numba.prange(nb):
-        m = np.float32(0.0)
-        for y in range(blk * ny // nb, (blk + 1) * ny // nb):
-            for x in range(nx):
-                c = mov[y, x] * np.conj(ref[y, x])
-                out[y, x] = c
-                a = abs(c)
-                if a > m:
-                    m = a
-        peaks[blk] = m
-    eps = max(1e-12 * np.float64(peaks.max()), 1e-20)
-    for blk in numba.prange(nb):
-        for y in range(blk * ny // nb, (blk + 1) * ny // nb):
-            for x in range(nx):
-                c = out[y, x]
-                a = np.float32(abs(c) + eps)
-                if whiten == 1.0:
-                    g = np.float32(1.0) / a
-                elif whiten == 0.5:
-                    g = np.float32(1.0) / np.sqrt(a)
-                elif whiten > 0:
-                    g = np.float32(1.0) / a ** np.float32(whiten)
-                else:
-                    g = np.float32(1.0)
-                out[y, x] = c * (g * weight[y, x])
-
-
-@numba.njit(cache=True, nogil=True)
-def _peak_stats(corr):
-    """(flat index of the maximum, mean, standard deviation) of a float32 image (sums in double)."""
-    flat = corr.ravel()
-    n = flat.shape[0]
-    best = 0
-    s = 0.0
-    for i in range(n):
-        v = flat[i]
-        s += v
-        if v > flat[best]:
-            best = i
-    mean = s / n
-    q = 0.0
-    for i in range(n):
-        d = flat[i] - mean
-        q += d * d
-    return best, mean, np.sqrt(q / n)
+        _prepare_rows(a, glitch, despeckle, window, out, blk * ny // nb, (blk + 1) * ny // nb)
 
 
 class PhaseCorrelator:
@@ -187,18 +144,21 @@ class PhaseCorrelator:
 
     def shift(self, ref_spec: np.ndarray, mov_spec: np.ndarray) -> tuple[float, float]:
         """(dx, dy) of the moving image relative to the reference, from their spectra."""
-        # the cross-power spectrum, whitened (÷ |cross|^whiten) and weighted: one compiled pass
-        cross = np.empty(np.broadcast_shapes(mov_spec.shape, ref_spec.shape), np.complex64)
-        _whiten(np.asarray(mov_spec, np.complex64), np.asarray(ref_spec, np.complex64), self.weight,
-                float(self.whiten), cross)
+        cross = mov_spec * np.conj(ref_spec)
+        mag = np.abs(cross)
+        eps = max(1e-12 * float(mag.max()), 1e-20)
+        if self.whiten == 1.0:
+            cross /= mag + eps
+        elif self.whiten > 0:
+            cross /= (mag + eps) ** self.whiten
+        cross *= self.weight
         corr = sfft.irfft2(cross, s=self.shape, workers=self.workers)
         ny, nx = corr.shape
-        flat_i, mean, std = _peak_stats(np.ascontiguousarray(corr, np.float32))
-        flat_i = int(flat_i)
+        flat_i = int(np.argmax(corr))
         iy, ix = np.unravel_index(flat_i, corr.shape)
         #: height of the correlation peak in standard deviations of the correlation surface: about 5
         #: for images with nothing in common (noise), tens to hundreds for a real match
-        self.last_quality = float((corr.flat[flat_i] - mean) / (std + 1e-30))
+        self.last_quality = float((corr.flat[flat_i] - corr.mean()) / (corr.std() + 1e-30))
         c = corr[iy, ix]
         fy = _gauss_vertex(corr[(iy - 1) % ny, ix], c, corr[(iy + 1) % ny, ix])
         fx = _gauss_vertex(corr[iy, (ix - 1) % nx], c, corr[iy, (ix + 1) % nx])
