@@ -38,12 +38,11 @@ def _pixel_spread_rows(d, sd, pm, pv, hold, has_hold, beta, spread, y0, y1):
         for x in range(nx):
             m = pm[y, x]
             v = pv[y, x]
-            if has_hold and hold[y, x]:
-                dc, dc2 = m, v
-            else:
-                lim = three * sd[y, x]
-                dc = min(max(d[y, x], -lim), lim)
-                dc2 = dc * dc
+            lim = three * sd[y, x]
+            dcc = min(max(d[y, x], -lim), lim)
+            held = has_hold and hold[y, x]      # (selects rather than branches: vectorised)
+            dc = m if held else dcc
+            dc2 = v if held else dcc * dcc
             m = m + beta * (dc - m)
             v = v + beta * (dc2 - v)
             pm[y, x] = m
@@ -71,32 +70,34 @@ def _normalise_and_step_rows(d, sd, spread, floor, clip, rate, outlier, use_outl
     columns, rounded to float32 in between (as ``scipy.ndimage.uniform_filter``)."""
     ny, nx = d.shape
     col = np.empty(nx, np.float32)
+    h = np.empty(nx, np.float32)
     for y in range(y0, y1):
+        # (simple loops without branches, which the compiler vectorises)
         ya = max(y - 1, 0)
         yb = min(y + 1, ny - 1)
         for x in range(nx):
             col[x] = np.float32((np.float64(spread[ya, x]) + np.float64(spread[y, x])
                                  + np.float64(spread[yb, x])) / 3.0)
+        for x in range(1, nx - 1):
+            h[x] = np.float32((np.float64(col[x - 1]) + np.float64(col[x]) + np.float64(col[x + 1])) / 3.0)
+        x1 = min(1, nx - 1)
+        h[0] = np.float32((np.float64(col[0]) + np.float64(col[0]) + np.float64(col[x1])) / 3.0)
+        x1 = max(nx - 2, 0)
+        h[nx - 1] = np.float32((np.float64(col[x1]) + np.float64(col[nx - 1]) + np.float64(col[nx - 1])) / 3.0)
         for x in range(nx):
-            xa = max(x - 1, 0)
-            xb = min(x + 1, nx - 1)
-            h = np.float32((np.float64(col[xa]) + np.float64(col[x]) + np.float64(col[xb])) / 3.0)
-            f = np.sqrt(h) * floor
-            s = sd[y, x]
-            if f > s:
-                s = f
+            f = np.sqrt(h[x]) * floor
+            s0 = sd[y, x]
+            s = f if f > s0 else s0
             sd_out[y, x] = s
             z = d[y, x] / s
             zv[y, x] = z
             st = min(max(z, -clip), clip)
             st = st * s
             st = st * rate
-            if use_outlier and abs(z) > outlier:
-                st = np.float32(0.0)
-            if has_fz and fz[y, x]:
-                st = np.float32(0.0)
-            d[y, x] = st
-            if ready[y, x] and st != 0 and nref[y, x] < nref_max:
+            drop = (use_outlier and abs(z) > outlier) or (has_fz and fz[y, x])
+            d[y, x] = np.float32(0.0) if drop else st
+        for x in range(nx):
+            if ready[y, x] and d[y, x] != 0 and nref[y, x] < nref_max:
                 nref[y, x] += np.float32(1.0)
 
 
