@@ -62,6 +62,12 @@ def test_row_offsets_match_numpy_clipped_means():
         ref = ref - (np.clip(ref, -3, 3) * w).sum(axis=1, keepdims=True) / n
         got = remove_row_offsets(d.copy(), clip=3.0, exclude=ex)
         assert np.abs(got - ref).max() < 1e-4
+        # and the float32 numpy steps bit for bit (the kernel sums in numpy's pairwise order)
+        d32 = d.copy()
+        w32 = w.astype(np.float32)
+        d32 -= (np.clip(d32, -12.0, 12.0) * w32).sum(axis=1, keepdims=True) / n.astype(np.float32)
+        d32 -= (np.clip(d32, -3.0, 3.0) * w32).sum(axis=1, keepdims=True) / n.astype(np.float32)
+        assert np.array_equal(got, d32)
 
 
 def test_abs_median_is_robust_sigma_of_the_subsample():

@@ -20,6 +20,8 @@ import numba
 import numpy as np
 import scipy.fft as sfft
 
+from insitu.analysis.image._pairwise import pairwise_sum_f32
+
 __all__ = ["ShiftSmoother", "upsample_fourier", "valid_slices", "remove_row_offsets", "DifferentialImager"]
 
 
@@ -113,11 +115,14 @@ def _normalise_and_step(d, sd, spread, floor, clip, rate, outlier, use_outlier, 
 
 
 @numba.njit(cache=True, nogil=True)
-def _sd_from_model_rows(ref, xp, fp, slopes, g2, shift_var, has_shift, floor, out, y0, y1):
+def _sd_from_model_rows(ref, xp, fp, slopes, start, g2, shift_var, has_shift, floor, out, y0, y1):
     """out = √max(interp(ref; xp, fp) + shift_var·g2, floor) (float32): ``np.interp`` (the same
-    formula, slopes precomputed as numpy does for long inputs) then the float32 steps."""
+    formula, slopes precomputed as numpy does for long inputs) then the float32 steps. ``start``:
+    for equal cells over [xp[0], xp[−1]], an index near the interval of the cell's values, where
+    the search for the interval begins (it walks from there, so any start gives the same answer)."""
     ny, nx = ref.shape
     n = xp.shape[0]
+    cell = start.shape[0] / (xp[n - 1] - xp[0]) if xp[n - 1] > xp[0] else 0.0
     for y in range(y0, y1):
         for x in range(nx):
             r = np.float64(ref[y, x])
@@ -126,13 +131,12 @@ def _sd_from_model_rows(ref, xp, fp, slopes, g2, shift_var, has_shift, floor, ou
             elif r >= xp[n - 1]:
                 v = fp[n - 1]
             else:
-                lo, hi = 0, n - 1          # xp[lo] <= r < xp[hi]
-                while hi - lo > 1:
-                    mid = (lo + hi) >> 1
-                    if xp[mid] <= r:
-                        lo = mid
-                    else:
-                        hi = mid
+                c = int((r - xp[0]) * cell)
+                lo = start[min(max(c, 0), start.shape[0] - 1)]
+                while lo > 0 and xp[lo] > r:
+                    lo -= 1
+                while xp[lo + 1] <= r:      # now xp[lo] <= r < xp[lo + 1]
+                    lo += 1
                 v = fp[lo] if xp[lo] == r else slopes[lo] * (r - xp[lo]) + fp[lo]
             w = np.float32(v)
             if has_shift:
@@ -143,12 +147,12 @@ def _sd_from_model_rows(ref, xp, fp, slopes, g2, shift_var, has_shift, floor, ou
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _sd_from_model(ref, xp, fp, slopes, g2, shift_var, has_shift, floor, out):
+def _sd_from_model(ref, xp, fp, slopes, start, g2, shift_var, has_shift, floor, out):
     """:func:`_sd_from_model_rows` over all rows, blocks of rows in parallel."""
     ny = ref.shape[0]
     nb = min(_BLOCKS, ny)
     for blk in numba.prange(nb):
-        _sd_from_model_rows(ref, xp, fp, slopes, g2, shift_var, has_shift, floor, out,
+        _sd_from_model_rows(ref, xp, fp, slopes, start, g2, shift_var, has_shift, floor, out,
                             blk * ny // nb, (blk + 1) * ny // nb)
 
 
@@ -253,23 +257,26 @@ def valid_slices(shape, dx: float, dy: float, margin: int) -> tuple[slice, slice
 @numba.njit(cache=True, nogil=True)
 def _row_offsets_rows(diff, lim1, lim2, second, keep, has_keep, y0, y1):
     """Per row, in place: subtract the mean of diff clipped to ±lim1, then (if ``second``) the mean
-    of the result clipped to ±lim2; means over ``keep`` only if ``has_keep`` (sums in double,
-    each mean rounded to float32)."""
+    of the result clipped to ±lim2; means over ``keep`` only if ``has_keep`` (float32, summed in
+    numpy's order: the numbers of the numpy steps, bit for bit)."""
     ny, nx = diff.shape
+    buf = np.empty(nx, np.float32)
+    zero = np.float32(0.0)
     for y in range(y0, y1):
         row = diff[y]
-        n = 0
-        for x in range(nx):
-            if not has_keep or keep[y, x]:
-                n += 1
-        n = max(n, 1)
+        n = np.float32(nx)
+        if has_keep:
+            c = 0
+            for x in range(nx):
+                if keep[y, x]:
+                    c += 1
+            n = np.float32(max(c, 1))
         for p in range(2 if second else 1):
             lim = lim1 if p == 0 else lim2
-            acc = 0.0
             for x in range(nx):
-                if not has_keep or keep[y, x]:
-                    acc += min(max(row[x], -lim), lim)
-            m = np.float32(acc / n)
+                v = min(max(row[x], -lim), lim)
+                buf[x] = (v if keep[y, x] else v * zero) if has_keep else v
+            m = pairwise_sum_f32(buf, 0, nx) / n
             for x in range(nx):
                 row[x] = row[x] - m
 
@@ -441,9 +448,11 @@ class DifferentialImager:
         xp = np.asarray(self._lvl, np.float64)
         fp = np.asarray(self._lvar, np.float64)
         slopes = np.diff(fp) / np.diff(xp) if xp.size > 1 else np.zeros(1)
+        cells = np.linspace(xp[0], xp[-1], 1025)[:-1]
+        start = np.clip(np.searchsorted(xp, cells, "right") - 1, 0, max(xp.size - 2, 0)).astype(np.int64)
         has_shift = self._grad is not None and self.shift_var > 0
         sd = np.empty(self.reference.shape, np.float32)
-        _sd_from_model(self.reference, xp, fp, slopes, self._grad[2] if has_shift else self.reference,
+        _sd_from_model(self.reference, xp, fp, slopes, start, self._grad[2] if has_shift else self.reference,
                        np.float32(self.shift_var), has_shift, np.float32(1e-6 * self._s2 + 1e-30), sd)
         self._sd = sd
 

@@ -153,22 +153,27 @@ def _signed_max_rows(sums, inv_edge, inv_rest, edges, ref_var, frame_sd, lags, o
             row = sums[j, y]
             a = inv_edge[j]
             b = inv_rest[j]
-            L = np.float32(lags[j])
-            if not frozen:          # most rows: a loop the compiler vectorises
-                for x in range(nx):
-                    t = row[x] * (a if e[x] else b)
-                    pos[x] = max(pos[x], t)
-                    neg[x] = min(neg[x], t)
-                continue
-            for x in range(nx):
-                f = a if e[x] else b
-                if rv[x] > 0:
-                    g = np.float32(1.0) / (frame_sd * np.sqrt(L + L * L * rv[x]))
-                    if g < f:
-                        f = g
-                t = row[x] * f
+            for x in range(nx):         # a loop the compiler vectorises
+                t = row[x] * (a if e[x] else b)
                 pos[x] = max(pos[x], t)
                 neg[x] = min(neg[x], t)
+        if frozen:
+            # the (few) pixels where the reference has stopped following, again with that limit
+            for x in range(nx):
+                if rv[x] > 0:
+                    p = np.float32(-np.inf)
+                    q = np.float32(np.inf)
+                    for j in range(sums.shape[0]):
+                        L = np.float32(lags[j])
+                        f = inv_edge[j] if e[x] else inv_rest[j]
+                        g = np.float32(1.0) / (frame_sd * np.sqrt(L + L * L * rv[x]))
+                        if g < f:
+                            f = g
+                        t = sums[j, y, x] * f
+                        p = max(p, t)
+                        q = min(q, t)
+                    pos[x] = p
+                    neg[x] = q
         o = out[y]
         for x in range(nx):
             o[x] = pos[x] if pos[x] >= -neg[x] else neg[x]

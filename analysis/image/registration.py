@@ -17,6 +17,8 @@ import numba
 import numpy as np
 import scipy.fft as sfft
 
+from insitu.analysis.image._pairwise import pairwise_sum_f32
+
 __all__ = ["phase_shift", "PhaseCorrelator", "fourier_shift"]
 
 
@@ -52,7 +54,7 @@ _BLOCKS = 32
 
 @numba.njit(cache=True, nogil=True)
 def _prepare_rows(a, glitch, despeckle, window, out, y0, y1):
-    """out = (a' − row mean of a') · window (float32; row means summed in double).
+    """out = (a' − row mean of a') · window (float32, the numbers of the numpy steps bit for bit).
 
     a' = ``a`` if not ``despeckle``; else pixels that stand out from both vertical neighbours by
     more than ``glitch`` (k·σ: scan glitches) are clipped to within ``glitch`` of the neighbours'
@@ -62,7 +64,6 @@ def _prepare_rows(a, glitch, despeckle, window, out, y0, y1):
     for y in range(y0, y1):
         yu = max(y - 1, 0)
         yd = min(y + 1, ny - 1)
-        acc = 0.0
         for x in range(nx):
             v = a[y, x]
             if despeckle:
@@ -72,8 +73,7 @@ def _prepare_rows(a, glitch, despeckle, window, out, y0, y1):
                 hi = max(u, d) + glitch
                 v = min(max(v, lo), hi)
             out[y, x] = v
-            acc += v
-        m = np.float32(acc / nx)
+        m = pairwise_sum_f32(out[y], 0, nx) / np.float32(nx)
         for x in range(nx):
             out[y, x] = (out[y, x] - m) * window[y, x]
 
