@@ -156,6 +156,26 @@ def _sd_from_model(ref, xp, fp, slopes, start, g2, shift_var, has_shift, floor, 
                             blk * ny // nb, (blk + 1) * ny // nb)
 
 
+@numba.njit(cache=True, nogil=True)
+def _sub_shift_rows(d, cx, gx, cy, gy, y0, y1):
+    """d[y] ← (d[y] − cx[y]·gx[y]) − cy[y]·gy[y], in place (float32, as the numpy steps)."""
+    nx = d.shape[1]
+    for y in range(y0, y1):
+        a = cx[y]
+        b = cy[y]
+        for x in range(nx):
+            d[y, x] = (d[y, x] - a * gx[y, x]) - b * gy[y, x]
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _sub_shift(d, cx, gx, cy, gy):
+    """:func:`_sub_shift_rows` over all rows, blocks of rows in parallel."""
+    ny = d.shape[0]
+    nb = min(_BLOCKS, ny)
+    for blk in numba.prange(nb):
+        _sub_shift_rows(d, cx, gx, cy, gy, blk * ny // nb, (blk + 1) * ny // nb)
+
+
 class ShiftSmoother:
     """Shift images by a subpixel amount and smooth them with a Gaussian, in one FFT pair.
 
@@ -704,8 +724,9 @@ class DifferentialImager:
         if not np.isfinite(a).all() or np.linalg.cond(a) > 1e6:
             return
         sx, sy, bx, by = np.linalg.solve(a, b)
-        d -= (np.float32(sx) + np.float32(bx) * yh) * gxf
-        d -= (np.float32(sy) + np.float32(by) * yh) * gyf
+        # d −= (δx + βx·ŷ)·gx + (δy + βy·ŷ)·gy, in one compiled pass
+        _sub_shift(d, (np.float32(sx) + np.float32(bx) * yh).ravel(), gxf,
+                   (np.float32(sy) + np.float32(by) * yh).ravel(), gyf)
 
     def _update_shift_var(self, zv: np.ndarray, sd: np.ndarray, sl, exclude) -> None:
         """Fit the variance of the residual shift (px²): excess d² over the counting noise vs |∇R|².
