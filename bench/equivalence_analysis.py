@@ -105,6 +105,8 @@ if __name__ == "__main__":
         rest = [a for a in sys.argv[3:] if a != "--perturb"]
         np.savez(sys.argv[2], **run(rest, perturb="--perturb" in sys.argv[3:]))
     else:
-        res = compare(dict(np.load(sys.argv[2])), dict(np.load(sys.argv[3])))
-        print("EQUIVALENT" if res else "NOT EQUIVALENT")
+        a, b = dict(np.load(sys.argv[2])), dict(np.load(sys.argv[3]))
+        res = compare(a, b)
+        same = a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+        print(("EQUIVALENT" if res else "NOT EQUIVALENT") + (" (bit for bit identical)" if same else ""))
         sys.exit(0 if res else 1)
