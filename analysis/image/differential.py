@@ -16,11 +16,164 @@ frame-sized arrays, whatever the length of the series; every frame costs the sam
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 import scipy.fft as sfft
-from scipy import ndimage as ndi
+
+from insitu.analysis.image._pairwise import pairwise_sum_f32
 
 __all__ = ["ShiftSmoother", "upsample_fourier", "valid_slices", "remove_row_offsets", "DifferentialImager"]
+
+
+#: rows are handed to the threads in this many blocks (fixed, so that every per-row result is
+#: computed the same way whatever the number of threads, ``NUMBA_NUM_THREADS``)
+_BLOCKS = 32
+
+
+@numba.njit(cache=True, nogil=True)
+def _pixel_spread_rows(d, sd, pm, pv, hold, has_hold, beta, spread, y0, y1):
+    """Running mean ``pm`` and mean square ``pv`` of d clipped to ±3·sd, in place (not where
+    ``hold``), and ``spread`` = max(pv − pm², 0) (float32, the operations of the numpy steps)."""
+    ny, nx = d.shape
+    three = np.float32(3.0)
+    for y in range(y0, y1):
+        for x in range(nx):
+            m = pm[y, x]
+            v = pv[y, x]
+            lim = three * sd[y, x]
+            dcc = min(max(d[y, x], -lim), lim)
+            held = has_hold and hold[y, x]      # (selects rather than branches: vectorised)
+            dc = m if held else dcc
+            dc2 = v if held else dcc * dcc
+            m = m + beta * (dc - m)
+            v = v + beta * (dc2 - v)
+            pm[y, x] = m
+            pv[y, x] = v
+            s = v - m * m
+            spread[y, x] = s if s > 0 else np.float32(0.0)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _pixel_spread(d, sd, pm, pv, hold, has_hold, beta, spread):
+    """:func:`_pixel_spread_rows` over all rows, blocks of rows in parallel."""
+    ny = d.shape[0]
+    nb = min(_BLOCKS, ny)
+    for blk in numba.prange(nb):
+        _pixel_spread_rows(d, sd, pm, pv, hold, has_hold, beta, spread, blk * ny // nb, (blk + 1) * ny // nb)
+
+
+@numba.njit(cache=True, nogil=True)
+def _normalise_and_step_rows(d, sd, spread, floor, clip, rate, outlier, use_outlier, fz, has_fz,
+                             ready, nref, nref_max, zv, sd_out, y0, y1):
+    """σ per pixel = max(sd, floor·√(3×3 mean of ``spread``, edges repeated)) → ``sd_out``;
+    zv = d / σ; ``d`` ← the clipped reference update clip(zv, ±clip)·σ·rate (0 where |zv| >
+    ``outlier`` if ``use_outlier``, and where ``fz``); ``nref`` += 1 where ``ready``, the update
+    is not 0 and nref < ``nref_max``. The 3×3 mean in double, rows first then
+    columns, rounded to float32 in between (as ``scipy.ndimage.uniform_filter``)."""
+    ny, nx = d.shape
+    col = np.empty(nx, np.float32)
+    h = np.empty(nx, np.float32)
+    for y in range(y0, y1):
+        # (simple loops without branches, which the compiler vectorises)
+        ya = max(y - 1, 0)
+        yb = min(y + 1, ny - 1)
+        for x in range(nx):
+            col[x] = np.float32((np.float64(spread[ya, x]) + np.float64(spread[y, x])
+                                 + np.float64(spread[yb, x])) / 3.0)
+        for x in range(1, nx - 1):
+            h[x] = np.float32((np.float64(col[x - 1]) + np.float64(col[x]) + np.float64(col[x + 1])) / 3.0)
+        x1 = min(1, nx - 1)
+        h[0] = np.float32((np.float64(col[0]) + np.float64(col[0]) + np.float64(col[x1])) / 3.0)
+        x1 = max(nx - 2, 0)
+        h[nx - 1] = np.float32((np.float64(col[x1]) + np.float64(col[nx - 1]) + np.float64(col[nx - 1])) / 3.0)
+        for x in range(nx):
+            f = np.sqrt(h[x]) * floor
+            s0 = sd[y, x]
+            s = f if f > s0 else s0
+            sd_out[y, x] = s
+            z = d[y, x] / s
+            zv[y, x] = z
+            st = min(max(z, -clip), clip)
+            st = st * s
+            st = st * rate
+            drop = (use_outlier and abs(z) > outlier) or (has_fz and fz[y, x])
+            d[y, x] = np.float32(0.0) if drop else st
+        for x in range(nx):
+            if ready[y, x] and d[y, x] != 0 and nref[y, x] < nref_max:
+                nref[y, x] += np.float32(1.0)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _normalise_and_step(d, sd, spread, floor, clip, rate, outlier, use_outlier, fz, has_fz,
+                        ready, nref, nref_max, zv, sd_out):
+    """:func:`_normalise_and_step_rows` over all rows, blocks of rows in parallel."""
+    ny = d.shape[0]
+    nb = min(_BLOCKS, ny)
+    for blk in numba.prange(nb):
+        _normalise_and_step_rows(d, sd, spread, floor, clip, rate, outlier, use_outlier, fz, has_fz,
+                                 ready, nref, nref_max, zv, sd_out, blk * ny // nb, (blk + 1) * ny // nb)
+
+
+@numba.njit(cache=True, nogil=True)
+def _sd_from_model_rows(ref, xp, fp, slopes, start, g2, shift_var, has_shift, floor, out, y0, y1):
+    """out = √max(interp(ref; xp, fp) + shift_var·g2, floor) (float32): ``np.interp`` (the same
+    formula, slopes precomputed as numpy does for long inputs) then the float32 steps. ``start``:
+    for equal cells over [xp[0], xp[−1]], an index near the interval of the cell's values, where
+    the search for the interval begins (it walks from there, so any start gives the same answer)."""
+    ny, nx = ref.shape
+    n = xp.shape[0]
+    cell = start.shape[0] / (xp[n - 1] - xp[0]) if xp[n - 1] > xp[0] else 0.0
+    for y in range(y0, y1):
+        for x in range(nx):
+            r = np.float64(ref[y, x])
+            if r < xp[0]:
+                v = fp[0]
+            elif r >= xp[n - 1]:
+                v = fp[n - 1]
+            else:
+                c = int((r - xp[0]) * cell)
+                lo = start[min(max(c, 0), start.shape[0] - 1)]
+                while lo > 0 and xp[lo] > r:
+                    lo -= 1
+                while xp[lo + 1] <= r:      # now xp[lo] <= r < xp[lo + 1]
+                    lo += 1
+                v = fp[lo] if xp[lo] == r else slopes[lo] * (r - xp[lo]) + fp[lo]
+            w = np.float32(v)
+            if has_shift:
+                w = w + shift_var * g2[y, x]
+            if w < floor:
+                w = floor
+            out[y, x] = np.sqrt(w)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _sd_from_model(ref, xp, fp, slopes, start, g2, shift_var, has_shift, floor, out):
+    """:func:`_sd_from_model_rows` over all rows, blocks of rows in parallel."""
+    ny = ref.shape[0]
+    nb = min(_BLOCKS, ny)
+    for blk in numba.prange(nb):
+        _sd_from_model_rows(ref, xp, fp, slopes, start, g2, shift_var, has_shift, floor, out,
+                            blk * ny // nb, (blk + 1) * ny // nb)
+
+
+@numba.njit(cache=True, nogil=True)
+def _sub_shift_rows(d, cx, gx, cy, gy, y0, y1):
+    """d[y] ← (d[y] − cx[y]·gx[y]) − cy[y]·gy[y], in place (float32, as the numpy steps)."""
+    nx = d.shape[1]
+    for y in range(y0, y1):
+        a = cx[y]
+        b = cy[y]
+        for x in range(nx):
+            d[y, x] = (d[y, x] - a * gx[y, x]) - b * gy[y, x]
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _sub_shift(d, cx, gx, cy, gy):
+    """:func:`_sub_shift_rows` over all rows, blocks of rows in parallel."""
+    ny = d.shape[0]
+    nb = min(_BLOCKS, ny)
+    for blk in numba.prange(nb):
+        _sub_shift_rows(d, cx, gx, cy, gy, blk * ny // nb, (blk + 1) * ny // nb)
 
 
 class ShiftSmoother:
@@ -65,9 +218,14 @@ class ShiftSmoother:
 
     def apply(self, img: np.ndarray, dx: float, dy: float) -> np.ndarray:
         """Return ``img`` with its content moved by (+dx, +dy) px and smoothed (float32, ``out_shape``)."""
-        spec = sfft.rfft2(np.asarray(img, np.float32), workers=self.workers)
+        a = np.asarray(img, np.float32)
         if self.step > 1:
-            spec = spec[self.rows, :self.ncols]
+            # only the kept columns go through the FFT along the columns (the same numbers as
+            # rfft2 and then the selection, in about 80 % of the time)
+            spec = sfft.rfft(a, axis=1, workers=self.workers)[:, :self.ncols]
+            spec = sfft.fft(spec, axis=0, workers=self.workers, overwrite_x=True)[self.rows]
+        else:
+            spec = sfft.rfft2(a, workers=self.workers)
         hy = (self.gy * np.exp(-2j * np.pi * self.ky * dy)).astype(np.complex64)
         hx = (self.gx * np.exp(-2j * np.pi * self.kx * dx)).astype(np.complex64)
         spec *= hy[:, None]
@@ -116,6 +274,42 @@ def valid_slices(shape, dx: float, dy: float, margin: int) -> tuple[slice, slice
     return slice(y0, max(y0, y1)), slice(x0, max(x0, x1))
 
 
+@numba.njit(cache=True, nogil=True)
+def _row_offsets_rows(diff, lim1, lim2, second, keep, has_keep, y0, y1):
+    """Per row, in place: subtract the mean of diff clipped to ±lim1, then (if ``second``) the mean
+    of the result clipped to ±lim2; means over ``keep`` only if ``has_keep`` (float32, summed in
+    numpy's order: the numbers of the numpy steps, bit for bit)."""
+    ny, nx = diff.shape
+    buf = np.empty(nx, np.float32)
+    zero = np.float32(0.0)
+    for y in range(y0, y1):
+        row = diff[y]
+        n = np.float32(nx)
+        if has_keep:
+            c = 0
+            for x in range(nx):
+                if keep[y, x]:
+                    c += 1
+            n = np.float32(max(c, 1))
+        for p in range(2 if second else 1):
+            lim = lim1 if p == 0 else lim2
+            for x in range(nx):
+                v = min(max(row[x], -lim), lim)
+                buf[x] = (v if keep[y, x] else v * zero) if has_keep else v
+            m = pairwise_sum_f32(buf, 0, nx) / n
+            for x in range(nx):
+                row[x] = row[x] - m
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _row_offsets(diff, lim1, lim2, second, keep, has_keep):
+    """:func:`_row_offsets_rows` over all rows, blocks of rows in parallel."""
+    ny = diff.shape[0]
+    nb = min(_BLOCKS, ny)
+    for blk in numba.prange(nb):
+        _row_offsets_rows(diff, lim1, lim2, second, keep, has_keep, blk * ny // nb, (blk + 1) * ny // nb)
+
+
 def remove_row_offsets(diff: np.ndarray, clip: float | None = None, exclude: np.ndarray | None = None) -> np.ndarray:
     """Subtract each row's (clipped) mean in place (scan-line noise) and return ``diff``.
 
@@ -131,24 +325,22 @@ def remove_row_offsets(diff: np.ndarray, clip: float | None = None, exclude: np.
     >>> float(np.abs(remove_row_offsets(d)).max())
     0.0
     """
-    if exclude is not None:
-        # rows through known changes (growing seeds) are measured on the rest of the row only, so
-        # that a row of seeds does not shift the whole row the other way
-        w = (~exclude).astype(np.float32)
-        n = np.maximum(w.sum(axis=1, keepdims=True), 1.0)
-        lim = np.inf if clip is None else 4 * clip
-        diff -= (np.clip(diff, -lim, lim) * w).sum(axis=1, keepdims=True) / n
-        if clip is not None:
-            diff -= (np.clip(diff, -clip, clip) * w).sum(axis=1, keepdims=True) / n
-        return diff
-    if clip is None:
+    if clip is None and exclude is None:
         diff -= diff.mean(axis=1, keepdims=True)
         return diff
-    # two passes: a row offset larger than the clip itself (strong scan noise) is found first with
-    # a wide clip, then refined around it with the narrow one
-    m = np.clip(diff, -4 * clip, 4 * clip).mean(axis=1, keepdims=True)
-    diff -= m
-    diff -= np.clip(diff, -clip, clip).mean(axis=1, keepdims=True)
+    if diff.dtype != np.float32:
+        # (the compiled pass is for float32 images; others go through float32 and back)
+        d32 = remove_row_offsets(diff.astype(np.float32), clip, exclude)
+        diff[...] = d32
+        return diff
+    # rows through known changes (growing seeds) are measured on the rest of the row only, so
+    # that a row of seeds does not shift the whole row the other way. Two passes: a row offset
+    # larger than the clip itself (strong scan noise) is found first with a wide clip, then refined
+    # around it with the narrow one.
+    lim1 = np.float32(np.inf if clip is None else 4 * clip)
+    lim2 = np.float32(np.inf if clip is None else clip)
+    keep = np.zeros((1, 1), np.bool_) if exclude is None else ~np.asarray(exclude, bool)
+    _row_offsets(diff, lim1, lim2, clip is not None, keep, exclude is not None)
     return diff
 
 
@@ -272,11 +464,17 @@ class DifferentialImager:
 
     def _sd_map(self) -> None:
         """σ per working pixel from the level model and the shift term (refreshed every 4 frames)."""
-        v = np.interp(self.reference, self._lvl, self._lvar).astype(np.float32)
-        if self._grad is not None and self.shift_var > 0:
-            v += np.float32(self.shift_var) * self._grad[2]
-        np.maximum(v, np.float32(1e-6 * self._s2 + 1e-30), out=v)
-        self._sd = np.sqrt(v)
+        # v = interp(R; levels, variances) (+ shift_var·|∇R|²), at least 1e-6 of the median; σ = √v
+        xp = np.asarray(self._lvl, np.float64)
+        fp = np.asarray(self._lvar, np.float64)
+        slopes = np.diff(fp) / np.diff(xp) if xp.size > 1 else np.zeros(1)
+        cells = np.linspace(xp[0], xp[-1], 1025)[:-1]
+        start = np.clip(np.searchsorted(xp, cells, "right") - 1, 0, max(xp.size - 2, 0)).astype(np.int64)
+        has_shift = self._grad is not None and self.shift_var > 0
+        sd = np.empty(self.reference.shape, np.float32)
+        _sd_from_model(self.reference, xp, fp, slopes, start, self._grad[2] if has_shift else self.reference,
+                       np.float32(self.shift_var), has_shift, np.float32(1e-6 * self._s2 + 1e-30), sd)
+        self._sd = sd
 
     def _match_brightness(self, av: np.ndarray, rv: np.ndarray, ready: np.ndarray | None,
                           keep: np.ndarray | None = None) -> None:
@@ -424,49 +622,30 @@ class DifferentialImager:
         remove_row_offsets(d, clip=3.0 * float(np.sqrt(self._s2)), exclude=fz)
         if part:
             d[new] = 0.0
-        sd = self._sd[sl]
         # per-pixel floor: the running variance of d about its running mean can only raise σ where
         # the block model is too low (inside bright particles). About the mean, so that a seed
         # (a persistent change) does not raise its own σ; a 3×3 mean keeps the scatter small.
+        # Then z = d / σ and the clipped update of the reference: at most clip_sigma·σ·alpha per
+        # frame; the reference is the specimen before any change: no update where a change is
+        # under way, nor, once it holds a few frames, where this frame is an outlier (a one-frame
+        # artefact must not enter it; a young reference must still correct its own errors).
+        # One pass per pixel in two compiled kernels (rows in parallel).
         beta = np.float32(max(self.beta, 1.0 / max(1, self.count - self.n_init)))
-        pm, pv = self._pmean[sl], self._pvar[sl]
-        lim3 = np.float32(3.0) * sd
-        dc = np.clip(d, -lim3, lim3)
-        if part:
-            dc[new] = pm[new]
-        if fz is not None:
-            dc[fz] = pm[fz]
-        pm += beta * (dc - pm)
-        dc *= dc
-        if part:
-            dc[new] = pv[new]
-        if fz is not None:
-            dc[fz] = pv[fz]
-        pv += beta * (dc - pv)
-        spread = pv - pm * pm
-        np.maximum(spread, 0, out=spread)
-        floor_sd = np.sqrt(ndi.uniform_filter(spread, 3, mode="nearest"))
-        floor_sd *= np.float32(self.pixel_floor)
-        sd = np.maximum(sd, floor_sd)
+        hold = new if fz is None else (fz if new is None else (fz | new))
+        no_mask = np.zeros((1, 1), np.bool_)
+        spread = np.empty(d.shape, np.float32)
+        _pixel_spread(d, self._sd[sl], self._pmean[sl], self._pvar[sl], no_mask if hold is None else hold,
+                      hold is not None, beta, spread)
         z = np.zeros(self.shape, np.float32)
         zv = z[sl]
-        np.divide(d, sd, out=zv)
-        # clipped update of the reference: at most clip_sigma·σ·alpha per frame
-        lim = np.float32(self.clip_sigma)
-        step = np.clip(zv, -lim, lim, out=d)
-        step *= sd
-        step *= np.float32(max(self.alpha, 1.0 / max(1, self.count - self.n_init + 1)))
-        # the reference is the specimen before any change: no update where a change is under way,
-        # nor, once it holds a few frames, where this frame is an outlier (a one-frame artefact
-        # must not enter it)
-        if self.count > self.n_init + 5:   # (a young reference must still correct its own errors)
-            step[np.abs(zv) > self.outlier_sigma] = 0.0
-        if fz is not None:
-            step[fz] = 0.0
-        rv += step
-        # an exponential average of weight alpha holds about 2/alpha − 1 frames
-        nr = self.nref[sl]
-        np.add(nr, np.float32(1), out=nr, where=ready & (step != 0) & (nr < np.float32(2.0 / self.alpha - 1)))
+        sd = np.empty(d.shape, np.float32)
+        rate = np.float32(max(self.alpha, 1.0 / max(1, self.count - self.n_init + 1)))
+        # (an exponential average of weight alpha holds about 2/alpha − 1 frames)
+        _normalise_and_step(d, self._sd[sl], spread, np.float32(self.pixel_floor), np.float32(self.clip_sigma),
+                            rate, np.float32(self.outlier_sigma), self.count > self.n_init + 5,
+                            no_mask if fz is None else fz, fz is not None, ready, self.nref[sl],
+                            np.float32(2.0 / self.alpha - 1), zv, sd)
+        rv += d
         if part:
             self._probation(sl, av, new)
         self._restart_median(sl, av, ready)
@@ -545,8 +724,9 @@ class DifferentialImager:
         if not np.isfinite(a).all() or np.linalg.cond(a) > 1e6:
             return
         sx, sy, bx, by = np.linalg.solve(a, b)
-        d -= (np.float32(sx) + np.float32(bx) * yh) * gxf
-        d -= (np.float32(sy) + np.float32(by) * yh) * gyf
+        # d −= (δx + βx·ŷ)·gx + (δy + βy·ŷ)·gy, in one compiled pass
+        _sub_shift(d, (np.float32(sx) + np.float32(bx) * yh).ravel(), gxf,
+                   (np.float32(sy) + np.float32(by) * yh).ravel(), gyf)
 
     def _update_shift_var(self, zv: np.ndarray, sd: np.ndarray, sl, exclude) -> None:
         """Fit the variance of the residual shift (px²): excess d² over the counting noise vs |∇R|².

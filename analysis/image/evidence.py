@@ -37,7 +37,67 @@ def robust_sigma(x: np.ndarray) -> float:
 
 
 @numba.njit(cache=True, nogil=True)
-def _accumulate(zs, prev, clipv, sums, ring, count, lags):
+def _select(buf, n, k):
+    """Reorder buf[:n] in place so that buf[k] is its k-th smallest, none before it larger and none
+    after it smaller (quickselect, Hoare partition about a median of three)."""
+    lo, hi = 0, n - 1
+    while hi > lo:
+        a, b, c = buf[lo], buf[(lo + hi) >> 1], buf[hi]
+        pivot = max(min(a, b), min(max(a, b), c))
+        i, j = lo, hi
+        while i <= j:
+            while buf[i] < pivot:
+                i += 1
+            while buf[j] > pivot:
+                j -= 1
+            if i <= j:
+                t = buf[i]
+                buf[i] = buf[j]
+                buf[j] = t
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            return
+
+
+@numba.njit(cache=True, nogil=True)
+def _abs_median(a, mask, has_mask, buf):
+    """Over a[::4, ::4] where ``mask`` (if ``has_mask``): the number of pixels, and the median of
+    |v| over those that are not 0, as ``np.median(np.abs(v))`` computes it (float32: the middle
+    value, or the float32 mean of the two middle ones); −1 if there are none. ``buf``: scratch
+    (float32, at least the size of the subsample)."""
+    ny, nx = a.shape
+    n_in = 0
+    n = 0
+    for yy in range((ny + 3) // 4):
+        for xx in range((nx + 3) // 4):
+            if has_mask and not mask[yy, xx]:
+                continue
+            n_in += 1
+            v = a[4 * yy, 4 * xx]
+            if v != 0:
+                buf[n] = abs(v)
+                n += 1
+    if n == 0:
+        return n_in, np.float32(-1.0)
+    k = n // 2
+    _select(buf, n, k)
+    hi = buf[k]
+    if n % 2 == 1:
+        return n_in, hi
+    lo = buf[0]
+    for t in range(1, k):
+        if buf[t] > lo:
+            lo = buf[t]
+    return n_in, np.float32(np.float32(lo + hi) / np.float32(2.0))
+
+
+@numba.njit(cache=True, nogil=True)
+def _accumulate_rows(zs, prev, clipv, sums, ring, count, lags, y0, y1):
     """One frame into the window sums, in place (float32, the operations of numpy's clip and +=).
 
     Per pixel: zc = clip(zs, ±max(|prev|, clipv)); prev ← zs; sums[j] += zc − ring[count − lags[j]]
@@ -47,7 +107,7 @@ def _accumulate(zs, prev, clipv, sums, ring, count, lags):
     slot = count % depth
     ny, nx = zs.shape
     zc = np.empty(nx, np.float32)
-    for y in range(ny):
+    for y in range(y0, y1):
         for x in range(nx):
             v = zs[y, x]
             lim = abs(prev[y, x])
@@ -70,7 +130,7 @@ def _accumulate(zs, prev, clipv, sums, ring, count, lags):
 
 
 @numba.njit(cache=True, nogil=True)
-def _signed_max(sums, inv_edge, inv_rest, edges, ref_var, frame_sd, lags, out):
+def _signed_max_rows(sums, inv_edge, inv_rest, edges, ref_var, frame_sd, lags, out, y0, y1):
     """out = the statistic sums[j]·inv[j] of largest magnitude over j (the positive one on a tie);
     inv is ``inv_edge[j]`` where ``edges`` is True, else ``inv_rest[j]``, and where ``ref_var`` > 0
     at most 1 / (frame_sd·√(L + L²·ref_var)) (L = lags[j]): the spread of a window sum of L frames
@@ -78,7 +138,7 @@ def _signed_max(sums, inv_edge, inv_rest, edges, ref_var, frame_sd, lags, out):
     ny, nx = out.shape
     pos = np.empty(nx, np.float32)
     neg = np.empty(nx, np.float32)
-    for y in range(ny):
+    for y in range(y0, y1):
         e = edges[y]
         rv = ref_var[y]
         for x in range(nx):
@@ -93,31 +153,36 @@ def _signed_max(sums, inv_edge, inv_rest, edges, ref_var, frame_sd, lags, out):
             row = sums[j, y]
             a = inv_edge[j]
             b = inv_rest[j]
-            L = np.float32(lags[j])
-            if not frozen:          # most rows: a loop the compiler vectorises
-                for x in range(nx):
-                    t = row[x] * (a if e[x] else b)
-                    pos[x] = max(pos[x], t)
-                    neg[x] = min(neg[x], t)
-                continue
-            for x in range(nx):
-                f = a if e[x] else b
-                if rv[x] > 0:
-                    g = np.float32(1.0) / (frame_sd * np.sqrt(L + L * L * rv[x]))
-                    if g < f:
-                        f = g
-                t = row[x] * f
+            for x in range(nx):         # a loop the compiler vectorises
+                t = row[x] * (a if e[x] else b)
                 pos[x] = max(pos[x], t)
                 neg[x] = min(neg[x], t)
+        if frozen:
+            # the (few) pixels where the reference has stopped following, again with that limit
+            for x in range(nx):
+                if rv[x] > 0:
+                    p = np.float32(-np.inf)
+                    q = np.float32(np.inf)
+                    for j in range(sums.shape[0]):
+                        L = np.float32(lags[j])
+                        f = inv_edge[j] if e[x] else inv_rest[j]
+                        g = np.float32(1.0) / (frame_sd * np.sqrt(L + L * L * rv[x]))
+                        if g < f:
+                            f = g
+                        t = sums[j, y, x] * f
+                        p = max(p, t)
+                        q = min(q, t)
+                    pos[x] = p
+                    neg[x] = q
         o = out[y]
         for x in range(nx):
             o[x] = pos[x] if pos[x] >= -neg[x] else neg[x]
 
 
 @numba.njit(cache=True, nogil=True)
-def _largest(per_scale, out):
+def _largest_rows(per_scale, out, y0, y1):
     """out = per_scale[i] of largest magnitude over i (the first on a tie)."""
-    for y in range(out.shape[0]):
+    for y in range(y0, y1):
         for x in range(out.shape[1]):
             best = per_scale[0, y, x]
             for i in range(1, per_scale.shape[0]):
@@ -128,13 +193,13 @@ def _largest(per_scale, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def _gauss_axis0(a, w, out):
+def _gauss_axis0_rows(a, w, out, y0, y1):
     """out[y] = w_0 a[y] + Σ_j w_j (a[y−j] + a[y+j]) along axis 0 (zeros outside; sums in double,
     the farthest pair first, as ``scipy.ndimage.correlate1d`` does for a symmetric kernel)."""
     ny, nx = a.shape
     r = w.shape[0] - 1
     acc = np.empty(nx)
-    for y in range(ny):
+    for y in range(y0, y1):
         for x in range(nx):
             acc[x] = np.float64(a[y, x]) * w[0]
         for j in range(r, 0, -1):
@@ -153,14 +218,16 @@ def _gauss_axis0(a, w, out):
                     acc[x] += 0.0 * w[j]
         for x in range(nx):
             out[y, x] = acc[x]
+
+
 @numba.njit(cache=True, nogil=True)
-def _gauss_axis1(a, w, out):
+def _gauss_axis1_rows(a, w, out, y0, y1):
     """The same along the rows (axis 1)."""
     ny, nx = a.shape
     r = w.shape[0] - 1
     line = np.zeros(nx + 2 * r)
     acc = np.empty(nx)
-    for y in range(ny):
+    for y in range(y0, y1):
         for x in range(nx):
             line[r + x] = a[y, x]
         for x in range(nx):
@@ -173,6 +240,59 @@ def _gauss_axis1(a, w, out):
                 acc[x] += (left[x] + right[x]) * wj
         for x in range(nx):
             out[y, x] = acc[x]
+
+
+#: rows of an image are handed to the threads in this many blocks (fixed, so that every per-row
+#: result is computed the same way whatever the number of threads, ``NUMBA_NUM_THREADS``)
+_BLOCKS = 32
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _accumulate(zs, prev, clipv, sums, ring, count, lags):
+    """:func:`_accumulate_rows` over all rows, blocks of rows in parallel."""
+    ny = zs.shape[0]
+    nb = min(_BLOCKS, ny)
+    for blk in numba.prange(nb):
+        _accumulate_rows(zs, prev, clipv, sums, ring, count, lags, blk * ny // nb, (blk + 1) * ny // nb)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _signed_max(sums, inv_edge, inv_rest, edges, ref_var, frame_sd, lags, out):
+    """:func:`_signed_max_rows` over all rows, blocks of rows in parallel."""
+    ny = out.shape[0]
+    nb = min(_BLOCKS, ny)
+    for blk in numba.prange(nb):
+        _signed_max_rows(sums, inv_edge, inv_rest, edges, ref_var, frame_sd, lags, out,
+                         blk * ny // nb, (blk + 1) * ny // nb)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _largest(per_scale, out):
+    """:func:`_largest_rows` over all rows, blocks of rows in parallel."""
+    ny = out.shape[0]
+    nb = min(_BLOCKS, ny)
+    for blk in numba.prange(nb):
+        _largest_rows(per_scale, out, blk * ny // nb, (blk + 1) * ny // nb)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _gauss_axis0(a, w, out):
+    """:func:`_gauss_axis0_rows` over all rows, blocks of rows in parallel."""
+    ny = out.shape[0]
+    nb = min(_BLOCKS, ny)
+    for blk in numba.prange(nb):
+        _gauss_axis0_rows(a, w, out, blk * ny // nb, (blk + 1) * ny // nb)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _gauss_axis1(a, w, out):
+    """:func:`_gauss_axis1_rows` over all rows, blocks of rows in parallel."""
+    ny = out.shape[0]
+    nb = min(_BLOCKS, ny)
+    for blk in numba.prange(nb):
+        _gauss_axis1_rows(a, w, out, blk * ny // nb, (blk + 1) * ny // nb)
+
+
 def gaussian_smooth(a: np.ndarray, sigma: float, truncate: float = 3.0) -> np.ndarray:
     """Gaussian filter of a float32 image with zeros outside it (float32).
 
@@ -291,11 +411,19 @@ class EvidenceAccumulator:
         nl = len(self.lags)
         no_edges = np.zeros(self.shape, bool) if self.edges is None else None
         rv = np.zeros(self.shape, np.float32) if ref_var is None else np.asarray(ref_var, np.float32)
+        # robust σ (1.4826 · median |v| of the non-zero values, see robust_sigma) on the 1-in-16
+        # subsample, in one compiled pass each
+        buf = np.empty(-(-self.shape[0] // 4) * -(-self.shape[1] // 4), np.float32)
+        no_mask = np.zeros((1, 1), np.bool_)
+        kp = no_mask if keep is None else np.ascontiguousarray(keep)
+
+        def spread_of(a, mask, has_mask):
+            n_in, med = _abs_median(a, mask, has_mask, buf)
+            return n_in, (1.4826 * float(med) if med > 0 else 0.0)
+
         for i, zs in enumerate(self._filtered(z)):
             zs = np.ascontiguousarray(zs, np.float32)
-            v = zs[sub]
-            v = v[keep] if keep is not None else v
-            sd = robust_sigma(v[v != 0]) if v.size else 0.0
+            sd = spread_of(zs, kp, keep is not None)[1]
             if sd > 0:
                 self.frame_spread[i] = sd
             # a one-frame artefact (a speck, a streak) must not stay in the sums for max(lags)
@@ -307,17 +435,17 @@ class EvidenceAccumulator:
             measure = self.count < 16 or self.count % 4 == i % 4
             inv_edge = np.empty(nl, np.float32)
             inv_rest = np.empty(nl, np.float32)
+            if measure and self.edges is not None:
+                e = self.edges[i]
+                em = np.ascontiguousarray(e[sub] if keep is None else (e[sub] & keep))
             for j in range(nl):
-                v = self.sums[i, j][sub]
                 if measure:
-                    vk = v[keep] if keep is not None else v
-                    sd = robust_sigma(vk[vk != 0]) if vk.size else 0.0
+                    sd = spread_of(self.sums[i, j], kp, keep is not None)[1]
                     if sd > 0:
                         self.spread[i, j] = sd
                 if measure and self.edges is not None:
-                    e = self.edges[i]
-                    ve = v[e[sub] if keep is None else (e[sub] & keep)]
-                    sde = robust_sigma(ve[ve != 0]) if ve.size >= 50 else 0.0
+                    n_e, sde = spread_of(self.sums[i, j], em, True)
+                    sde = sde if n_e >= 50 else 0.0
                     self.edge_spread[i, j] = sde
                     self.inv[(i, j)] = self._inv_pair(i, j, sde)
                 if self.edges is not None and (i, j) in self.inv:

@@ -13,8 +13,11 @@ as accurate here as an upsampled DFT, at no cost.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 import scipy.fft as sfft
+
+from insitu.analysis.image._pairwise import pairwise_sum_f32
 
 __all__ = ["phase_shift", "PhaseCorrelator", "fourier_shift"]
 
@@ -44,20 +47,44 @@ def _noise_sigma(a: np.ndarray) -> float:
     return 1.4826 * float(np.median(np.abs(sub - np.median(sub)))) / np.sqrt(1.5) + 1e-12
 
 
-def _clip_glitches(a: np.ndarray, sigma: float, k: float = 4.0) -> np.ndarray:
-    """Clip pixels that stand out from both vertical neighbours by more than k·σ (scan glitches).
+#: rows are handed to the threads in this many blocks (fixed, so that every row is computed the
+#: same way whatever the number of threads)
+_BLOCKS = 32
 
-    Ordinary pixels are left exactly as they are, so the subpixel accuracy is kept.
-    """
-    up = np.empty_like(a)
-    up[1:], up[0] = a[:-1], a[0]
-    dn = np.empty_like(a)
-    dn[:-1], dn[-1] = a[1:], a[-1]
-    lo = np.minimum(up, dn)
-    lo -= np.float32(k * sigma)
-    hi = np.maximum(up, dn, out=up)
-    hi += np.float32(k * sigma)
-    return np.clip(a, lo, hi, out=dn)
+
+@numba.njit(cache=True, nogil=True)
+def _prepare_rows(a, glitch, despeckle, window, out, y0, y1):
+    """out = (a' − row mean of a') · window (float32, the numbers of the numpy steps bit for bit).
+
+    a' = ``a`` if not ``despeckle``; else pixels that stand out from both vertical neighbours by
+    more than ``glitch`` (k·σ: scan glitches) are clipped to within ``glitch`` of the neighbours'
+    range (an edge row's missing neighbour is the row itself); ordinary pixels are left exactly
+    as they are, so the subpixel accuracy is kept."""
+    ny, nx = a.shape
+    for y in range(y0, y1):
+        yu = max(y - 1, 0)
+        yd = min(y + 1, ny - 1)
+        for x in range(nx):
+            v = a[y, x]
+            if despeckle:
+                u = a[yu, x]
+                d = a[yd, x]
+                lo = min(u, d) - glitch
+                hi = max(u, d) + glitch
+                v = min(max(v, lo), hi)
+            out[y, x] = v
+        m = pairwise_sum_f32(out[y], 0, nx) / np.float32(nx)
+        for x in range(nx):
+            out[y, x] = (out[y, x] - m) * window[y, x]
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _prepare(a, glitch, despeckle, window, out):
+    """:func:`_prepare_rows` over all rows, blocks of rows in parallel."""
+    ny = a.shape[0]
+    nb = min(_BLOCKS, ny)
+    for blk in numba.prange(nb):
+        _prepare_rows(a, glitch, despeckle, window, out, blk * ny // nb, (blk + 1) * ny // nb)
 
 
 class PhaseCorrelator:
@@ -105,13 +132,15 @@ class PhaseCorrelator:
         which would otherwise pull the vertical shift towards the reference's rows.
         """
         a = np.asarray(img, np.float32)
-        if self.despeckle and a.shape[0] >= 3:
+        despeckle = self.despeckle and a.shape[0] >= 3
+        if despeckle:
             self._n_spec += 1
             if self._glitch_sigma is None or self._n_spec % 16 == 0:   # the noise level changes slowly
                 self._glitch_sigma = _noise_sigma(a)
-            a = _clip_glitches(a, self._glitch_sigma)
-        a = (a - a.mean(axis=1, keepdims=True)) * self.window
-        return sfft.rfft2(a, workers=self.workers)
+        # scan glitches clipped at 4 σ, row means removed, window: one compiled pass
+        out = np.empty(a.shape, np.float32)
+        _prepare(a, np.float32(4.0 * self._glitch_sigma if despeckle else 0.0), despeckle, self.window, out)
+        return sfft.rfft2(out, workers=self.workers)
 
     def shift(self, ref_spec: np.ndarray, mov_spec: np.ndarray) -> tuple[float, float]:
         """(dx, dy) of the moving image relative to the reference, from their spectra."""

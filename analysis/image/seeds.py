@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import numba
 import numpy as np
-from scipy import ndimage as ndi
 
 __all__ = ["Candidate", "find_candidates", "Seed", "SeedTracker", "SEED_COLUMNS", "match_seeds"]
 
@@ -40,49 +39,92 @@ class Candidate:
 
 
 @numba.njit(cache=True, nogil=True)
-def _blob_moments(lab, az, z, low, threshold, keep):
-    """Per label l with ``keep[l]``: area, Σw, Σw·x, Σw·y, Σz, peak |z| (over |z| > threshold) and the
-    central second moments Σw·dx², Σw·dy², Σw·dx·dy (w = |z| − low in the precision of ``az``;
-    sums in float64 in row-major pixel order, as ``np.bincount``)."""
-    n = keep.shape[0]
-    area = np.zeros(n, np.int64)
-    sw = np.zeros(n)
-    sx = np.zeros(n)
-    sy = np.zeros(n)
-    ssign = np.zeros(n)
-    peak = np.zeros(n)
+def _blob_moments(z, low, threshold, max_blobs):
+    """Blobs of |z| > ``low`` (4-connected) that hold a pixel with |z| > ``threshold``, found by a
+    flood fill from those pixels (only the blobs' own pixels are visited, not a labelled image).
+
+    Per blob, in the order of the blob's first pixel in row-major order (as ``ndimage.label``
+    numbers them): area, Σw, Σw·x, Σw·y, Σz, peak |z| (over |z| > threshold) and the central
+    second moments Σw·dx², Σw·dy², Σw·dx·dy (w = |z| − low in the precision of ``z``; sums in
+    float64 over the blob's pixels in row-major order, as ``np.bincount`` over a labelled image).
+    Returns ``n`` = the number of blobs, or −1 (and nothing) if there are more than ``max_blobs``.
+    """
+    ny, nx = z.shape
+    visited = np.zeros((ny, nx), np.bool_)
+    pix = np.empty(ny * nx, np.int64)
+    m = max_blobs + 1
+    first = np.zeros(m, np.int64)
+    area = np.zeros(m, np.int64)
+    sw = np.zeros(m)
+    sx = np.zeros(m)
+    sy = np.zeros(m)
+    ssign = np.zeros(m)
+    peak = np.zeros(m)
+    vxx = np.zeros(m)
+    vyy = np.zeros(m)
+    vxy = np.zeros(m)
     lo = low
-    for y in range(lab.shape[0]):
-        for x in range(lab.shape[1]):
-            v = lab[y, x]
-            if v == 0 or not keep[v]:
+    nb = 0
+    for y0 in range(ny):
+        for x0 in range(nx):
+            a0 = abs(z[y0, x0])
+            if not (a0 > threshold and a0 > lo) or visited[y0, x0]:
                 continue
-            a = az[y, x]
-            w = np.float64(a - lo)
-            area[v] += 1
-            sw[v] += w
-            sx[v] += w * x
-            sy[v] += w * y
-            ssign[v] += np.float64(z[y, x])
-            if a > threshold and a > peak[v]:
-                peak[v] = a
-    mx = sx / np.maximum(sw, 1e-30)
-    my = sy / np.maximum(sw, 1e-30)
-    vxx = np.zeros(n)
-    vyy = np.zeros(n)
-    vxy = np.zeros(n)
-    for y in range(lab.shape[0]):
-        for x in range(lab.shape[1]):
-            v = lab[y, x]
-            if v == 0 or not keep[v]:
-                continue
-            w = np.float64(az[y, x] - lo)
-            dx = x - mx[v]
-            dy = y - my[v]
-            vxx[v] += w * dx * dx
-            vyy[v] += w * dy * dy
-            vxy[v] += w * dx * dy
-    return area, sw, sx, sy, ssign, peak, vxx, vyy, vxy
+            if nb == max_blobs:
+                return -1, first, area, sw, sx, sy, ssign, peak, vxx, vyy, vxy
+            visited[y0, x0] = True
+            pix[0] = y0 * nx + x0
+            n = 1
+            head = 0
+            while head < n:
+                p = pix[head]
+                head += 1
+                py = p // nx
+                px = p - py * nx
+                for q in range(4):
+                    qy, qx = py, px
+                    if q == 0:
+                        qy = py - 1
+                    elif q == 1:
+                        qy = py + 1
+                    elif q == 2:
+                        qx = px - 1
+                    else:
+                        qx = px + 1
+                    if qy < 0 or qy >= ny or qx < 0 or qx >= nx or visited[qy, qx]:
+                        continue
+                    if abs(z[qy, qx]) > lo:
+                        visited[qy, qx] = True
+                        pix[n] = qy * nx + qx
+                        n += 1
+            blob = np.sort(pix[:n])
+            first[nb] = blob[0]
+            for t in range(n):
+                y = blob[t] // nx
+                x = blob[t] - y * nx
+                zv = z[y, x]
+                a = abs(zv)
+                w = np.float64(a - lo)
+                area[nb] += 1
+                sw[nb] += w
+                sx[nb] += w * x
+                sy[nb] += w * y
+                ssign[nb] += np.float64(zv)
+                if a > threshold and a > peak[nb]:
+                    peak[nb] = a
+            mx = sx[nb] / max(sw[nb], 1e-30)
+            my = sy[nb] / max(sw[nb], 1e-30)
+            for t in range(n):
+                y = blob[t] // nx
+                x = blob[t] - y * nx
+                w = np.float64(abs(z[y, x]) - lo)
+                dx = x - mx
+                dy = y - my
+                vxx[nb] += w * dx * dx
+                vyy[nb] += w * dy * dy
+                vxy[nb] += w * dx * dy
+            nb += 1
+    return nb, first, area, sw, sx, sy, ssign, peak, vxx, vyy, vxy
 
 
 def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
@@ -120,19 +162,16 @@ def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
         region = (slice(0, z.shape[0]), slice(0, z.shape[1]))
     oy, ox = region[0].start or 0, region[1].start or 0
     zr = z[region]
-    az = np.abs(zr)
-    hi = az > threshold
-    if not hi.any():
-        return []
-    lab, n = ndi.label(az > low)
-    sel = np.unique(lab[hi])
-    sel = sel[sel > 0]
-    if len(sel) > 20 * max_candidates:
+    if not np.issubdtype(zr.dtype, np.floating):
+        zr = zr.astype(np.float64)
+    t = zr.dtype.type   # numpy compares and subtracts a Python float in the array's precision
+    nb, first, area, sw, sx, sy, ssign, peaks, vxx, vyy, vxy = _blob_moments(zr, t(low), t(threshold),
+                                                                             20 * max_candidates)
+    if nb < 0:
         return []  # the whole frame changed (beam blank, jump): nothing local to report
-    keep = np.zeros(n + 1, np.bool_)
-    keep[sel] = True
-    t = az.dtype.type   # numpy compares and subtracts a Python float in the array's precision
-    area, sw, sx, sy, ssign, peaks, vxx, vyy, vxy = _blob_moments(lab, az, zr, t(low), t(threshold), keep)
+    if nb == 0:
+        return []
+    sel = np.argsort(first[:nb], kind="stable")    # in the order of ndimage.label's numbering
     peak = peaks[sel]
     if min_roundness > 0:
         # a seed is round; a change along a line (an edge, an interface changing along its length)
