@@ -19,7 +19,7 @@ import numba
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["Candidate", "find_candidates", "Seed", "SeedTracker", "SEED_COLUMNS", "match_seeds"]
+__all__ = ["Candidate", "find_candidates", "split_blob", "Seed", "SeedTracker", "SEED_COLUMNS", "match_seeds"]
 
 #: Binding column order of seeds.csv.
 SEED_COLUMNS = ("id", "first_frame", "first_time_s", "x_px", "y_px", "sign", "area_px", "peak_snr",
@@ -87,7 +87,8 @@ def _blob_moments(lab, az, z, low, threshold, keep):
 
 def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
                     region: tuple[slice, slice] | None = None, max_candidates: int = 500,
-                    min_roundness: float = 0.0) -> list[Candidate]:
+                    min_roundness: float = 0.0, split_prominence: float = 0.0,
+                    split_distance: float = 4.0) -> list[Candidate]:
     """Blobs of either sign in a differential image.
 
     A blob is a connected region where |z| > ``low`` that contains at least one pixel with
@@ -103,6 +104,11 @@ def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
     max_candidates : keep only the strongest (protects against a frame that is all change).
     min_roundness : drop blobs whose principal second moments (weights |z| − low) have a ratio
         below this: changes along a line (an edge, an interface) rather than a seed. 0: keep all.
+    split_prominence : if > 0, a blob with several peaks above ``threshold``, at least
+        ``split_distance`` px apart and each standing at least this many σ above the saddle that
+        joins it to a higher peak, is split (:func:`split_blob`): touching seeds, e.g. a young seed
+        beside an older, grown one. 0: never split.
+    split_distance : least distance (px) between the peaks of a split blob.
 
     Returns
     -------
@@ -134,18 +140,141 @@ def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
     t = az.dtype.type   # numpy compares and subtracts a Python float in the array's precision
     area, sw, sx, sy, ssign, peaks, vxx, vyy, vxy = _blob_moments(lab, az, zr, t(low), t(threshold), keep)
     peak = peaks[sel]
+    parts: list[Candidate] = []
+    if split_prominence > 0:
+        whole = np.ones(len(sel), bool)
+        boxes = ndi.find_objects(lab)
+        for q, l in enumerate(sel):
+            if area[l] < 8:
+                continue
+            got = split_blob(zr, lab, l, boxes[l - 1], threshold, split_prominence, split_distance)
+            if got:
+                whole[q] = False
+                parts += [Candidate(x=c.x + ox, y=c.y + oy, sign=c.sign, peak=c.peak, area=c.area)
+                          for c, rnd in got if rnd >= min_roundness]
+        sel, peak = sel[whole], peak[whole]
+        vxx, vyy, vxy = vxx[sel], vyy[sel], vxy[sel]
+        sel_moments = True
+    else:
+        sel_moments = False
     if min_roundness > 0:
         # a seed is round; a change along a line (an edge, an interface changing along its length)
         # is not: ratio of the principal second moments of the blob (weights |z| − low)
-        vxx, vyy, vxy = vxx[sel], vyy[sel], vxy[sel]
+        if not sel_moments:
+            vxx, vyy, vxy = vxx[sel], vyy[sel], vxy[sel]
         half = 0.5 * (vxx + vyy)
         disc = np.sqrt(np.maximum(0.0, half * half - (vxx * vyy - vxy * vxy)))
         round_ok = (half - disc) >= min_roundness * (half + disc)
         sel, peak = sel[round_ok], peak[round_ok]
     out = [Candidate(x=float(sx[i] / sw[i]) + ox, y=float(sy[i] / sw[i]) + oy, sign=1 if ssign[i] > 0 else -1,
-                     peak=float(p), area=int(area[i])) for i, p in zip(sel, np.atleast_1d(peak))]
+                     peak=float(p), area=int(area[i])) for i, p in zip(sel, np.atleast_1d(peak))] + parts
     out.sort(key=lambda c: -c.peak)
     return out[:max_candidates]
+
+
+def split_blob(z: np.ndarray, lab: np.ndarray, label: int, box: tuple[slice, slice], threshold: float,
+               prominence: float, distance: float, rel_prominence: float = 0.25) -> list:
+    """Split one blob of a differential image at its separate peaks (touching seeds).
+
+    The peaks are the local maxima of |z| (over a disc of radius ``distance``/2) above
+    ``threshold`` within the blob, strongest first. A peak is kept if it lies at least
+    ``distance`` px from every kept peak and stands at least ``prominence`` σ, and
+    ``rel_prominence`` of its own height, above the saddle joining it to each of them (the lowest
+    |z| on the straight segment between the two; the relative part keeps the noise on the flat top
+    of a strong, grown seed from splitting it). Each
+    kept peak gives one part: the pixels of the blob connected to it above its highest saddle,
+    measured like a blob (centroid with weights |z| − saddle, area, peak, sign).
+
+    Parameters
+    ----------
+    z : differential image (σ), the array the labels were made on.
+    lab : labels of the blobs (``scipy.ndimage.label``); ``label`` is the blob to split.
+    box : the blob's bounding box (``scipy.ndimage.find_objects``).
+    threshold : least |z| of a peak (σ).
+    prominence : least height (σ) of a peak above its saddle.
+    distance : least distance between peaks (px).
+    rel_prominence : least height of a peak above its saddle, as a fraction of the peak's |z|.
+
+    Returns
+    -------
+    list of (Candidate, roundness) in the coordinates of ``z``, empty when the blob has one peak
+    only; roundness is the ratio of the part's principal second moments (as in :func:`find_candidates`).
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> yy, xx = np.mgrid[0:40, 0:40]
+    >>> z = 10 * np.exp(-((xx - 15) ** 2 + (yy - 20) ** 2) / 8) + 8 * np.exp(-((xx - 22) ** 2 + (yy - 20) ** 2) / 8)
+    >>> lab, n = ndi.label(z > 2.5)
+    >>> [(round(c.x), round(c.y)) for c, _ in split_blob(z, lab, 1, ndi.find_objects(lab)[0], 6, 3, 4)]
+    [(15, 20), (22, 20)]
+    """
+    ys, xs = box
+    zb = np.abs(z[ys, xs]).astype(np.float64)
+    inb = lab[ys, xs] == label
+    zb = np.where(inb, zb, 0.0)
+    r = max(1, int(distance // 2))
+    dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
+    foot = dy * dy + dx * dx <= r * r
+    loc = (zb >= ndi.maximum_filter(zb, footprint=foot, mode="constant")) & (zb > threshold)
+    py, px = np.nonzero(loc)
+    if len(py) < 2:
+        return []
+    order = np.argsort(-zb[py, px], kind="stable")
+    kept: list[tuple[int, int]] = []
+    saddle: list[float] = []
+    for i in order:
+        y, x = int(py[i]), int(px[i])
+        ok, s_max = True, -np.inf
+        for (ky, kx) in kept:
+            if np.hypot(y - ky, x - kx) < distance:
+                ok = False
+                break
+            m = int(np.ceil(2 * np.hypot(y - ky, x - kx)))
+            t = np.linspace(0.0, 1.0, m + 1)
+            s = float(zb[np.rint(y + t * (ky - y)).astype(int), np.rint(x + t * (kx - x)).astype(int)].min())
+            if zb[y, x] - s < max(prominence, rel_prominence * zb[y, x]):
+                ok = False
+                break
+            s_max = max(s_max, s)
+        if ok:
+            kept.append((y, x))
+            saddle.append(s_max)
+    if len(kept) < 2:
+        return []
+    # the first (highest) peak is split off at the highest saddle of the others to it
+    saddle[0] = max(saddle[1:])
+    # the straight segment may miss a higher pass between two peaks: a part that holds another
+    # kept peak is not separate from it (the lower of the two is dropped)
+    parts = []
+    for (y, x), s in zip(kept, saddle):
+        part, _ = ndi.label(zb > s)
+        parts.append(part == part[y, x])
+    ok = [True] * len(kept)
+    for i, (y, x) in enumerate(kept):
+        for k in range(i):
+            if ok[k] and (parts[k][y, x] or parts[i][kept[k]]):
+                ok[i] = False
+    if sum(ok) < 2:
+        return []
+    out = []
+    sgn = np.sign(z[ys, xs])
+    for (y, x), s, part, good in zip(kept, saddle, parts, ok):
+        if not good:
+            continue
+        w = zb[part] - s
+        yy, xx = np.nonzero(part)
+        sw = w.sum()
+        cy, cx = float((w * yy).sum() / sw), float((w * xx).sum() / sw)
+        vyy = float((w * (yy - cy) ** 2).sum() / sw)
+        vxx = float((w * (xx - cx) ** 2).sum() / sw)
+        vxy = float((w * (yy - cy) * (xx - cx)).sum() / sw)
+        half = 0.5 * (vxx + vyy)
+        disc = np.sqrt(max(0.0, half * half - (vxx * vyy - vxy * vxy)))
+        c = Candidate(x=cx + (xs.start or 0), y=cy + (ys.start or 0), sign=int(sgn[y, x]) or 1,
+                      peak=float(zb[y, x]), area=int(part.sum()))
+        out.append((c, (half - disc) / max(half + disc, 1e-30)))
+    return out
 
 
 @dataclass
@@ -256,7 +385,15 @@ class SeedTracker:
             d = np.hypot(cx[:, None] - tx[None, :], cy[:, None] - ty[None, :])
             d[(cs[:, None] != ts[None, :]) | (d > tg[None, :])] = np.inf
             j = np.argmin(d, axis=1)
-            best_idx = np.where(np.isfinite(d[np.arange(len(candidates)), j]), j, -1)
+            dj = d[np.arange(len(candidates)), j]
+            best_idx = np.where(np.isfinite(dj), j, -1)
+            # two candidates on one track (a blob split at its peaks: a young seed beside a grown
+            # one): the nearest continues the track, one farther than gate_px starts its own
+            for t in np.unique(best_idx[best_idx >= 0]):
+                on = np.flatnonzero(best_idx == t)
+                if len(on) > 1:
+                    far = on[(on != on[np.argmin(dj[on])]) & (dj[on] > self.gate_px)]
+                    best_idx[far] = -1
         shrinking = self._next_to_opposite_seed(candidates)
         for c, j, near in zip(candidates, best_idx, shrinking):
             if j < 0 and near:
@@ -286,22 +423,22 @@ class SeedTracker:
         return confirmed
 
     def _next_to_opposite_seed(self, candidates: list[Candidate]) -> np.ndarray:
-        """For each candidate: does it lie within the gate of a confirmed seed of the opposite sign?
+        """For each candidate: does it lie within ``gate_px`` of a confirmed seed of the opposite sign?
 
         When a seed shrinks (Na stripped under reverse bias) the differential image shows
-        the opposite contrast where it was; that is the same seed changing, not a new one.
+        the opposite contrast where it was; that is the same seed changing, not a new one. Only
+        near the seed's centre: a seed of the other sign may grow beside a grown one.
         """
         if not self.seeds or not candidates:
             return np.zeros(len(candidates), bool)
         sx = np.array([s.x_px for s in self.seeds])
         sy = np.array([s.y_px for s in self.seeds])
         ss = np.array([s.sign for s in self.seeds])
-        sg = np.array([self.gate_px + s.radius_px for s in self.seeds])
         cx = np.array([c.x for c in candidates])
         cy = np.array([c.y for c in candidates])
         cs = np.array([c.sign for c in candidates])
         d = np.hypot(cx[:, None] - sx[None, :], cy[:, None] - sy[None, :])
-        return ((d <= sg[None, :]) & (cs[:, None] == -ss[None, :])).any(axis=1)
+        return ((d <= self.gate_px) & (cs[:, None] == -ss[None, :])).any(axis=1)
 
     def table(self) -> dict[str, np.ndarray]:
         """Confirmed seeds as columns (:data:`SEED_COLUMNS`)."""
