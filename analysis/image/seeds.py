@@ -143,11 +143,24 @@ def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
     parts: list[Candidate] = []
     if split_prominence > 0:
         whole = np.ones(len(sel), bool)
-        boxes = ndi.find_objects(lab)
+        # only blobs with two or more local maxima above the threshold can split; their box is
+        # that of their pixels above the threshold, widened by 2·split_distance
+        ly, lx = _local_maxima(az, hi, max(1, int(split_distance // 2)))
+        nloc = np.bincount(lab[ly, lx], minlength=n + 1)
+        grow = int(np.ceil(2 * split_distance))
+        order = np.argsort(lab[ly, lx], kind="stable")
+        ly, lx = ly[order], lx[order]
+        start = np.r_[0, np.cumsum(nloc)]
         for q, l in enumerate(sel):
-            if area[l] < 8:
+            if area[l] < 8 or nloc[l] < 2:
                 continue
-            got = split_blob(zr, lab, l, boxes[l - 1], threshold, split_prominence, split_distance)
+            yl, xl = ly[start[l]:start[l + 1]], lx[start[l]:start[l + 1]]
+            if np.hypot(yl.max() - yl.min(), xl.max() - xl.min()) < split_distance:
+                continue   # all its maxima lie closer than split_distance
+            box = (slice(max(0, int(yl.min()) - grow), int(yl.max()) + grow + 1),
+                   slice(max(0, int(xl.min()) - grow), int(xl.max()) + grow + 1))
+            got = split_blob(zr, lab, l, box, threshold, split_prominence, split_distance,
+                             peaks=(yl - box[0].start, xl - box[1].start))
             if got:
                 whole[q] = False
                 parts += [Candidate(x=c.x + ox, y=c.y + oy, sign=c.sign, peak=c.peak, area=c.area)
@@ -172,8 +185,23 @@ def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
     return out[:max_candidates]
 
 
+def _local_maxima(a: np.ndarray, where: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the pixels of ``where`` that are the maximum of ``a`` over the
+    (2r+1)² square around them (compared at those pixels only: ``where`` is sparse)."""
+    ys, xs = np.nonzero(where)
+    v = a[ys, xs]
+    keep = np.ones(len(ys), bool)
+    ny, nx = a.shape
+    for dy in range(-r, r + 1):
+        yy = np.clip(ys + dy, 0, ny - 1)
+        for dx in range(-r, r + 1):
+            if dy or dx:
+                keep &= a[yy, np.clip(xs + dx, 0, nx - 1)] <= v
+    return ys[keep], xs[keep]
+
+
 def split_blob(z: np.ndarray, lab: np.ndarray, label: int, box: tuple[slice, slice], threshold: float,
-               prominence: float, distance: float, rel_prominence: float = 0.25) -> list:
+               prominence: float, distance: float, rel_prominence: float = 0.25, peaks=None) -> list:
     """Split one blob of a differential image at its separate peaks (touching seeds).
 
     The peaks are the local maxima of |z| (over a disc of radius ``distance``/2) above
@@ -194,6 +222,8 @@ def split_blob(z: np.ndarray, lab: np.ndarray, label: int, box: tuple[slice, sli
     prominence : least height (σ) of a peak above its saddle.
     distance : least distance between peaks (px).
     rel_prominence : least height of a peak above its saddle, as a fraction of the peak's |z|.
+    peaks : (rows, cols) within ``box`` of the blob's local maxima above ``threshold``, if known
+        (else found here: maxima over a disc of radius ``distance``/2).
 
     Returns
     -------
@@ -213,11 +243,13 @@ def split_blob(z: np.ndarray, lab: np.ndarray, label: int, box: tuple[slice, sli
     zb = np.abs(z[ys, xs]).astype(np.float64)
     inb = lab[ys, xs] == label
     zb = np.where(inb, zb, 0.0)
-    r = max(1, int(distance // 2))
-    dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
-    foot = dy * dy + dx * dx <= r * r
-    loc = (zb >= ndi.maximum_filter(zb, footprint=foot, mode="constant")) & (zb > threshold)
-    py, px = np.nonzero(loc)
+    if peaks is None:
+        r = max(1, int(distance // 2))
+        dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
+        foot = dy * dy + dx * dx <= r * r
+        py, px = np.nonzero((zb >= ndi.maximum_filter(zb, footprint=foot, mode="constant")) & (zb > threshold))
+    else:
+        py, px = (np.asarray(v, int) for v in peaks)
     if len(py) < 2:
         return []
     order = np.argsort(-zb[py, px], kind="stable")
