@@ -86,6 +86,11 @@ class LiveAnalyzer:
     ref_every : the registration reference is refreshed every this many frames.
     step : "auto" (2 for frames of 768 px and more, else 1) or 1 or 2: the differential image
         and the detection work on a grid of this step (the 1.5 px smoothing leaves nothing finer).
+    split_prominence : a blob of the finest scale whose peaks stand this many σ (and a quarter of
+        their height) above the saddle between them, ``split_distance_px`` or more apart, is split
+        into one candidate per peak (:func:`~insitu.analysis.image.seeds.split_blob`): a young seed
+        beside an older, grown one. 0 turns splitting off.
+    split_distance_px : least distance (frame px) between the peaks of a split blob.
     min_quality : a drift is accepted when the correlation peak stands this many standard
         deviations above the correlation surface (about 5 for unrelated images); otherwise
         the previous drift is kept.
@@ -109,17 +114,21 @@ class LiveAnalyzer:
                  persistence: int = 2, gate_px: float = 4.0, reg_crop: int = 512,
                  ref_every: int = 5, min_quality: float = 7.0, step: int | str = "auto", workers: int = 2,
                  scales_px=(0.0, 2.0, 3.7), lags=(1, 2, 4, 8), alpha: float = 0.02, freeze_level: float = 4.0,
-                 mature_frames: int = 5, min_roundness: float = 0.25, warmup: int = 2):
+                 mature_frames: int = 5, min_roundness: float = 0.25, warmup: int = 2,
+                 split_prominence: float = 3.0, split_distance_px: float = 4.0):
         self.params = dict(sigma_px=sigma_px, threshold=threshold, low=low, persistence=persistence,
                            gate_px=gate_px, reg_crop=reg_crop, ref_every=ref_every,
                            min_quality=min_quality, step=step, scales_px=list(scales_px), lags=list(lags),
-                           alpha=alpha, freeze_level=freeze_level)
+                           alpha=alpha, freeze_level=freeze_level, split_prominence=split_prominence,
+                           split_distance_px=split_distance_px)
         self.scales_px = tuple(float(v) for v in scales_px)
         self.lags = tuple(int(v) for v in lags)
         self.alpha = float(alpha)
         self.freeze_level = float(freeze_level)
         self.mature_frames = int(mature_frames)
         self.min_roundness = float(min_roundness)
+        self.split_prominence = float(split_prominence)
+        self.split_distance_px = float(split_distance_px)
         self.gate_px = float(gate_px)
         self.warmup = int(warmup)
         #: working px next to the edge of the drift-corrected region where no seed is looked for
@@ -277,7 +286,9 @@ class LiveAnalyzer:
         out: list[Candidate] = []
         for i, ev in enumerate(self._evidence.per_scale):
             reach = self.gate_px / self.step + 2 * self._evidence.scales[i]
-            new = find_candidates(ev, self.threshold, self.low, region=region, min_roundness=self.min_roundness)
+            new = find_candidates(ev, self.threshold, self.low, region=region, min_roundness=self.min_roundness,
+                                  split_prominence=self.split_prominence if i == 0 else 0.0,
+                                  split_distance=self.split_distance_px / self.step)
             if out and new:
                 ox, oy, os_ = (np.array([getattr(o, a) for o in out]) for a in ("x", "y", "sign"))
                 cx, cy, cs = (np.array([getattr(c, a) for c in new]) for a in ("x", "y", "sign"))
@@ -295,7 +306,8 @@ class LiveAnalyzer:
         fresh = np.ones(len(cands), bool)
         if tracks and cands:
             tx, ty, ts = (np.array(v) for v in zip(*[(t.x_px, t.y_px, t.sign) for t in tracks]))
-            tg = np.array([self.tracker.gate_px + t.radius_px for t in tracks])
+            # a candidate farther than the plain gate from the tracks may be a seed beside a grown one
+            tg = np.full(len(tracks), self.tracker.gate_px)
             cx = np.array([c.x for c in cands]) * st
             cy = np.array([c.y for c in cands]) * st
             cs = np.array([c.sign for c in cands])

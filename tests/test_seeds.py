@@ -272,3 +272,39 @@ def test_a_shrinking_seed_is_not_a_new_seed_of_opposite_sign():
         t.update(k, float(k), [Candidate(33, 31, -1, 7, 20), Candidate(80, 80, -1, 7, 12)])
     tab = t.table()
     assert sorted(zip(tab["sign"], tab["x_px"].round())) == [(-1, 80.0), (1, 30.0)]
+
+
+def test_a_young_seed_beside_a_grown_one_is_split_off():
+    """Two touching blobs (a grown seed of σ 3.5 px, a young one of σ 1.5 px, 7 px apart) are one
+    region above the low level; split at their peaks they are two candidates at their centres.
+    A single round blob with noise on it stays one."""
+    yy, xx = np.mgrid[0:64, 0:64]
+    z = 12 * np.exp(-((xx - 25.0) ** 2 + (yy - 30.0) ** 2) / (2 * 3.5 ** 2))
+    z += 9 * np.exp(-((xx - 32.0) ** 2 + (yy - 30.0) ** 2) / (2 * 1.5 ** 2))
+    whole = find_candidates(z, threshold=6, low=2.5)
+    assert len(whole) == 1
+    parts = find_candidates(z, threshold=6, low=2.5, split_prominence=3.0, split_distance=4.0)
+    assert len(parts) == 2
+    young = min(parts, key=lambda c: c.peak)
+    old = max(parts, key=lambda c: c.peak)
+    assert young.x == pytest.approx(32.0, abs=0.7) and young.y == pytest.approx(30.0, abs=0.5)
+    assert old.x == pytest.approx(25.0, abs=1.0) and old.y == pytest.approx(30.0, abs=0.5)
+    # a strong flat-topped blob with unit noise: bumps of a few σ on its top are not seeds
+    rng = np.random.default_rng(1)
+    flat = 25 * np.exp(-(np.hypot(xx - 30.0, yy - 30.0) / 9.0) ** 6) + rng.normal(0, 1, z.shape)
+    assert len(find_candidates(flat, threshold=6, low=2.5, split_prominence=3.0, split_distance=4.0)) == 1
+
+
+def test_a_track_spawns_a_second_seed_beside_it():
+    """Two candidates of one sign on one confirmed seed: the nearer continues it, the one farther
+    than the gate becomes a seed of its own; a darker spot 6 px from a bright seed is a new seed
+    (a shrinking seed shows the opposite contrast at its centre, not beside it)."""
+    t = SeedTracker(gate_px=4, persistence=2, max_gap=1)
+    for k in range(3):
+        t.update(k, float(k), [Candidate(30, 30, 1, 12, 200)])      # a grown seed (radius 8 px)
+    for k in range(3, 6):
+        t.update(k, float(k), [Candidate(30.5, 30, 1, 12, 200), Candidate(37, 30, 1, 7, 20),
+                               Candidate(30, 36, -1, 7, 20)])
+    tab = t.table()
+    assert sorted(zip(tab["sign"], tab["x_px"].round(), tab["y_px"].round())) == \
+        [(-1, 30.0, 36.0), (1, 30.0, 30.0), (1, 37.0, 30.0)]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-__all__ = ["Candidate", "find_candidates", "Seed", "SeedTracker", "SEED_COLUMNS", "match_seeds"]
+__all__ = ["Candidate", "find_candidates", "split_blob", "Seed", "SeedTracker", "SEED_COLUMNS", "match_seeds"]
 
 #: Binding column order of seeds.csv.
 SEED_COLUMNS = ("id", "first_frame", "first_time_s", "x_px", "y_px", "sign", "area_px", "peak_snr",
@@ -129,7 +129,8 @@ def _blob_moments(z, low, threshold, max_blobs):
 
 def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
                     region: tuple[slice, slice] | None = None, max_candidates: int = 500,
-                    min_roundness: float = 0.0) -> list[Candidate]:
+                    min_roundness: float = 0.0, split_prominence: float = 0.0,
+                    split_distance: float = 4.0) -> list[Candidate]:
     """Blobs of either sign in a differential image.
 
     A blob is a connected region where |z| > ``low`` that contains at least one pixel with
@@ -145,6 +146,11 @@ def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
     max_candidates : keep only the strongest (protects against a frame that is all change).
     min_roundness : drop blobs whose principal second moments (weights |z| − low) have a ratio
         below this: changes along a line (an edge, an interface) rather than a seed. 0: keep all.
+    split_prominence : if > 0, a blob with several peaks above ``threshold``, at least
+        ``split_distance`` px apart and each standing at least this many σ above the saddle that
+        joins it to a higher peak, is split (:func:`split_blob`): touching seeds, e.g. a young seed
+        beside an older, grown one. 0: never split.
+    split_distance : least distance (px) between the peaks of a split blob.
 
     Returns
     -------
@@ -173,18 +179,173 @@ def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
         return []
     sel = np.argsort(first[:nb], kind="stable")    # in the order of ndimage.label's numbering
     peak = peaks[sel]
+    parts: list[Candidate] = []
+    if split_prominence > 0:
+        whole = np.ones(len(sel), bool)
+        # only blobs with two or more local maxima above the threshold can split; their box is
+        # that of their pixels above the threshold, widened by 2·split_distance
+        ly, lx = _local_maxima(az, hi, max(1, int(split_distance // 2)))
+        nloc = np.bincount(lab[ly, lx], minlength=n + 1)
+        grow = int(np.ceil(2 * split_distance))
+        order = np.argsort(lab[ly, lx], kind="stable")
+        ly, lx = ly[order], lx[order]
+        start = np.r_[0, np.cumsum(nloc)]
+        for q, l in enumerate(sel):
+            if area[l] < 8 or nloc[l] < 2:
+                continue
+            yl, xl = ly[start[l]:start[l + 1]], lx[start[l]:start[l + 1]]
+            if np.hypot(yl.max() - yl.min(), xl.max() - xl.min()) < split_distance:
+                continue   # all its maxima lie closer than split_distance
+            box = (slice(max(0, int(yl.min()) - grow), int(yl.max()) + grow + 1),
+                   slice(max(0, int(xl.min()) - grow), int(xl.max()) + grow + 1))
+            got = split_blob(zr, lab, l, box, threshold, split_prominence, split_distance,
+                             peaks=(yl - box[0].start, xl - box[1].start))
+            if got:
+                whole[q] = False
+                parts += [Candidate(x=c.x + ox, y=c.y + oy, sign=c.sign, peak=c.peak, area=c.area)
+                          for c, rnd in got if rnd >= min_roundness]
+        sel, peak = sel[whole], peak[whole]
+        vxx, vyy, vxy = vxx[sel], vyy[sel], vxy[sel]
+        sel_moments = True
+    else:
+        sel_moments = False
     if min_roundness > 0:
         # a seed is round; a change along a line (an edge, an interface changing along its length)
         # is not: ratio of the principal second moments of the blob (weights |z| − low)
-        vxx, vyy, vxy = vxx[sel], vyy[sel], vxy[sel]
+        if not sel_moments:
+            vxx, vyy, vxy = vxx[sel], vyy[sel], vxy[sel]
         half = 0.5 * (vxx + vyy)
         disc = np.sqrt(np.maximum(0.0, half * half - (vxx * vyy - vxy * vxy)))
         round_ok = (half - disc) >= min_roundness * (half + disc)
         sel, peak = sel[round_ok], peak[round_ok]
     out = [Candidate(x=float(sx[i] / sw[i]) + ox, y=float(sy[i] / sw[i]) + oy, sign=1 if ssign[i] > 0 else -1,
-                     peak=float(p), area=int(area[i])) for i, p in zip(sel, np.atleast_1d(peak))]
+                     peak=float(p), area=int(area[i])) for i, p in zip(sel, np.atleast_1d(peak))] + parts
     out.sort(key=lambda c: -c.peak)
     return out[:max_candidates]
+
+
+def _local_maxima(a: np.ndarray, where: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the pixels of ``where`` that are the maximum of ``a`` over the
+    (2r+1)² square around them (compared at those pixels only: ``where`` is sparse)."""
+    ys, xs = np.nonzero(where)
+    v = a[ys, xs]
+    keep = np.ones(len(ys), bool)
+    ny, nx = a.shape
+    for dy in range(-r, r + 1):
+        yy = np.clip(ys + dy, 0, ny - 1)
+        for dx in range(-r, r + 1):
+            if dy or dx:
+                keep &= a[yy, np.clip(xs + dx, 0, nx - 1)] <= v
+    return ys[keep], xs[keep]
+
+
+def split_blob(z: np.ndarray, lab: np.ndarray, label: int, box: tuple[slice, slice], threshold: float,
+               prominence: float, distance: float, rel_prominence: float = 0.25, peaks=None) -> list:
+    """Split one blob of a differential image at its separate peaks (touching seeds).
+
+    The peaks are the local maxima of |z| (over a disc of radius ``distance``/2) above
+    ``threshold`` within the blob, strongest first. A peak is kept if it lies at least
+    ``distance`` px from every kept peak and stands at least ``prominence`` σ, and
+    ``rel_prominence`` of its own height, above the saddle joining it to each of them (the lowest
+    |z| on the straight segment between the two; the relative part keeps the noise on the flat top
+    of a strong, grown seed from splitting it). Each
+    kept peak gives one part: the pixels of the blob connected to it above its highest saddle,
+    measured like a blob (centroid with weights |z| − saddle, area, peak, sign).
+
+    Parameters
+    ----------
+    z : differential image (σ), the array the labels were made on.
+    lab : labels of the blobs (``scipy.ndimage.label``); ``label`` is the blob to split.
+    box : the blob's bounding box (``scipy.ndimage.find_objects``).
+    threshold : least |z| of a peak (σ).
+    prominence : least height (σ) of a peak above its saddle.
+    distance : least distance between peaks (px).
+    rel_prominence : least height of a peak above its saddle, as a fraction of the peak's |z|.
+    peaks : (rows, cols) within ``box`` of the blob's local maxima above ``threshold``, if known
+        (else found here: maxima over a disc of radius ``distance``/2).
+
+    Returns
+    -------
+    list of (Candidate, roundness) in the coordinates of ``z``, empty when the blob has one peak
+    only; roundness is the ratio of the part's principal second moments (as in :func:`find_candidates`).
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> yy, xx = np.mgrid[0:40, 0:40]
+    >>> z = 10 * np.exp(-((xx - 15) ** 2 + (yy - 20) ** 2) / 8) + 8 * np.exp(-((xx - 22) ** 2 + (yy - 20) ** 2) / 8)
+    >>> lab, n = ndi.label(z > 2.5)
+    >>> [(round(c.x), round(c.y)) for c, _ in split_blob(z, lab, 1, ndi.find_objects(lab)[0], 6, 3, 4)]
+    [(15, 20), (22, 20)]
+    """
+    ys, xs = box
+    zb = np.abs(z[ys, xs]).astype(np.float64)
+    inb = lab[ys, xs] == label
+    zb = np.where(inb, zb, 0.0)
+    if peaks is None:
+        r = max(1, int(distance // 2))
+        dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
+        foot = dy * dy + dx * dx <= r * r
+        py, px = np.nonzero((zb >= ndi.maximum_filter(zb, footprint=foot, mode="constant")) & (zb > threshold))
+    else:
+        py, px = (np.asarray(v, int) for v in peaks)
+    if len(py) < 2:
+        return []
+    order = np.argsort(-zb[py, px], kind="stable")
+    kept: list[tuple[int, int]] = []
+    saddle: list[float] = []
+    for i in order:
+        y, x = int(py[i]), int(px[i])
+        ok, s_max = True, -np.inf
+        for (ky, kx) in kept:
+            if np.hypot(y - ky, x - kx) < distance:
+                ok = False
+                break
+            m = int(np.ceil(2 * np.hypot(y - ky, x - kx)))
+            t = np.linspace(0.0, 1.0, m + 1)
+            s = float(zb[np.rint(y + t * (ky - y)).astype(int), np.rint(x + t * (kx - x)).astype(int)].min())
+            if zb[y, x] - s < max(prominence, rel_prominence * zb[y, x]):
+                ok = False
+                break
+            s_max = max(s_max, s)
+        if ok:
+            kept.append((y, x))
+            saddle.append(s_max)
+    if len(kept) < 2:
+        return []
+    # the first (highest) peak is split off at the highest saddle of the others to it
+    saddle[0] = max(saddle[1:])
+    # the straight segment may miss a higher pass between two peaks: a part that holds another
+    # kept peak is not separate from it (the lower of the two is dropped)
+    parts = []
+    for (y, x), s in zip(kept, saddle):
+        part, _ = ndi.label(zb > s)
+        parts.append(part == part[y, x])
+    ok = [True] * len(kept)
+    for i, (y, x) in enumerate(kept):
+        for k in range(i):
+            if ok[k] and (parts[k][y, x] or parts[i][kept[k]]):
+                ok[i] = False
+    if sum(ok) < 2:
+        return []
+    out = []
+    sgn = np.sign(z[ys, xs])
+    for (y, x), s, part, good in zip(kept, saddle, parts, ok):
+        if not good:
+            continue
+        w = zb[part] - s
+        yy, xx = np.nonzero(part)
+        sw = w.sum()
+        cy, cx = float((w * yy).sum() / sw), float((w * xx).sum() / sw)
+        vyy = float((w * (yy - cy) ** 2).sum() / sw)
+        vxx = float((w * (xx - cx) ** 2).sum() / sw)
+        vxy = float((w * (yy - cy) * (xx - cx)).sum() / sw)
+        half = 0.5 * (vxx + vyy)
+        disc = np.sqrt(max(0.0, half * half - (vxx * vyy - vxy * vxy)))
+        c = Candidate(x=cx + (xs.start or 0), y=cy + (ys.start or 0), sign=int(sgn[y, x]) or 1,
+                      peak=float(zb[y, x]), area=int(part.sum()))
+        out.append((c, (half - disc) / max(half + disc, 1e-30)))
+    return out
 
 
 @dataclass
@@ -295,7 +456,15 @@ class SeedTracker:
             d = np.hypot(cx[:, None] - tx[None, :], cy[:, None] - ty[None, :])
             d[(cs[:, None] != ts[None, :]) | (d > tg[None, :])] = np.inf
             j = np.argmin(d, axis=1)
-            best_idx = np.where(np.isfinite(d[np.arange(len(candidates)), j]), j, -1)
+            dj = d[np.arange(len(candidates)), j]
+            best_idx = np.where(np.isfinite(dj), j, -1)
+            # two candidates on one track (a blob split at its peaks: a young seed beside a grown
+            # one): the nearest continues the track, one farther than gate_px starts its own
+            for t in np.unique(best_idx[best_idx >= 0]):
+                on = np.flatnonzero(best_idx == t)
+                if len(on) > 1:
+                    far = on[(on != on[np.argmin(dj[on])]) & (dj[on] > self.gate_px)]
+                    best_idx[far] = -1
         shrinking = self._next_to_opposite_seed(candidates)
         for c, j, near in zip(candidates, best_idx, shrinking):
             if j < 0 and near:
@@ -325,22 +494,22 @@ class SeedTracker:
         return confirmed
 
     def _next_to_opposite_seed(self, candidates: list[Candidate]) -> np.ndarray:
-        """For each candidate: does it lie within the gate of a confirmed seed of the opposite sign?
+        """For each candidate: does it lie within ``gate_px`` of a confirmed seed of the opposite sign?
 
         When a seed shrinks (Na stripped under reverse bias) the differential image shows
-        the opposite contrast where it was; that is the same seed changing, not a new one.
+        the opposite contrast where it was; that is the same seed changing, not a new one. Only
+        near the seed's centre: a seed of the other sign may grow beside a grown one.
         """
         if not self.seeds or not candidates:
             return np.zeros(len(candidates), bool)
         sx = np.array([s.x_px for s in self.seeds])
         sy = np.array([s.y_px for s in self.seeds])
         ss = np.array([s.sign for s in self.seeds])
-        sg = np.array([self.gate_px + s.radius_px for s in self.seeds])
         cx = np.array([c.x for c in candidates])
         cy = np.array([c.y for c in candidates])
         cs = np.array([c.sign for c in candidates])
         d = np.hypot(cx[:, None] - sx[None, :], cy[:, None] - sy[None, :])
-        return ((d <= sg[None, :]) & (cs[:, None] == -ss[None, :])).any(axis=1)
+        return ((d <= self.gate_px) & (cs[:, None] == -ss[None, :])).any(axis=1)
 
     def table(self) -> dict[str, np.ndarray]:
         """Confirmed seeds as columns (:data:`SEED_COLUMNS`)."""
