@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numba
 import numpy as np
+from scipy import ndimage as ndi
 
 __all__ = ["Candidate", "find_candidates", "split_blob", "Seed", "SeedTracker", "SEED_COLUMNS", "match_seeds"]
 
@@ -46,7 +47,8 @@ def _blob_moments(z, low, threshold, max_blobs):
     Per blob, in the order of the blob's first pixel in row-major order (as ``ndimage.label``
     numbers them): area, Σw, Σw·x, Σw·y, Σz, peak |z| (over |z| > threshold) and the central
     second moments Σw·dx², Σw·dy², Σw·dx·dy (w = |z| − low in the precision of ``z``; sums in
-    float64 over the blob's pixels in row-major order, as ``np.bincount`` over a labelled image).
+    float64 over the blob's pixels in row-major order, as ``np.bincount`` over a labelled image),
+    and its bounding box ``box[b] = (row min, row max, col min, col max)`` (inclusive).
     Returns ``n`` = the number of blobs, or −1 (and nothing) if there are more than ``max_blobs``.
     """
     ny, nx = z.shape
@@ -63,6 +65,7 @@ def _blob_moments(z, low, threshold, max_blobs):
     vxx = np.zeros(m)
     vyy = np.zeros(m)
     vxy = np.zeros(m)
+    box = np.zeros((m, 4), np.int64)
     lo = low
     nb = 0
     for y0 in range(ny):
@@ -71,7 +74,7 @@ def _blob_moments(z, low, threshold, max_blobs):
             if not (a0 > threshold and a0 > lo) or visited[y0, x0]:
                 continue
             if nb == max_blobs:
-                return -1, first, area, sw, sx, sy, ssign, peak, vxx, vyy, vxy
+                return -1, first, area, sw, sx, sy, ssign, peak, vxx, vyy, vxy, box
             visited[y0, x0] = True
             pix[0] = y0 * nx + x0
             n = 1
@@ -99,9 +102,15 @@ def _blob_moments(z, low, threshold, max_blobs):
                         n += 1
             blob = np.sort(pix[:n])
             first[nb] = blob[0]
+            box[nb, 0] = ny
+            box[nb, 2] = nx
             for t in range(n):
                 y = blob[t] // nx
                 x = blob[t] - y * nx
+                box[nb, 0] = min(box[nb, 0], y)
+                box[nb, 1] = max(box[nb, 1], y)
+                box[nb, 2] = min(box[nb, 2], x)
+                box[nb, 3] = max(box[nb, 3], x)
                 zv = z[y, x]
                 a = abs(zv)
                 w = np.float64(a - lo)
@@ -124,7 +133,7 @@ def _blob_moments(z, low, threshold, max_blobs):
                 vyy[nb] += w * dy * dy
                 vxy[nb] += w * dx * dy
             nb += 1
-    return nb, first, area, sw, sx, sy, ssign, peak, vxx, vyy, vxy
+    return nb, first, area, sw, sx, sy, ssign, peak, vxx, vyy, vxy, box
 
 
 def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
@@ -171,8 +180,8 @@ def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
     if not np.issubdtype(zr.dtype, np.floating):
         zr = zr.astype(np.float64)
     t = zr.dtype.type   # numpy compares and subtracts a Python float in the array's precision
-    nb, first, area, sw, sx, sy, ssign, peaks, vxx, vyy, vxy = _blob_moments(zr, t(low), t(threshold),
-                                                                             20 * max_candidates)
+    nb, first, area, sw, sx, sy, ssign, peaks, vxx, vyy, vxy, boxes = _blob_moments(zr, t(low), t(threshold),
+                                                                                    20 * max_candidates)
     if nb < 0:
         return []  # the whole frame changed (beam blank, jump): nothing local to report
     if nb == 0:
@@ -182,24 +191,11 @@ def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
     parts: list[Candidate] = []
     if split_prominence > 0:
         whole = np.ones(len(sel), bool)
-        # only blobs with two or more local maxima above the threshold can split; their box is
-        # that of their pixels above the threshold, widened by 2·split_distance
-        ly, lx = _local_maxima(az, hi, max(1, int(split_distance // 2)))
-        nloc = np.bincount(lab[ly, lx], minlength=n + 1)
-        grow = int(np.ceil(2 * split_distance))
-        order = np.argsort(lab[ly, lx], kind="stable")
-        ly, lx = ly[order], lx[order]
-        start = np.r_[0, np.cumsum(nloc)]
+        r = max(1, int(split_distance // 2))
         for q, l in enumerate(sel):
-            if area[l] < 8 or nloc[l] < 2:
+            if area[l] < 8:
                 continue
-            yl, xl = ly[start[l]:start[l + 1]], lx[start[l]:start[l + 1]]
-            if np.hypot(yl.max() - yl.min(), xl.max() - xl.min()) < split_distance:
-                continue   # all its maxima lie closer than split_distance
-            box = (slice(max(0, int(yl.min()) - grow), int(yl.max()) + grow + 1),
-                   slice(max(0, int(xl.min()) - grow), int(xl.max()) + grow + 1))
-            got = split_blob(zr, lab, l, box, threshold, split_prominence, split_distance,
-                             peaks=(yl - box[0].start, xl - box[1].start))
+            got = _split_one(zr, boxes[l], int(first[l]), low, threshold, split_prominence, split_distance, r)
             if got:
                 whole[q] = False
                 parts += [Candidate(x=c.x + ox, y=c.y + oy, sign=c.sign, peak=c.peak, area=c.area)
@@ -222,6 +218,28 @@ def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
                      peak=float(p), area=int(area[i])) for i, p in zip(sel, np.atleast_1d(peak))] + parts
     out.sort(key=lambda c: -c.peak)
     return out[:max_candidates]
+
+
+def _split_one(z, box, first, low, threshold, prominence, distance, r) -> list:
+    """:func:`split_blob` on the blob of ``z`` with bounding box ``box`` (row min, row max, col min,
+    col max) and first pixel ``first`` (row-major index): labelled in its box widened by ``r`` (the
+    reach of the local-maximum test, so that it compares the same pixels as on the whole image);
+    only blobs with local maxima above ``threshold`` at least ``distance`` apart are tried. Parts
+    in the coordinates of ``z``."""
+    ny, nx = z.shape
+    y0, x0 = max(0, int(box[0]) - r), max(0, int(box[2]) - r)
+    y1, x1 = min(ny, int(box[1]) + r + 1), min(nx, int(box[3]) + r + 1)
+    zb = z[y0:y1, x0:x1]
+    az = np.abs(zb)
+    lab, _ = ndi.label(az > low)
+    fy, fx = divmod(first, nx)
+    label = lab[fy - y0, fx - x0]
+    ly, lx = _local_maxima(az, (lab == label) & (az > threshold), r)
+    if len(ly) < 2 or np.hypot(ly.max() - ly.min(), lx.max() - lx.min()) < distance:
+        return []   # one maximum, or all of them closer than ``distance``
+    got = split_blob(zb, lab, label, (slice(0, y1 - y0), slice(0, x1 - x0)), threshold, prominence, distance,
+                     peaks=(ly, lx))
+    return [(Candidate(x=c.x + x0, y=c.y + y0, sign=c.sign, peak=c.peak, area=c.area), rnd) for c, rnd in got]
 
 
 def _local_maxima(a: np.ndarray, where: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
