@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/insitu demo --out demo-output
 
+# tests/warm_numba.py compiles the numba kernels on the core pytest leaves idle (see its docstring)
 test: $(STAMP)
-	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
+	@QT_QPA_PLATFORM=offscreen $(BIN)/python tests/warm_numba.py > /dev/null 2>&1 & \
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q; rc=$$?; wait; exit $$rc
 
 test-slow: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -m slow
