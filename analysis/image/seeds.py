@@ -192,9 +192,18 @@ def find_candidates(z: np.ndarray, threshold: float = 4.5, low: float = 2.5,
     if split_prominence > 0:
         whole = np.ones(len(sel), bool)
         r = max(1, int(split_distance // 2))
+        az = np.abs(zr)
+        gy, gx = _local_maxima(az, az > threshold, r)     # once for the frame (sparse: pixels > threshold)
         for q, l in enumerate(sel):
             if area[l] < 8:
                 continue
+            b = boxes[l]
+            inside = (gy >= b[0]) & (gy <= b[1]) & (gx >= b[2]) & (gx <= b[3])
+            if np.count_nonzero(inside) < 2:
+                continue
+            yl, xl = gy[inside], gx[inside]
+            if np.hypot(yl.max() - yl.min(), xl.max() - xl.min()) < split_distance:
+                continue   # one local maximum in its box, or all of them closer than split_distance
             got = _split_one(zr, boxes[l], int(first[l]), low, threshold, split_prominence, split_distance, r)
             if got:
                 whole[q] = False
@@ -236,7 +245,7 @@ def _split_one(z, box, first, low, threshold, prominence, distance, r) -> list:
     label = lab[fy - y0, fx - x0]
     ly, lx = _local_maxima(az, (lab == label) & (az > threshold), r)
     if len(ly) < 2 or np.hypot(ly.max() - ly.min(), lx.max() - lx.min()) < distance:
-        return []   # one maximum, or all of them closer than ``distance``
+        return []
     got = split_blob(zb, lab, label, (slice(0, y1 - y0), slice(0, x1 - x0)), threshold, prominence, distance,
                      peaks=(ly, lx))
     return [(Candidate(x=c.x + x0, y=c.y + y0, sign=c.sign, peak=c.peak, area=c.area), rnd) for c, rnd in got]
