@@ -3,13 +3,19 @@
 A compiled kernel that replaces ``a.sum()`` / ``a.mean()`` of a float32 row must add in the
 same order as numpy to keep results identical: numpy sums blocks of up to 128 values with 8
 running partial sums and splits longer runs in halves (rounded down to a multiple of 8).
+
+Also the one row-block count of the image kernels' parallel drivers (:data:`ROW_BLOCKS`).
 """
 from __future__ import annotations
 
 import numba
 import numpy as np
 
-__all__ = ["pairwise_sum_f32"]
+__all__ = ["pairwise_sum_f32", "ROW_BLOCKS"]
+
+#: the image kernels hand rows to the threads in this many blocks (fixed, so that every per-row
+#: result is computed the same way whatever the number of threads, ``NUMBA_NUM_THREADS``)
+ROW_BLOCKS = 32
 
 
 @numba.njit(cache=True, nogil=True)

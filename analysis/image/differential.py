@@ -20,14 +20,9 @@ import numba
 import numpy as np
 import scipy.fft as sfft
 
-from insitu.analysis.image._pairwise import pairwise_sum_f32
+from insitu.analysis.image._pairwise import ROW_BLOCKS, pairwise_sum_f32
 
 __all__ = ["ShiftSmoother", "upsample_fourier", "valid_slices", "remove_row_offsets", "DifferentialImager"]
-
-
-#: rows are handed to the threads in this many blocks (fixed, so that every per-row result is
-#: computed the same way whatever the number of threads, ``NUMBA_NUM_THREADS``)
-_BLOCKS = 32
 
 
 @numba.njit(cache=True, nogil=True)
@@ -57,7 +52,7 @@ def _pixel_spread_rows(d, sd, pm, pv, hold, has_hold, beta, spread, y0, y1):
 def _pixel_spread(d, sd, pm, pv, hold, has_hold, beta, spread):
     """:func:`_pixel_spread_rows` over all rows, blocks of rows in parallel."""
     ny = d.shape[0]
-    nb = min(_BLOCKS, ny)
+    nb = min(ROW_BLOCKS, ny)
     for blk in numba.prange(nb):
         _pixel_spread_rows(d, sd, pm, pv, hold, has_hold, beta, spread, blk * ny // nb, (blk + 1) * ny // nb)
 
@@ -108,7 +103,7 @@ def _normalise_and_step(d, sd, spread, floor, clip, rate, outlier, use_outlier, 
                         ready, nref, nref_max, zv, sd_out):
     """:func:`_normalise_and_step_rows` over all rows, blocks of rows in parallel."""
     ny = d.shape[0]
-    nb = min(_BLOCKS, ny)
+    nb = min(ROW_BLOCKS, ny)
     for blk in numba.prange(nb):
         _normalise_and_step_rows(d, sd, spread, floor, clip, rate, outlier, use_outlier, fz, has_fz,
                                  ready, nref, nref_max, zv, sd_out, blk * ny // nb, (blk + 1) * ny // nb)
@@ -150,7 +145,7 @@ def _sd_from_model_rows(ref, xp, fp, slopes, start, g2, shift_var, has_shift, fl
 def _sd_from_model(ref, xp, fp, slopes, start, g2, shift_var, has_shift, floor, out):
     """:func:`_sd_from_model_rows` over all rows, blocks of rows in parallel."""
     ny = ref.shape[0]
-    nb = min(_BLOCKS, ny)
+    nb = min(ROW_BLOCKS, ny)
     for blk in numba.prange(nb):
         _sd_from_model_rows(ref, xp, fp, slopes, start, g2, shift_var, has_shift, floor, out,
                             blk * ny // nb, (blk + 1) * ny // nb)
@@ -171,7 +166,7 @@ def _sub_shift_rows(d, cx, gx, cy, gy, y0, y1):
 def _sub_shift(d, cx, gx, cy, gy):
     """:func:`_sub_shift_rows` over all rows, blocks of rows in parallel."""
     ny = d.shape[0]
-    nb = min(_BLOCKS, ny)
+    nb = min(ROW_BLOCKS, ny)
     for blk in numba.prange(nb):
         _sub_shift_rows(d, cx, gx, cy, gy, blk * ny // nb, (blk + 1) * ny // nb)
 
@@ -305,7 +300,7 @@ def _row_offsets_rows(diff, lim1, lim2, second, keep, has_keep, y0, y1):
 def _row_offsets(diff, lim1, lim2, second, keep, has_keep):
     """:func:`_row_offsets_rows` over all rows, blocks of rows in parallel."""
     ny = diff.shape[0]
-    nb = min(_BLOCKS, ny)
+    nb = min(ROW_BLOCKS, ny)
     for blk in numba.prange(nb):
         _row_offsets_rows(diff, lim1, lim2, second, keep, has_keep, blk * ny // nb, (blk + 1) * ny // nb)
 

@@ -20,6 +20,8 @@ import numba
 import numpy as np
 from scipy import ndimage as ndi
 
+from insitu.analysis.image._pairwise import ROW_BLOCKS
+
 __all__ = ["EvidenceAccumulator", "robust_sigma", "gaussian_smooth"]
 
 
@@ -242,16 +244,11 @@ def _gauss_axis1_rows(a, w, out, y0, y1):
             out[y, x] = acc[x]
 
 
-#: rows of an image are handed to the threads in this many blocks (fixed, so that every per-row
-#: result is computed the same way whatever the number of threads, ``NUMBA_NUM_THREADS``)
-_BLOCKS = 32
-
-
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _accumulate(zs, prev, clipv, sums, ring, count, lags):
     """:func:`_accumulate_rows` over all rows, blocks of rows in parallel."""
     ny = zs.shape[0]
-    nb = min(_BLOCKS, ny)
+    nb = min(ROW_BLOCKS, ny)
     for blk in numba.prange(nb):
         _accumulate_rows(zs, prev, clipv, sums, ring, count, lags, blk * ny // nb, (blk + 1) * ny // nb)
 
@@ -260,7 +257,7 @@ def _accumulate(zs, prev, clipv, sums, ring, count, lags):
 def _signed_max(sums, inv_edge, inv_rest, edges, ref_var, frame_sd, lags, out):
     """:func:`_signed_max_rows` over all rows, blocks of rows in parallel."""
     ny = out.shape[0]
-    nb = min(_BLOCKS, ny)
+    nb = min(ROW_BLOCKS, ny)
     for blk in numba.prange(nb):
         _signed_max_rows(sums, inv_edge, inv_rest, edges, ref_var, frame_sd, lags, out,
                          blk * ny // nb, (blk + 1) * ny // nb)
@@ -270,7 +267,7 @@ def _signed_max(sums, inv_edge, inv_rest, edges, ref_var, frame_sd, lags, out):
 def _largest(per_scale, out):
     """:func:`_largest_rows` over all rows, blocks of rows in parallel."""
     ny = out.shape[0]
-    nb = min(_BLOCKS, ny)
+    nb = min(ROW_BLOCKS, ny)
     for blk in numba.prange(nb):
         _largest_rows(per_scale, out, blk * ny // nb, (blk + 1) * ny // nb)
 
@@ -279,7 +276,7 @@ def _largest(per_scale, out):
 def _gauss_axis0(a, w, out):
     """:func:`_gauss_axis0_rows` over all rows, blocks of rows in parallel."""
     ny = out.shape[0]
-    nb = min(_BLOCKS, ny)
+    nb = min(ROW_BLOCKS, ny)
     for blk in numba.prange(nb):
         _gauss_axis0_rows(a, w, out, blk * ny // nb, (blk + 1) * ny // nb)
 
@@ -288,7 +285,7 @@ def _gauss_axis0(a, w, out):
 def _gauss_axis1(a, w, out):
     """:func:`_gauss_axis1_rows` over all rows, blocks of rows in parallel."""
     ny = out.shape[0]
-    nb = min(_BLOCKS, ny)
+    nb = min(ROW_BLOCKS, ny)
     for blk in numba.prange(nb):
         _gauss_axis1_rows(a, w, out, blk * ny // nb, (blk + 1) * ny // nb)
 

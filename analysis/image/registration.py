@@ -17,7 +17,7 @@ import numba
 import numpy as np
 import scipy.fft as sfft
 
-from insitu.analysis.image._pairwise import pairwise_sum_f32
+from insitu.analysis.image._pairwise import ROW_BLOCKS, pairwise_sum_f32
 
 __all__ = ["phase_shift", "PhaseCorrelator", "fourier_shift"]
 
@@ -45,11 +45,6 @@ def _noise_sigma(a: np.ndarray) -> float:
     """Robust pixel-noise estimate from the difference of each pixel with its vertical neighbours."""
     sub = (a[1:-1] - 0.5 * (a[:-2] + a[2:]))[::3, ::3]
     return 1.4826 * float(np.median(np.abs(sub - np.median(sub)))) / np.sqrt(1.5) + 1e-12
-
-
-#: rows are handed to the threads in this many blocks (fixed, so that every row is computed the
-#: same way whatever the number of threads)
-_BLOCKS = 32
 
 
 @numba.njit(cache=True, nogil=True)
@@ -82,7 +77,7 @@ def _prepare_rows(a, glitch, despeckle, window, out, y0, y1):
 def _prepare(a, glitch, despeckle, window, out):
     """:func:`_prepare_rows` over all rows, blocks of rows in parallel."""
     ny = a.shape[0]
-    nb = min(_BLOCKS, ny)
+    nb = min(ROW_BLOCKS, ny)
     for blk in numba.prange(nb):
         _prepare_rows(a, glitch, despeckle, window, out, blk * ny // nb, (blk + 1) * ny // nb)
 

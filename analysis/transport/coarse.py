@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 
 from insitu.analysis.transport.microstructure import VACUUM, Microstructure
+from insitu.analysis.transport.refine import block_upsample
 
 #: the coarse grid keeps at least this many voxels across its shorter side
 APPLIED_MIN_SIDE = 512
@@ -88,7 +89,7 @@ def upsample_field(coarse_field, micro: Microstructure, factor: int) -> np.ndarr
     if inside.any() and not inside.all():
         iy, ix = distance_transform_edt(~inside, return_distances=False, return_indices=True)
         coarse_field = coarse_field[iy, ix]
-    E = np.repeat(np.repeat(coarse_field, f, axis=0), f, axis=1)[:ny, :nx]
+    E = block_upsample(coarse_field, f)[:ny, :nx]
     el = np.zeros((ny, nx), bool)
     for e in micro.electrodes.values():
         el |= e

@@ -134,8 +134,12 @@ def _refine(grains, r: int, sigma_px: float = 1.0, cut: bool = False) -> dict:
         fx = slice(x0 * r, x1 * r)
         iy0, iy1, ty = (w[fy] for w in wy)
         ix0, ix1, tx = (w[fx] for w in wx)
-        rows = s[iy0 - ey0] * (1 - ty)[:, None] + s[iy1 - ey0] * ty[:, None]
-        val = rows[:, ix0 - ex0] * (1 - tx) + rows[:, ix1 - ex0] * tx
+
+        def at_fine(a):
+            rows = a[iy0 - ey0] * (1 - ty)[:, None] + a[iy1 - ey0] * ty[:, None]
+            return rows[:, ix0 - ex0] * (1 - tx) + rows[:, ix1 - ex0] * tx
+
+        val = at_fine(s)
         sel = is_grain[fy, fx] & (val > best[fy, fx])
         if cut:
             sel2 = is_grain[fy, fx] & ~sel & (val > second[fy, fx])
@@ -145,16 +149,15 @@ def _refine(grains, r: int, sigma_px: float = 1.0, cut: bool = False) -> dict:
             second_id[fy, fx][sel] = fine[fy, fx][sel]
             gy, gx = np.gradient(s)
             for c, gc in enumerate((gx, gy)):
-                rows = gc[iy0 - ey0] * (1 - ty)[:, None] + gc[iy1 - ey0] * ty[:, None]
-                gval = rows[:, ix0 - ex0] * (1 - tx) + rows[:, ix1 - ex0] * tx
-                grad[fy, fx, c][sel] = gval[sel]
+                grad[fy, fx, c][sel] = at_fine(gc)[sel]
         best[fy, fx][sel] = val[sel]
         fine[fy, fx][sel] = ids[k]
     present = np.unique(fine[fine > 0])
     lost = np.setdiff1d(ids[1:], present)
     if lost.size:
-        back = np.isin(block_upsample(g, r), lost)
-        fine[back] = block_upsample(g, r)[back]
+        coarse = block_upsample(g, r)
+        back = np.isin(coarse, lost)
+        fine[back] = coarse[back]
         if cut:
             second[back] = -np.inf
     out = {"labels": fine}
