@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import io
 
-from insitu.core.jit_notice import TRANSPORT_KERNELS, _module_file, cache_is_warm, compile_notice
+from insitu.core.jit_notice import ORIX_KERNELS, TRANSPORT_KERNELS, _module_file, cache_is_warm, compile_notice
 
 
 def test_kernel_files_are_found():
-
-    for package, relative in TRANSPORT_KERNELS:
+    for package, relative in TRANSPORT_KERNELS + ORIX_KERNELS:
         f = _module_file(package, relative)
         assert f is not None and f.is_file() and f.name == relative.rsplit("/", 1)[-1]
 
@@ -38,3 +37,16 @@ def test_numba_cache_dir_is_honoured(tmp_path, monkeypatch):
     assert not cache_is_warm(mod)
     (cache / "deep" / "src" / "kern.f-1.py311.nbi").write_bytes(b"")
     assert cache_is_warm(mod)
+
+
+def test_simulate_announces_only_what_it_compiles(monkeypatch):
+    """After a simulation, the simulate command's notice is silent: every kernel file it watches
+    has a warm cache (orix's, which simulate never uses, was in the list and kept the notice on for
+    good on a machine that had not read an orientation map)."""
+    from insitu.analysis.transport.lamella import voronoi_lamella
+    from insitu.analysis.transport.simulator import simulate
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    simulate(voronoi_lamella((48, 48), n_grains=4), {"top": 0.0, "right": 1.0}, model="full")
+    out = io.StringIO()
+    assert compile_notice("insitu simulate", stream=out) is False and out.getvalue() == ""

@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 
 #: (top-level package, file inside it) of the kernels the transport commands compile: orix's
-#: orientation conversions (reading a map) and the simulator's network (the multigrid solver
-#: compiles too, but only large grids use it)
+#: orientation conversions (``insitu microstructure``, reading a map) and the simulator's network
+#: (``insitu simulate``; the multigrid solver compiles too, but only large grids use it). simulate
+#: reads no orientation map, so orix's cache is not its business: with it in the list, simulate
+#: announced a compile on every run on a machine that had never read a map.
 ORIX_KERNELS = (("orix", "quaternion/_conversions.py"),)
-TRANSPORT_KERNELS = ORIX_KERNELS + (("insitu", "analysis/transport/network.py"),)
+TRANSPORT_KERNELS = (("insitu", "analysis/transport/network.py"),)
 
 
 def _module_file(package: str, relative: str) -> Path | None:
