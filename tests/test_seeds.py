@@ -308,3 +308,22 @@ def test_a_track_spawns_a_second_seed_beside_it():
     tab = t.table()
     assert sorted(zip(tab["sign"], tab["x_px"].round(), tab["y_px"].round())) == \
         [(-1, 30.0, 36.0), (1, 30.0, 30.0), (1, 37.0, 30.0)]
+
+
+def test_grown_seeds_run_together_are_not_a_new_seed():
+    """Seeds growing side by side run together into one large blob centred between them, farther
+    from each than its gate (the demo session of seed 0 reported such a union of five seeds as a
+    ninth seed): not a new seed. A small blob at the same place still is one."""
+    def run(area):
+        t = SeedTracker(gate_px=4, persistence=2, max_gap=1)
+        seeds = [Candidate(x, 17.0, 1, 10, 30) for x in (177.0, 200.0, 214.0)] + [Candidate(180.0, 42.0, 1, 10, 30)]
+        for k in range(3):
+            t.update(k, float(k), seeds)
+        for k in range(3, 7):   # the union (centroid between them), while the seeds themselves go on
+            t.update(k, float(k), seeds + [Candidate(192.0, 30.0, 1, 40, area)])
+        return t.table()
+
+    merged = run(2800)
+    assert len(merged["id"]) == 4 and not np.any(np.hypot(merged["x_px"] - 192, merged["y_px"] - 30) < 4)
+    small = run(20)
+    assert len(small["id"]) == 5 and np.any(np.hypot(small["x_px"] - 192, small["y_px"] - 30) < 1)
