@@ -284,6 +284,8 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.analysis = None
                 self.panel.log_event(0.0, EventKind.INFO, f"live analysis unavailable: {exc}")
                 self.image.mode_box.model().item(1).setEnabled(False)
+        # a closed-loop run analyses every frame in its seed watcher: the view shows that analysis
+        self.backend.on_seed_watcher = self.analysis.follow if self.analysis is not None else None
         sinks = (self.queue,)
         b = self.backend
         self.thread = SourceThread(lambda: b.run(sinks), b.stop, finish=b.finish, name=b.label)

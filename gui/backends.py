@@ -48,6 +48,10 @@ class _Backend(Stoppable):
     start_text: str | None = None
     abort_text: str | None = None
     identities = ""           # instrument identities for the status bar
+    #: called with the run's own seed watcher when the run analyses its frames itself (a protocol
+    #: with seed rules, see :class:`insitu.runner.ProtocolRunner`), before its first frame: the
+    #: window sets it so that its live view shows that analysis instead of repeating it
+    on_seed_watcher = None
 
     def __init__(self):
         super().__init__()            # .producer: the Runner / feed once built
@@ -372,7 +376,7 @@ class EngineBackend(_Backend):
         runner = ProtocolRunner(self.protocol, self.config, self.config_text, self.session_path,
                                 overwrite=self.overwrite, time_scale=self.time_scale, seed=self.seed,
                                 program="insitu gui", open_instruments=self._open_instruments,
-                                handle_signals=False)
+                                handle_signals=False, on_seed_watcher=self.on_seed_watcher)
         self._attach(runner)   # a stop that came first reaches the runner: it stops before switching on
         return runner.run(sinks)
 

@@ -416,11 +416,17 @@ class ProtocolRunner(Runner):
         :func:`insitu.instruments.open_instruments` (the demo passes its specimen, tests plain mocks).
     status_stream : text stream, optional
         The engine's one-line live status (``None``: none).
+    on_seed_watcher : callable, optional
+        Called (in the run's thread, before the engine starts) with the
+        :class:`~insitu.seedwatch.SeedWatcher` of a protocol that reacts to seeds, which then
+        analyses every recorded frame: a live view can add itself to its ``result_sinks`` and
+        show that analysis instead of running a second detector (the GUI does). Not called
+        when the protocol has no seed rules; a failing callback only costs the view.
     """
 
     def __init__(self, protocol, config, config_text: str, out, *, overwrite: bool = False,
                  time_scale: float = 1.0, seed: int = 0, program: str = "insitu run", open_instruments=None,
-                 status_stream=None, handle_signals: bool = True):
+                 status_stream=None, handle_signals: bool = True, on_seed_watcher=None):
         super().__init__(out, overwrite=overwrite, program=program, handle_signals=handle_signals)
         if not (0 < time_scale < 1e6):
             raise UserError(f"--time-scale: must be > 0 (got {time_scale!r})")
@@ -433,8 +439,11 @@ class ProtocolRunner(Runner):
         self.seed = int(seed)
         self._open_instruments = open_instruments
         self.status_stream = status_stream
+        self.on_seed_watcher = on_seed_watcher
         self.instruments = None
         self.clock = None
+        #: the live seed detector of a closed-loop run (None otherwise)
+        self.watcher = None
 
     @property
     def engine(self):
@@ -478,7 +487,12 @@ class ProtocolRunner(Runner):
         its own thread (:func:`insitu.seedwatch.attach`), fed the recorded frames, posting into the engine."""
         from insitu.seedwatch import attach
 
-        watcher = attach(producer)
+        watcher = self.watcher = attach(producer)
+        if watcher is not None and self.on_seed_watcher is not None:
+            try:
+                self.on_seed_watcher(watcher)
+            except Exception as exc:  # noqa: BLE001 - the view is a convenience, the run goes on
+                log.warning("on_seed_watcher failed: %s: %s", type(exc).__name__, exc)
         try:
             return producer.run()
         finally:

@@ -34,11 +34,11 @@ from __future__ import annotations
 import queue
 import threading
 import traceback
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
-from insitu.analysis.pipeline import LiveAnalyzer
+from insitu.analysis.pipeline import FrameResult, LiveAnalyzer
 from insitu.core.records import FrameRecord, SeedRecord
 
 _STOP = object()
@@ -55,13 +55,22 @@ class SeedWatcher:
         The detector (default: ``LiveAnalyzer(workers=1)``, the settings ``insitu analyze`` uses).
     on_error : callable, optional
         Receives one line when the detector fails (the run goes on; no more seeds are posted).
+    result_sinks : iterable of callables, optional
+        Each receives every :class:`~insitu.analysis.pipeline.FrameResult` (from the watcher's
+        thread, after the seeds are posted), so that a live view shows this analysis instead of
+        analysing the frames a second time (the GUI's, :mod:`insitu.gui.analysis_thread`). More
+        can be appended to :attr:`result_sinks` before the first frame. A sink must not wait; one
+        that raises is dropped (the detection goes on), its error in :attr:`sink_error`.
     """
 
     def __init__(self, post: Callable[[SeedRecord], None], *, analyzer: LiveAnalyzer | None = None,
-                 on_error: Callable[[str], None] | None = None):
+                 on_error: Callable[[str], None] | None = None,
+                 result_sinks: Iterable[Callable[[FrameResult], None]] = ()):
         self.post = post
         self.analyzer = analyzer if analyzer is not None else LiveAnalyzer(workers=1)
         self.on_error = on_error
+        self.result_sinks: list[Callable[[FrameResult], None]] = list(result_sinks)
+        self.sink_error: str | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         #: frames received (the next frame's index) and frames analysed
@@ -91,6 +100,13 @@ class SeedWatcher:
             out.append(rec)
             self.seeds.append(rec)
             self.post(rec)
+        for sink in list(self.result_sinks):
+            try:
+                sink(res)
+            except Exception as exc:  # noqa: BLE001 - a failing view must not stop the loop's detector
+                self.result_sinks.remove(sink)
+                if self.sink_error is None:
+                    self.sink_error = f"{type(exc).__name__}: {exc}"
         return out
 
     def _loop(self) -> None:

@@ -356,17 +356,26 @@ class DifferentialImager:
     n_bins : number of reference-level bins of the noise model.
     step : working grid step (frame px).
 
+    After the first ``n_init`` frames (None), the differential is all zeros until the noise
+    model has 20 sampled pixels in a reference-level bin; a 64 px frame never gets there.
+
     Example
     -------
+    A 4 × 4 px change (+60 counts on 100, about 6 σ per pixel) appears in frame 7 of ten:
+
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
-    >>> im = DifferentialImager((64, 64))
-    >>> for k in range(6):
-    ...     f = rng.poisson(100, (64, 64)).astype(np.float32)
-    ...     if k == 5:
-    ...         f[30:34, 30:34] += 60
+    >>> im = DifferentialImager((96, 96))
+    >>> for k in range(10):
+    ...     f = rng.poisson(100, (96, 96)).astype(np.float32)
+    ...     if k >= 7:
+    ...         f[40:44, 60:64] += 60
     ...     z = im.update(f, 0.0, 0.0)
-    >>> bool(z[31, 31] > 5) and bool(np.abs(z[:20, :20]).max() < 5)
+    >>> y, x = np.unravel_index(np.argmax(z), z.shape)
+    >>> int(y), int(x), round(float(z[y, x]))       # the change (smoothed), at 18 σ
+    (42, 62, 18)
+    >>> rest = np.abs(z); rest[36:48, 56:68] = 0
+    >>> bool(rest.max() < 4)                        # elsewhere only noise, below 4 σ
     True
     """
 
