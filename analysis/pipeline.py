@@ -97,17 +97,20 @@ class LiveAnalyzer:
 
     Example
     -------
+    A 5 × 5 px change (+50 counts on 100) from frame 7 of twelve (frames under ~96 px give the
+    noise model too few pixels per brightness bin: their differential stays zero):
+
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> la = LiveAnalyzer()
-    >>> for k in range(7):
-    ...     f = rng.poisson(100, (64, 64)).astype(float)
-    ...     if k >= 4:
-    ...         f[30:35, 20:25] += 50
+    >>> for k in range(12):
+    ...     f = rng.poisson(100, (96, 96)).astype(float)
+    ...     if k >= 7:
+    ...         f[40:45, 60:65] += 50
     ...     r = la.feed(f, 2.0 * k)
     >>> t = la.seeds_table()
     >>> t["first_frame"].tolist(), [round(float(v)) for v in t["x_px"]], [round(float(v)) for v in t["y_px"]]
-    ([4], [22], [32])
+    ([7], [62], [42])
     """
 
     def __init__(self, *, sigma_px: float = 1.5, threshold: float = 6.0, low: float = 2.5,

@@ -134,7 +134,7 @@ def test_full_demo_finds_the_true_seeds(tmp_path, seed, capsys):
     found, truth = _found_and_truth(out)
     score = match_seeds(found, truth, radius_px=4.0)
     print(f"seed {seed}: true {len(truth['x_px'])}, found {len(found['x_px'])}, F1 {score['f1']:.2f}")
-    assert score["f1"] >= 0.8
+    assert score["f1"] >= 0.95          # issue 15's Done-when for the demo
 
 
 def _demo_seeds_offline(seed):
