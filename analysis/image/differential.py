@@ -171,6 +171,27 @@ def _sub_shift(d, cx, gx, cy, gy):
         _sub_shift_rows(d, cx, gx, cy, gy, blk * ny // nb, (blk + 1) * ny // nb)
 
 
+@numba.njit(cache=True, nogil=True)
+def _sub_interp_rows(d, r, xp, fp, y0, y1):
+    """d[y] ← d[y] − float32(interp(r[y]; xp, fp)), in place; the interpolation in float64 as
+    ``np.interp`` does it (numba's np.interp follows numpy's)."""
+    nx = d.shape[1]
+    for y in range(y0, y1):
+        v = np.interp(r[y].astype(np.float64), xp, fp)
+        for x in range(nx):
+            d[y, x] = d[y, x] - np.float32(v[x])
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _sub_interp(d, r, xp, fp):
+    """:func:`_sub_interp_rows` over all rows, blocks of rows in parallel (was a frame-sized
+    ``np.interp``, a cast and a subtraction: ~3 ms a frame at 512²)."""
+    ny = d.shape[0]
+    nb = min(ROW_BLOCKS, ny)
+    for blk in numba.prange(nb):
+        _sub_interp_rows(d, r, xp, fp, blk * ny // nb, (blk + 1) * ny // nb)
+
+
 class ShiftSmoother:
     """Shift images by a subpixel amount and smooth them with a Gaussian, in one FFT pair.
 
@@ -492,7 +513,7 @@ class DifferentialImager:
         sb = np.bincount(idx, weights=s, minlength=nl) / np.maximum(n, 1)
         if not np.any(np.abs(m) > 0.1 * np.maximum(sb, 1e-30)):
             return
-        d -= np.interp(self.reference[sl], self._lvl, m).astype(np.float32)
+        _sub_interp(d, self.reference[sl], np.asarray(self._lvl, np.float64), np.asarray(m, np.float64))
 
     def _sd_map(self) -> None:
         """σ per working pixel from the level model and the shift term (refreshed every 4 frames)."""

@@ -253,17 +253,47 @@ def _split_one(z, box, first, low, threshold, prominence, distance, r) -> list:
 
 def _local_maxima(a: np.ndarray, where: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows and columns of the pixels of ``where`` that are the maximum of ``a`` over the
-    (2r+1)² square around them (compared at those pixels only: ``where`` is sparse)."""
-    ys, xs = np.nonzero(where)
-    v = a[ys, xs]
-    keep = np.ones(len(ys), bool)
+    (2r+1)² square around them (compared at those pixels only: ``where`` is sparse; neighbours
+    beyond the edge are the edge pixels), in row-major order."""
+    ys, xs, n = _local_maxima_kernel(a, np.ascontiguousarray(where), int(r))
+    return ys[:n], xs[:n]
+
+
+@numba.njit(cache=True, nogil=True)
+def _local_maxima_kernel(a, where, r):
+    """The pixels of :func:`_local_maxima` (one compiled pass; it was 24 gathers over the pixels of
+    ``where`` in numpy): their rows, columns and count."""
     ny, nx = a.shape
-    for dy in range(-r, r + 1):
-        yy = np.clip(ys + dy, 0, ny - 1)
-        for dx in range(-r, r + 1):
-            if dy or dx:
-                keep &= a[yy, np.clip(xs + dx, 0, nx - 1)] <= v
-    return ys[keep], xs[keep]
+    n_where = 0
+    for y in range(ny):
+        for x in range(nx):
+            if where[y, x]:
+                n_where += 1
+    ys = np.empty(n_where, np.int64)
+    xs = np.empty(n_where, np.int64)
+    n = 0
+    for y in range(ny):
+        for x in range(nx):
+            if not where[y, x]:
+                continue
+            v = a[y, x]
+            keep = True
+            for dy in range(-r, r + 1):
+                yy = min(max(y + dy, 0), ny - 1)
+                for dx in range(-r, r + 1):
+                    if dy == 0 and dx == 0:
+                        continue
+                    xx = min(max(x + dx, 0), nx - 1)
+                    if not a[yy, xx] <= v:     # as numpy's `<=` (a NaN neighbour rejects)
+                        keep = False
+                        break
+                if not keep:
+                    break
+            if keep:
+                ys[n] = y
+                xs[n] = x
+                n += 1
+    return ys, xs, n
 
 
 def split_blob(z: np.ndarray, lab: np.ndarray, label: int, box: tuple[slice, slice], threshold: float,
