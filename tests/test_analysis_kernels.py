@@ -154,3 +154,26 @@ def test_level_bias_interpolation_matches_numpy():
     ref -= np.interp(r[5:70, 3:80], xp, fp).astype(np.float32)
     _sub_interp(d[5:70, 3:80], r[5:70, 3:80], xp, fp)
     np.testing.assert_array_equal(d[5:70, 3:80], ref)
+
+
+def test_level_sums_match_bincount():
+    """Per level bin: count, sum of d clipped at ± 3 s (float32) and sum of s, as the masked
+    selection, np.clip, searchsorted and np.bincount the compiled pass replaced give them."""
+    from insitu.analysis.image.differential import _level_sums
+
+    rng = np.random.default_rng(2)
+    big = rng.normal(0, 2, (90, 100)).astype(np.float32)
+    ref = rng.uniform(0, 50, (90, 100)).astype(np.float32)
+    sd = rng.uniform(0.5, 2, (90, 100)).astype(np.float32)
+    d, r, s = big[::2, ::2], ref[::2, ::2], sd[::2, ::2]          # strided, as the imager passes them
+    ok = rng.random(r.shape) < 0.8
+    edges = np.unique(np.r_[np.percentile(r, np.linspace(0, 100, 11)), np.linspace(r.min(), r.max(), 11)])
+    r[0, :3] = edges[:3]                                           # values on the edges themselves
+    nl = len(edges) - 1
+    n, sx, ss = _level_sums(d, r, s, ok, edges, nl)
+    sk = s[ok]
+    x = np.clip(d[ok], -3.0 * sk, 3.0 * sk)
+    idx = np.clip(np.searchsorted(edges, r[ok], "right") - 1, 0, nl - 1)
+    np.testing.assert_array_equal(n, np.bincount(idx, minlength=nl))
+    np.testing.assert_array_equal(sx, np.bincount(idx, weights=x, minlength=nl))
+    np.testing.assert_array_equal(ss, np.bincount(idx, weights=sk, minlength=nl))

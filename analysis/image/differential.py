@@ -109,31 +109,46 @@ def _normalise_and_step(d, sd, spread, floor, clip, rate, outlier, use_outlier, 
                                  ready, nref, nref_max, zv, sd_out, blk * ny // nb, (blk + 1) * ny // nb)
 
 
+def interp_tables(xp, fp):
+    """(xp, fp, slopes, start) for :func:`_interp_one`: float64 knots and values, the slopes as
+    ``np.interp`` precomputes them, and for 1024 equal cells over [xp[0], xp[−1]] an index near
+    the interval of the cell's values, where the search for the interval begins."""
+    xp = np.asarray(xp, np.float64)
+    fp = np.asarray(fp, np.float64)
+    slopes = np.diff(fp) / np.diff(xp) if xp.size > 1 else np.zeros(1)
+    cells = np.linspace(xp[0], xp[-1], 1025)[:-1]
+    start = np.clip(np.searchsorted(xp, cells, "right") - 1, 0, max(xp.size - 2, 0)).astype(np.int64)
+    return xp, fp, slopes, start
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _interp_one(r, xp, fp, slopes, start):
+    """``np.interp(r, xp, fp)`` for one float64 ``r`` (finite), by the same formula; the search for
+    the interval starts at the ``start`` of r's cell and walks from there (any start gives the
+    same answer)."""
+    n = xp.shape[0]
+    if r < xp[0]:
+        return fp[0]
+    if r >= xp[n - 1]:
+        return fp[n - 1]
+    cell = start.shape[0] / (xp[n - 1] - xp[0])
+    c = int((r - xp[0]) * cell)
+    lo = start[min(max(c, 0), start.shape[0] - 1)]
+    while lo > 0 and xp[lo] > r:
+        lo -= 1
+    while xp[lo + 1] <= r:      # now xp[lo] <= r < xp[lo + 1]
+        lo += 1
+    return fp[lo] if xp[lo] == r else slopes[lo] * (r - xp[lo]) + fp[lo]
+
+
 @numba.njit(cache=True, nogil=True)
 def _sd_from_model_rows(ref, xp, fp, slopes, start, g2, shift_var, has_shift, floor, out, y0, y1):
-    """out = √max(interp(ref; xp, fp) + shift_var·g2, floor) (float32): ``np.interp`` (the same
-    formula, slopes precomputed as numpy does for long inputs) then the float32 steps. ``start``:
-    for equal cells over [xp[0], xp[−1]], an index near the interval of the cell's values, where
-    the search for the interval begins (it walks from there, so any start gives the same answer)."""
-    ny, nx = ref.shape
-    n = xp.shape[0]
-    cell = start.shape[0] / (xp[n - 1] - xp[0]) if xp[n - 1] > xp[0] else 0.0
+    """out = √max(interp(ref; xp, fp) + shift_var·g2, floor) (float32): ``np.interp``
+    (:func:`_interp_one`) then the float32 steps."""
+    nx = ref.shape[1]
     for y in range(y0, y1):
         for x in range(nx):
-            r = np.float64(ref[y, x])
-            if r < xp[0]:
-                v = fp[0]
-            elif r >= xp[n - 1]:
-                v = fp[n - 1]
-            else:
-                c = int((r - xp[0]) * cell)
-                lo = start[min(max(c, 0), start.shape[0] - 1)]
-                while lo > 0 and xp[lo] > r:
-                    lo -= 1
-                while xp[lo + 1] <= r:      # now xp[lo] <= r < xp[lo + 1]
-                    lo += 1
-                v = fp[lo] if xp[lo] == r else slopes[lo] * (r - xp[lo]) + fp[lo]
-            w = np.float32(v)
+            w = np.float32(_interp_one(np.float64(ref[y, x]), xp, fp, slopes, start))
             if has_shift:
                 w = w + shift_var * g2[y, x]
             if w < floor:
@@ -172,24 +187,60 @@ def _sub_shift(d, cx, gx, cy, gy):
 
 
 @numba.njit(cache=True, nogil=True)
-def _sub_interp_rows(d, r, xp, fp, y0, y1):
-    """d[y] ← d[y] − float32(interp(r[y]; xp, fp)), in place; the interpolation in float64 as
-    ``np.interp`` does it (numba's np.interp follows numpy's)."""
+def _level_sums(d, r, s, ok, edges, nl):
+    """Per reference-level bin (``edges``, side "right", clipped to 0 … nl − 1) over the pixels
+    ``ok``: their count, the sum of d clipped at ± 3 s (float32, as np.clip) and the sum of s, in
+    float64 and in row-major order, as ``np.bincount`` adds them (one pass; it was a masked
+    selection, a clip, a searchsorted and three bincounts)."""
+    n = np.zeros(nl, np.int64)
+    sx = np.zeros(nl, np.float64)
+    ss = np.zeros(nl, np.float64)
+    ny, nx = r.shape
+    three = np.float32(3.0)
+    for y in range(ny):
+        for x in range(nx):
+            if not ok[y, x]:
+                continue
+            sv = s[y, x]
+            hi = three * sv
+            lo = -hi
+            v = d[y, x]
+            if v < lo:
+                v = lo
+            if v > hi:
+                v = hi
+            k = np.searchsorted(edges, np.float64(r[y, x]), side="right") - 1
+            if k < 0:
+                k = 0
+            elif k > nl - 1:
+                k = nl - 1
+            n[k] += 1
+            sx[k] += np.float64(v)
+            ss[k] += np.float64(sv)
+    return n, sx, ss
+
+
+@numba.njit(cache=True, nogil=True)
+def _sub_interp_rows(d, r, xp, fp, slopes, start, y0, y1):
+    """d[y] ← d[y] − float32(interp(r[y]; xp, fp)), in place (:func:`_interp_one`, as np.interp)."""
     nx = d.shape[1]
     for y in range(y0, y1):
-        v = np.interp(r[y].astype(np.float64), xp, fp)
         for x in range(nx):
-            d[y, x] = d[y, x] - np.float32(v[x])
+            d[y, x] = d[y, x] - np.float32(_interp_one(np.float64(r[y, x]), xp, fp, slopes, start))
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _sub_interp(d, r, xp, fp):
-    """:func:`_sub_interp_rows` over all rows, blocks of rows in parallel (was a frame-sized
-    ``np.interp``, a cast and a subtraction: ~3 ms a frame at 512²)."""
+def _sub_interp_tables(d, r, xp, fp, slopes, start):
     ny = d.shape[0]
     nb = min(ROW_BLOCKS, ny)
     for blk in numba.prange(nb):
-        _sub_interp_rows(d, r, xp, fp, blk * ny // nb, (blk + 1) * ny // nb)
+        _sub_interp_rows(d, r, xp, fp, slopes, start, blk * ny // nb, (blk + 1) * ny // nb)
+
+
+def _sub_interp(d, r, xp, fp) -> None:
+    """d −= float32(np.interp(r, xp, fp)), in place, blocks of rows in parallel (was a
+    frame-sized ``np.interp``, a cast and a subtraction). ``r`` finite."""
+    _sub_interp_tables(d, r, *interp_tables(xp, fp))
 
 
 class ShiftSmoother:
@@ -503,26 +554,19 @@ class DifferentialImager:
         ok = self._inner(r.shape)
         if exclude is not None:
             ok &= ~exclude[::2, ::2]
-        s = s[ok]
-        x = np.clip(d[::2, ::2][ok], -3.0 * s, 3.0 * s)
         nl = len(self._lvl)
-        idx = np.clip(np.searchsorted(self._edges, r[ok], "right") - 1, 0, nl - 1)
-        n = np.bincount(idx, minlength=nl)
-        m = np.bincount(idx, weights=x, minlength=nl) / np.maximum(n, 1)
+        n, sx, ss = _level_sums(d[::2, ::2], r, s, ok, np.asarray(self._edges, np.float64), nl)
+        m = sx / np.maximum(n, 1)
         m = np.where(n >= 200, m, 0.0)
-        sb = np.bincount(idx, weights=s, minlength=nl) / np.maximum(n, 1)
+        sb = ss / np.maximum(n, 1)
         if not np.any(np.abs(m) > 0.1 * np.maximum(sb, 1e-30)):
             return
-        _sub_interp(d, self.reference[sl], np.asarray(self._lvl, np.float64), np.asarray(m, np.float64))
+        _sub_interp(d, self.reference[sl], self._lvl, m)
 
     def _sd_map(self) -> None:
         """σ per working pixel from the level model and the shift term (refreshed every 4 frames)."""
         # v = interp(R; levels, variances) (+ shift_var·|∇R|²), at least 1e-6 of the median; σ = √v
-        xp = np.asarray(self._lvl, np.float64)
-        fp = np.asarray(self._lvar, np.float64)
-        slopes = np.diff(fp) / np.diff(xp) if xp.size > 1 else np.zeros(1)
-        cells = np.linspace(xp[0], xp[-1], 1025)[:-1]
-        start = np.clip(np.searchsorted(xp, cells, "right") - 1, 0, max(xp.size - 2, 0)).astype(np.int64)
+        xp, fp, slopes, start = interp_tables(self._lvl, self._lvar)
         has_shift = self._grad is not None and self.shift_var > 0
         sd = np.empty(self.reference.shape, np.float32)
         _sd_from_model(self.reference, xp, fp, slopes, start, self._grad[2] if has_shift else self.reference,
