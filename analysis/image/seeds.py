@@ -562,14 +562,15 @@ class SeedTracker:
         """
         if not self.seeds or not candidates:
             return np.zeros(len(candidates), bool)
-        sx = np.array([s.x_px for s in self.seeds])
-        sy = np.array([s.y_px for s in self.seeds])
-        ss = np.array([s.sign for s in self.seeds])
-        cx = np.array([c.x for c in candidates])
-        cy = np.array([c.y for c in candidates])
-        cs = np.array([c.sign for c in candidates])
-        d = np.hypot(cx[:, None] - sx[None, :], cy[:, None] - sy[None, :])
-        return ((d <= self.gate_px) & (cs[:, None] == -ss[None, :])).any(axis=1)
+        d, same = self._to_confirmed(candidates)
+        return ((d <= self.gate_px) & ~same).any(axis=1)
+
+    def _to_confirmed(self, candidates: list[Candidate]) -> tuple[np.ndarray, np.ndarray]:
+        """Distances (px) of the candidates (rows) to the confirmed seeds (columns), and whether
+        each pair has the same sign."""
+        sx, sy, ss = (np.array(v, float) for v in zip(*[(s.x_px, s.y_px, s.sign) for s in self.seeds]))
+        cx, cy, cs = (np.array(v, float) for v in zip(*[(c.x, c.y, c.sign) for c in candidates]))
+        return np.hypot(cx[:, None] - sx[None, :], cy[:, None] - sy[None, :]), cs[:, None] == ss[None, :]
 
     def _holds_confirmed_seeds(self, candidates: list[Candidate]) -> np.ndarray:
         """For each candidate: does a confirmed seed of its sign lie within the candidate's own
@@ -583,15 +584,9 @@ class SeedTracker:
         """
         if not self.seeds or not candidates:
             return np.zeros(len(candidates), bool)
-        sx = np.array([s.x_px for s in self.seeds])
-        sy = np.array([s.y_px for s in self.seeds])
-        ss = np.array([s.sign for s in self.seeds])
-        cx = np.array([c.x for c in candidates])
-        cy = np.array([c.y for c in candidates])
-        cs = np.array([c.sign for c in candidates])
+        d, same = self._to_confirmed(candidates)
         cr = np.sqrt(np.array([c.area for c in candidates], float) / np.pi)
-        d = np.hypot(cx[:, None] - sx[None, :], cy[:, None] - sy[None, :])
-        return ((d <= cr[:, None]) & (cs[:, None] == ss[None, :])).any(axis=1)
+        return ((d <= cr[:, None]) & same).any(axis=1)
 
     def table(self) -> dict[str, np.ndarray]:
         """Confirmed seeds as columns (:data:`SEED_COLUMNS`)."""
