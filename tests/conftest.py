@@ -46,3 +46,25 @@ def emulator():
     yield make
     for emu in started:
         emu.stop()
+
+
+@pytest.fixture(autouse=True)
+def _qt_garbage_collected_in_the_gui_thread(request):
+    """After a Qt test (its qtbot has closed its widgets): deliver the pending deletions and
+    collect the garbage here, in the GUI thread. Otherwise a window's Python wrappers, caught in
+    a reference cycle, may be collected later by whichever thread allocates next (an analysis or
+    seed-watcher thread of the next test), and pyqtgraph items half deleted from there were
+    painted: "wrapped C/C++ object of type AxisItem has been deleted", then a segmentation fault
+    (1 run in 4-8 of tests/test_closedloop_gui.py)."""
+    yield
+    if "qtbot" not in request.fixturenames:
+        return
+    import gc
+
+    from PyQt5 import QtCore, QtWidgets
+
+    app = QtWidgets.QApplication.instance()
+    if app is not None:
+        QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.DeferredDelete)
+        app.processEvents()
+    gc.collect()
