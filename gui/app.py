@@ -574,13 +574,37 @@ def install_excepthook() -> None:
     sys.excepthook = hook
 
 
+#: the GUI-thread garbage collector of :func:`make_app` (one per process)
+_COLLECTOR = None
+
+
+def collect_garbage_in_gui_thread(interval_s: float = 1.0):
+    """Turn Python's automatic garbage collection off and collect on a timer in the GUI thread
+    instead (pyqtgraph's ``GarbageCollector``); returns it (``.timer.stop()`` and ``gc.enable()``
+    undo it).
+
+    The cycle collector runs in whichever thread happens to allocate when a threshold is passed:
+    here the engine, the analysis or the seed-watcher thread. Qt objects in a reference cycle
+    (plot items, windows) are then deleted from that thread, and Qt crashes: in the tests,
+    "wrapped C/C++ object of type AxisItem has been deleted" and a segmentation fault, which
+    in a run would take the engine thread (and its safe ramp-down) with it.
+    """
+    from pyqtgraph.util.garbage_collector import GarbageCollector
+
+    return GarbageCollector(interval=interval_s)
+
+
 def make_app(argv=None) -> QtWidgets.QApplication:
-    """The QApplication (created once), themed."""
+    """The QApplication (created once), themed; garbage collected in the GUI thread only
+    (:func:`collect_garbage_in_gui_thread`)."""
+    global _COLLECTOR
     app = QtWidgets.QApplication.instance()
     if app is None:
         app = QtWidgets.QApplication(list(argv or sys.argv[:1]))
     apply_dark_theme(app)
     install_excepthook()
+    if _COLLECTOR is None:
+        _COLLECTOR = collect_garbage_in_gui_thread()
     # the engine thread must get the interpreter lock quickly while the GUI thread draws:
     # a 1 ms switch interval (default 5 ms) keeps its sample timing tight
     sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))

@@ -215,3 +215,41 @@ def test_differential_view_has_fixed_sigma_levels_and_a_colour_bar(qtbot):
     assert shown[62, 62] >= 250                              # the seed saturates
     v.set_mode("Raw")
     assert not v.color_bar.isVisible()
+
+
+def test_garbage_is_collected_in_the_gui_thread_only(qtbot):
+    """A reference cycle freed while a worker thread allocates: without the GUI-thread collector
+    the worker's allocations run the cycle collector there (Qt objects deleted from a worker
+    thread crash Qt); with it, the cycle is freed by the GUI thread's timer."""
+    import gc
+    import threading
+
+    from insitu.gui.app import collect_garbage_in_gui_thread
+
+    collector = collect_garbage_in_gui_thread(interval_s=0.05)
+    try:
+        where = []
+
+        class Node:
+            def __del__(self):
+                where.append(threading.current_thread() is threading.main_thread())
+
+        node = Node()
+        node.me = node           # a cycle: only the cycle collector frees it
+        del node
+
+        kept = []
+
+        def churn():   # container allocations, kept: past the gen-0 threshold many times over
+            kept.append([[i] for i in range(300_000)])
+
+        t = threading.Thread(target=churn)
+        t.start()
+        t.join()
+        assert where == []                         # not collected by the worker
+        qtbot.waitUntil(lambda: bool(where), timeout=5000)
+        assert where == [True]                     # collected in the GUI (main) thread
+        kept.clear()
+    finally:
+        collector.timer.stop()
+        gc.enable()
