@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from insitu.analysis.image.differential import DifferentialImager
 from insitu.analysis.pipeline import LiveAnalyzer
@@ -198,13 +199,39 @@ def test_class_examples_show_the_change(module, name):
 def test_why_nothing_says_why():
     la = LiveAnalyzer()
     rng = np.random.default_rng(0)
-    la.feed(rng.random((64, 64)), 0.0)
-    la.feed(rng.random((64, 64)), 1.0)
+    la.feed(rng.random((128, 128)), 0.0)
+    la.feed(rng.random((128, 128)), 1.0)
     assert "only 2 frames" in la.why_nothing() and "need at least 5" in la.why_nothing()
     small = LiveAnalyzer()
     for k in range(5):
         small.feed(rng.random((16, 16)), float(k))
-    assert "too small" in small.why_nothing()
+    assert "too small" in small.why_nothing() and "drift correction" in small.why_nothing()
+
+
+def test_frames_under_96_px_get_the_drift_only_not_a_miscalibrated_differential():
+    """An 80 px noise series gave a differential of standard deviation ~5 (σ 5x too small) and
+    false seeds, a 64 px one an all-zero differential, silently. Now frames under 96 px get their
+    drift (measured as before) and no differential, and say why; at 96 px the differential is
+    calibrated (unit spread) and nothing is found in noise."""
+    from insitu.analysis.image.registration import fourier_shift
+
+    for side, ok in ((64, False), (80, False), (96, True)):
+        rng = np.random.default_rng(1)
+        texture = ndi.gaussian_filter(rng.normal(size=(side, side)), 2.0, mode="wrap")
+        scene = 100 + 25 * texture / texture.std()                  # grains of ~5 px, σ 25 %
+        la = LiveAnalyzer()
+        zs = []
+        for k in range(25):
+            f = rng.poisson(np.maximum(fourier_shift(scene, 0.1 * k, 0.0), 1.0)).astype(float)   # 0.1 px a frame in x
+            r = la.feed(f, 2.0 * k)
+            if r.differential is not None and k > 8:
+                zs.append(r.differential[r.differential != 0])
+        assert la.drift_only is (not ok) and not la.too_small
+        assert abs(la.drift[-1][0] - 2.4) < 0.3            # the drift, in both cases
+        if ok:
+            assert 0.85 < float(np.std(np.concatenate(zs))) < 1.15 and len(la.seeds_table()["id"]) == 0
+        else:
+            assert zs == [] and "at least 96 px" in la.why_nothing() and len(la.seeds_table()["id"]) == 0
 
 
 def test_match_seeds_is_one_to_one():
