@@ -92,10 +92,10 @@ def refine_labels(grains: np.ndarray, r: int, sigma_px: float = 1.0) -> np.ndarr
     >>> bool(wrong[16:-16, 16:-16].mean() < 0.01)                         # near the line only
     True
     """
-    return _refine(grains, r, sigma_px)["labels"]
+    return refine_fields(grains, r, sigma_px)["labels"]
 
 
-def _refine(grains, r: int, sigma_px: float = 1.0, cut: bool = False) -> dict:
+def refine_fields(grains, r: int, sigma_px: float = 1.0, cut: bool = False) -> dict:
     """:func:`refine_labels` as ``{"labels": ...}``; with ``cut``, also per fine voxel: ``best`` and
     ``second``, the largest and second-largest smoothed grain indicators, ``second_id`` the
     runner-up grain, ``grad`` (x, y) the gradient (per coarse voxel) of the best grain's indicator."""
@@ -261,7 +261,7 @@ def laminate(sa: np.ndarray, sb: np.ndarray, phi: np.ndarray, normal: np.ndarray
 
 def cut_fractions(fields: dict):
     """Fine voxels cut by the smooth boundary: flat indices, own-grain volume fraction, unit normal
-    and the other grain, from :func:`_refine` (``cut=True``) output.
+    and the other grain, from :func:`refine_fields` (``cut=True``) output.
 
     Along each axis where the 4-neighbour is another grain, the boundary crosses the segment
     between the two centres where the smoothed indicators of the two grains are equal (linear

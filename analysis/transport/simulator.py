@@ -353,10 +353,10 @@ def _grain_pairs(grains) -> set:
 
 def _refined(micro, pots, model, r, why, sigma_px, lam, kw) -> SimulationResult:
     """:func:`simulate` on the ``r`` x refined map, reported on the grid of ``micro``."""
-    from insitu.analysis.transport.refine import _refine, apply_laminate, block_mean, refine_microstructure
+    from insitu.analysis.transport.refine import apply_laminate, block_mean, refine_fields, refine_microstructure
 
     lam = bool(lam) and model == "full"
-    fields = _refine(micro.grains, r, sigma_px, cut=lam)
+    fields = refine_fields(micro.grains, r, sigma_px, cut=lam)
     fine = refine_microstructure(micro, r, labels=fields["labels"])
     n_cut = []
     hook = (lambda v: n_cut.append(apply_laminate(v, fields, fine))) if lam else None
