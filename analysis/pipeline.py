@@ -97,8 +97,9 @@ class LiveAnalyzer:
 
     Example
     -------
-    A 5 × 5 px change (+50 counts on 100) from frame 7 of twelve (frames under ~96 px give the
-    noise model too few pixels per brightness bin: their differential stays zero):
+    A 5 × 5 px change (+50 counts on 100) from frame 7 of twelve (frames under
+    :data:`MIN_FRAME_PX` (96) px give the noise model too few pixels per brightness bin: they get
+    their drift only, no differential and no seeds):
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
@@ -233,18 +234,10 @@ class LiveAnalyzer:
         k = self.n_frames
         frame = frame.astype(np.float32, copy=False)
         if self.too_small:
-            self.n_frames += 1
-            self.times.append(float(time_s))
-            self.drift.append((float("nan"), float("nan")))
-            return FrameResult(index=k, time_s=float(time_s), dx_px=float("nan"), dy_px=float("nan"),
-                               differential_raw=None)
+            return self._without_differential(time_s, float("nan"), float("nan"))
         dx, dy = self._register(frame)
         if self.drift_only:
-            self.n_frames += 1
-            self.times.append(float(time_s))
-            self.drift.append((float(dx), float(dy)))
-            return FrameResult(index=k, time_s=float(time_s), dx_px=float(dx), dy_px=float(dy),
-                               differential_raw=None)
+            return self._without_differential(time_s, dx, dy)
         z = self._imager.update(frame, dx, dy, freeze=self._freeze)
         ev = None
         self.times.append(float(time_s))
@@ -288,6 +281,15 @@ class LiveAnalyzer:
         return FrameResult(index=k, time_s=float(time_s), dx_px=float(dx), dy_px=float(dy), differential_raw=z, evidence_raw=ev,
                            candidates=cands, seeds=list(self.tracker.seeds), new_seeds=new,
                            differential_step=self.step, frame_shape=self.shape)
+
+    def _without_differential(self, time_s: float, dx: float, dy: float) -> FrameResult:
+        """Count a frame that gets no differential (:attr:`too_small`, :attr:`drift_only`) with its
+        drift (NaN when none was measured)."""
+        k = self.n_frames
+        self.n_frames += 1
+        self.times.append(float(time_s))
+        self.drift.append((float(dx), float(dy)))
+        return FrameResult(index=k, time_s=float(time_s), dx_px=float(dx), dy_px=float(dy), differential_raw=None)
 
     def _candidates(self, region) -> list[Candidate]:
         """Blobs of each scale's evidence; where scales overlap, the finest one that sees the blob.
