@@ -122,16 +122,23 @@ def interp_tables(xp, fp):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _interp_one(r, xp, fp, slopes, start):
+def _cells_per_unit(xp, start):
+    """Cells of ``start`` per unit of ``xp`` (0 for a single knot), for :func:`_interp_one`:
+    computed once per block of rows, not per pixel."""
+    n = xp.shape[0]
+    return start.shape[0] / (xp[n - 1] - xp[0]) if xp[n - 1] > xp[0] else 0.0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _interp_one(r, xp, fp, slopes, start, cell):
     """``np.interp(r, xp, fp)`` for one float64 ``r`` (finite), by the same formula; the search for
-    the interval starts at the ``start`` of r's cell and walks from there (any start gives the
-    same answer)."""
+    the interval starts at the ``start`` of r's cell (``cell``: :func:`_cells_per_unit`) and walks
+    from there (any start gives the same answer)."""
     n = xp.shape[0]
     if r < xp[0]:
         return fp[0]
     if r >= xp[n - 1]:
         return fp[n - 1]
-    cell = start.shape[0] / (xp[n - 1] - xp[0])
     c = int((r - xp[0]) * cell)
     lo = start[min(max(c, 0), start.shape[0] - 1)]
     while lo > 0 and xp[lo] > r:
@@ -146,9 +153,10 @@ def _sd_from_model_rows(ref, xp, fp, slopes, start, g2, shift_var, has_shift, fl
     """out = √max(interp(ref; xp, fp) + shift_var·g2, floor) (float32): ``np.interp``
     (:func:`_interp_one`) then the float32 steps."""
     nx = ref.shape[1]
+    cell = _cells_per_unit(xp, start)
     for y in range(y0, y1):
         for x in range(nx):
-            w = np.float32(_interp_one(np.float64(ref[y, x]), xp, fp, slopes, start))
+            w = np.float32(_interp_one(np.float64(ref[y, x]), xp, fp, slopes, start, cell))
             if has_shift:
                 w = w + shift_var * g2[y, x]
             if w < floor:
@@ -224,13 +232,15 @@ def _level_sums(d, r, s, ok, edges, nl):
 def _sub_interp_rows(d, r, xp, fp, slopes, start, y0, y1):
     """d[y] ← d[y] − float32(interp(r[y]; xp, fp)), in place (:func:`_interp_one`, as np.interp)."""
     nx = d.shape[1]
+    cell = _cells_per_unit(xp, start)
     for y in range(y0, y1):
         for x in range(nx):
-            d[y, x] = d[y, x] - np.float32(_interp_one(np.float64(r[y, x]), xp, fp, slopes, start))
+            d[y, x] = d[y, x] - np.float32(_interp_one(np.float64(r[y, x]), xp, fp, slopes, start, cell))
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _sub_interp_tables(d, r, xp, fp, slopes, start):
+    """:func:`_sub_interp_rows` over all rows, blocks of rows in parallel."""
     ny = d.shape[0]
     nb = min(ROW_BLOCKS, ny)
     for blk in numba.prange(nb):
