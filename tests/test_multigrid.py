@@ -160,6 +160,19 @@ def test_transposed_level_is_the_operator_of_the_transposed_grid(five):
     assert np.abs(r[:, 1:]).max() > 1e-6
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (64, 64), (137, 203), (203, 137)])
+def test_transpose_is_exact_across_tiles_and_blocks(shape):
+    """The blocked transpose (8 x 8 blocks in 64 x 64 tiles, partial ones at the edges) is a.T to
+    the bit, also when casting float64 to float32."""
+    a = np.random.default_rng(3).normal(size=shape)
+    out = np.full(shape[::-1], np.nan)
+    mg._transpose(a, out)
+    np.testing.assert_array_equal(out, a.T)
+    out32 = np.full(shape[::-1], np.nan, np.float32)
+    mg._transpose(a, out32)
+    np.testing.assert_array_equal(out32, a.T.astype(np.float32))
+
+
 def _lamella_system(shape, n_grains, seed, model):
     """A Voronoi lamella's grid system (electrodes at 0 V and 1 V): (micro, voxels, S, b)."""
     m = voronoi_lamella(shape, n_grains=n_grains, seed=seed)

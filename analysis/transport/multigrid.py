@@ -270,19 +270,30 @@ def _xlines(S, x, b, forward, cpx, imx, five, nblocks):
 
 
 #: side of the square tiles of the transposes (cache-sized blocks)
-_TILE = 32
+_TILE = 64
+#: side of the blocks inside a tile that are transposed whole (fixed-size loops the compiler unrolls
+#: into register shuffles: 2048^2 float32 in 2-3 ms, against 6-7 ms element by element)
+_BLOCK = 8
 #: plane of the transposed level that holds plane k: the offset (dy, dx) becomes (dx, dy)
 _TPLANE = np.array([(k % 3) * 3 + k // 3 for k in range(9)])
 
 
 @njit(cache=True, inline="always")
 def _transpose_rows(a, out, i0, i1):
-    """out[:, i0:i1] = a[i0:i1, :].T, tile by tile (``out`` in its own dtype)."""
+    """out[:, i0:i1] = a[i0:i1, :].T, tile by tile, in 8 x 8 blocks (``out`` in its own dtype)."""
     nx = a.shape[1]
     for j0 in range(0, nx, _TILE):
-        for j in range(j0, min(nx, j0 + _TILE)):
-            for i in range(i0, i1):
-                out[j, i] = a[i, j]
+        j1 = min(nx, j0 + _TILE)
+        for ib in range(i0, i1, _BLOCK):
+            for jb in range(j0, j1, _BLOCK):
+                if ib + _BLOCK <= i1 and jb + _BLOCK <= j1:
+                    for j in range(jb, jb + _BLOCK):
+                        for i in range(ib, ib + _BLOCK):
+                            out[j, i] = a[i, j]
+                else:
+                    for j in range(jb, min(j1, jb + _BLOCK)):
+                        for i in range(ib, min(i1, ib + _BLOCK)):
+                            out[j, i] = a[i, j]
 
 
 @njit(cache=True, parallel=True)
