@@ -171,7 +171,7 @@ SOLVERS = {"direct": _sparse_solver("direct"), "mg": _solve_mg, "amg": _sparse_s
 def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rtol: float = 1e-8,
              gb_tol_deg: float = 15.0, beam_tol_deg: float = 15.0, gb_band_m: float | None = None,
              with_gb_table: bool = True, solver: str = "auto", refine: int | str = 1,
-             refine_sigma_px: float = 1.0, refine_laminate: bool = True, _voxels_hook=None) -> SimulationResult:
+             refine_sigma_px: float = 1.0, refine_laminate: bool = True) -> SimulationResult:
     """Solve for potential, field and current density in ``micro`` with electrodes at ``potentials``.
 
     Parameters
@@ -253,9 +253,19 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
                 rtol=rtol, gb_tol_deg=gb_tol_deg, beam_tol_deg=beam_tol_deg, gb_band_m=gb_band_m,
                 with_gb_table=with_gb_table, solver=solver))
 
-    v = network.voxel_properties(micro, model)
-    if _voxels_hook is not None:
-        _voxels_hook(v)
+    res = _simulate_voxels(micro, pots, model, network.voxel_properties(micro, model), t0, rtol=rtol,
+                           gb_tol_deg=gb_tol_deg, beam_tol_deg=beam_tol_deg, gb_band_m=gb_band_m,
+                           with_gb_table=with_gb_table, solver=solver)
+    if refine != 1:
+        res.info["refine_note"] = why            # "auto" chose not to refine, and why
+    return res
+
+
+def _simulate_voxels(micro, pots, model, v, t0, *, rtol, gb_tol_deg, beam_tol_deg, gb_band_m, with_gb_table,
+                     solver) -> SimulationResult:
+    """:func:`simulate` on the grid of ``micro`` (no refinement) from its voxel properties ``v``
+    (:func:`network.voxel_properties`, possibly altered: the laminate of a refined map); ``pots``
+    checked, ``t0`` when the call began (for ``info["t_setup_s"]``)."""
     el = v.electrode >= 0
     alive = v.conducting | el
     floating_mask = alive & ~network.connected_to(alive, el)
@@ -302,8 +312,6 @@ def simulate(micro: Microstructure, potentials: dict, model: str = "full", *, rt
     else:
         table = _empty_table()
     t5 = time.perf_counter()
-    if refine != 1:
-        info["refine_note"] = why
     info.update(refine=1)
     info.update(gb_tol_deg=float(gb_tol_deg), beam_tol_deg=float(beam_tol_deg), t_setup_s=t1 - t0, t_assemble_s=t2 - t1, t_solve_s=t3 - t2, t_post_s=t4 - t3, t_gb_s=t5 - t4,
                 unknowns=n_unknown, nnz=nnz)
@@ -358,11 +366,13 @@ def _refined(micro, pots, model, r, why, sigma_px, lam, kw) -> SimulationResult:
     lam = bool(lam) and model == "full"
     fields = refine_fields(micro.grains, r, sigma_px, cut=lam)
     fine = refine_microstructure(micro, r, labels=fields["labels"])
-    n_cut = []
-    hook = (lambda v: n_cut.append(apply_laminate(v, fields, fine))) if lam else None
+    t0 = time.perf_counter()
+    fine.validate("refined microstructure")
+    v = network.voxel_properties(fine, model)
+    n_cut = apply_laminate(v, fields, fine) if lam else 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = simulate(fine, pots, model, refine=1, _voxels_hook=hook, **kw)
+        res = _simulate_voxels(fine, pots, model, v, t0, **kw)
     for w in caught:              # the floating-cluster warning is said again below, in coarse voxels
         if not (res.floating and str(w.message).startswith(f"{len(res.floating)} conducting cluster")):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -377,7 +387,7 @@ def _refined(micro, pots, model, r, why, sigma_px, lam, kw) -> SimulationResult:
         table = {k: v[keep] for k, v in table.items()}
     info = dict(res.info, refine=int(r), refine_note=why, refine_sigma_px=float(sigma_px),
                 refine_gbs_lost=len(pairs - fine_pairs), refine_gbs_left_out=len(fine_pairs - pairs),
-                fine_shape=list(fine.shape), refine_laminate_voxels=int(n_cut[0]) if n_cut else 0)
+                fine_shape=list(fine.shape), refine_laminate_voxels=int(n_cut))
     return replace(res, potential=block_mean(res.potential, r), field=block_mean(res.field, r),
                    current_density=block_mean(res.current_density, r), gb_table=table,
                    voxel_size_m=float(micro.voxel_size_m), floating=floating, info=info)
