@@ -59,7 +59,8 @@ class AnalysisThread(threading.Thread):
         self.results = LatestSlot()
         self.new_seeds: list = []          # (time_s, seed) of every seed confirmed; GUI pops them
         self._lock = threading.Lock()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
+        self._finish = threading.Event()
         self.error: str | None = None
         #: frames this thread fed to its own analyzer
         self.n_fed = 0
@@ -92,10 +93,10 @@ class AnalysisThread(threading.Thread):
         import time
 
         last = 0.0
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             wait = last + self.min_interval_s - time.monotonic()
             if wait > 0:
-                self._stop.wait(wait)
+                self._halt.wait(wait)
                 continue
             if self._watcher is not None:
                 self.frames.take()           # the watcher analyses every frame: nothing to do here
@@ -104,14 +105,16 @@ class AnalysisThread(threading.Thread):
                     return
                 res = self._shared.take()
                 if res is None:
-                    self._stop.wait(0.02)
+                    if self._finish.is_set() and self._watcher.done:
+                        break                # the run has ended and its watcher has said all
+                    self._halt.wait(0.02)
                     continue
                 last = time.monotonic()
                 self._publish(res)
                 continue
             rec = self.frames.take()
             if rec is None:
-                self._stop.wait(0.02)
+                self._halt.wait(0.02)
                 continue
             if self._shape is not None and rec.data.shape != self._shape:
                 continue  # a different series (should not happen within a run)
@@ -142,4 +145,14 @@ class AnalysisThread(threading.Thread):
         return out
 
     def stop(self) -> None:
-        self._stop.set()
+        """End the thread now."""
+        self._halt.set()
+
+    def finish(self) -> None:
+        """The run has ended: end the thread once the followed watcher has analysed the frames it
+        still holds and their results are passed on (it may lag the run by seconds, when its first
+        frames load or compile the detector's kernels), or now when no watcher is followed."""
+        if self._watcher is None:
+            self.stop()
+        else:
+            self._finish.set()

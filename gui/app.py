@@ -298,6 +298,8 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         self.queue = RecordQueue()
         self.sync = SyncTracker()
+        if self.analysis is not None:
+            self.analysis.stop()
         self.analysis = None
         self.plots.clear()
         self.last_record_time = self.dose = 0.0
@@ -413,7 +415,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self._set_state(EngineState.DONE)
             self._update_status()
             if self.analysis is not None:
-                self.analysis.stop()
+                self.analysis.finish()     # a closed-loop run's watcher may still be analysing its last frames
             if self._closing:
                 self.close()
 

@@ -79,6 +79,7 @@ class SeedWatcher:
         #: every seed posted, in order
         self.seeds: list[SeedRecord] = []
         self.error: str | None = None
+        self._done = threading.Event()
 
     # -- the sink side (any thread, never waits) --------------------------------------------------
     def __call__(self, record) -> None:
@@ -109,7 +110,19 @@ class SeedWatcher:
                     self.sink_error = f"{type(exc).__name__}: {exc}"
         return out
 
+    @property
+    def done(self) -> bool:
+        """The detector thread has ended: every frame queued before :meth:`stop` is analysed (or
+        skipped after an error), every result handed to the sinks."""
+        return self._done.is_set()
+
     def _loop(self) -> None:
+        try:
+            self._analyse_queue()
+        finally:
+            self._done.set()
+
+    def _analyse_queue(self) -> None:
         while True:
             item = self._queue.get()
             if item is _STOP:

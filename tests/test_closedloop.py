@@ -397,3 +397,45 @@ def test_attach_gives_a_watcher_only_to_protocols_that_react_to_seeds():
         assert eng.needs_seeds and w in eng.sinks and w.post == eng.post_seed
     finally:
         w.stop()
+
+
+def test_live_view_shows_the_results_a_watcher_delivers_after_the_run_ended():
+    """The runner stops waiting for its seed watcher after 5 s (a cold numba cache can hold it up
+    longer); the GUI's analysis thread, told the run has ended (finish), still passes on every later
+    result of the watcher, the last one included, and then ends."""
+    import time
+    from types import SimpleNamespace as NS
+
+    import numpy as np
+
+    from insitu.core.records import FrameRecord
+    from insitu.gui.analysis_thread import AnalysisThread, LatestSlot
+    from insitu.seedwatch import SeedWatcher
+
+    gate = threading.Event()
+
+    class Slow:
+        """A detector that waits at its first frame until the test lets it go on."""
+        def feed(self, frame, time_s):
+            gate.wait(10)
+            return NS(time_s=time_s, new_seeds=[], differential=None)
+
+    w = SeedWatcher(lambda rec: None, analyzer=Slow()).start()
+    view = AnalysisThread(LatestSlot(), analyzer="unused", max_rate_hz=0)
+    view.follow(w)
+    view.start()
+    for k in range(3):
+        w(FrameRecord(10.0 * k, np.zeros((96, 96)), 0.0, 0.0, False, 0.0, 2e-8))
+    w.stop(timeout_s=0.05)                 # the runner gives up waiting; the watcher still holds 3 frames
+    assert not w.done
+    view.finish()                          # the run has ended
+    time.sleep(0.1)
+    assert view.is_alive() and view.results.take() is None
+    gate.set()
+    view.join(10)
+    assert w.done and not view.is_alive()
+    assert view.n_shared == 3
+    shown = []
+    while (res := view.results.take()) is not None:
+        shown.append(res.time_s)
+    assert shown and shown[-1] == 20.0     # the newest (last) result reached the view
