@@ -118,6 +118,22 @@ def test_frozen_young_reference_and_seed_near_the_frame_edge():
     assert edge in {j for _, j, _ in sc["pairs"]}
 
 
+def test_columns_the_drift_carried_out_over_the_restart_keep_their_row_level():
+    """Widened configuration 2001 (2 px scan shear, scan-line noise 7 % of the signal), which gave 7
+    false seeds at x = 500 before (F1 0.71): its right columns were seen in the first frames, then
+    carried out of view before the 5th frame, when the reference of the pixels in view became the
+    median of 5 frames. That changed each row's level by the median of its scan-line offsets; the
+    columns outside kept the old level, came back 10 σ off their row, were outliers, so never
+    corrected. They now move with their row."""
+    s = render(draw_wide_config(2001))
+    assert s.drift[4:10, 0].min() > 5                  # frames 5-10: x = 499-504 out of view
+    la, tab, sc = _analyse(s)
+    false = [i for i in range(len(tab["id"])) if i not in {p for p, _, _ in sc["pairs"]}]
+    assert not (tab["x_px"][false] > 490).any(), tab
+    assert sc["fp"] <= 1 and sc["f1"] >= 0.9
+    assert la._imager._from_start[100:400, 499:503].all()     # seen in the first 3 frames
+
+
 def test_calibrated_sigma_on_a_no_seed_series():
     """The per-frame differential is unit-variance noise everywhere (measured noise model),
     including the band edge and particle rims under drift."""
@@ -225,7 +241,7 @@ def test_widened_family():
     the floor that docs/analysis.md reports (scan distortion and low dose are its hard parts)."""
     scores = [_analyse(make(sd))[2] for sd in WIDE_SEEDS]
     f1 = [sc["f1"] for sc in scores]
-    assert np.mean(f1) >= 0.8 and min(f1) >= 0.7, f1
+    assert np.mean(f1) >= 0.85 and min(f1) >= 0.75, f1
 
 
 @pytest.mark.slow
