@@ -287,7 +287,10 @@ def write_batch_html(path, rows: list[dict], figures: list[dict]) -> Path:
         for ax, lab in zip(axes, ("time (s)", "charge through the specimen (C)", "dose (e/Å²)")):
             ax.set_xlabel(lab)
             ax.set_ylabel("seeds (cumulative)")
-        axes[0].legend(fontsize=7)
+            if not ax.lines:
+                ax.text(0.5, 0.5, "no seed in any session", ha="center", va="center", transform=ax.transAxes)
+        if axes[0].lines:
+            axes[0].legend(fontsize=7)
         parts.append("<h2>Seeds against time, charge and dose</h2>" + _img(_png(fig), "seeds per session"))
         fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(ok) + 2), 3.8))
         names = [Path(r["session"]).stem for r, _ in ok]
