@@ -251,3 +251,41 @@ def test_more_no_seed_series():
     for s in series:
         _, tab, _ = _analyse(s)
         assert len(tab["id"]) <= 1, (s.config["seed"], tab)
+
+
+def test_first_valid_column_next_to_never_seen_pixels_is_calibrated():
+    """Widened configuration 4013: from frame 29 the drift brings the valid region back to the
+    edge of the region the reference has ever seen (x = 7; x < 7 never seen). There the shift
+    terms used a central difference against the unseen 0 (the whole reference level per 2 px):
+    z spread 20 σ over that column, in vacuum; and the column's new reference kept the scan-line
+    offsets of the frames it started from (spread 2.7 σ). Both gone: unit spread."""
+    s = render(draw_wide_config(4013))
+    la = LiveAnalyzer()
+    z = None
+    for f, t in list(zip(s.frames, s.times))[:41]:
+        z = la.feed(f, t).differential
+    im = la._imager
+    x0 = im.last_valid[1].start
+    assert x0 == 7 and not im.seen[:, x0 - 1].any() and im.seen[100:400, x0].all()
+    col = np.asarray(z)[40:470, x0]
+    assert np.std(col) < 1.3, np.std(col)
+
+
+def test_seen_gradient_is_one_sided_at_the_edge_of_the_seen_region():
+    from insitu.analysis.image.differential import _seen_gradient
+
+    rng = np.random.default_rng(0)
+    r = rng.normal(size=(9, 11)).astype(np.float32)
+    for axis in (0, 1):
+        np.testing.assert_array_equal(_seen_gradient(r, np.ones(r.shape, bool), axis), np.gradient(r, axis=axis))
+    seen = np.ones(r.shape, bool)
+    seen[:, :3] = False
+    seen[:, 8] = False                          # an unseen column inside
+    r[~seen] = 0.0
+    g = _seen_gradient(r, seen, 1)
+    np.testing.assert_allclose(g[:, 3], r[:, 4] - r[:, 3], rtol=1e-6)        # one-sided, forwards
+    np.testing.assert_allclose(g[:, 7], r[:, 7] - r[:, 6], rtol=1e-6)        # one-sided, backwards
+    np.testing.assert_allclose(g[:, 5], (r[:, 6] - r[:, 4]) / 2, rtol=1e-6)  # central inside
+    assert not g[:, :3].any() and not g[:, 8].any()
+    np.testing.assert_allclose(g[:, 9], r[:, 10] - r[:, 9], rtol=1e-6)
+    np.testing.assert_array_equal(_seen_gradient(r, seen, 0)[:, 5], np.gradient(r, axis=0)[:, 5])

@@ -253,6 +253,35 @@ def _sub_interp(d, r, xp, fp) -> None:
     _sub_interp_tables(d, r, *interp_tables(xp, fp))
 
 
+def _seen_gradient(ref: np.ndarray, seen: np.ndarray, axis: int) -> np.ndarray:
+    """``np.gradient(ref, axis=axis)``, but one-sided where one neighbour along ``axis`` is not
+    ``seen``, and 0 where neither is or the pixel itself is not.
+
+    Example
+    -------
+    >>> r = np.array([[0.0, 0.0, 5.0, 6.0, 7.0]], np.float32)
+    >>> _seen_gradient(r, r > 0, 1)
+    array([[0., 0., 1., 1., 1.]], dtype=float32)
+    """
+    g = np.gradient(ref, axis=axis)
+    if seen.all() or ref.shape[axis] < 3:
+        return g
+    r = np.moveaxis(ref, axis, -1)
+    m = np.moveaxis(seen, axis, -1)
+    gv = np.moveaxis(g, axis, -1)                   # a view: written through
+    lo, hi = m[..., :-2], m[..., 2:]                # the neighbours of the inner pixels
+    inner = gv[..., 1:-1]
+    only_hi = hi & ~lo
+    only_lo = lo & ~hi
+    inner[only_hi] = (r[..., 2:] - r[..., 1:-1])[only_hi]
+    inner[only_lo] = (r[..., 1:-1] - r[..., :-2])[only_lo]
+    inner[~lo & ~hi] = 0.0
+    gv[..., 0][~m[..., 1]] = 0.0                    # array edges: their one neighbour unseen
+    gv[..., -1][~m[..., -2]] = 0.0
+    gv[~m] = 0.0
+    return g
+
+
 class ShiftSmoother:
     """Shift images by a subpixel amount and smooth them with a Gaussian, in one FFT pair.
 
@@ -754,7 +783,10 @@ class DifferentialImager:
                 return np.zeros(self.shape, np.float32)
             self._gradients()
             self._sd_map()
+        c0 = d[:, 0].copy() if part else None
         remove_row_offsets(d, clip=3.0 * float(np.sqrt(self._s2)), exclude=fz)
+        # this frame's row offsets (scan-line noise) against the reference, for the new pixels
+        row_off = (c0 - d[:, 0])[:, None] if part else None
         if not first:
             self._remove_level_bias(d, sl, fz if new is None else (new if fz is None else (fz | new)))
         if part:
@@ -784,7 +816,10 @@ class DifferentialImager:
                             np.float32(2.0 / self.alpha - 1), zv, sd)
         rv += d
         if part:
-            self._probation(sl, av, new)
+            # the new pixels' reference starts at its row's level: without the frame's row offsets,
+            # as the differential is taken (else the offsets of the frames it starts from stay in
+            # it: a step of up to several σ against the row, z spread 2.7 in 4013's first column)
+            self._probation(sl, av - row_off, new)
         self._restart_median(sl, av, ready)
         # pixels whose reference is much younger than the rest (brought into view by the drift):
         # their reference still carries the noise of a few frames, so no differential there yet
@@ -828,8 +863,14 @@ class DifferentialImager:
         return m
 
     def _gradients(self) -> None:
-        """Gradients of the reference (per working px) and their squared norm, for the shift terms."""
-        gy, gx = np.gradient(self.reference)
+        """Gradients of the reference (per working px) and their squared norm, for the shift terms.
+
+        Central differences, one-sided next to pixels the reference has never seen (0 there): at
+        the edge of the seen region a central difference against that 0 is the whole reference
+        level per 2 px, and the shift terms built on it made the first valid column a column of
+        false changes (widened configuration 4013: z spread 20 σ there, in vacuum, once the
+        drift brought the valid region back to the edge of the seen one)."""
+        gy, gx = (_seen_gradient(self.reference, self.nseen > 0, axis) for axis in (0, 1))
         self._grad = (gx, gy, gx * gx + gy * gy)
 
     def _refine_shift(self, d: np.ndarray, freeze, new) -> None:
