@@ -870,7 +870,8 @@ class DifferentialImager:
         level per 2 px, and the shift terms built on it made the first valid column a column of
         false changes (widened configuration 4013: z spread 20 σ there, in vacuum, once the
         drift brought the valid region back to the edge of the seen one)."""
-        gy, gx = (_seen_gradient(self.reference, self.nseen > 0, axis) for axis in (0, 1))
+        seen = self.seen
+        gy, gx = (_seen_gradient(self.reference, seen, axis) for axis in (0, 1))
         self._grad = (gx, gy, gx * gx + gy * gy)
 
     def _refine_shift(self, d: np.ndarray, freeze, new) -> None:
